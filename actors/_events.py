@@ -1,0 +1,279 @@
+"""The instrument hook: typed, immutable events and the no-op :class:`Instrument`.
+
+An instrument is any object with some of the methods of :class:`Instrument`
+(subclass it to get no-op defaults). Register one with
+``Node.add_instrument``. Methods are called synchronously on the node's event
+loop, at the moment the event happens, so they must be quick and must not
+block: hand the event to another thread or queue and return. An instrument
+method that raises is removed and logged; the actor system goes on.
+
+With no instrument registered no event object is ever created: the hot path
+pays one truth test of a list.
+"""
+
+from __future__ import annotations
+
+import traceback as _tb
+from dataclasses import dataclass
+from typing import Any
+
+from ._types import Pid, Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """A process started."""
+
+    pid: Pid
+    """The new process."""
+    name: str | None
+    """Its registered name at spawn time, if any."""
+    label: str | None
+    """Its label (a type-like tag such as ``"SessionWorker"``)."""
+    parent: Pid | None
+    """The process that spawned it (None when spawned from outside any process)."""
+    time: float
+    """Wall-clock time (``time.time()``) of the event."""
+    hook = "spawned"
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """A process exited."""
+
+    pid: Pid
+    """The process that exited."""
+    reason: Any
+    """Its exit reason; an exception object keeps its ``__traceback__``."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "exited"
+
+    def format_traceback(self) -> str | None:
+        """The formatted traceback (cause chain included) if the reason is an
+        exception, else None. Formats on demand: the runtime never does."""
+        if not isinstance(self.reason, BaseException):
+            return None
+        return "".join(_tb.format_exception(self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Restarted:
+    """A supervisor restarted one of its children."""
+
+    supervisor: Pid
+    """The supervisor."""
+    child_id: Any
+    """The child's id in its child spec."""
+    old_pid: Pid | None
+    """The pid that exited (None if the child was not running)."""
+    new_pid: Pid | None
+    """The new pid (None if the restart's start returned ignore)."""
+    restarts: int
+    """How many times this child has been restarted, this one included."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "restarted"
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """Two processes were linked."""
+
+    a: Pid
+    """The process that asked for the link."""
+    b: Pid
+    """The other one."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "linked"
+
+
+@dataclass(frozen=True, slots=True)
+class Unlinked:
+    """A link was removed by ``unlink`` (not by an exit)."""
+
+    a: Pid
+    """The process that asked."""
+    b: Pid
+    """The other one."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "unlinked"
+
+
+@dataclass(frozen=True, slots=True)
+class Monitored:
+    """A process started monitoring another one."""
+
+    watcher: Pid | None
+    """The monitoring process (None for an internal monitor such as a call's)."""
+    target: Pid
+    """The monitored process."""
+    ref: Ref
+    """The monitor reference."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "monitored"
+
+
+@dataclass(frozen=True, slots=True)
+class Demonitored:
+    """A monitor was removed by ``demonitor`` (not by an exit)."""
+
+    watcher: Pid | None
+    """The monitoring process."""
+    target: Pid
+    """The monitored process."""
+    ref: Ref
+    """The monitor reference."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "demonitored"
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A name was registered (``pid`` set) or unregistered (``pid`` None)."""
+
+    name: str
+    """The name."""
+    pid: Pid | None
+    """The process now holding it, or None when unregistered."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "registered"
+
+
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    """A process was suspended."""
+
+    pid: Pid
+    """The process."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A suspended process was resumed."""
+
+    pid: Pid
+    """The process."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorGaveUp:
+    """A supervisor exceeded its restart intensity and is shutting down."""
+
+    supervisor: Pid
+    """The supervisor."""
+    child_id: Any
+    """The child whose exit exceeded the budget."""
+    restarts: int
+    """Restarts counted in the current period, the one that exceeded included."""
+    intensity: int
+    """The allowed restarts per period."""
+    period: float
+    """The period, in seconds."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "supervisor_gave_up"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """A traced process sent a message (only for processes being traced)."""
+
+    sender: Pid
+    """The traced sender."""
+    to: Pid | str
+    """The destination pid or name."""
+    message: Any
+    """The message itself (a reference, not a copy)."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "message_sent"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A traced process took a message out of its mailbox."""
+
+    pid: Pid
+    """The traced receiver."""
+    message: Any
+    """The message itself (a reference, not a copy)."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "message_received"
+
+
+Event = (
+    Spawned
+    | Exited
+    | Restarted
+    | Linked
+    | Unlinked
+    | Monitored
+    | Demonitored
+    | Registered
+    | Suspended
+    | Resumed
+    | SupervisorGaveUp
+    | MessageSent
+    | MessageReceived
+)
+
+
+class Instrument:
+    """No-op base for instruments. Override the methods you need.
+
+    Every method runs on the node's event loop, synchronously, at the moment of
+    the event. Keep it short and never block; an exception removes the
+    instrument (logged) and the node goes on.
+    """
+
+    def spawned(self, event: Spawned) -> None:
+        """A process started."""
+
+    def exited(self, event: Exited) -> None:
+        """A process exited."""
+
+    def restarted(self, event: Restarted) -> None:
+        """A supervisor restarted a child."""
+
+    def linked(self, event: Linked) -> None:
+        """Two processes were linked."""
+
+    def unlinked(self, event: Unlinked) -> None:
+        """A link was removed."""
+
+    def monitored(self, event: Monitored) -> None:
+        """A monitor was set."""
+
+    def demonitored(self, event: Demonitored) -> None:
+        """A monitor was removed."""
+
+    def registered(self, event: Registered) -> None:
+        """A name was registered or unregistered."""
+
+    def suspended(self, event: Suspended) -> None:
+        """A process was suspended."""
+
+    def resumed(self, event: Resumed) -> None:
+        """A process was resumed."""
+
+    def supervisor_gave_up(self, event: SupervisorGaveUp) -> None:
+        """A supervisor exceeded its restart intensity."""
+
+    def message_sent(self, event: MessageSent) -> None:
+        """A traced process sent a message."""
+
+    def message_received(self, event: MessageReceived) -> None:
+        """A traced process received a message."""

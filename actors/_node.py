@@ -1,0 +1,587 @@
+"""The node: owns every process, the registry, the pid counter and the clock.
+
+There is no global state: two nodes in one interpreter know nothing of each
+other. All methods run on the node's loop thread unless their name ends in
+``_threadsafe``; read-only introspection (``processes``, ``info``) may also be
+called from another thread, where it sees a consistent-enough picture (each
+field read is atomic; a process may vanish between two reads, and is then
+skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from ._errors import CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
+from ._events import (
+    Demonitored,
+    Event,
+    Exited,
+    Instrument,
+    Linked,
+    Monitored,
+    Registered,
+    Resumed,
+    Spawned,
+    Suspended,
+    Unlinked,
+)
+from ._introspect import ProcessInfo, StackFrame, estimate_memory, process_info, process_stack
+from ._messages import CallMsg, CastMsg, From
+from ._process import Process, ProcessFn
+from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref
+
+log = logging.getLogger("actors")
+T = TypeVar("T")
+
+
+class Node:
+    """A running actor system.
+
+    Use it on your own loop::
+
+        async with Node() as node:
+            pid = node.spawn(worker)
+
+    or in a thread of its own with :meth:`start_in_thread`. Leaving the
+    ``async with`` (or :meth:`shutdown`) stops the tree in reverse start order.
+
+    ``clock`` is the monotonic clock supervisors count restart intensity with
+    (tests pass a fake one). ``log_crashes`` logs every exit whose reason is an
+    exception, with its traceback, on the ``actors`` logger.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        log_crashes: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.log_crashes = log_crashes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._procs: dict[int, Process] = {}
+        self._names: dict[str, Process] = {}
+        self._serial = itertools.count(1)
+        self._refs = itertools.count(1)
+        self._instruments: list[Any] = []
+        self._signals: deque[tuple[Process, Pid, Any, bool]] = deque()
+        self._draining = False
+        self._dying: set[asyncio.Task[Any]] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.started_at = time.time()
+
+    # -- loop ---------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this node runs on (bound on first use inside a loop)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    async def __aenter__(self) -> Node:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @classmethod
+    def start_in_thread(cls, *, name: str = "actors-node", **kwargs: Any) -> Node:
+        """Create a node running on a new event loop in a daemon thread.
+
+        Use :meth:`run_threadsafe` to run coroutines on it from other threads
+        and :meth:`stop_thread` to shut it down.
+        """
+        node = cls(**kwargs)
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            node._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        node._thread = threading.Thread(target=main, name=name, daemon=True)
+        node._thread.start()
+        ready.wait()
+        return node
+
+    def run_threadsafe(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the node's loop from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_threadsafe(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
+        """Run ``fn()`` on the node's loop from another thread and return its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.run_threadsafe(run()).result(timeout)
+
+    def stop_thread(self, timeout: float = 10.0) -> None:
+        """Shut the tree down and stop the loop started by :meth:`start_in_thread`."""
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self.run_threadsafe(self.shutdown()).result(timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- processes ------------------------------------------------------------------
+
+    def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
+        """Start a process running ``fn(proc, *args)`` with no parent. Returns its pid."""
+        return self._spawn(fn, args, name, label, None, link=False)
+
+    def _spawn(
+        self,
+        fn: ProcessFn,
+        args: tuple[Any, ...],
+        name: str | None,
+        label: str | None,
+        parent: Process | None,
+        *,
+        link: bool,
+    ) -> Pid:
+        if name is not None and name in self._names:
+            raise NameTaken(f"name already registered: {name!r}")
+        loop = self._loop
+        if loop is None:
+            loop = self.loop
+        pid = Pid(self.node_id, next(self._serial))
+        if label is None:
+            label = getattr(fn, "__name__", None)
+        proc = Process(self, pid, name, label, parent.pid if parent is not None else None)
+        self._procs[pid.id] = proc
+        if name is not None:
+            self._names[name] = proc
+        if link and parent is not None:
+            proc._links = {parent.pid}
+            if parent._links is None:
+                parent._links = {pid}
+            else:
+                parent._links.add(pid)
+        task: asyncio.Task[Any] = loop.create_task(fn(proc, *args))  # type: ignore[arg-type]
+        proc._task = task
+        task.add_done_callback(proc._done)
+        if self._instruments:
+            now = time.time()
+            self._emit(Spawned(pid, name, proc.label, proc.parent, now))
+            if link and parent is not None:
+                self._emit(Linked(parent.pid, pid, now))
+        return pid
+
+    def _get(self, target: Pid | str) -> Process | None:
+        if type(target) is Pid:
+            p = self._procs.get(target.id)
+            if p is not None and (p.pid is target or p.pid == target):
+                return p
+            return None
+        return self._names.get(target)  # type: ignore[arg-type]
+
+    def process(self, target: Pid | str) -> Process:
+        """The live :class:`Process` for a pid or name; raises :class:`NoProcess`.
+
+        For the runtime's own behaviours and for introspection; user code talks
+        to other processes through pids.
+        """
+        p = self._get(target)
+        if p is None:
+            raise NoProcess(target)
+        return p
+
+    def is_alive(self, target: Pid | str) -> bool:
+        """True if the pid (or name) names a live process."""
+        return self._get(target) is not None
+
+    def send(self, dest: Pid | str, msg: Any) -> None:
+        """Send from outside any process. A dead pid drops the message; an
+        unregistered name raises :class:`NoProcess`."""
+        p = self._get(dest)
+        if p is None:
+            if type(dest) is Pid:
+                return
+            raise NoProcess(dest)
+        p._deliver(msg)
+
+    def exit(self, pid: Pid | str, reason: Any, *, sender: Pid | None = None) -> None:
+        """Send an exit signal to ``pid``, as Erlang's ``exit/2``.
+
+        ``kill`` kills it unconditionally (it exits with ``killed``); ``normal``
+        is ignored unless the target traps exits; any other reason kills it
+        unless it traps exits, in which case it gets an :class:`Exit` message.
+        A dead pid is ignored. ``sender`` is the pid the target sees the
+        signal come from (default ``<0.0.0>``, the node itself).
+        """
+        p = self._get(pid)
+        if p is None:
+            return
+        self._signal(p, sender if sender is not None else Pid(self.node_id, 0), reason, False)
+
+    # -- registry --------------------------------------------------------------------
+
+    def register(self, name: str, pid: Pid) -> None:
+        """Register ``name`` for a live pid. Raises :class:`NameTaken` or :class:`NoProcess`."""
+        p = self._get(pid)
+        if p is None:
+            raise NoProcess(pid)
+        if name in self._names:
+            raise NameTaken(f"name already registered: {name!r}")
+        if p.name is not None:
+            raise NameTaken(f"{pid} is already registered as {p.name!r}")
+        self._names[name] = p
+        p.name = name
+        if self._instruments:
+            self._emit(Registered(name, pid, time.time()))
+
+    def unregister(self, name: str) -> None:
+        """Remove a registered name. Raises :class:`NoProcess` if it is not registered."""
+        p = self._names.pop(name, None)
+        if p is None:
+            raise NoProcess(name)
+        p.name = None
+        if self._instruments:
+            self._emit(Registered(name, None, time.time()))
+
+    def whereis(self, name: str) -> Pid | None:
+        """The pid registered under ``name``, or None."""
+        p = self._names.get(name)
+        return p.pid if p is not None else None
+
+    def registered(self) -> list[str]:
+        """All registered names."""
+        return list(self._names)
+
+    # -- links and monitors ---------------------------------------------------------------
+
+    def _link(self, proc: Process, pid: Pid) -> None:
+        if pid == proc.pid:
+            return
+        other = self._get(pid)
+        if other is None:
+            self._signal(proc, pid, NOPROC, True)
+            return
+        if proc._links is None:
+            proc._links = set()
+        if pid in proc._links:
+            return
+        proc._links.add(pid)
+        if other._links is None:
+            other._links = set()
+        other._links.add(proc.pid)
+        if self._instruments:
+            self._emit(Linked(proc.pid, pid, time.time()))
+
+    def _unlink(self, proc: Process, pid: Pid) -> None:
+        if proc._links is None or pid not in proc._links:
+            return
+        proc._links.discard(pid)
+        other = self._get(pid)
+        if other is not None and other._links is not None:
+            other._links.discard(proc.pid)
+        if self._instruments:
+            self._emit(Unlinked(proc.pid, pid, time.time()))
+
+    def make_ref(self) -> Ref:
+        """A new unique reference."""
+        return Ref(self.node_id, next(self._refs))
+
+    def _monitor(self, watcher: Process, target: Pid | str) -> Ref:
+        ref = self.make_ref()
+        other = self._get(target)
+        if other is None:
+            pid = target if type(target) is Pid else Pid(self.node_id, 0)
+            watcher._deliver(Down(ref, pid, NOPROC))
+            return ref
+        if other._monitors is None:
+            other._monitors = {}
+        other._monitors[ref] = watcher
+        if watcher._monitoring is None:
+            watcher._monitoring = {}
+        watcher._monitoring[ref] = other.pid
+        if self._instruments:
+            self._emit(Monitored(watcher.pid, other.pid, ref, time.time()))
+        return ref
+
+    def _demonitor(self, watcher: Process, ref: Ref, flush: bool) -> None:
+        target = watcher._monitoring.pop(ref, None) if watcher._monitoring else None
+        if target is not None:
+            other = self._get(target)
+            if other is not None and other._monitors is not None:
+                other._monitors.pop(ref, None)
+            if self._instruments:
+                self._emit(Demonitored(watcher.pid, target, ref, time.time()))
+        if flush and watcher._mb:
+            for i, msg in enumerate(watcher._mb):
+                if type(msg) is Down and msg.ref == ref:
+                    del watcher._mb[i]
+                    break
+
+    # -- exit signals ---------------------------------------------------------------------
+
+    def _signal(self, target: Process, sender: Pid, reason: Any, link: bool) -> None:
+        """Queue an exit signal and process the queue unless already doing so.
+
+        Signals are processed iteratively, so a chain of 100,000 linked
+        processes dying does not recurse.
+        """
+        self._signals.append((target, sender, reason, link))
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            signals = self._signals
+            while signals:
+                t, s, r, is_link = signals.popleft()
+                if not t.alive:
+                    continue
+                if type(r) is str and r == KILL and not is_link:
+                    self._die(t, KILLED)
+                elif t.trap_exit:
+                    t._deliver(Exit(s, r))
+                elif type(r) is str and r == NORMAL:
+                    continue
+                else:
+                    self._die(t, r)
+        finally:
+            self._draining = False
+
+    def _terminate(self, proc: Process, reason: Any) -> None:
+        """A process's body ended: run the exit through the signal machinery."""
+        self._die(proc, reason)
+        self._drain()
+
+    def _die(self, proc: Process, reason: Any) -> None:
+        """Mark ``proc`` dead now, notify links and monitors (queued), cancel its task."""
+        if not proc.alive:
+            return
+        proc.alive = False
+        proc.exit_reason = reason
+        pid = proc.pid
+        if self._procs.get(pid.id) is proc:
+            del self._procs[pid.id]
+        if proc.name is not None and self._names.get(proc.name) is proc:
+            del self._names[proc.name]
+        if proc._suspended is not None:
+            fut, proc._suspended = proc._suspended, None
+            if not fut.done():
+                fut.set_result(None)
+        task = proc._task
+        if task is not None and not task.done():
+            task.cancel()
+            self._dying.add(task)
+        links = proc._links
+        if links:
+            proc._links = None
+            procs = self._procs
+            for lpid in links:
+                other = procs.get(lpid.id)
+                if other is not None and other.pid == lpid:
+                    if other._links is not None:
+                        other._links.discard(pid)
+                    self._signals.append((other, pid, reason, True))
+        mons = proc._monitors
+        if mons:
+            proc._monitors = None
+            for ref, watcher in mons.items():
+                if type(watcher) is Process:
+                    if watcher._monitoring is not None:
+                        watcher._monitoring.pop(ref, None)
+                    if watcher.alive:
+                        watcher._deliver(Down(ref, pid, reason))
+                else:
+                    watcher(pid, reason)
+        held = proc._monitoring
+        if held:
+            proc._monitoring = None
+            for ref, tpid in held.items():
+                other = self._procs.get(tpid.id)
+                if other is not None and other._monitors is not None:
+                    other._monitors.pop(ref, None)
+        if self.log_crashes and isinstance(reason, BaseException):
+            log.error(
+                "process %s%s crashed: %s",
+                pid,
+                f" ({proc.name or proc.label})" if (proc.name or proc.label) else "",
+                format_reason(reason),
+                exc_info=reason if isinstance(reason, Exception) else None,
+            )
+        if self._instruments:
+            self._emit(Exited(pid, reason, time.time()))
+
+    # -- gen_server protocol ----------------------------------------------------------------
+
+    async def call(self, dest: Pid | str, request: Any, *, timeout: float | None = 5.0) -> Any:
+        """Send ``request`` to a gen_server and wait for its reply.
+
+        Raises :class:`CallTimeout` if no reply comes within ``timeout`` seconds
+        (None waits forever) and :class:`ServerDied` if the server is not alive
+        or exits before replying. Never hangs on a dead server.
+        """
+        p = self._get(dest)
+        if p is None:
+            raise ServerDied(dest, NOPROC)
+        loop = self.loop
+        fut: asyncio.Future[Any] = loop.create_future()
+        ref = Ref(self.node_id, next(self._refs))
+
+        def on_down(pid: Pid, reason: Any) -> None:
+            if not fut.done():
+                fut.set_exception(ServerDied(dest, reason))
+
+        if p._monitors is None:
+            p._monitors = {}
+        p._monitors[ref] = on_down
+        p._deliver(CallMsg(request, From(fut, ref)))
+        handle = None
+        if timeout is not None:
+            handle = loop.call_later(timeout, _call_timeout, fut, dest, request, timeout)
+        try:
+            return await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            mons = p._monitors
+            if mons is not None:
+                mons.pop(ref, None)
+
+    def cast(self, dest: Pid | str, request: Any) -> None:
+        """Send an asynchronous request to a gen_server. Never blocks; a dead pid drops it."""
+        self.send(dest, CastMsg(request))
+
+    # -- suspend / resume / trace ------------------------------------------------------------
+
+    def suspend(self, pid: Pid | str) -> None:
+        """Suspend a process: it stops taking messages at its next ``receive``;
+        messages queue meanwhile. Exit signals still act on it."""
+        p = self.process(pid)
+        if p._suspended is None:
+            p._suspended = self.loop.create_future()
+            if self._instruments:
+                self._emit(Suspended(p.pid, time.time()))
+
+    def resume(self, pid: Pid | str) -> None:
+        """Resume a suspended process (no-op if it is not suspended)."""
+        p = self.process(pid)
+        fut = p._suspended
+        if fut is not None:
+            p._suspended = None
+            if not fut.done():
+                fut.set_result(None)
+            if self._instruments:
+                self._emit(Resumed(p.pid, time.time()))
+
+    def trace(self, pid: Pid | str, on: bool = True) -> None:
+        """Turn message tracing of one process on or off (instruments get
+        ``message_sent`` / ``message_received`` for it)."""
+        self.process(pid).traced = on
+
+    # -- instruments -----------------------------------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument | Any) -> None:
+        """Register an instrument (see :class:`Instrument`). Call on the loop thread."""
+        self._instruments = [*self._instruments, instrument]
+
+    def remove_instrument(self, instrument: Instrument | Any) -> None:
+        """Unregister an instrument; no-op if it is not registered."""
+        self._instruments = [i for i in self._instruments if i is not instrument]
+
+    def _emit(self, event: Event) -> None:
+        for inst in self._instruments:
+            try:
+                method = getattr(inst, event.hook, None)
+                if method is not None:
+                    method(event)
+            except Exception:
+                log.exception("instrument %r raised on %s; removing it", inst, event.hook)
+                self.remove_instrument(inst)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def processes(self) -> list[Pid]:
+        """Pids of every live process (a copy; safe from any thread)."""
+        return [p.pid for p in list(self._procs.values())]
+
+    def iter_processes(self) -> Iterator[Process]:
+        """Every live :class:`Process` (over a copy; safe from any thread)."""
+        return iter(list(self._procs.values()))
+
+    def process_count(self) -> int:
+        """How many processes are alive."""
+        return len(self._procs)
+
+    def info(self, pid: Pid | str) -> ProcessInfo:
+        """A frozen record of one process (see :class:`ProcessInfo`)."""
+        return process_info(self.process(pid))
+
+    def stack(self, pid: Pid | str) -> list[StackFrame]:
+        """The process's current coroutine chain, outermost first, with file:line."""
+        return process_stack(self.process(pid))
+
+    def memory(self, pid: Pid | str) -> int:
+        """An estimate of the bytes held by one process (its record, task,
+        coroutine frames and mailbox, shallow). Costs a walk: call on request."""
+        return estimate_memory(self.process(pid))
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def shutdown(self, *, timeout: float = 5.0) -> None:
+        """Stop everything: top-level processes get ``shutdown`` in reverse
+        start order (supervisors stop their children in reverse order), each
+        waited for up to ``timeout`` seconds, then anything left is killed."""
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        tasks = [p._task for p in self._procs.values() if p._task is not None and p._task is not current]
+        roots = [p for p in self._procs.values() if p.supervisor is None]
+        roots.sort(key=lambda p: p.pid.id, reverse=True)
+        for p in roots:
+            if not p.alive:
+                continue
+            done = p._task
+            self.exit(p.pid, SHUTDOWN)
+            if p.alive and done is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), timeout)
+                except (TimeoutError, Exception):
+                    pass
+            if p.alive:
+                self.exit(p.pid, KILL)
+        rest = list(self._procs.values())
+        tasks.extend(p._task for p in rest if p._task is not None and p._task is not current)
+        for p in rest:
+            self.exit(p.pid, KILL)
+        tasks.extend(self._dying)
+        pending = [t for t in tasks if not t.done() and t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+
+def _call_timeout(fut: asyncio.Future[Any], dest: object, request: object, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(dest, request, timeout))

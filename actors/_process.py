@@ -1,0 +1,340 @@
+"""A process: a coroutine with a mailbox, links, monitors and counters.
+
+Concurrency rules: every method here runs on the node's event loop thread.
+The counters (``msgs_in``, ``msgs_out``, ``handled``, ``handler_time``) are plain
+integers and floats updated in place; another thread may read them at any
+moment (each read is atomic), which is how the agent samples them without
+touching the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import NoProcess, ProcessExit, ReceiveTimeout
+from ._events import MessageReceived, MessageSent
+from ._types import Pid, Ref
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+_perf = time.perf_counter
+_TIMEOUT: Any = object()
+
+ProcessFn = Callable[..., Awaitable[Any]]
+"""A process body: ``async def body(proc: Process, *args) -> None``."""
+
+
+class Process:
+    """The handle a process body gets as its first argument (its ``self()``).
+
+    Everything a process does to the world goes through it: ``send``,
+    ``receive``, ``spawn_link``, ``link``, ``monitor``, ``call``, ``exit``.
+    Outside code holds a :class:`Pid`, never a ``Process``.
+    """
+
+    __slots__ = (
+        "pid",
+        "node",
+        "name",
+        "label",
+        "trap_exit",
+        "parent",
+        "supervisor",
+        "child_id",
+        "restarts",
+        "started_at",
+        "msgs_in",
+        "msgs_out",
+        "handled",
+        "handler_time",
+        "behaviour",
+        "alive",
+        "exit_reason",
+        "traced",
+        "_mb",
+        "_waiter",
+        "_task",
+        "_links",
+        "_monitors",
+        "_monitoring",
+        "_suspended",
+        "_t0",
+        "__weakref__",
+    )
+
+    def __init__(self, node: Node, pid: Pid, name: str | None, label: str | None, parent: Pid | None) -> None:
+        self.pid = pid
+        self.node = node
+        self.name = name
+        self.label = label
+        self.trap_exit = False
+        """When True, exit signals arrive as :class:`Exit` messages instead of
+        killing the process (``kill`` still kills)."""
+        self.parent = parent
+        self.supervisor: Pid | None = None
+        self.child_id: Any = None
+        self.restarts = 0
+        self.started_at = time.time()
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.handled = 0
+        self.handler_time = 0.0
+        self.behaviour: Any = None
+        self.alive = True
+        self.exit_reason: Any = None
+        self.traced = False
+        self._mb: deque[Any] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._links: set[Pid] | None = None
+        self._monitors: dict[Ref, Any] | None = None
+        self._monitoring: dict[Ref, Pid] | None = None
+        self._suspended: asyncio.Future[None] | None = None
+        self._t0 = 0.0
+
+    def __repr__(self) -> str:
+        tag = self.name or self.label
+        return f"<Process {self.pid}{' ' + tag if tag else ''}{'' if self.alive else ' dead'}>"
+
+    # -- mailbox -------------------------------------------------------------
+
+    def _deliver(self, msg: Any) -> None:
+        """Append to the mailbox and wake the process if it waits. Never blocks."""
+        mb = self._mb
+        if mb is None:
+            mb = self._mb = deque()
+        mb.append(msg)
+        self.msgs_in += 1
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    @property
+    def mailbox_len(self) -> int:
+        """Messages waiting in the mailbox."""
+        mb = self._mb
+        return len(mb) if mb is not None else 0
+
+    def mailbox_peek(self, limit: int = 10) -> list[Any]:
+        """The first ``limit`` messages in the mailbox, oldest first, not removed."""
+        mb = self._mb
+        if not mb:
+            return []
+        out: list[Any] = []
+        for msg in mb:
+            if len(out) >= limit:
+                break
+            out.append(msg)
+        return out
+
+    def drop(self, match: Callable[[Any], bool]) -> int:
+        """Remove every queued message for which ``match`` is true; return how many."""
+        mb = self._mb
+        if not mb:
+            return 0
+        keep = [m for m in mb if not match(m)]
+        dropped = len(mb) - len(keep)
+        if dropped:
+            mb.clear()
+            mb.extend(keep)
+        return dropped
+
+    async def receive(self, match: Callable[[Any], bool] | None = None, *, timeout: float | None = None) -> Any:
+        """Take the next message, waiting for one if the mailbox is empty.
+
+        With ``match``, take the oldest message for which ``match(msg)`` is
+        true; the others stay in the mailbox, in order (selective receive).
+        With ``timeout`` (seconds), raise :class:`ReceiveTimeout` if nothing
+        (matching) arrives in time; ``timeout=0`` only looks at what is there.
+        While the process is suspended, receive does not return.
+        """
+        t0 = self._t0
+        if t0:
+            self.handler_time += _perf() - t0
+            self._t0 = 0.0
+        if match is None and timeout is None:
+            # fast path: plain receive
+            while True:
+                if self._suspended is None:
+                    mb = self._mb
+                    if mb:
+                        msg = mb.popleft()
+                        break
+                    # _deliver clears _waiter before waking us; a cancelled
+                    # wait leaves a done future there, which _deliver skips
+                    fut = self.node._loop.create_future()  # type: ignore[union-attr]
+                    self._waiter = fut
+                    await fut
+                else:
+                    await asyncio.shield(self._suspended)
+            self.handled += 1
+            self._t0 = _perf()
+            if self.traced:
+                self.node._emit(MessageReceived(self.pid, msg, time.time()))
+            return msg
+        handle: asyncio.TimerHandle | None = None
+        scanned = 0
+        try:
+            while True:
+                if self._suspended is not None:
+                    await asyncio.shield(self._suspended)
+                    continue
+                mb = self._mb
+                if mb:
+                    if match is None:
+                        msg = mb.popleft()
+                        break
+                    found = -1
+                    i = 0
+                    for item in mb:
+                        if i >= scanned and match(item):
+                            found = i
+                            break
+                        i += 1
+                    if found >= 0:
+                        msg = mb[found]
+                        del mb[found]
+                        break
+                    scanned = len(mb)
+                loop = self.node.loop
+                fut = loop.create_future()
+                if timeout is not None and handle is None:
+                    if timeout <= 0:
+                        raise ReceiveTimeout(timeout)
+                    handle = loop.call_later(timeout, _fire_timeout, fut)
+                self._waiter = fut
+                try:
+                    res = await fut
+                finally:
+                    if self._waiter is fut:
+                        self._waiter = None
+                if res is _TIMEOUT:
+                    raise ReceiveTimeout(timeout or 0.0)
+        finally:
+            if handle is not None:
+                handle.cancel()
+        self.handled += 1
+        self._t0 = _perf()
+        if self.traced:
+            self.node._emit(MessageReceived(self.pid, msg, time.time()))
+        return msg
+
+    # -- signals out ------------------------------------------------------------
+
+    def send(self, dest: Pid | str, msg: Any) -> None:
+        """Send ``msg`` to a pid or a registered name. Never blocks.
+
+        A dead pid silently drops the message (as in Erlang). An unregistered
+        name raises :class:`NoProcess` (Erlang's ``badarg``).
+        """
+        self.msgs_out += 1
+        node = self.node
+        if type(dest) is Pid:
+            p = node._procs.get(dest.id)
+            if p is not None and (p.pid is dest or p.pid == dest):
+                # _deliver, inlined: this is the hot path
+                mb = p._mb
+                if mb is None:
+                    mb = p._mb = deque()
+                mb.append(msg)
+                p.msgs_in += 1
+                w = p._waiter
+                if w is not None:
+                    p._waiter = None
+                    if not w.done():
+                        w.set_result(None)
+        else:
+            p = node._names.get(dest)  # type: ignore[arg-type]
+            if p is None:
+                raise NoProcess(dest)
+            p._deliver(msg)
+        if self.traced:
+            node._emit(MessageSent(self.pid, dest, msg, time.time()))
+
+    def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
+        """Start a process running ``fn(proc, *args)``; this process is its parent."""
+        return self.node._spawn(fn, args, name, label, self, link=False)
+
+    def spawn_link(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
+        """Start a process linked to this one, atomically."""
+        return self.node._spawn(fn, args, name, label, self, link=True)
+
+    def spawn_monitor(
+        self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None
+    ) -> tuple[Pid, Ref]:
+        """Start a process monitored by this one; returns ``(pid, ref)``."""
+        pid = self.node._spawn(fn, args, name, label, self, link=False)
+        return pid, self.monitor(pid)
+
+    def link(self, pid: Pid) -> None:
+        """Link to ``pid`` (both ways). If it is not alive, this process gets an
+        exit signal with reason ``noproc`` (a message if it traps exits)."""
+        self.node._link(self, pid)
+
+    def unlink(self, pid: Pid) -> None:
+        """Remove the link with ``pid``, if any. An ``Exit`` message from it
+        already in the mailbox stays there."""
+        self.node._unlink(self, pid)
+
+    def monitor(self, target: Pid | str) -> Ref:
+        """Monitor a pid or name; exactly one :class:`Down` message will follow
+        (at once, with ``noproc``, if it is not alive)."""
+        return self.node._monitor(self, target)
+
+    def demonitor(self, ref: Ref, *, flush: bool = False) -> None:
+        """Remove a monitor. With ``flush``, also drop its ``Down`` message if it
+        already arrived."""
+        self.node._demonitor(self, ref, flush)
+
+    def send_exit(self, pid: Pid | str, reason: Any) -> None:
+        """Send an exit signal to another process, from this one (Erlang's
+        ``exit(Pid, Reason)``; see :meth:`Node.exit`)."""
+        self.node.exit(pid, reason, sender=self.pid)
+
+    def exit(self, reason: Any = "normal") -> None:
+        """End this process now with ``reason`` (raises :class:`ProcessExit`)."""
+        raise ProcessExit(reason)
+
+    def register(self, name: str) -> None:
+        """Register this process under ``name``."""
+        self.node.register(name, self.pid)
+
+    async def call(self, dest: Pid | str, request: Any, *, timeout: float | None = 5.0) -> Any:
+        """``call`` a gen_server from this process (see :meth:`Node.call`)."""
+        self.msgs_out += 1
+        return await self.node.call(dest, request, timeout=timeout)
+
+    def cast(self, dest: Pid | str, msg: Any) -> None:
+        """``cast`` to a gen_server from this process (see :meth:`Node.cast`)."""
+        self.msgs_out += 1
+        self.node.cast(dest, msg)
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        """Task done callback: turn the way the body ended into an exit reason."""
+        self.node._dying.discard(task)
+        if task.cancelled():
+            reason: Any = "killed"
+        else:
+            exc = task.exception()
+            if exc is None:
+                reason = "normal"
+            elif isinstance(exc, ProcessExit):
+                reason = exc.reason
+            else:
+                reason = exc
+        if self.alive:
+            self.node._terminate(self, reason)
+
+
+def _fire_timeout(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(_TIMEOUT)
