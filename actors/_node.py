@@ -566,10 +566,10 @@ class Node:
             done = p._task
             self.exit(p.pid, SHUTDOWN)
             if p.alive and done is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), timeout)
-                except (TimeoutError, Exception):
-                    pass
+                # asyncio.wait, not wait_for: a body ending with ProcessExit (a
+                # BaseException: every trapping gen_server / supervisor) or
+                # cancelled must not escape from shutdown()
+                await asyncio.wait({done}, timeout=timeout)
             if p.alive:
                 self.exit(p.pid, KILL)
         rest = list(self._procs.values())
