@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._errors import CallTimeout, NoProcess, ServerDied, StartError
+from ._errors import CallTimeout, NoProcess, ProcessExit, ServerDied, StartError
 from ._messages import CallMsg, CastMsg, From, SysMsg
 from ._process import Process
 from ._types import NORMAL, Exit, Pid
@@ -185,6 +185,20 @@ async def _start(
         pid = node._spawn(_loop, (instance, args, ack), name, lbl, None, link=False)
     else:
         pid = node._spawn(_loop, (instance, args, ack), name, lbl, parent, link=True)
+    # Watch the server while it starts: if it dies before acknowledging (killed
+    # before its body ever ran, say), the starter gets a StartError instead of
+    # waiting forever (proc_lib:start_link does the same with a monitor).
+    proc = node._get(pid)
+    ref = node.make_ref()
+
+    def on_down(_pid: Pid, reason: Any) -> None:
+        if not ack.done():
+            ack.set_exception(StartError(reason))
+
+    if proc is not None:
+        if proc._monitors is None:
+            proc._monitors = {}
+        proc._monitors[ref] = on_down
     try:
         return await asyncio.wait_for(asyncio.shield(ack), timeout)
     except TimeoutError:
@@ -193,6 +207,9 @@ async def _start(
             parent.drop(lambda m: type(m) is Exit and m.pid == pid)
         node.exit(pid, "kill")
         raise StartError("timeout") from None
+    finally:
+        if proc is not None and proc._monitors is not None:
+            proc._monitors.pop(ref, None)
 
 
 async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: asyncio.Future[Pid | None]) -> None:
@@ -215,6 +232,10 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     server.state = state
     receive = proc.receive
     reason: Any = NORMAL
+    # The exit signal that makes a trapping server terminate: its parent's, or
+    # for a server started outside any tree, the node's (Node.shutdown).
+    parent = proc.parent if proc.parent is not None else Pid(proc.node.node_id, 0)
+    stop_reply: tuple[From, Any] | None = None
     while True:
         msg = await receive()
         server.last_message = msg
@@ -229,7 +250,7 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                     state = r.state
                 elif isinstance(r, Stop):
                     if r.reply is not _NO_REPLY:
-                        msg.reply_to.reply(r.reply)
+                        stop_reply = (msg.reply_to, r.reply)  # sent after terminate, as OTP
                     state, reason = r.state, r.reason
                     break
                 else:
@@ -247,7 +268,7 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                     msg.reply_to.reply(None)
                     reason = msg.arg
                     break
-            elif t is Exit and proc.trap_exit and msg.pid == proc.parent:
+            elif t is Exit and proc.trap_exit and msg.pid == parent:
                 reason = msg.reason
                 break
             else:
@@ -259,11 +280,13 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and not proc.alive:
                 raise
-            await _safe_terminate(server, exc, state)
+            await _safe_terminate(server, exc.reason if isinstance(exc, ProcessExit) else exc, state)
             raise
         server.state = state
     server.state = state
     await _safe_terminate(server, reason, state)
+    if stop_reply is not None:
+        stop_reply[0].reply(stop_reply[1])
     proc.exit(reason)
 
 
