@@ -28,7 +28,7 @@ from typing import Any
 
 from ._errors import ActorError, ReceiveTimeout, StartError
 from ._events import Restarted, SupervisorGaveUp
-from ._gen_server import GenServer, NoReply, Reply, Stop, start, start_link
+from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, start, start_link
 from ._messages import From
 from ._node import Node
 from ._process import Process, ProcessFn
@@ -125,6 +125,8 @@ class _Child:
     pid: Pid | None = None
     restarts: int = 0
     extra: tuple[Any, ...] = field(default_factory=tuple)
+    restarting: bool = False
+    """A restart failed and is retried from the mailbox (OTP's ``{restarting, Pid}``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +172,11 @@ class Supervisor(GenServer):
         self._dynamic: dict[Pid, _Child] = {}
         self._restarts: deque[float] = deque()
 
-    def children(self, *args: Any) -> Sequence[ChildSpec]:
-        """The child specs, in start order. Default: those given to the constructor."""
+    def children(self, *args: Any) -> Sequence[ChildSpec] | Ignore:
+        """The child specs, in start order. Default: those given to the constructor.
+
+        Return :class:`Ignore` to not start at all (OTP's ``init`` returning
+        ``ignore``): the starter gets None."""
         return self._specs
 
     # -- introspection (read-only, any thread) ---------------------------------------
@@ -192,7 +197,10 @@ class Supervisor(GenServer):
     async def init(self, *args: Any) -> Any:
         proc = self.proc
         proc.trap_exit = True
-        specs = list(self.children(*args))
+        children = self.children(*args)
+        if isinstance(children, Ignore):
+            return children
+        specs = list(children)
         if self.strategy == "simple_one_for_one":
             if len(specs) != 1:
                 return Stop(("bad_child_specs", "simple_one_for_one needs exactly one child spec"))
@@ -241,25 +249,28 @@ class Supervisor(GenServer):
         if pid is not None and not isinstance(pid, Pid):
             raise StartError(("bad_return", pid))
         child.pid = pid
+        child.restarting = False
         if pid is not None:
-            p = self.proc.node._get(pid)
-            if p is None:
-                # died during its start; its Exit message is already in our mailbox
-                return pid
-            p.supervisor = self.proc.pid
-            p.child_id = child.spec.id if self.strategy != "simple_one_for_one" else None
-            p.restarts = child.restarts
-            if child.spec.label and p.label != child.spec.label:
-                p.label = child.spec.label
+            # Record the pid even if the child already died (it may crash right
+            # after acknowledging its start): its Exit message is then in our
+            # mailbox and must find the child, or the exit is lost.
             if self.strategy == "simple_one_for_one":
                 self._dynamic[pid] = child
             else:
                 self._by_pid[pid] = child.spec.id
+            p = self.proc.node._get(pid)
+            if p is not None:
+                p.supervisor = self.proc.pid
+                p.child_id = child.spec.id if self.strategy != "simple_one_for_one" else None
+                p.restarts = child.restarts
+                if child.spec.label and p.label != child.spec.label:
+                    p.label = child.spec.label
         return pid
 
     # -- stopping ------------------------------------------------------------------------------------
 
     async def _shutdown_child(self, child: _Child) -> None:
+        child.restarting = False  # a pending retry must not bring it back
         pid = child.pid
         if pid is None:
             return
@@ -361,15 +372,17 @@ class Supervisor(GenServer):
             except Exception:
                 if not self._add_restart():
                     return self._give_up(gid, state)
+                child.restarting = True
                 self.proc.node.send(self.proc.pid, _TryAgain(gid, old_pid))
                 return state
             self._emit_restart(gid, old_pid, new, child.restarts)
         return state
 
     async def _try_again(self, msg: _TryAgain, state: Any) -> Any:
-        if msg.child_id not in self._children or self._children[msg.child_id].pid is not None:
-            return state
-        self._children[msg.child_id].restarts -= 1  # _restart counts it again
+        child = self._children.get(msg.child_id)
+        if child is None or child.pid is not None or not child.restarting:
+            return state  # deleted, restarted or terminated meanwhile
+        child.restarts -= 1  # _restart counts it again
         return await self._restart(msg.child_id, msg.pid_hint, state)
 
     def _emit_restart(self, cid: Any, old: Pid | None, new: Pid | None, count: int) -> None:
@@ -427,6 +440,8 @@ class Supervisor(GenServer):
             raise _SupError("not_found")
         if child.pid is not None:
             raise _SupError("running")
+        if child.restarting:
+            raise _SupError("restarting")
         try:
             pid = await self._start_child(child)
         except Exception as exc:
@@ -440,6 +455,8 @@ class Supervisor(GenServer):
             raise _SupError("not_found")
         if child.pid is not None:
             raise _SupError("running")
+        if child.restarting:
+            raise _SupError("restarting")
         del self._children[cid]
         return "ok"
 
