@@ -1,0 +1,651 @@
+"""``python -m bench actors``: the actor system against bare asyncio and Pykka.
+
+Figures (see ``docs/benchmarks.md`` for the method of each):
+
+* ``pingpong_vs_asyncio_queue`` / ``call_vs_asyncio_queue``: round trips/s of
+  two processes ping-ponging, and of gen_server calls, over the round trips/s
+  of a bare ``asyncio.Queue`` pair, measured in the same round;
+* ``pingpong_vs_pykka_ask`` / ``call_vs_pykka_ask``: the same over Pykka's
+  ``ThreadingActor`` ``ask``;
+* ``bytes_per_idle_process`` (and the bare-asyncio peer
+  ``bytes_per_idle_asyncio_task``): the larger of the tracemalloc and the RSS
+  delta per idle process, 100,000 of them, each in a fresh interpreter;
+* ``spawn_us`` and ``spawn_vs_create_task``;
+* ``restart_p50_ms`` / ``restart_p99_ms``: crash-to-running-again latency of a
+  child of a one_for_one supervisor with 1,000 children;
+* ``million_idle_processes_gb``: 1,000,000 idle processes, measured (RSS) or
+  extrapolated.
+
+The last line printed is one JSON object; everything before it is progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors import (
+    BRUTAL_KILL,
+    From,
+    GenServer,
+    Instrument,
+    Node,
+    Pid,
+    Process,
+    Reply,
+    Restarted,
+    start_server,
+    start_supervisor,
+    stop_server,
+    worker,
+)
+
+from ._util import (
+    emit,
+    machine,
+    median,
+    mem_available_bytes,
+    percentile,
+    progress,
+    rnd,
+    rss_bytes,
+    run_bench_json,
+)
+
+perf = time.perf_counter
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "pingpong_vs_asyncio_queue": (">=", 1.0),
+    "call_vs_asyncio_queue": (">=", 0.6),
+    "pingpong_vs_pykka_ask": (">=", 8.0),
+    "call_vs_pykka_ask": (">=", 8.0),
+    "bytes_per_idle_process": ("<=", 2616.0),
+    "restart_p99_ms": ("<=", 1.0),
+}
+"""Key -> (comparison, target). 2616 bytes is a fresh BEAM process (OTP 26, 64-bit)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int
+    queue_rt: int
+    pingpong_rt: int
+    call_rt: int
+    pykka_rt: int
+    mem_n: int
+    spawn_n: int
+    spawn_rounds: int
+    siblings: int
+    restarts: int
+    instrumented_restarts: int
+    million: bool
+
+
+FULL = Config(
+    rounds=5,
+    queue_rt=40_000,
+    pingpong_rt=40_000,
+    call_rt=20_000,
+    pykka_rt=4_000,
+    mem_n=100_000,
+    spawn_n=100_000,
+    spawn_rounds=3,
+    siblings=1_000,
+    restarts=1_000,
+    instrumented_restarts=300,
+    million=True,
+)
+QUICK = Config(
+    rounds=2,
+    queue_rt=2_000,
+    pingpong_rt=2_000,
+    call_rt=1_000,
+    pykka_rt=300,
+    mem_n=10_000,
+    spawn_n=10_000,
+    spawn_rounds=1,
+    siblings=100,
+    restarts=50,
+    instrumented_restarts=20,
+    million=False,
+)
+
+
+# -- process bodies and peers -----------------------------------------------------------------
+
+
+async def _idle(proc: Process) -> None:
+    """An idle process: blocked in receive."""
+    await proc.receive()
+
+
+async def _bare_idle() -> None:
+    """The bare-asyncio peer of an idle process: a task blocked on its own queue."""
+    q: asyncio.Queue[Any] = asyncio.Queue()
+    await q.get()
+
+
+class _Echo(GenServer):
+    async def handle_call(self, request: Any, from_: From, state: Any) -> Reply:
+        return Reply(request, state)
+
+
+class _PykkaEcho(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+async def queue_pair(n: int) -> float:
+    """Round trips/s of two tasks over two ``asyncio.Queue`` (one each way)."""
+    there: asyncio.Queue[int] = asyncio.Queue()
+    back: asyncio.Queue[int] = asyncio.Queue()
+
+    async def echo() -> None:
+        get, put = there.get, back.put_nowait
+        for _ in range(n):
+            put(await get())
+
+    task = asyncio.get_running_loop().create_task(echo())
+    await asyncio.sleep(0)
+    put, get = there.put_nowait, back.get
+    t0 = perf()
+    for i in range(n):
+        put(i)
+        await get()
+    dt = perf() - t0
+    await task
+    return n / dt
+
+
+async def actor_pingpong(node: Node, n: int) -> float:
+    """Round trips/s of two processes: ``proc.send`` + ``await proc.receive()``."""
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def pong(proc: Process) -> None:
+        peer = await proc.receive()
+        send, receive = proc.send, proc.receive
+        while True:
+            send(peer, await receive())
+
+    async def ping(proc: Process, peer: Pid) -> None:
+        send, receive = proc.send, proc.receive
+        send(peer, proc.pid)
+        t0 = perf()
+        for i in range(n):
+            send(peer, i)
+            await receive()
+        done.set_result(n / (perf() - t0))
+
+    pong_pid = node.spawn(pong)
+    node.spawn(ping, pong_pid)
+    try:
+        return await done
+    finally:
+        node.exit(pong_pid, "kill")
+
+
+async def actor_call(node: Node, server: Pid, n: int, *, timeout: float | None = 5.0) -> float:
+    """Round trips/s of ``await node.call(server, i)`` from a client process
+    (``timeout`` as given; 5.0 s is ``call``'s default)."""
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def client(proc: Process) -> None:
+        call = node.call
+        t0 = perf()
+        if timeout == 5.0:
+            for i in range(n):
+                await call(server, i)
+        else:
+            for i in range(n):
+                await call(server, i, timeout=timeout)
+        done.set_result(n / (perf() - t0))
+
+    node.spawn(client)
+    return await done
+
+
+def pykka_ask(ref: Any, n: int) -> float:
+    """Round trips/s of ``actor_ref.ask(i)`` (blocking, from this thread)."""
+    ask = ref.ask
+    t0 = perf()
+    for i in range(n):
+        ask(i)
+    return n / (perf() - t0)
+
+
+async def throughput(cfg: Config) -> dict[str, Any]:
+    """Interleaved rounds of every throughput figure; ratios per round, then medians."""
+    rows: list[dict[str, float]] = []
+    ref = _PykkaEcho.start()
+    try:
+        async with Node(log_crashes=False) as node:
+            server = await start_server(node, _Echo)
+            assert server is not None
+            # warm-up (imports, code paths, allocator)
+            await queue_pair(cfg.queue_rt // 10)
+            await actor_pingpong(node, cfg.pingpong_rt // 10)
+            await actor_call(node, server, cfg.call_rt // 10)
+            pykka_ask(ref, cfg.pykka_rt // 10)
+            for r in range(cfg.rounds):
+                row: dict[str, float] = {}
+                steps: list[tuple[str, Any]] = [
+                    ("queue", lambda: queue_pair(cfg.queue_rt)),
+                    ("pingpong", lambda: actor_pingpong(node, cfg.pingpong_rt)),
+                    ("call", lambda: actor_call(node, server, cfg.call_rt)),
+                    ("call_no_timeout", lambda: actor_call(node, server, cfg.call_rt, timeout=None)),
+                    ("pykka", None),
+                ]
+                # rotate the order each round so no figure always runs first
+                k = r % len(steps)
+                for key, fn in steps[k:] + steps[:k]:
+                    gc.collect()
+                    row[key] = pykka_ask(ref, cfg.pykka_rt) if fn is None else await fn()
+                rows.append(row)
+                progress(
+                    f"round {r + 1}/{cfg.rounds}: queue {row['queue']:,.0f}/s  pingpong {row['pingpong']:,.0f}/s  "
+                    f"call {row['call']:,.0f}/s  call(timeout=None) {row['call_no_timeout']:,.0f}/s  "
+                    f"pykka ask {row['pykka']:,.0f}/s"
+                )
+            await stop_server(node, server)
+    finally:
+        ref.stop()
+
+    def med(fn: Any) -> float:
+        return median([fn(row) for row in rows])
+
+    return {
+        "pingpong_vs_asyncio_queue": med(lambda x: x["pingpong"] / x["queue"]),
+        "call_vs_asyncio_queue": med(lambda x: x["call"] / x["queue"]),
+        "pingpong_vs_pykka_ask": med(lambda x: x["pingpong"] / x["pykka"]),
+        "call_vs_pykka_ask": med(lambda x: x["call"] / x["pykka"]),
+        "details": {
+            "rounds": cfg.rounds,
+            "round_trips_per_round": {
+                "asyncio_queue": cfg.queue_rt,
+                "pingpong": cfg.pingpong_rt,
+                "call": cfg.call_rt,
+                "pykka_ask": cfg.pykka_rt,
+            },
+            "asyncio_queue_rt_per_s": rnd(med(lambda x: x["queue"])),
+            "pingpong_rt_per_s": rnd(med(lambda x: x["pingpong"])),
+            "call_rt_per_s": rnd(med(lambda x: x["call"])),
+            "call_timeout_none_rt_per_s": rnd(med(lambda x: x["call_no_timeout"])),
+            "call_timeout_none_vs_asyncio_queue": rnd(med(lambda x: x["call_no_timeout"] / x["queue"])),
+            "pykka_ask_rt_per_s": rnd(med(lambda x: x["pykka"])),
+            "per_round": [{k: rnd(v) for k, v in row.items()} for row in rows],
+        },
+    }
+
+
+# -- memory (each probe in a fresh interpreter) ---------------------------------------------
+
+
+async def _memory_probe(kind: str, n: int, mode: str) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    node = Node(log_crashes=False)
+    keep: list[asyncio.Task[None]] = []
+    await asyncio.sleep(0)
+    gc.collect()
+    if mode == "tracemalloc":
+        tracemalloc.start()
+    rss0 = rss_bytes()
+    tm0 = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else 0
+    t0 = perf()
+    first = last = None
+    if kind == "actors":
+        spawn = node.spawn
+        first = spawn(_idle)
+        for _ in range(n - 2):
+            spawn(_idle)
+        last = spawn(_idle)
+    else:
+        create_task = loop.create_task
+        for _ in range(n):
+            keep.append(create_task(_bare_idle()))
+    t_spawn = perf() - t0
+    await asyncio.sleep(0)  # every one runs its first step and blocks
+    t_started = perf() - t0
+    if kind == "actors":
+        assert first is not None and last is not None
+        assert node.process_count() == n
+        assert node.info(first).status == "waiting" and node.info(last).status == "waiting"
+    else:
+        assert not any(t.done() for t in keep)
+    gc.collect()
+    rss1 = rss_bytes()
+    tm1 = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else 0
+    return {
+        "kind": kind,
+        "n": n,
+        "mode": mode,
+        "bytes_per": (tm1 - tm0) / n if mode == "tracemalloc" else (rss1 - rss0) / n,
+        "rss_delta": rss1 - rss0,
+        "rss_total": rss1,
+        "spawn_s": t_spawn,
+        "spawn_and_start_s": t_started,
+    }
+
+
+def memory_probe_main(spec: str) -> int:
+    """Entry of a probe subprocess: ``KIND:N:MODE``; prints one JSON line and
+    leaves at once (tearing down a million tasks would take longer than the probe)."""
+    kind, n, mode = spec.split(":")
+    if kind not in ("actors", "asyncio") or mode not in ("rss", "tracemalloc"):
+        raise SystemExit(f"bad probe {spec!r}")
+    loop = asyncio.new_event_loop()
+    out = loop.run_until_complete(_memory_probe(kind, int(n), mode))
+    emit(out)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def memory(cfg: Config, timeout: float) -> dict[str, Any]:
+    """Per-idle-process memory of actors and of the bare-asyncio peer."""
+    res: dict[str, dict[str, Any]] = {}
+    for kind in ("actors", "asyncio"):
+        for mode in ("rss", "tracemalloc"):
+            r = run_bench_json(["actors", "--memory-probe", f"{kind}:{cfg.mem_n}:{mode}"], timeout)
+            res[f"{kind}_{mode}"] = r
+            progress(f"memory {kind} ({mode}): {r['bytes_per']:,.0f} bytes each over {cfg.mem_n:,}")
+    a_rss, a_tm = res["actors_rss"]["bytes_per"], res["actors_tracemalloc"]["bytes_per"]
+    q_rss, q_tm = res["asyncio_rss"]["bytes_per"], res["asyncio_tracemalloc"]["bytes_per"]
+    return {
+        "bytes_per_idle_process": max(a_rss, a_tm),
+        "bytes_per_idle_asyncio_task": max(q_rss, q_tm),
+        "details": {
+            "n": cfg.mem_n,
+            "actors_rss_bytes_per": rnd(a_rss, 4),
+            "actors_tracemalloc_bytes_per": rnd(a_tm, 4),
+            "asyncio_task_rss_bytes_per": rnd(q_rss, 4),
+            "asyncio_task_tracemalloc_bytes_per": rnd(q_tm, 4),
+            "actors_spawn_and_start_s": rnd(res["actors_rss"]["spawn_and_start_s"]),
+        },
+    }
+
+
+def million(cfg: Config, per_process: float, per_spawn_s: float, timeout: float) -> dict[str, Any]:
+    """1,000,000 idle processes: measured by RSS when it fits, else extrapolated."""
+    n = 1_000_000
+    estimate = per_process * n
+    avail = mem_available_bytes() or 0
+    est_time = per_spawn_s * n
+    fits = estimate * 1.3 < min(3e9, avail / 2) and est_time < 90
+    if cfg.million and fits:
+        progress(f"spawning {n:,} idle processes for real (about {estimate / 1e9:.2f} GB, {est_time:.0f} s)")
+        r = run_bench_json(["actors", "--memory-probe", f"actors:{n}:rss"], timeout)
+        return {
+            "million_idle_processes_gb": r["rss_delta"] / 1e9,
+            "details": {
+                "method": "measured: RSS delta of 1,000,000 idle processes in a fresh interpreter (GB = 1e9 bytes)",
+                "bytes_per": rnd(r["bytes_per"], 4),
+                "rss_total_gb": rnd(r["rss_total"] / 1e9),
+                "spawn_s": rnd(r["spawn_s"]),
+                "spawn_and_start_s": rnd(r["spawn_and_start_s"]),
+            },
+        }
+    why = (
+        "quick run"
+        if not cfg.million
+        else f"would not fit comfortably (estimate {estimate / 1e9:.2f} GB, {est_time:.0f} s)"
+    )
+    return {
+        "million_idle_processes_gb": estimate / 1e9,
+        "details": {
+            "method": (
+                f"extrapolated: 1,000,000 x bytes_per_idle_process measured over {cfg.mem_n:,} ({why}); GB = 1e9 bytes"
+            ),
+        },
+    }
+
+
+# -- spawn ---------------------------------------------------------------------------------------
+
+
+async def spawn_cost(cfg: Config) -> dict[str, Any]:
+    """Mean ``node.spawn`` time vs ``loop.create_task`` of the bare peer, interleaved rounds."""
+    loop = asyncio.get_running_loop()
+    n = cfg.spawn_n
+    rows: list[dict[str, float]] = []
+    for r in range(cfg.spawn_rounds):
+        row: dict[str, float] = {}
+        order = ("actors", "asyncio") if r % 2 == 0 else ("asyncio", "actors")
+        for kind in order:
+            gc.collect()
+            if kind == "actors":
+                node = Node(log_crashes=False)
+                await node.__aenter__()
+                spawn = node.spawn
+                t0 = perf()
+                for _ in range(n):
+                    spawn(_idle)
+                t1 = perf()
+                await asyncio.sleep(0)
+                t2 = perf()
+                await node.shutdown()
+            else:
+                keep: list[asyncio.Task[None]] = []
+                create_task = loop.create_task
+                append = keep.append
+                t0 = perf()
+                for _ in range(n):
+                    append(create_task(_bare_idle()))
+                t1 = perf()
+                await asyncio.sleep(0)
+                t2 = perf()
+                for t in keep:
+                    t.cancel()
+                await asyncio.wait(keep)
+                del keep
+            row[kind] = (t1 - t0) / n * 1e6
+            row[kind + "_started"] = (t2 - t0) / n * 1e6
+        rows.append(row)
+        progress(
+            f"spawn round {r + 1}/{cfg.spawn_rounds}: node.spawn {row['actors']:.2f} us, "
+            f"create_task {row['asyncio']:.2f} us (with first step: {row['actors_started']:.2f} / "
+            f"{row['asyncio_started']:.2f} us)"
+        )
+    return {
+        "spawn_us": median([x["actors"] for x in rows]),
+        "spawn_vs_create_task": median([x["actors"] / x["asyncio"] for x in rows]),
+        "details": {
+            "n": n,
+            "rounds": cfg.spawn_rounds,
+            "create_task_us": rnd(median([x["asyncio"] for x in rows])),
+            "spawn_with_first_step_us": rnd(median([x["actors_started"] for x in rows])),
+            "create_task_with_first_step_us": rnd(median([x["asyncio_started"] for x in rows])),
+        },
+    }
+
+
+# -- restart latency ---------------------------------------------------------------------------
+
+
+class _Probe:
+    """Children report their first step here; the benchmark waits on ``waiting``."""
+
+    def __init__(self) -> None:
+        self.pids: dict[int, Pid] = {}
+        self.waiting: asyncio.Future[float] | None = None
+
+    def started(self, idx: int, pid: Pid) -> None:
+        t = perf()
+        self.pids[idx] = pid
+        w = self.waiting
+        if w is not None:
+            self.waiting = None
+            if not w.done():
+                w.set_result(t)
+
+
+async def _restartable(proc: Process, probe: _Probe, idx: int) -> None:
+    probe.started(idx, proc.pid)
+    while True:
+        await proc.receive()
+
+
+class _RestartClock(Instrument):
+    def __init__(self) -> None:
+        self.at: dict[Pid, float] = {}
+
+    def restarted(self, event: Restarted) -> None:
+        if event.new_pid is not None:
+            self.at[event.new_pid] = perf()
+
+
+async def restart_latency(siblings: int, restarts: int, *, instrument: bool, seed: int = 1) -> dict[str, Any]:
+    """Kill a random child of a one_for_one supervisor ``restarts`` times;
+    latency = ``node.exit(pid, "boom")`` to the new child's first step."""
+    rng = random.Random(seed)
+    probe = _Probe()
+    clock = _RestartClock()
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+    event_lat: list[float] = []
+    async with Node(log_crashes=False) as node:
+        specs = [worker(i, _restartable, probe, i, shutdown=BRUTAL_KILL) for i in range(siblings)]
+        sup = await start_supervisor(node, specs, strategy="one_for_one", intensity=10**9, period=1.0)
+        assert len(probe.pids) == siblings
+        if instrument:
+            node.add_instrument(clock)
+        gc.collect()
+        for _ in range(restarts):
+            idx = rng.randrange(siblings)
+            old = probe.pids[idx]
+            fut: asyncio.Future[float] = loop.create_future()
+            probe.waiting = fut
+            t0 = perf()
+            node.exit(old, "boom")
+            t1 = await asyncio.wait_for(fut, 5.0)
+            new = probe.pids[idx]
+            assert new != old
+            lat.append(t1 - t0)
+            if instrument:
+                event_lat.append(clock.at.pop(new) - t0)
+        if instrument:
+            node.remove_instrument(clock)
+        node.exit(sup, "shutdown")
+    out: dict[str, Any] = {
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "max_ms": max(lat) * 1e3,
+        "mean_ms": sum(lat) / len(lat) * 1e3,
+    }
+    if instrument:
+        out["restarted_event_p50_ms"] = percentile(event_lat, 50) * 1e3
+        out["restarted_event_p99_ms"] = percentile(event_lat, 99) * 1e3
+    return out
+
+
+async def restarts(cfg: Config) -> dict[str, Any]:
+    main = await restart_latency(cfg.siblings, cfg.restarts, instrument=False)
+    progress(
+        f"restart with {cfg.siblings:,} siblings: p50 {main['p50_ms']:.3f} ms, p99 {main['p99_ms']:.3f} ms, "
+        f"max {main['max_ms']:.3f} ms over {cfg.restarts:,}"
+    )
+    inst = await restart_latency(cfg.siblings, cfg.instrumented_restarts, instrument=True, seed=2)
+    progress(
+        f"restart with an Instrument: first step p99 {inst['p99_ms']:.3f} ms, "
+        f"restarted event p99 {inst['restarted_event_p99_ms']:.3f} ms"
+    )
+    few = await restart_latency(10, cfg.instrumented_restarts, instrument=False, seed=3)
+    progress(f"restart with 10 siblings: p50 {few['p50_ms']:.3f} ms, p99 {few['p99_ms']:.3f} ms")
+    return {
+        "restart_p50_ms": main["p50_ms"],
+        "restart_p99_ms": main["p99_ms"],
+        "details": {
+            "siblings": cfg.siblings,
+            "restarts": cfg.restarts,
+            "max_ms": rnd(main["max_ms"]),
+            "mean_ms": rnd(main["mean_ms"]),
+            "with_instrument": {
+                "restarts": cfg.instrumented_restarts,
+                "first_step_p50_ms": rnd(inst["p50_ms"]),
+                "first_step_p99_ms": rnd(inst["p99_ms"]),
+                "restarted_event_p50_ms": rnd(inst["restarted_event_p50_ms"]),
+                "restarted_event_p99_ms": rnd(inst["restarted_event_p99_ms"]),
+            },
+            "ten_siblings": {
+                "restarts": cfg.instrumented_restarts,
+                "p50_ms": rnd(few["p50_ms"]),
+                "p99_ms": rnd(few["p99_ms"]),
+            },
+        },
+    }
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, (op, target) in TARGETS.items():
+        value = result[key]
+        met = value >= target if op == ">=" else value <= target
+        out[key] = {"target": f"{op} {target:g}", "value": rnd(value), "met": met}
+    return out
+
+
+def run(cfg: Config, quick: bool) -> dict[str, Any]:
+    started = perf()
+    details: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine()}
+    result: dict[str, Any] = {}
+
+    progress(f"memory: {cfg.mem_n:,} idle processes vs {cfg.mem_n:,} bare tasks, each in a fresh interpreter")
+    mem = memory(cfg, timeout=600)
+    result["bytes_per_idle_process"] = mem["bytes_per_idle_process"]
+    result["bytes_per_idle_asyncio_task"] = mem["bytes_per_idle_asyncio_task"]
+    details["memory"] = mem["details"]
+
+    progress(f"throughput: {cfg.rounds} interleaved rounds")
+    tp = asyncio.run(throughput(cfg))
+    for k in ("pingpong_vs_asyncio_queue", "call_vs_asyncio_queue", "pingpong_vs_pykka_ask", "call_vs_pykka_ask"):
+        result[k] = tp[k]
+    details["throughput"] = tp["details"]
+
+    progress(f"spawn: {cfg.spawn_n:,} per round")
+    sp = asyncio.run(spawn_cost(cfg))
+    result["spawn_us"] = sp["spawn_us"]
+    result["spawn_vs_create_task"] = sp["spawn_vs_create_task"]
+    details["spawn"] = sp["details"]
+
+    progress(f"restart: one_for_one supervisor with {cfg.siblings:,} children")
+    rs = asyncio.run(restarts(cfg))
+    result["restart_p50_ms"] = rs["restart_p50_ms"]
+    result["restart_p99_ms"] = rs["restart_p99_ms"]
+    details["restart"] = rs["details"]
+
+    progress("a million idle processes")
+    per_spawn_s = details["memory"]["actors_spawn_and_start_s"] / cfg.mem_n
+    mi = million(cfg, result["bytes_per_idle_process"], per_spawn_s, timeout=600)
+    result["million_idle_processes_gb"] = mi["million_idle_processes_gb"]
+    details["million"] = mi["details"]
+
+    result = {k: rnd(v, 4) for k, v in result.items()}
+    details["elapsed_s"] = rnd(perf() - started)
+    result["targets"] = _targets(result)
+    result["details"] = details
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench actors", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (seconds; figures are rough)")
+    parser.add_argument("--memory-probe", metavar="KIND:N:MODE", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        return memory_probe_main(args.memory_probe)
+    emit(run(QUICK if args.quick else FULL, args.quick))
+    return 0

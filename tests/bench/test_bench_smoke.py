@@ -1,0 +1,68 @@
+"""``python -m bench actors --quick`` runs and ends with one JSON line holding every figure.
+
+Speed is never asserted here: the figures are only checked to be numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KEYS = (
+    "pingpong_vs_asyncio_queue",
+    "call_vs_asyncio_queue",
+    "pingpong_vs_pykka_ask",
+    "call_vs_pykka_ask",
+    "bytes_per_idle_process",
+    "bytes_per_idle_asyncio_task",
+    "spawn_us",
+    "spawn_vs_create_task",
+    "restart_p50_ms",
+    "restart_p99_ms",
+    "million_idle_processes_gb",
+)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
+def test_quick_run_ends_with_json_holding_every_figure() -> None:
+    proc = _run("actors", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert isinstance(result, dict)
+    for key in KEYS:
+        assert key in result, key
+        value = result[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
+        assert math.isfinite(value), (key, value)
+    assert isinstance(result["details"], dict)
+    targets = result["targets"]
+    assert isinstance(targets, dict) and targets
+    for key, row in targets.items():
+        assert key in result
+        assert isinstance(row["met"], bool)
+
+
+def test_unknown_benchmark_prints_usage_and_exits_2() -> None:
+    proc = _run("no-such-bench")
+    assert proc.returncode == 2
+    assert "usage" in proc.stderr
