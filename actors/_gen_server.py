@@ -62,7 +62,7 @@ class NoReply:
 @dataclass(frozen=True, slots=True)
 class Stop:
     """Any callback's result: stop with ``reason`` after ``terminate``; for
-    ``handle_call``, ``reply`` (if given) is sent first."""
+    ``handle_call``, ``reply`` (if given) is sent once ``terminate`` has run (as OTP)."""
 
     reason: Any
     """The exit reason."""

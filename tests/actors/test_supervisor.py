@@ -737,3 +737,35 @@ async def test_terminating_many_temporary_dynamic_children_scales_linearly() -> 
         await A.stop_server(node, sup, timeout=30)
         assert node.process_count() == 0
         assert time.perf_counter() - t0 < 25 * t1k + 1.0
+
+
+# -- odds and ends from supervisor_SUITE ---------------------------------------------------------------------
+
+
+async def test_terminate_child_stops_a_child_that_unlinked_itself() -> None:
+    """The supervisor stops children through a monitor, not only the link."""
+
+    async def unlinker(proc: A.Process) -> None:
+        assert proc.parent is not None
+        proc.unlink(proc.parent)
+        await proc.receive()
+
+    async with A.Node() as node:
+        sup = await A.start_supervisor(node, [A.worker("u", unlinker)], name="sup")
+        pid = (await kids(node, "sup"))["u"]
+        assert pid is not None
+        proc = node.process(pid)
+        await wait_until(lambda: not proc._links)
+        await A.terminate_child(node, "sup", "u")
+        assert proc.exit_reason == A.SHUTDOWN
+        assert node.is_alive(sup)
+
+
+async def test_named_child_is_restarted_under_the_same_name() -> None:
+    async with A.Node() as node:
+        sup = await A.start_supervisor(node, [A.GenServer.child_spec(0, id="named", name="the_child")])
+        first = node.whereis("the_child")
+        assert first is not None and (await kids(node, sup))["named"] == first
+        node.exit(first, A.KILL)
+        await wait_until(lambda: node.whereis("the_child") not in (None, first))
+        assert await A.get_state(node, "the_child") == 0
