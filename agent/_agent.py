@@ -1,0 +1,516 @@
+"""The agent: a thread with its own event loop serving observers.
+
+The host (the actor system's loop) only ever runs the :class:`Collector`'s
+deque appends, one ``call_soon_threadsafe`` per batch of events, a heartbeat
+callback a few times a second, and the commands observers send (bounded by
+timeouts). Everything else -- encoding, redaction, sampling, snapshots,
+sockets -- runs on the agent's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+from typing import Any
+
+import actors
+
+from . import protocol as P
+from ._collector import Collector
+from ._commands import Commands
+from ._encode import event_dict, meta_dict, meta_of, process_record
+from ._redact import RedactionPolicy, Redactor
+from ._session import Session
+
+log = logging.getLogger("agent")
+AGENT_VERSION = "0.1.0"
+WRITE_HIGH_WATER = 256 * 1024
+"""Transport write-buffer high-water mark per session: writers wait on drain() past it."""
+MAX_PENDING_HANDSHAKES = 64
+
+
+class Agent:
+    """Serves one :class:`actors.Node` to observers. Create with :func:`agent.start`."""
+
+    def __init__(
+        self,
+        node: actors.Node,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4711,
+        token: bytes,
+        read_token: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        sample_hz: float = 4.0,
+        event_limit: int = 10_000,
+        event_bytes_limit: int = 4 << 20,
+        collector_limit: int = 100_000,
+        max_frame: int = P.MAX_INBOUND_FRAME,
+        max_inflight: int = 16,
+        max_sessions: int = 32,
+        command_timeout: float = 5.0,
+        block_threshold: float = 0.1,
+        heartbeat: float = 0.02,
+        redaction: RedactionPolicy | None = None,
+        trace_rate: float = 200.0,
+    ) -> None:
+        if not token:
+            raise ValueError("an operator token is required")
+        if read_token is not None and read_token == token:
+            raise ValueError("the read-only token must differ from the operator token")
+        self.node = node
+        self.host = host
+        self.port = port
+        self.token = token.decode(errors="replace")
+        """The operator token (to hand to the observer; never sent by the agent)."""
+        self._tokens = {P.ROLE_OPERATOR: token}
+        if read_token:
+            self._tokens[P.ROLE_READ] = read_token
+        self.ssl_context = ssl_context
+        self.sample_hz = sample_hz
+        self.event_limit = event_limit
+        self.event_bytes_limit = event_bytes_limit
+        self.max_frame = max_frame
+        self.max_inflight = max_inflight
+        self.max_sessions = max_sessions
+        self.command_timeout = command_timeout
+        self.block_threshold = block_threshold
+        self.heartbeat = heartbeat
+        self.policy = redaction or RedactionPolicy()
+        self.redactor = Redactor(self.policy)
+        self.trace_redactor = Redactor(
+            dataclasses.replace(self.policy, max_bytes=4096, max_string=500, time_budget_s=0.005)
+        )
+        self.commands = Commands(self)
+        self.sessions: list[Session] = []
+        self.seq = 0
+        self.auth_failures = 0
+        self.events_dropped = 0
+        self.restarts = 0
+        self.crashes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.collector = Collector(self._wake, limit=collector_limit, trace_rate=trace_rate)
+        self._cache: dict[int, list[Any]] = {}
+        self._host_tid: int | None = None
+        self._beat_sent: float | None = None
+        self._lag_max = 0.0
+        self._lag_last = 0.0
+        self._blocked_since: float | None = None
+        self._blocked_pid: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> Agent:
+        """Start the thread, bind, and return once listening (or raise)."""
+        try:
+            if asyncio.get_running_loop() is self.node.loop:
+                self._host_tid = threading.get_ident()
+        except RuntimeError:
+            pass
+        self._thread = threading.Thread(target=self._main, name="observer-agent", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._startup_error is not None:
+            raise self._startup_error
+        self.node.add_instrument(self.collector)
+        if self._host_tid is None:
+            self.node.loop.call_soon_threadsafe(self._record_host_thread)
+        log.info("agent listening on %s:%s%s", self.host, self.port, " (TLS)" if self.ssl_context else "")
+        return self
+
+    def _record_host_thread(self) -> None:
+        self._host_tid = threading.get_ident()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(self._cleanup())
+            finally:
+                loop.close()
+
+    async def _startup(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, ssl=self.ssl_context, limit=self.max_frame + 64
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._sampler()), loop.create_task(self._watch_loop())]
+
+    async def _cleanup(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions):
+            try:
+                s.writer.close()
+            except Exception:
+                pass
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+
+    def stop(self) -> None:
+        """Detach from the node and stop the thread. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.node.remove_instrument(self.collector)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(10)
+        for key in {k for s in self.sessions for k in s.traced}:
+            self._untrace(key)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def token_for(self, role: str) -> bytes | None:
+        return self._tokens.get(role)
+
+    # -- connections -------------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        try:
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        except Exception:
+            pass
+        if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
+            writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}))
+            writer.close()
+            return
+        session = Session(self, reader, writer)
+        self.sessions.append(session)
+        try:
+            await session.run()
+        except asyncio.CancelledError:  # the agent is stopping; end this handler quietly
+            pass
+
+    def _session_closed(self, session: Session) -> None:
+        if session in self.sessions:
+            self.sessions.remove(session)
+        for key in list(session.traced):
+            if not self.traced_elsewhere(key, session):
+                self._untrace(key)
+        session.traced.clear()
+        session.events.clear()
+        session.samples.clear()
+
+    def ready_sessions(self) -> list[Session]:
+        return [s for s in self.sessions if s.ready]
+
+    def traced_elsewhere(self, key: str, session: Session) -> bool:
+        return any(key in s.traced for s in self.sessions if s is not session)
+
+    def _untrace(self, key: str) -> None:
+        try:
+            pid = actors.Pid.parse(key)
+        except ValueError:
+            return
+        node = self.node
+
+        def off() -> None:
+            p = node._get(pid)
+            if p is not None:
+                p.traced = False
+            self.collector.forget_trace(pid)
+
+        try:
+            node.loop.call_soon_threadsafe(off)
+        except RuntimeError:
+            pass
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        c = self.collector
+        c.wake_pending = False
+        buf = c.buf
+        node = self.node
+        n = 0
+        while buf and n < 5000:
+            ev = buf.popleft()
+            n += 1
+            try:
+                d = event_dict(ev, node, self.policy, self._encode_value)
+            except Exception:
+                log.exception("agent: could not encode %s", type(ev).__name__)
+                continue
+            if d is not None:
+                if d["ev"] == "spawn":
+                    self._remember(ev.pid)
+                self._publish(d)
+        if buf:
+            asyncio.get_running_loop().call_soon(self._drain)
+        dropped = c.dropped
+        if dropped:
+            c.dropped -= dropped
+            self.events_dropped += dropped
+            for s in self.sessions:
+                s.dropped += dropped
+                s.request_resync()
+
+    def _publish(self, d: dict[str, Any]) -> None:
+        self.seq += 1
+        d["t"] = "ev"
+        d["seq"] = self.seq
+        kind = d["ev"]
+        if kind == "exit":
+            pid = actors.Pid.parse(d["pid"])
+            self._cache.pop(pid.id, None)
+            if d["reason_kind"] == "exception":
+                self.crashes += 1
+            for s in self.sessions:
+                s.forget(d["pid"])
+        elif kind == "restart":
+            self.restarts += 1
+        for s in self.sessions:
+            s.push_event(d)
+
+    def _encode_value(self, value: Any) -> Any:
+        return self.trace_redactor.encode(value).data
+
+    # -- snapshot helpers (agent thread) ---------------------------------------------------------------
+
+    def node_meta(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "node_id": node.node_id,
+            "os_pid": os.getpid(),
+            "host": socket.gethostname(),
+            "python": sys.version.split()[0],
+            "started_at": node.started_at,
+            "agent_version": AGENT_VERSION,
+            "process_count": node.process_count(),
+            "sample_hz": self.sample_hz,
+        }
+
+    def node_processes(self) -> list[actors.Process]:
+        return list(self.node.iter_processes())
+
+    def records(self, procs: list[actors.Process]) -> list[dict[str, Any]]:
+        out = []
+        for p in procs:
+            if not p.alive:
+                continue
+            try:
+                out.append(process_record(p))
+                self._remember(p.pid, p)
+            except Exception:  # changed under our feet: skip, the next event fixes it
+                continue
+        return out
+
+    def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
+        """Note the meta an observer was just sent, so a later change yields an ``update``."""
+        if p is None:
+            p = self.node._get(pid)
+            if p is None:
+                return
+        ent = self._cache.get(pid.id)
+        if ent is None:
+            self._cache[pid.id] = [str(pid), None, meta_of(p), p.msgs_in]
+        else:
+            ent[2] = meta_of(p)
+
+    def names(self) -> dict[str, str]:
+        return {n: str(pid) for n in self.node.registered() if (pid := self.node.whereis(n)) is not None}
+
+    # -- sampling -----------------------------------------------------------------------------------------
+
+    async def _sampler(self) -> None:
+        period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                rows, msgs = self._scan()
+            except Exception:
+                log.exception("agent: sampling failed")
+                rows, msgs = [], 0
+            cost = time.perf_counter() - t0
+            stats = {
+                "time": time.time(),
+                "process_count": self.node.process_count(),
+                "messages": msgs,
+                "restarts": self.restarts,
+                "crashes": self.crashes,
+                "loop_lag_ms": round(self._lag_max * 1000, 3),
+                "events_dropped": self.events_dropped,
+                "trace_dropped": self.collector.trace_dropped,
+                "seq": self.seq,
+                "sample_cost_ms": round(cost * 1000, 3),
+            }
+            self._lag_max = 0.0
+            for s in self.sessions:
+                s.push_samples(rows, stats)
+            # at most ~5% of a core on sampling, whatever the node's size
+            await asyncio.sleep(max(period, cost * 20))
+
+    def _scan(self) -> tuple[list[list[Any]], int]:
+        cache = self._cache
+        rows: list[list[Any]] = []
+        msgs = 0
+        seen = 0
+        for p in self.node.iter_processes():
+            if not p.alive:
+                continue
+            seen += 1
+            mb = p._mb
+            st = "suspended" if p._suspended is not None else ("waiting" if p._waiter is not None else "running")
+            row = [
+                None,
+                len(mb) if mb is not None else 0,
+                p.msgs_in,
+                p.msgs_out,
+                p.handled,
+                round(p.handler_time, 6),
+                st,
+            ]
+            ent = cache.get(p.pid.id)
+            if ent is not None and ent[1] is None:  # known from a spawn or a snapshot, never sampled
+                row[0] = ent[0]
+                ent[1] = row
+                ent[3] = p.msgs_in
+                rows.append(row)
+                meta = meta_of(p)
+                if meta != ent[2]:
+                    ent[2] = meta
+                    self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
+                continue
+            if ent is None:
+                key = str(p.pid)
+                row[0] = key
+                cache[p.pid.id] = [key, row, meta_of(p), p.msgs_in]
+                rows.append(row)
+                continue
+            row[0] = ent[0]
+            if row != ent[1]:
+                msgs += p.msgs_in - ent[3]
+                ent[1] = row
+                ent[3] = p.msgs_in
+                rows.append(row)
+            meta = meta_of(p)
+            if meta != ent[2]:
+                ent[2] = meta
+                self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
+        if len(cache) > seen * 2 + 1000:
+            live = {p.pid.id for p in self.node.iter_processes()}
+            for k in [k for k in cache if k not in live]:
+                del cache[k]
+        return rows, msgs
+
+    # -- blocked-loop watch -------------------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        host = self.node.loop
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            now = time.monotonic()
+            sent = self._beat_sent
+            if sent is None:
+                self._beat_sent = now
+                try:
+                    host.call_soon_threadsafe(self._beat, now)
+                except RuntimeError:  # host loop closed
+                    return
+            elif now - sent > self.block_threshold and self._blocked_since is None:
+                self._blocked_since = sent
+                self._report_blocked(now - sent)
+
+    def _beat(self, sent: float) -> None:
+        """Runs on the host loop: how late was it?"""
+        lag = time.monotonic() - sent
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._on_beat, lag)
+            except RuntimeError:
+                pass
+
+    def _on_beat(self, lag: float) -> None:
+        self._beat_sent = None
+        self._lag_last = lag
+        if lag > self._lag_max:
+            self._lag_max = lag
+        if self._blocked_since is not None:
+            self._publish(
+                {
+                    "ev": "loop_unblocked",
+                    "pid": self._blocked_pid,
+                    "blocked_ms": round(lag * 1000, 1),
+                    "time": time.time(),
+                }
+            )
+            self._blocked_since = None
+            self._blocked_pid = None
+
+    def _report_blocked(self, waited: float) -> None:
+        pid = name = None
+        task = None
+        try:
+            task = asyncio.current_task(self.node.loop)
+        except Exception:
+            pass
+        if task is not None:
+            for p in self.node.iter_processes():
+                if p._task is task:
+                    pid, name = str(p.pid), p.name or p.label
+                    break
+        stack: list[dict[str, Any]] = []
+        frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
+        while frame is not None and len(stack) < 40:
+            code = frame.f_code
+            stack.append({"function": code.co_qualname, "file": code.co_filename, "line": frame.f_lineno})
+            frame = frame.f_back
+        stack.reverse()
+        self._blocked_pid = pid
+        self._publish(
+            {
+                "ev": "loop_blocked",
+                "pid": pid,
+                "name": name,
+                "blocked_ms": round(waited * 1000, 1),
+                "stack": stack,
+                "time": time.time(),
+            }
+        )
+        log.warning("agent: host event loop blocked for %.0f ms (process %s %s)", waited * 1000, pid, name or "")

@@ -1,0 +1,366 @@
+"""Observer commands: each gets exactly one reply, errors included.
+
+Anything that touches the runtime runs on the host's loop (scheduled with
+``run_coroutine_threadsafe``) and is bounded by a timeout, so a blocked host
+yields a ``timeout`` error rather than a stuck agent. Encoding of state and
+messages (redaction, size and time caps) happens back on the agent's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import actors
+from actors._introspect import process_stack
+
+from . import protocol as P
+from ._encode import budget_dict, child_id_str, process_record
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._session import Session
+
+audit = logging.getLogger("agent.audit")
+
+Handler = Callable[["Session", dict[str, Any]], Awaitable[Any]]
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _target(args: dict[str, Any], key: str = "pid") -> actors.Pid | str:
+    raw = args.get(key)
+    if not isinstance(raw, str) or not raw or len(raw) > 200:
+        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be a pid like <0.42.0> or a registered name")
+    if raw.startswith("<"):
+        try:
+            return actors.Pid.parse(raw)
+        except ValueError:
+            raise CommandError(P.E_BAD_ARGS, f"not a pid: {raw[:50]!r}") from None
+    return raw
+
+
+def _reason(args: dict[str, Any]) -> Any:
+    r = args.get("reason", "kill")
+    if not isinstance(r, str) or not r or len(r) > 200:
+        raise CommandError(P.E_BAD_ARGS, "'reason' must be a short string")
+    return r
+
+
+class Commands:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.handlers: dict[str, Handler] = {
+            "ping": self.ping,
+            "snapshot": self.snapshot,
+            "info": self.info,
+            "inspect": self.inspect,
+            "mailbox": self.mailbox,
+            "processes": self.processes,
+            "kill": self.kill,
+            "suspend": self.suspend,
+            "resume": self.resume,
+            "send": self.send,
+            "restart_child": self.restart_child,
+            "terminate_child": self.terminate_child,
+            "trace": self.trace,
+        }
+        assert set(self.handlers) == set(P.ALL_COMMANDS)
+
+    async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> dict[str, Any]:
+        if not isinstance(cmd, str) or cmd not in self.handlers:
+            return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
+        if cmd not in session.commands:
+            audit.warning(
+                "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
+            )
+            return _err(rid, P.E_NOT_PERMITTED, f"'{cmd}' is not permitted for role '{session.role}'")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
+        destructive = cmd in P.OPERATOR_COMMANDS
+        try:
+            result = await self.handlers[cmd](session, args)
+        except CommandError as exc:
+            if destructive:
+                audit.info("agent: %s %s by %s (%s): error %s", cmd, _brief(args), session.peer, session.id, exc.code)
+            return _err(rid, exc.code, str(exc))
+        except actors.NoProcess as exc:
+            return _err(rid, P.E_NO_SUCH_PROCESS, str(exc))
+        if destructive:
+            audit.info("agent: %s %s by %s (%s): ok", cmd, _brief(args), session.peer, session.id)
+        return {"t": "reply", "id": rid, "ok": True, "result": result}
+
+    async def on_host(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run ``fn()`` on the host loop (between two process steps) and return its result."""
+        agent = self.agent
+
+        async def call() -> Any:
+            res = fn()
+            if asyncio.iscoroutine(res):
+                res = await res
+            return res
+
+        cf = asyncio.run_coroutine_threadsafe(call(), agent.node.loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(cf), timeout or agent.command_timeout)
+        except TimeoutError:
+            cf.cancel()
+            raise CommandError(
+                P.E_TIMEOUT, "the actor system did not answer in time (its loop may be blocked)"
+            ) from None
+
+    # -- read-only --------------------------------------------------------------------------------
+
+    async def ping(self, session: Session, args: dict[str, Any]) -> Any:
+        return {"pong": True, "seq": self.agent.seq}
+
+    async def snapshot(self, session: Session, args: dict[str, Any]) -> Any:
+        session.request_resync()
+        return {"resync": True}
+
+    async def processes(self, session: Session, args: dict[str, Any]) -> Any:
+        limit = _int_arg(args, "limit", 1000, 0, 10_000)
+        offset = _int_arg(args, "offset", 0, 0, 1 << 40)
+        procs = self.agent.node_processes()[offset : offset + limit]
+        return {"count": self.agent.node.process_count(), "offset": offset, "procs": self.agent.records(procs)}
+
+    async def info(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args)
+        node = self.agent.node
+
+        def read() -> dict[str, Any]:
+            p = node.process(target)
+            rec = process_record(p)
+            rec["stack"] = [{"function": f.function, "file": f.filename, "line": f.lineno} for f in process_stack(p)]
+            rec["memory"] = node.memory(p.pid)
+            rec["monitored_by"] = [str(x) for x in node.info(p.pid).monitored_by]
+            return rec
+
+        return await self.on_host(read)
+
+    async def inspect(self, session: Session, args: dict[str, Any]) -> Any:
+        """Info, stack, supervisor children, state and a mailbox peek (redacted)."""
+        target = _target(args)
+        peek = _int_arg(args, "mailbox_limit", 10, 0, 100)
+        node = self.agent.node
+
+        def read() -> dict[str, Any]:
+            p = node.process(target)
+            rec = process_record(p)
+            rec["stack"] = [{"function": f.function, "file": f.filename, "line": f.lineno} for f in process_stack(p)]
+            rec["memory"] = node.memory(p.pid)
+            rec["monitored_by"] = [str(x) for x in node.info(p.pid).monitored_by]
+            b = p.behaviour
+            rec["_state"] = b.state if isinstance(b, actors.GenServer) else _NO_STATE
+            rec["_mailbox"] = p.mailbox_peek(peek)
+            if isinstance(b, actors.Supervisor):
+                rec["children"] = [
+                    {
+                        "id": child_id_str(c.id),
+                        "pid": str(c.pid) if c.pid else None,
+                        "type": c.type,
+                        "restarts": c.restarts,
+                    }
+                    for c in b.child_rows()
+                ]
+                rec["budget"] = budget_dict(p)
+            return rec
+
+        rec = await self.on_host(read)
+        red = self.agent.redactor
+        state = rec.pop("_state")
+        if state is _NO_STATE:
+            rec["state"] = None
+        else:
+            enc = red.encode(state)
+            rec["state"] = {"value": enc.data, "truncated": enc.truncated, "masked": enc.masked}
+        mb = rec.pop("_mailbox")
+        encs = [red.encode(m) for m in mb]
+        rec["mailbox_peek"] = {
+            "messages": [e.data for e in encs],
+            "truncated": any(e.truncated for e in encs) or rec["mailbox"] > len(mb),
+            "masked": sum(e.masked for e in encs),
+        }
+        return rec
+
+    async def mailbox(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args)
+        limit = _int_arg(args, "limit", 20, 0, 200)
+        node = self.agent.node
+        msgs, total = await self.on_host(lambda: _peek(node.process(target), limit))
+        encs = [self.agent.redactor.encode(m) for m in msgs]
+        return {
+            "messages": [e.data for e in encs],
+            "total": total,
+            "truncated": total > len(msgs) or any(e.truncated for e in encs),
+            "masked": sum(e.masked for e in encs),
+        }
+
+    # -- operator ----------------------------------------------------------------------------------
+
+    async def kill(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args)
+        reason = _reason(args)
+        node = self.agent.node
+
+        def do() -> str:
+            p = node.process(target)
+            node.exit(p.pid, reason)
+            return str(p.pid)
+
+        return {"pid": await self.on_host(do), "reason": reason}
+
+    async def suspend(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args)
+        node = self.agent.node
+        await self.on_host(lambda: node.suspend(target))
+        return {"suspended": True}
+
+    async def resume(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args)
+        node = self.agent.node
+        await self.on_host(lambda: node.resume(target))
+        return {"resumed": True}
+
+    async def send(self, session: Session, args: dict[str, Any]) -> Any:
+        target = _target(args, "to")
+        if "message" not in args:
+            raise CommandError(P.E_BAD_ARGS, "'message' is required (any JSON value)")
+        message = _freeze(args["message"])
+        node = self.agent.node
+
+        def do() -> None:
+            node.process(target)  # a dead pid is an error here, not a silent drop
+            node.send(target, message)
+
+        await self.on_host(do)
+        return {"sent": True}
+
+    async def restart_child(self, session: Session, args: dict[str, Any]) -> Any:
+        sup = _target(args, "supervisor")
+        cid = args.get("child_id")
+        node = self.agent.node
+
+        timeout = max(self.agent.command_timeout - 0.5, 0.1)
+
+        async def do() -> Any:
+            node.process(sup)
+            return await actors.restart_child(node, sup, _child_key(node, sup, cid), timeout=timeout)
+
+        try:
+            pid = await self.on_host(do)
+        except actors.CallTimeout:
+            raise CommandError(P.E_TIMEOUT, "the supervisor did not answer in time") from None
+        except actors.SupervisorError as exc:
+            raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
+        return {"pid": str(pid) if pid else None}
+
+    async def terminate_child(self, session: Session, args: dict[str, Any]) -> Any:
+        sup = _target(args, "supervisor")
+        cid = args.get("child_id")
+        node = self.agent.node
+
+        timeout = max(self.agent.command_timeout - 0.5, 0.1)
+
+        async def do() -> Any:
+            node.process(sup)
+            return await actors.terminate_child(node, sup, _child_key(node, sup, cid), timeout=timeout)
+
+        try:
+            await self.on_host(do)
+        except actors.CallTimeout:
+            raise CommandError(P.E_TIMEOUT, "the supervisor did not answer in time") from None
+        except actors.SupervisorError as exc:
+            raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
+        return {"terminated": True}
+
+    async def trace(self, session: Session, args: dict[str, Any]) -> Any:
+        pids = args.get("pids")
+        on = args.get("on", True)
+        if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):
+            raise CommandError(P.E_BAD_ARGS, "'pids' must be a list of 1-100 pids and 'on' a boolean")
+        targets = [_target({"pid": p}) for p in pids]
+        node = self.agent.node
+        agent = self.agent
+
+        def do() -> list[str]:
+            done = []
+            for t in targets:
+                p = node._get(t)
+                if p is None:
+                    continue
+                key = str(p.pid)
+                if on:
+                    session.traced.add(key)
+                    node.trace(p.pid, True)
+                else:
+                    session.traced.discard(key)
+                    if not agent.traced_elsewhere(key, session):
+                        node.trace(p.pid, False)
+                        agent.collector.forget_trace(p.pid)
+                done.append(key)
+            return done
+
+        done = await self.on_host(do)
+        if not done:
+            raise CommandError(P.E_NO_SUCH_PROCESS, "none of the pids is alive")
+        return {"traced" if on else "untraced": done, "rate_limit_per_s": agent.collector.trace_rate}
+
+
+_NO_STATE = object()
+
+
+def _err(rid: int | str, code: str, message: str) -> dict[str, Any]:
+    return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    v = args.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _freeze(value: Any) -> Any:
+    """JSON arrays become tuples (hashable, pattern-friendly, like Erlang tuples)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _freeze(v) for k, v in value.items()}
+    return value
+
+
+def _peek(p: actors.Process, limit: int) -> tuple[list[Any], int]:
+    return p.mailbox_peek(limit), p.mailbox_len
+
+
+def _child_key(node: actors.Node, sup: actors.Pid | str, cid: Any) -> Any:
+    """Map a child id as seen on the wire (its string form, or a child's pid
+    for dynamic children) back to the real id."""
+    if not isinstance(cid, str) or not cid:
+        raise CommandError(P.E_BAD_ARGS, "'child_id' must be a non-empty string")
+    b = node.process(sup).behaviour
+    if not isinstance(b, actors.Supervisor):
+        raise CommandError(P.E_BAD_ARGS, "not a supervisor")
+    for row in b.child_rows():
+        if row.id == cid or child_id_str(row.id) == cid:
+            return row.id
+        if row.pid is not None and str(row.pid) == cid:
+            return row.pid
+    raise CommandError(P.E_BAD_ARGS, f"no child {str(cid)[:60]!r} under that supervisor")
+
+
+def _brief(args: dict[str, Any]) -> str:
+    parts = []
+    for k in ("pid", "to", "supervisor", "child_id", "reason"):
+        if k in args:
+            parts.append(f"{k}={str(args[k])[:60]}")
+    return " ".join(parts)

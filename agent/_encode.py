@@ -1,0 +1,190 @@
+"""Turn runtime events and processes into wire dicts (on the agent's thread).
+
+Everything here reads the runtime without changing it and never raises on
+odd data: a process that vanishes mid-read is skipped by the caller.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import actors
+from actors._introspect import process_kind, process_status
+
+from ._redact import RedactionPolicy, redact_text
+
+MAX_TRACEBACK = 16 * 1024
+
+
+def pid_str(pid: actors.Pid | None) -> str | None:
+    return None if pid is None else str(pid)
+
+
+def child_id_str(cid: Any) -> str | None:
+    if cid is None:
+        return None
+    if isinstance(cid, str):
+        return cid[:200]
+    try:
+        return repr(cid)[:200]
+    except Exception:
+        return f"<{type(cid).__name__}>"
+
+
+def reason_kind(reason: Any) -> str:
+    """``normal``, ``shutdown``, ``killed``, ``noproc``, ``exception`` or ``other``."""
+    if isinstance(reason, BaseException):
+        return "exception"
+    if type(reason) is str and reason in ("normal", "shutdown", "killed", "noproc", "kill"):
+        return "killed" if reason == "kill" else reason
+    if actors.is_normal_shutdown(reason):
+        return "shutdown"
+    return "other"
+
+
+def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
+    """The traceback with its cause chain, redacted and capped; None if no exception."""
+    if not isinstance(reason, BaseException):
+        return None
+    try:
+        text = "".join(traceback.format_exception(reason))
+    except Exception as exc:  # a broken __str__ on the exception, say
+        text = f"<traceback unavailable: {type(exc).__name__}>"
+    if len(text) > MAX_TRACEBACK:
+        text = text[: MAX_TRACEBACK // 4] + "\n[... traceback truncated ...]\n" + text[-3 * MAX_TRACEBACK // 4 :]
+    return redact_text(text, policy)
+
+
+def budget_dict(proc: actors.Process) -> dict[str, Any] | None:
+    b = proc.behaviour
+    if not isinstance(b, actors.Supervisor):
+        return None
+    try:
+        bud = b.budget()
+    except Exception:
+        return None
+    return {"used": bud.used, "intensity": bud.intensity, "period": bud.period, "strategy": bud.strategy}
+
+
+def process_record(p: actors.Process) -> dict[str, Any]:
+    """One process as in a snapshot (see ``protocol.PROCESS_FIELDS``)."""
+    links = p._links
+    mons = p._monitoring
+    return {
+        "pid": str(p.pid),
+        "name": p.name,
+        "label": p.label,
+        "kind": process_kind(p),
+        "status": process_status(p),
+        "supervisor": pid_str(p.supervisor),
+        "parent": pid_str(p.parent),
+        "child_id": child_id_str(p.child_id),
+        "restarts": p.restarts,
+        "mailbox": p.mailbox_len,
+        "msgs_in": p.msgs_in,
+        "msgs_out": p.msgs_out,
+        "handled": p.handled,
+        "handler_time": round(p.handler_time, 6),
+        "links": [str(x) for x in tuple(links)] if links else [],
+        "monitors": [str(x) for x in tuple(mons.values())] if mons else [],
+        "trap_exit": p.trap_exit,
+        "started_at": p.started_at,
+        "budget": budget_dict(p),
+    }
+
+
+def meta_of(p: actors.Process) -> tuple[Any, ...]:
+    """The slowly-changing fields; a change is sent as an ``update`` event."""
+    return (p.name, p.label, p.supervisor, p.child_id, process_kind(p), p.restarts)
+
+
+META_FIELDS = ("name", "label", "supervisor", "child_id", "kind", "restarts")
+
+
+def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
+    name, label, sup, cid, kind, restarts = meta
+    return {
+        "name": name,
+        "label": label,
+        "supervisor": pid_str(sup),
+        "child_id": child_id_str(cid),
+        "kind": kind,
+        "restarts": restarts,
+    }
+
+
+def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value: Any) -> dict[str, Any] | None:
+    """A runtime event as a wire event (without ``seq``); None for unknown types."""
+    t = type(ev)
+    if t is actors.Spawned:
+        d: dict[str, Any] = {
+            "ev": "spawn",
+            "pid": str(ev.pid),
+            "name": ev.name,
+            "label": ev.label,
+            "parent": pid_str(ev.parent),
+            "time": ev.time,
+        }
+        p = node._get(ev.pid)
+        if p is not None:
+            d.update(meta_dict(meta_of(p)))
+        return d
+    if t is actors.Exited:
+        return {
+            "ev": "exit",
+            "pid": str(ev.pid),
+            "reason": redact_text(actors.format_reason(ev.reason), policy),
+            "reason_kind": reason_kind(ev.reason),
+            "exception": type(ev.reason).__name__ if isinstance(ev.reason, BaseException) else None,
+            "traceback": format_traceback(ev.reason, policy),
+            "time": ev.time,
+        }
+    if t is actors.Restarted:
+        return {
+            "ev": "restart",
+            "supervisor": str(ev.supervisor),
+            "child_id": child_id_str(ev.child_id),
+            "old_pid": pid_str(ev.old_pid),
+            "new_pid": pid_str(ev.new_pid),
+            "restarts": ev.restarts,
+            "time": ev.time,
+        }
+    if t is actors.Linked or t is actors.Unlinked:
+        return {"ev": "link" if t is actors.Linked else "unlink", "a": str(ev.a), "b": str(ev.b), "time": ev.time}
+    if t is actors.Monitored or t is actors.Demonitored:
+        return {
+            "ev": "monitor" if t is actors.Monitored else "demonitor",
+            "watcher": pid_str(ev.watcher),
+            "target": str(ev.target),
+            "ref": repr(ev.ref),
+            "time": ev.time,
+        }
+    if t is actors.Registered:
+        return {"ev": "register", "name": ev.name, "pid": pid_str(ev.pid), "time": ev.time}
+    if t is actors.Suspended or t is actors.Resumed:
+        return {"ev": "suspend" if t is actors.Suspended else "resume", "pid": str(ev.pid), "time": ev.time}
+    if t is actors.SupervisorGaveUp:
+        return {
+            "ev": "gave_up",
+            "supervisor": str(ev.supervisor),
+            "child_id": child_id_str(ev.child_id),
+            "restarts": ev.restarts,
+            "intensity": ev.intensity,
+            "period": ev.period,
+            "time": ev.time,
+        }
+    if t is actors.MessageSent:
+        return {
+            "ev": "trace",
+            "dir": "out",
+            "pid": str(ev.sender),
+            "to": str(ev.to),
+            "message": encode_value(ev.message),
+            "time": ev.time,
+        }
+    if t is actors.MessageReceived:
+        return {"ev": "trace", "dir": "in", "pid": str(ev.pid), "message": encode_value(ev.message), "time": ev.time}
+    if isinstance(ev, dict):  # the agent's own events (loop_blocked, ...)
+        return ev
+    return None

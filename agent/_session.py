@@ -1,0 +1,353 @@
+"""One observer connection: handshake, bounded outbound queues, commands.
+
+Memory bound per session (the agent never buffers more for a slow or stalled
+observer): ``event_limit`` lifecycle events and at most ``event_bytes_limit``
+bytes of them, one coalesced sample row per live process, a few times
+``max_inflight`` pending replies (an observer that floods commands without
+reading is disconnected), and the transport's write buffer (writes wait on ``drain()``, with a high-water mark of
+``WRITE_HIGH_WATER``). When the event queue overflows, the backlog is dropped,
+counted, and the session is resynced: a ``gap`` message with the count, then
+a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as P
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+log = logging.getLogger("agent")
+audit = logging.getLogger("agent.audit")
+
+HANDSHAKE_TIMEOUT = 5.0
+SNAPSHOT_CHUNK = 2000
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class Session:
+    """Serves one attached observer until it disconnects."""
+
+    def __init__(self, agent: Agent, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.agent = agent
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        self.id = secrets.token_hex(6)
+        self.role = ""
+        self.commands: tuple[str, ...] = ()
+        self.events: deque[dict[str, Any]] = deque()
+        self.event_bytes = 0
+        self.peak_events = 0
+        """The most events this session ever had queued (for tests and benchmarks)."""
+        self.samples: dict[str, list[Any]] = {}
+        self.node_stats: dict[str, Any] | None = None
+        self.replies: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self.resync = False
+        self.ready = False
+        self.inflight = 0
+        self.traced: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.bytes_out = 0
+
+    # -- queueing (agent loop) ---------------------------------------------------------------
+
+    def queued_items(self) -> int:
+        return len(self.events) + len(self.samples) + len(self.replies)
+
+    def push_event(self, msg: dict[str, Any]) -> None:
+        if not self.ready:
+            return
+        if self.resync:
+            return  # the coming snapshot reflects it
+        size = _estimate(msg)
+        if len(self.events) >= self.agent.event_limit or self.event_bytes + size > self.agent.event_bytes_limit:
+            self.dropped += len(self.events) + 1
+            self.events.clear()
+            self.event_bytes = 0
+            self.resync = True
+        else:
+            self.events.append(msg)
+            self.event_bytes += size
+            if len(self.events) > self.peak_events:
+                self.peak_events = len(self.events)
+        self._wake.set()
+
+    def push_samples(self, rows: list[list[Any]], stats: dict[str, Any]) -> None:
+        if not self.ready:
+            return
+        samples = self.samples
+        for row in rows:
+            samples[row[0]] = row  # latest per process wins
+        self.node_stats = stats
+        self._wake.set()
+
+    def forget(self, pid: str) -> None:
+        self.samples.pop(pid, None)
+
+    def request_resync(self) -> None:
+        self.events.clear()
+        self.event_bytes = 0
+        self.resync = True
+        self._wake.set()
+
+    def reply(self, msg: dict[str, Any]) -> None:
+        self.replies.append(msg)
+        self._wake.set()
+
+    # -- connection --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._handshake():
+                return
+            writer_task = asyncio.create_task(self._writer_loop())
+            try:
+                await self._reader_loop()
+            finally:
+                for t in list(self._tasks):
+                    t.cancel()
+                writer_task.cancel()
+                try:
+                    await writer_task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        except (ConnectionError, asyncio.IncompleteReadError, SessionClosed):
+            pass
+        except Exception:
+            log.exception("agent session %s (%s) failed", self.id, self.peer)
+        finally:
+            self._closed = True
+            self.agent._session_closed(self)
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+
+    async def _send_now(self, obj: dict[str, Any]) -> None:
+        data = P.encode_frame(obj)
+        self.bytes_out += len(data)
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def _fail(self, code: str, message: str) -> None:
+        try:
+            await asyncio.wait_for(self._send_now({"t": "error", "code": code, "message": message}), 1.0)
+        except Exception:
+            pass
+
+    async def _read_frame(self) -> dict[str, Any]:
+        header = await self.reader.readexactly(P.HEADER.size)
+        (n,) = P.HEADER.unpack(header)
+        if n > self.agent.max_frame:
+            raise P.FrameError(f"frame of {n} bytes exceeds the {self.agent.max_frame}-byte limit")
+        payload = await self.reader.readexactly(n)
+        return P.decode_payload(payload)
+
+    async def _handshake(self) -> bool:
+        agent = self.agent
+        nonce = secrets.token_hex(16)
+        await self._send_now(
+            {
+                "t": "hello",
+                "protocol": P.PROTOCOL,
+                "versions": list(P.SUPPORTED_VERSIONS),
+                "nonce": nonce,
+                "node": agent.node_meta(),
+            }
+        )
+        try:
+            msg = await asyncio.wait_for(self._read_frame(), HANDSHAKE_TIMEOUT)
+        except TimeoutError:
+            audit.warning("agent: handshake timeout from %s", self.peer)
+            await self._fail(P.E_BAD_HANDSHAKE, "handshake timed out")
+            return False
+        except P.FrameError as exc:
+            audit.warning("agent: bad handshake frame from %s: %s", self.peer, exc)
+            await self._fail(exc.code, str(exc))
+            return False
+        version = msg.get("version")
+        if msg.get("t") != "auth" or type(version) is not int or version not in P.SUPPORTED_VERSIONS:
+            audit.warning("agent: bad handshake from %s: %.100r", self.peer, msg.get("t"))
+            await self._fail(P.E_BAD_HANDSHAKE, f"expected auth with a version in {list(P.SUPPORTED_VERSIONS)}")
+            return False
+        role = msg.get("role")
+        client_nonce = msg.get("nonce")
+        token = agent.token_for(role) if isinstance(role, str) else None
+        if (
+            token is None
+            or not isinstance(client_nonce, str)
+            or not (16 <= len(client_nonce) <= 128)
+            or not P.verify(P.client_mac(token, nonce, client_nonce, str(role)), msg.get("mac"))
+        ):
+            agent.auth_failures += 1
+            audit.warning("agent: authentication failed from %s (role %.20r)", self.peer, role)
+            await self._fail(P.E_AUTH_FAILED, "authentication failed")
+            return False
+        assert isinstance(role, str)
+        if len(agent.ready_sessions()) >= agent.max_sessions:
+            await self._fail(P.E_BUSY, "too many observers attached")
+            return False
+        self.role = role
+        self.commands = P.commands_for(role)
+        audit.info("agent: %s attached from %s as %s", self.id, self.peer, role)
+        await self._send_now(
+            {
+                "t": "welcome",
+                "version": P.VERSION,
+                "role": role,
+                "mac": P.server_mac(token, nonce, client_nonce, role),
+                "session": self.id,
+                "commands": list(self.commands),
+                "sample_hz": agent.sample_hz,
+            }
+        )
+        self.ready = True
+        self.resync = True  # the first thing written is a snapshot
+        self._wake.set()
+        return True
+
+    async def _reader_loop(self) -> None:
+        while True:
+            try:
+                msg = await self._read_frame()
+            except P.FrameError as exc:
+                audit.warning("agent: bad frame from %s (%s): %s", self.peer, self.id, exc)
+                await self._fail(exc.code, str(exc))
+                return
+            if msg.get("t") != "cmd":
+                await self._fail(P.E_BAD_FRAME, f"unexpected message type {str(msg.get('t'))[:40]!r}")
+                return
+            rid = msg.get("id")
+            if not isinstance(rid, int | str) or isinstance(rid, bool):
+                await self._fail(P.E_BAD_FRAME, "command without an id")
+                return
+            if self.inflight >= self.agent.max_inflight:
+                if len(self.replies) > 4 * self.agent.max_inflight:
+                    audit.warning("agent: %s (%s) floods commands without reading; closing", self.peer, self.id)
+                    return
+                self.reply(_error(rid, P.E_BUSY, "too many commands in flight"))
+                continue
+            self.inflight += 1
+            task = asyncio.create_task(self._run_command(rid, msg.get("cmd"), msg.get("args")))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_command(self, rid: int | str, cmd: Any, args: Any) -> None:
+        try:
+            self.reply(await self.agent.commands.run(self, rid, cmd, args))
+        except Exception as exc:  # exactly one reply, whatever happens
+            log.exception("agent command %r failed", cmd)
+            self.reply(_error(rid, P.E_FAILED, f"{type(exc).__name__}"))
+        finally:
+            self.inflight -= 1
+
+    async def _writer_loop(self) -> None:
+        try:
+            await self._writer_steps()
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("agent session %s (%s): writer failed; closing", self.id, self.peer)
+            self.writer.close()
+            raise
+
+    async def _writer_steps(self) -> None:
+        w = self.writer
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.replies:
+                await self._write(self.replies.popleft())
+            if self.resync:
+                await self._send_snapshot()
+                continue
+            n = 0
+            while self.events:
+                msg = self.events.popleft()
+                self.event_bytes -= _estimate(msg)
+                self._write_nowait(msg)
+                n += 1
+                if n % 256 == 0:
+                    await w.drain()
+                    while self.replies:
+                        await self._write(self.replies.popleft())
+                    if self.resync:
+                        break
+            if self.resync:
+                self._wake.set()
+                continue
+            if self.samples or self.node_stats is not None:
+                rows = list(self.samples.values())
+                self.samples = {}
+                stats, self.node_stats = self.node_stats, None
+                for i in range(0, max(len(rows), 1), 5000):
+                    self._write_nowait({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
+            await w.drain()
+
+    def _write_nowait(self, obj: dict[str, Any]) -> None:
+        try:
+            data = P.encode_frame(obj)
+        except P.FrameError as exc:
+            if obj.get("t") != "reply":
+                log.warning("agent session %s: dropped an oversized %s message: %s", self.id, obj.get("t"), exc)
+                return
+            data = P.encode_frame(_error(obj["id"], P.E_FAILED, f"reply too large to send: {exc}"))
+        self.bytes_out += len(data)
+        self.writer.write(data)
+
+    async def _write(self, obj: dict[str, Any]) -> None:
+        self._write_nowait(obj)
+        await self.writer.drain()
+
+    async def _send_snapshot(self) -> None:
+        """Gap (if anything was dropped), then the whole picture in chunks."""
+        agent = self.agent
+        # atomically (no await in between): what the snapshot covers, and the
+        # queue reset; events queued from here on have seq > this one
+        seq = agent.seq
+        self.resync = False
+        self.events.clear()
+        self.event_bytes = 0
+        self.samples = {}
+        if self.dropped:
+            await self._write({"t": "gap", "dropped": self.dropped})
+            self.dropped = 0
+        procs = agent.node_processes()
+        await self._write({"t": "snapshot_begin", "seq": seq, "count": len(procs), "node": agent.node_meta()})
+        for i in range(0, len(procs), SNAPSHOT_CHUNK):
+            chunk = agent.records(procs[i : i + SNAPSHOT_CHUNK])
+            await self._write({"t": "snapshot_chunk", "seq": seq, "procs": chunk})
+            while self.replies:
+                await self._write(self.replies.popleft())
+        await self._write({"t": "snapshot_end", "seq": seq, "names": agent.names()})
+
+
+def _estimate(msg: dict[str, Any]) -> int:
+    """A cheap upper-ish estimate of an event's memory (bytes)."""
+    size = 400
+    tb = msg.get("traceback")
+    if tb:
+        size += len(tb)
+    if "stack" in msg:
+        size += 120 * len(msg["stack"])
+    if "message" in msg:
+        size += 4096  # trace messages are encoded under a 4 KiB cap
+    return size
+
+
+def _error(rid: int | str, code: str, message: str) -> dict[str, Any]:
+    return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}

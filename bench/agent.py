@@ -1,0 +1,256 @@
+"""``python -m bench agent``: what the agent costs its host, and how fast it reports.
+
+* ``throughput_with_agent_ratio``: message round trips/s of a busy node with
+  the agent attached and one observer (a separate OS process) reading
+  everything, divided by the same node's figure without the agent; phases
+  alternate in the same run, the median of the per-round ratios is reported.
+* ``crash_to_observer_p99_ms``: from a process's exit (the event's timestamp,
+  taken by the runtime) to the observer process receiving it, over loopback.
+* ``agent_bytes_under_stalled_observer``: Python heap growth (tracemalloc,
+  all threads) while an observer that never reads is attached and the node
+  churns through 100,000 lifecycle events; ``agent_bytes_bound`` is the
+  bound the agent enforces per session (event bytes cap + write buffer
+  high-water mark + one frame of slack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import struct
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+import actors
+import agent
+from agent import protocol as P
+from bench._util import emit, machine, median, percentile, progress, rnd
+
+TOKEN = "bench-token-0123456789abcdef"
+
+
+async def _pinger(proc: actors.Process, other: actors.Pid, counter: list[int]) -> None:
+    while True:
+        proc.send(other, proc.pid)
+        await proc.receive()
+        counter[0] += 1
+
+
+async def _ponger(proc: actors.Process) -> None:
+    while True:
+        frm = await proc.receive()
+        proc.send(frm, 1)
+
+
+async def _worker(proc: actors.Process) -> None:
+    await proc.receive()
+
+
+async def _killer(proc: actors.Process, sup: actors.Pid, every: float, rng: random.Random) -> None:
+    node = proc.node
+    b = node.process(sup).behaviour
+    assert isinstance(b, actors.Supervisor)
+    while True:
+        try:
+            await proc.receive(timeout=every)
+        except actors.ReceiveTimeout:
+            pass
+        rows = [r for r in b.child_rows() if r.pid is not None]
+        if rows:
+            node.exit(rng.choice(rows).pid, "boom")  # type: ignore[arg-type]
+
+
+async def _workload(node: actors.Node, pairs: int, kill_every: float, seed: int) -> tuple[list[int], list[actors.Pid]]:
+    counter = [0]
+    pids = []
+    for _ in range(pairs):
+        pong = node.spawn(_ponger)
+        pids += [pong, node.spawn(_pinger, pong, counter)]
+    sup = await actors.start_supervisor(
+        node, [actors.worker(f"w{i}", _worker) for i in range(20)], intensity=1_000_000, period=1.0
+    )
+    pids += [sup, node.spawn(_killer, sup, kill_every, random.Random(seed))]
+    return counter, pids
+
+
+async def _reader_ready(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"reader did not start: {line!r}")
+
+
+async def _phase(node: actors.Node, counter: list[int], seconds: float) -> float:
+    start = counter[0]
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (counter[0] - start) / (time.perf_counter() - t0)
+
+
+async def _throughput(rounds: int, seconds: float) -> tuple[list[float], list[float], list[float], list[float]]:
+    without: list[float] = []
+    with_: list[float] = []
+    ratios: list[float] = []
+    latencies: list[float] = []
+    async with actors.Node(log_crashes=False) as node:
+        counter, _ = await _workload(node, pairs=4, kill_every=0.02, seed=1)
+        await _phase(node, counter, 0.3)  # warm up
+        for r in range(rounds):
+            a = await _phase(node, counter, seconds)
+            ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
+            reader = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.agent",
+                "--reader",
+                str(ag.port),
+                str(seconds + 5),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            await _reader_ready(reader)
+            await asyncio.sleep(0.2)  # snapshot delivered, steady state
+            b = await _phase(node, counter, seconds)
+            reader.terminate()
+            out, _ = await reader.communicate()
+            ag.stop()
+            res = json.loads(out.decode().strip().splitlines()[-1])
+            latencies += res["crash_latencies_ms"]
+            without.append(a)
+            with_.append(b)
+            ratios.append(b / a)
+            progress(
+                f"round {r + 1}/{rounds}: without {a:,.0f} rt/s, with agent {b:,.0f} rt/s, "
+                f"ratio {b / a:.3f}, {res['messages']} msgs read, {len(res['crash_latencies_ms'])} crashes"
+            )
+    return without, with_, ratios, latencies
+
+
+async def _stalled(events: int) -> dict[str, Any]:
+    async with actors.Node(log_crashes=False) as node:
+        ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ag.port)
+            (n,) = struct.unpack(">I", await reader.readexactly(4))
+            hello = P.decode_payload(await reader.readexactly(n))
+            nonce = "d" * 32
+            writer.write(
+                P.encode_frame(
+                    {
+                        "t": "auth",
+                        "version": 1,
+                        "nonce": nonce,
+                        "role": "operator",
+                        "mac": P.client_mac(TOKEN.encode(), hello["nonce"], nonce, "operator"),
+                    }
+                )
+            )
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            peak_held = 0
+            done = 0
+            while done < events:
+                batch = [node.spawn(_worker) for _ in range(500)]
+                for p in batch:
+                    node.exit(p, "kill")
+                done += 1000
+                await asyncio.sleep(0)
+                if done % 20000 == 0:
+                    await asyncio.sleep(0.05)
+                    peak_held = max(peak_held, tracemalloc.get_traced_memory()[0] - base)
+            await asyncio.sleep(0.5)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+            tracemalloc.stop()
+            s = ag.sessions[0] if ag.sessions else None
+            info = {
+                "held_bytes": max(held, peak_held),
+                "session_event_bytes": s.event_bytes if s else None,
+                "session_dropped": s.dropped if s else None,
+                "write_buffer": s.writer.transport.get_write_buffer_size() if s else None,
+            }
+            writer.close()
+            return info
+        finally:
+            ag.stop()
+
+
+async def _reader_main(port: int, seconds: float) -> None:
+    client = await agent.client.AgentClient.connect("127.0.0.1", port, token=TOKEN)
+    await client.read_snapshot()
+    print("ready", flush=True)
+    lat: list[float] = []
+    n = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while loop.time() < deadline:
+            try:
+                msg = await client.next_message(0.5)
+            except TimeoutError:
+                continue
+            n += 1
+            if msg.get("t") == "ev" and msg.get("ev") == "exit":
+                lat.append((time.time() - msg["time"]) * 1000)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        print(json.dumps({"crash_latencies_ms": lat, "messages": n}), flush=True)
+        await client.close()
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench agent")
+    ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    ap.add_argument("--reader", nargs=2, metavar=("PORT", "SECONDS"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.reader:
+        import signal
+
+        async def run_reader() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            await _reader_main(int(args.reader[0]), float(args.reader[1]))
+
+        try:
+            asyncio.run(run_reader())
+        except asyncio.CancelledError:
+            pass
+        return 0
+    rounds, seconds, events = (2, 0.5, 20_000) if args.quick else (5, 2.0, 100_000)
+    progress(f"agent: {rounds} rounds of {seconds}s per phase")
+    without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds))
+    progress(f"stalled observer: {events:,} lifecycle events")
+    stalled = asyncio.run(_stalled(events))
+    bound = (4 << 20) + 256 * 1024 + (1 << 20)
+    result = {
+        "throughput_with_agent_ratio": rnd(median(ratios)),
+        "crash_to_observer_p50_ms": rnd(percentile(lat, 50)) if lat else None,
+        "crash_to_observer_p99_ms": rnd(percentile(lat, 99)) if lat else None,
+        "agent_bytes_under_stalled_observer": stalled["held_bytes"],
+        "agent_bytes_bound": bound,
+        "targets": {
+            "throughput_with_agent_ratio>=0.95": median(ratios) >= 0.95,
+            "crash_to_observer_p99_ms<=10": bool(lat) and percentile(lat, 99) <= 10,
+            "agent_bytes_under_stalled_observer<=bound": stalled["held_bytes"] <= bound,
+        },
+        "details": {
+            "roundtrips_per_s_without": [rnd(x) for x in without],
+            "roundtrips_per_s_with": [rnd(x) for x in with_],
+            "ratios": [rnd(x) for x in ratios],
+            "crashes_measured": len(lat),
+            "stalled": stalled,
+            "bound_parts": {"event_bytes_limit": 4 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
+            "machine": machine(),
+        },
+    }
+    emit(result)
+    return 0
