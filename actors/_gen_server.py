@@ -17,7 +17,8 @@ Return values:
 An exception in a callback ends the server with that exception as the exit
 reason, after ``terminate(reason, state)`` ran. ``terminate`` also runs on
 :class:`Stop`, on ``stop()`` and, when the server traps exits, on an exit
-signal from its parent. A server that does not trap exits is killed by
+signal from its parent or from the node itself (``Node.shutdown``, or
+``Node.exit`` with no sender). A server that does not trap exits is killed by
 exit signals without ``terminate`` (as in OTP).
 """
 
@@ -232,9 +233,11 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     server.state = state
     receive = proc.receive
     reason: Any = NORMAL
-    # The exit signal that makes a trapping server terminate: its parent's, or
-    # for a server started outside any tree, the node's (Node.shutdown).
-    parent = proc.parent if proc.parent is not None else Pid(proc.node.node_id, 0)
+    # The exit signals that make a trapping server terminate: its parent's, and
+    # the node's own (Node.shutdown, Node.exit without a sender): the node is
+    # every process's ultimate parent.
+    parent = proc.parent
+    node_pid = Pid(proc.node.node_id, 0)
     stop_reply: tuple[From, Any] | None = None
     while True:
         msg = await receive()
@@ -268,7 +271,7 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                     msg.reply_to.reply(None)
                     reason = msg.arg
                     break
-            elif t is Exit and proc.trap_exit and msg.pid == parent:
+            elif t is Exit and proc.trap_exit and (msg.pid == parent or msg.pid == node_pid):
                 reason = msg.reason
                 break
             else:

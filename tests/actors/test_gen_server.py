@@ -535,3 +535,23 @@ async def test_child_spec_starts_server_under_a_supervisor() -> None:
         [row] = await A.which_children(node, sup)
         assert row.id == "c" and row.pid is not None
         assert await node.call(row.pid, "get") == 10
+
+
+async def test_node_shutdown_stops_a_server_linked_to_a_plain_parent_through_the_parent() -> None:
+    log: list[Any] = []
+    started: list[A.Pid] = []
+
+    async def parent(proc: A.Process) -> None:
+        pid = await A.start_link(proc, Counter(log, trap=True), 3)
+        assert pid is not None
+        started.append(pid)
+        await proc.receive()
+
+    async with A.Node() as node:
+        node.spawn(parent)
+        await wait_until(lambda: started)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await node.shutdown()
+        assert loop.time() - t0 < 1.0  # not the 5 s kill fallback
+    assert log == [("terminate", A.SHUTDOWN, 3)]
