@@ -47,6 +47,10 @@ class Exited:
     """Its exit reason; an exception object keeps its ``__traceback__``."""
     time: float
     """Wall-clock time of the event."""
+    name: str | None = None
+    """Its registered name when it exited (already unregistered by then)."""
+    label: str | None = None
+    """Its label."""
     hook = "exited"
 
     def format_traceback(self) -> str | None:

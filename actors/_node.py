@@ -78,6 +78,8 @@ class Node:
         self._signals: deque[tuple[Process, Pid, Any, bool]] = deque()
         self._draining = False
         self._dying: set[asyncio.Task[Any]] = set()
+        self._calls: dict[Ref, tuple[float, asyncio.Future[Any], Any, Any, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         self.started_at = time.time()
@@ -224,6 +226,18 @@ class Node:
                 return
             raise NoProcess(dest)
         p._deliver(msg)
+
+    def send_after(self, delay: float, dest: Pid | str, msg: Any) -> asyncio.TimerHandle:
+        """Send ``msg`` to ``dest`` in ``delay`` seconds (Erlang's ``send_after``).
+
+        Returns a handle whose ``cancel()`` stops it. An unregistered name at
+        that time drops the message (it cannot raise into a timer)."""
+        return self.loop.call_later(delay, self._send_quietly, dest, msg)
+
+    def _send_quietly(self, dest: Pid | str, msg: Any) -> None:
+        p = self._get(dest)
+        if p is not None:
+            p._deliver(msg)
 
     def exit(self, pid: Pid | str, reason: Any, *, sender: Pid | None = None) -> None:
         """Send an exit signal to ``pid``, as Erlang's ``exit/2``.
@@ -413,6 +427,10 @@ class Node:
                         watcher._monitoring.pop(ref, None)
                     if watcher.alive:
                         watcher._deliver(Down(ref, pid, reason))
+                elif type(watcher) is _CallWatch:
+                    fut = watcher.fut
+                    if not fut.done():
+                        fut.set_exception(ServerDied(watcher.dest, reason))
                 else:
                     watcher(pid, reason)
         held = proc._monitoring
@@ -431,7 +449,7 @@ class Node:
                 exc_info=reason if isinstance(reason, Exception) else None,
             )
         if self._instruments:
-            self._emit(Exited(pid, reason, time.time()))
+            self._emit(Exited(pid, reason, time.time(), proc.name, proc.label))
 
     # -- gen_server protocol ----------------------------------------------------------------
 
@@ -445,29 +463,49 @@ class Node:
         p = self._get(dest)
         if p is None:
             raise ServerDied(dest, NOPROC)
-        loop = self.loop
+        loop = self._loop or self.loop
         fut: asyncio.Future[Any] = loop.create_future()
         ref = Ref(self.node_id, next(self._refs))
-
-        def on_down(pid: Pid, reason: Any) -> None:
-            if not fut.done():
-                fut.set_exception(ServerDied(dest, reason))
-
-        if p._monitors is None:
-            p._monitors = {}
-        p._monitors[ref] = on_down
+        mons = p._monitors
+        if mons is None:
+            mons = p._monitors = {}
+        mons[ref] = _CallWatch(fut, dest)  # the server's death fails the call
         p._deliver(CallMsg(request, From(fut, ref)))
         handle = None
+        calls = self._calls
         if timeout is not None:
-            handle = loop.call_later(timeout, _call_timeout, fut, dest, request, timeout)
+            if timeout >= _SWEPT_TIMEOUT:
+                # long timeouts (the 5 s default) are checked by one sweeper
+                # timer per node instead of one timer per call
+                calls[ref] = (_monotonic() + timeout, fut, dest, request, timeout)
+                if self._sweeper is None:
+                    self._sweeper = loop.call_later(_SWEEP_EVERY, self._sweep_calls)
+            else:
+                handle = loop.call_later(timeout, _call_timeout, fut, dest, request, timeout)
         try:
             return await fut
         finally:
             if handle is not None:
                 handle.cancel()
+            elif timeout is not None:
+                calls.pop(ref, None)
             mons = p._monitors
             if mons is not None:
                 mons.pop(ref, None)
+
+    def _sweep_calls(self) -> None:
+        """Fail the calls whose deadline passed; re-arm while calls are pending."""
+        self._sweeper = None
+        calls = self._calls
+        if not calls:
+            return
+        now = _monotonic()
+        for ref, (deadline, fut, dest, request, timeout) in list(calls.items()):
+            if deadline <= now:
+                del calls[ref]
+                _call_timeout(fut, dest, request, timeout)
+        if calls:
+            self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep_calls)
 
     def cast(self, dest: Pid | str, request: Any) -> None:
         """Send an asynchronous request to a gen_server. Never blocks; a dead pid drops it."""
@@ -576,10 +614,30 @@ class Node:
         tasks.extend(p._task for p in rest if p._task is not None and p._task is not current)
         for p in rest:
             self.exit(p.pid, KILL)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         tasks.extend(self._dying)
         pending = [t for t in tasks if not t.done() and t is not current]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
+
+
+_SWEPT_TIMEOUT = 1.0
+"""Call timeouts of at least this many seconds are enforced by the sweeper."""
+_SWEEP_EVERY = 0.05
+"""Sweeper period: such timeouts fire up to this late."""
+_monotonic = time.monotonic
+
+
+class _CallWatch:
+    """An internal monitor held by a pending call (not listed in ``monitored_by``)."""
+
+    __slots__ = ("dest", "fut")
+
+    def __init__(self, fut: asyncio.Future[Any], dest: object) -> None:
+        self.fut = fut
+        self.dest = dest
 
 
 def _call_timeout(fut: asyncio.Future[Any], dest: object, request: object, timeout: float) -> None:

@@ -258,6 +258,12 @@ class Process:
         if self.traced:
             node._emit(MessageSent(self.pid, dest, msg, time.time()))
 
+    def send_after(self, delay: float, dest: Pid | str, msg: Any) -> asyncio.TimerHandle:
+        """Send ``msg`` to ``dest`` after ``delay`` seconds; ``cancel()`` the
+        handle to stop it (see :meth:`Node.send_after`)."""
+        self.msgs_out += 1
+        return self.node.send_after(delay, dest, msg)
+
     def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process running ``fn(proc, *args)``; this process is its parent."""
         return self.node._spawn(fn, args, name, label, self, link=False)

@@ -313,3 +313,43 @@ async def test_a_crashing_process_never_takes_the_node_down() -> None:
         ok = node.spawn(_idle)
         await asyncio.sleep(0)
         assert node.is_alive(ok)
+
+
+async def test_send_after_delivers_later_and_can_be_cancelled() -> None:
+    async with A.Node() as node:
+        out: list[Any] = []
+        pid = node.spawn(_collector, out, 1)
+        cancelled = node.send_after(0.01, pid, "never")
+        cancelled.cancel()
+        node.send_after(0.02, pid, "later")
+        assert out == []
+        await wait_until(lambda: out == ["later"])
+
+
+async def test_exited_event_carries_name_and_label() -> None:
+    seen: list[A.Exited] = []
+
+    class Rec(A.Instrument):
+        def exited(self, event: A.Exited) -> None:
+            seen.append(event)
+
+    async with A.Node() as node:
+        node.add_instrument(Rec())
+        pid = node.spawn(_idle, name="door", label="Door")
+        node.exit(pid, "bye")
+        assert seen[0].name == "door" and seen[0].label == "Door" and seen[0].reason == "bye"
+
+
+async def test_call_with_a_long_timeout_still_times_out() -> None:
+    class Silent(A.GenServer):
+        async def handle_call(self, request: Any, from_: A.From, state: Any) -> Any:
+            return A.NoReply(state)  # never replies
+
+    async with A.Node() as node:
+        pid = await A.start_server(node, Silent)
+        assert pid is not None
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(A.CallTimeout):
+            await node.call(pid, "hello?", timeout=1.0)  # enforced by the node's sweeper
+        assert 1.0 <= loop.time() - t0 < 3.0
