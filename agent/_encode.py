@@ -134,6 +134,8 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
         return {
             "ev": "exit",
             "pid": str(ev.pid),
+            "name": ev.name,
+            "label": ev.label,
             "reason": redact_text(actors.format_reason(ev.reason), policy),
             "reason_kind": reason_kind(ev.reason),
             "exception": type(ev.reason).__name__ if isinstance(ev.reason, BaseException) else None,
