@@ -87,7 +87,14 @@ class AgentClient:
         self.writer.write(P.encode_frame(obj))
 
     async def _handshake(self, token: bytes, role: str) -> None:
-        hello = await self._read()
+        try:
+            hello = await self._read()
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise AgentError(
+                P.E_BAD_HANDSHAKE,
+                f"connection closed before the agent's hello ({type(exc).__name__}); "
+                "wrong port, TLS mismatch or a refused client certificate?",
+            ) from None
         if hello.get("t") == "error":
             raise AgentError(str(hello.get("code")), str(hello.get("message")))
         if hello.get("t") != "hello" or hello.get("protocol") != P.PROTOCOL:
