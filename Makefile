@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m examples.payments
+	@if [ ! -d web/node_modules/socket.io-client ] && command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund; fi
+	$(PY) -m observer demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,197 @@
+"""The Flask + Flask-SocketIO app factory.
+
+``create_app(config) -> (app, socketio)`` wires the pieces: the security
+hooks (:mod:`observer.security`), the pages (:mod:`observer.pages`), the JSON
+twins and actions (:mod:`observer.api`) and the ``/live`` namespace
+(:mod:`observer.live`), around one :class:`ObserverState` holding the
+attachments and the history store.
+
+Threading rules
+    Call :func:`create_app` in the process that serves (with gunicorn: in the
+    worker, after the fork), because it may start the attach loop thread, the
+    store's writer thread and the live pushing task. ``ObserverState`` is
+    shared by every request thread: it only hands out the thread-safe
+    model, attachment and store objects. :meth:`ObserverState.close` stops
+    what the state owns (not an injected manager or store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from agent import protocol as P
+
+from .attach import AttachManager, Attachment
+from .live import LiveHub, LiveNamespace
+from .model import NodeModel
+from .security import SecurityPolicy, install
+
+__all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverState", "create_app"]
+
+log = logging.getLogger("observer.app")
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The repository's ``web/`` directory (templates, static files, node_modules)."""
+ASYNC_MODES = ("threading", "eventlet")
+
+
+@dataclass(frozen=True, slots=True)
+class AttachSpec:
+    """One agent to attach to."""
+
+    name: str
+    """The node's name in URLs and rooms (``demo`` for the demo)."""
+    address: str
+    """``host:port`` of the agent."""
+    token: str = field(repr=False)
+    """The agent's token (operator or read-only)."""
+
+
+@dataclass
+class ObserverConfig:
+    """Everything :func:`create_app` needs. Tokens come from files or the
+    environment, never from the command line (the CLI's job)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    login_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    secret_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    allow_destructive_actions: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    async_mode: str = "threading"
+    db: str | None = None
+    """SQLite history file; None: a temporary file removed on close."""
+    attach: tuple[AttachSpec, ...] = ()
+    tls: bool = False
+    batch_interval: float = 0.25
+    """Seconds between two ``batch`` messages to one room."""
+    manager: AttachManager | None = None
+    """An attach manager to use instead of creating one (not closed by us)."""
+    store: Any = None
+    """A :class:`observer.store.HistoryStore` to use instead of opening ``db`` (not closed by us)."""
+
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+class ObserverState:
+    """The live state behind the app: attachments, models, store, the live hub."""
+
+    def __init__(self, config: ObserverConfig, policy: SecurityPolicy) -> None:
+        from .store import HistoryStore
+
+        self.config = config
+        self.policy = policy
+        self.allow_destructive = config.allow_destructive_actions
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._owns_store = config.store is None
+        if config.store is not None:
+            self.store = config.store
+        else:
+            path = config.db
+            if path is None:
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="observer-")
+                path = os.path.join(self._tmpdir.name, "history.sqlite3")
+            self.store = HistoryStore(path)
+        self._owns_manager = config.manager is None
+        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.05)
+        self.hub: LiveHub | None = None
+
+    def attach_all(self) -> None:
+        """Attach to the configured agents: operator role only when destructive
+        actions are allowed (least privilege otherwise)."""
+        role = P.ROLE_OPERATOR if self.allow_destructive else P.ROLE_READ
+        for spec in self.config.attach:
+            self.manager.add(spec.address, spec.token, role, name=spec.name)
+
+    def nodes(self) -> list[str]:
+        return [a.name for a in self.manager.list()]
+
+    def attachment(self, node: str) -> Attachment | None:
+        return self.manager.get(node)
+
+    def model(self, node: str) -> NodeModel | None:
+        att = self.manager.get(node)
+        return att.model if att is not None else None
+
+    def stats(self, node: str) -> dict[str, Any] | None:
+        model = self.model(node)
+        return model.summary() if model is not None else None
+
+    def close(self) -> None:
+        """Stop the live task and what this state owns. Idempotent."""
+        if self.hub is not None:
+            self.hub.stop()
+        if self._owns_manager:
+            with contextlib.suppress(Exception):
+                self.manager.close()
+        if self._owns_store:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        if self._tmpdir is not None:
+            with contextlib.suppress(Exception):
+                self._tmpdir.cleanup()
+            self._tmpdir = None
+
+
+def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
+    """Build the app and its SocketIO; starts the attachments and the live task."""
+    from . import api, pages
+
+    if config.async_mode not in ASYNC_MODES:
+        raise ValueError(f"async_mode must be one of {ASYNC_MODES}")
+    policy = SecurityPolicy.for_bind(
+        config.login_token, config.host, config.port, tls=config.tls, extra_origins=config.allowed_origins
+    )
+    app = Flask(
+        "observer",
+        root_path=str(Path(__file__).resolve().parent),
+        template_folder=str(WEB_DIR / "templates"),
+        static_folder=str(WEB_DIR / "static"),
+        static_url_path="/static",
+    )
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        SESSION_COOKIE_NAME=f"observer_session_{config.port}",  # cookies are not port-scoped
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=1 << 20,
+        DEBUG=False,
+        TESTING=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.debug = False
+    install(app, policy)
+    state = ObserverState(config, policy)
+    app.extensions["observer"] = state
+    pages.register(app)
+    api.register(app)
+
+    socketio = SocketIO()
+    socketio.init_app(
+        app,
+        async_mode=config.async_mode,
+        cors_allowed_origins=sorted(policy.origins),
+        manage_session=True,
+        max_http_buffer_size=64 * 1024,
+        logger=False,
+        engineio_logger=False,
+    )
+    hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
+    state.hub = hub
+    state.manager.on_change(hub.on_change)
+    socketio.on_namespace(LiveNamespace(hub, state))
+    hub.start()
+    state.attach_all()
+    return app, socketio

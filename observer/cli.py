@@ -1,0 +1,226 @@
+"""The ``observer`` command (click), thin: each command calls library functions.
+
+    observer demo  [--port 0|N] [--seed N] [--scale N] [--allow-destructive-actions] [--db PATH] [--no-browser]
+    observer serve --attach [NAME=]HOST:PORT ... [--token-file F] [--login-token-file F] [--port N] [--host H]
+                   [--allow-destructive-actions] [--db PATH] [--async-mode threading|eventlet]
+
+Secrets never come from the command line (``ps`` shows it to everyone):
+agent tokens from ``--token-file`` or ``OBSERVER_AGENT_TOKEN`` /
+``OBSERVER_AGENT_TOKEN_FILE``; the login token from ``--login-token-file``
+or ``OBSERVER_TOKEN`` (generated otherwise, and printed in the URL).
+
+Threading rules
+    The command runs in the main thread, which then blocks in the server
+    until SIGINT/SIGTERM; ``observer demo`` stops its demo process on the
+    way out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
+from .attach import parse_address
+from .demo import AGENT_LINE
+from .serve import bind_socket, serve
+
+__all__ = ["main", "read_agent_tokens"]
+
+_common = [
+    click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port"),
+    click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (loopback by default)"),
+    click.option("--allow-destructive-actions", is_flag=True, help="enable kill/suspend/resume/send (audited)"),
+    click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite history (default: temporary)"),
+    click.option("--async-mode", type=click.Choice(ASYNC_MODES), default="threading", show_default=True),
+    click.option(
+        "--allowed-origin", "allowed_origins", multiple=True, help="extra allowed Origin (scheme://host:port)"
+    ),
+    click.option("--login-token-file", type=click.Path(exists=True, dir_okay=False), default=None),
+    click.option("--no-browser", is_flag=True, help="do not open a browser"),
+]
+
+
+def _options(fn: Any) -> Any:
+    for opt in reversed(_common):
+        fn = opt(fn)
+    return fn
+
+
+def _read_secret(path: str) -> str:
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        raise click.UsageError(f"{path} is empty")
+    return text
+
+
+def _login_token(path: str | None) -> str:
+    if path:
+        return _read_secret(path)
+    return os.environ.get("OBSERVER_TOKEN") or secrets.token_urlsafe(24)
+
+
+def read_agent_tokens(path: str | None) -> dict[str, str]:
+    """Agent tokens: ``{"*": token}`` for a file (or env) holding one token, or
+    ``{name_or_address: token}`` for lines ``NAME_OR_HOST:PORT TOKEN`` (``#`` comments)."""
+    text = None
+    if path:
+        text = _read_secret(path)
+    elif os.environ.get("OBSERVER_AGENT_TOKEN_FILE"):
+        text = _read_secret(os.environ["OBSERVER_AGENT_TOKEN_FILE"])
+    elif os.environ.get("OBSERVER_AGENT_TOKEN"):
+        text = os.environ["OBSERVER_AGENT_TOKEN"].strip()
+    if not text:
+        return {}
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if len(lines) == 1 and len(lines[0].split()) == 1:
+        return {"*": lines[0]}
+    out: dict[str, str] = {}
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) != 2:
+            raise click.UsageError("token file lines must be 'NAME_OR_HOST:PORT TOKEN'")
+        out[parts[0]] = parts[1]
+    return out
+
+
+def _run(config: ObserverConfig, sock: Any, *, no_browser: bool, banner: Sequence[str]) -> None:
+    url = f"{config.url()}/login?token={config.login_token}"
+    for line in banner:
+        click.echo(f"observer: {line}")
+    click.echo(f"observer: open {url}")
+    sys.stdout.flush()
+    if not no_browser:
+        webbrowser.open(url)
+    signal.signal(signal.SIGTERM, _raise_exit)
+    states: list[ObserverState] = []
+
+    def factory() -> Any:
+        app, socketio = create_app(config)
+        states.append(app.extensions["observer"])
+        return app, socketio
+
+    def on_exit() -> None:
+        for st in states:
+            st.close()
+
+    serve(factory, sock, async_mode=config.async_mode, on_exit=on_exit)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """A live observer for supervision trees."""
+
+
+@main.command()
+@click.option("--seed", type=int, default=None, help="seed of the demo's random choices")
+@click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True, help="load multiplier")
+@_options
+def demo(seed: int | None, scale: int, **opts: Any) -> None:
+    """Run the demo system (its own process, with its agent) and observe it."""
+    token = secrets.token_urlsafe(32)
+    # least privilege: the observer gets the operator token only if it may use it
+    kind = "OBSERVER_AGENT_TOKEN" if opts["allow_destructive_actions"] else "OBSERVER_AGENT_READ_TOKEN"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_AGENT_")}
+    env.update({kind: token, "OBSERVER_DEMO_SCALE": str(scale)})
+    if seed is not None:
+        env["OBSERVER_DEMO_SEED"] = str(seed)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer.demo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    signal.signal(signal.SIGTERM, _raise_exit)  # so that `finally` stops the demo (gunicorn sets its own)
+    try:
+        address = _await_agent(proc, timeout=30.0)
+        sock = bind_socket(opts["host"], opts["port"])
+        config = _config(opts, sock, (AttachSpec("demo", address, token),))
+        _run(config, sock, no_browser=opts["no_browser"], banner=[f"demo system (pid {proc.pid}), agent {address}"])
+    finally:
+        _stop(proc)
+
+
+@main.command(name="serve")
+@click.option("--attach", "attach", multiple=True, required=True, help="[NAME=]HOST:PORT of an agent (repeatable)")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None, help="agent token(s)")
+@_options
+def serve_cmd(attach: tuple[str, ...], token_file: str | None, **opts: Any) -> None:
+    """Attach to running agents and serve the observer."""
+    tokens = read_agent_tokens(token_file)
+    specs = []
+    for item in attach:
+        name, _, address = item.rpartition("=")
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--attach") from None
+        name = name or address
+        tok = tokens.get(name) or tokens.get(address) or tokens.get("*")
+        if not tok:
+            raise click.UsageError(f"no token for {name}: use --token-file or OBSERVER_AGENT_TOKEN(_FILE)")
+        specs.append(AttachSpec(name, address, tok))
+    sock = bind_socket(opts["host"], opts["port"])
+    config = _config(opts, sock, tuple(specs))
+    _run(config, sock, no_browser=opts["no_browser"], banner=[f"attaching to {', '.join(s.name for s in specs)}"])
+
+
+def _config(opts: dict[str, Any], sock: Any, attach: tuple[AttachSpec, ...]) -> ObserverConfig:
+    return ObserverConfig(
+        host=opts["host"],
+        port=int(sock.getsockname()[1]),
+        login_token=_login_token(opts["login_token_file"]),
+        allow_destructive_actions=opts["allow_destructive_actions"],
+        allowed_origins=tuple(opts["allowed_origins"]),
+        async_mode=opts["async_mode"],
+        db=opts["db"],
+        attach=attach,
+    )
+
+
+def _await_agent(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The agent address the demo process prints (``agent HOST:PORT ...``)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise click.ClickException("the demo system did not start in time")
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise click.ClickException(f"the demo system exited (status {proc.wait()})")
+            buf += chunk
+    line = buf.split(b"\n", 1)[0].decode()
+    m = re.match(re.escape(AGENT_LINE) + r"(\S+)", line)
+    if m is None:
+        raise click.ClickException(f"unexpected output from the demo system: {line!r}")
+    return m.group(1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for f in (proc.stdin, proc.stdout):
+        if f is not None:
+            f.close()

@@ -1,0 +1,230 @@
+"""Live pushes to browsers: the ``/live`` Socket.IO namespace and the batcher.
+
+:class:`LiveHub` collects the model's changes (from
+:meth:`observer.attach.AttachManager.on_change`) and a background task sends
+at most one ``batch`` message per node room every ``interval`` seconds,
+changes coalesced per process; ``node_status`` goes out when a node goes down
+or comes back. :class:`LiveNamespace` is the thin namespace class: connect
+(session cookie, Host and Origin checked), ``subscribe`` (join a node's room,
+``ack``), disconnect.
+
+Threading rules
+    :meth:`LiveHub.on_change` runs on the attach loop thread: it only appends
+    to a list under a short lock and never emits. Everything that emits runs in
+    the background task started with ``socketio.start_background_task`` and
+    sleeps with ``socketio.sleep``, so the same code serves threading and
+    eventlet modes. The namespace handlers run on Socket.IO's handler threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import request
+from flask_socketio import Namespace, SocketIO, join_room, leave_room
+
+from .model import Change
+from .security import check_origin, is_logged_in
+
+__all__ = ["NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "room_of"]
+
+log = logging.getLogger("observer.live")
+
+NAMESPACE = "/live"
+VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
+MAX_CHANGES = 2000
+"""Changes per batch; beyond that the batch says ``truncated`` (the browser refetches)."""
+_MERGED = frozenset({"update", "status", "suspend", "resume", "register"})
+"""Per-process kinds where only the latest (merged) state matters."""
+
+
+def room_of(node: str) -> str:
+    return f"node:{node}"
+
+
+def coalesce(changes: list[Change]) -> tuple[list[dict[str, Any]], int]:
+    """Coalesce per process: state changes (``update``, ``status``, ...) of one
+    pid merge into one entry at its latest position, ``samples`` collapse into
+    one, anything before the last ``reset`` but node-level status goes.
+    Lifecycle events (spawn, exit, restart, gave_up, link, ...) are kept in
+    order. Returns ``(changes as dicts, how many were cut beyond MAX_CHANGES)``."""
+    last_reset = max((i for i, c in enumerate(changes) if c.kind == "reset"), default=-1)
+    if last_reset > 0:
+        changes = [c for c in changes[:last_reset] if c.pid is None and c.kind != "samples"] + changes[last_reset:]
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    order: list[tuple[str, str] | int] = []
+    singles: list[dict[str, Any]] = []
+    sample_rows = 0
+    samples = False
+    for c in changes:
+        if c.kind == "samples":
+            samples = True
+            sample_rows += int((c.data or {}).get("rows") or 0)
+            continue
+        if c.pid is not None and c.kind in _MERGED:
+            key = (c.kind, c.pid)
+            prev = merged.pop(key, None)
+            data = {**((prev or {}).get("data") or {}), **(c.data or {})}
+            merged[key] = {"kind": c.kind, "pid": c.pid, "data": data}
+            if prev is not None:
+                order.remove(key)
+            order.append(key)
+            continue
+        singles.append(c.as_dict())
+        order.append(len(singles) - 1)
+    out = [merged[k] if isinstance(k, tuple) else singles[k] for k in order]
+    if samples:
+        out.append({"kind": "samples", "pid": None, "data": {"rows": sample_rows}})
+    cut = max(0, len(out) - MAX_CHANGES)
+    return (out[-MAX_CHANGES:] if cut else out), cut
+
+
+class LiveHub:
+    """Batches model changes per node and pushes them to the node's room.
+
+    ``stats_of(node)`` gives the node's latest counters (the model's summary).
+    ``socketio.emit`` is called only from the hub's own background task."""
+
+    def __init__(self, socketio: SocketIO, stats_of: Any, *, interval: float = 0.25) -> None:
+        self.socketio = socketio
+        self.interval = interval
+        self._stats_of = stats_of
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[Change]] = {}
+        self._status: dict[str, str] = {}
+        self._seq: dict[str, int] = {}
+        self._subscribers: dict[str, int] = {}
+        self._running = False
+        self._stopped = threading.Event()
+        self.batches_sent = 0
+        self.changes_seen = 0
+
+    # -- producer side (attach loop thread) ------------------------------------------------------
+
+    def on_change(self, node: str, changes: list[Change]) -> None:
+        """AttachManager listener: queue, never emit (runs on the attach loop)."""
+        with self._lock:
+            self._pending.setdefault(node, []).extend(changes)
+            self.changes_seen += len(changes)
+
+    # -- subscribers (handler threads) -----------------------------------------------------------
+
+    def subscribed(self, node: str, delta: int) -> None:
+        with self._lock:
+            n = self._subscribers.get(node, 0) + delta
+            if n > 0:
+                self._subscribers[node] = n
+            else:
+                self._subscribers.pop(node, None)
+
+    # -- the background task ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pushing task (idempotent)."""
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+        self.socketio.start_background_task(self._run)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._running:
+                        return
+                started = time.monotonic()
+                try:
+                    self.flush()
+                except Exception:  # a bad batch must not stop the pushes
+                    log.exception("observer: live batch failed")
+                self.socketio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            self._stopped.set()
+
+    def flush(self) -> int:
+        """Send what is pending (one ``batch`` per node); returns messages sent."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            watched = set(self._subscribers)
+        sent = 0
+        for node, changes in pending.items():
+            for c in changes:
+                if c.kind == "status" and c.pid is None:
+                    st = str((c.data or {}).get("status"))
+                    if st in ("up", "down") and self._status.get(node) != st:
+                        self._status[node] = st
+                        self.socketio.emit(
+                            "node_status", {"node": node, "status": st}, namespace=NAMESPACE, to=room_of(node)
+                        )
+                        sent += 1
+            if node not in watched:
+                continue
+            out, cut = coalesce(changes)
+            seq = self._seq.get(node, 0) + 1
+            self._seq[node] = seq
+            msg: dict[str, Any] = {"node": node, "seq": seq, "changes": out, "stats": self._stats_of(node)}
+            if cut:
+                msg["truncated"] = cut
+            self.socketio.emit("batch", msg, namespace=NAMESPACE, to=room_of(node))
+            self.batches_sent += 1
+            sent += 1
+        return sent
+
+
+class LiveNamespace(Namespace):
+    """``/live``: connect (authenticated), ``subscribe`` to a node, disconnect."""
+
+    def __init__(self, hub: LiveHub, state: Any) -> None:
+        super().__init__(NAMESPACE)
+        self.hub = hub
+        self.state = state
+        self._rooms: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def on_connect(self, auth: Any = None) -> bool:
+        policy = self.state.policy
+        if check_origin(policy, request.host, request.headers.get("Origin")) is not None:
+            log.warning("observer: live connection refused (host/origin) from %s", request.remote_addr)
+            return False
+        return is_logged_in()
+
+    def on_subscribe(self, data: Any) -> dict[str, Any]:
+        sid = str(getattr(request, "sid", ""))
+        node = data.get("node") if isinstance(data, dict) else None
+        view = data.get("view") if isinstance(data, dict) else None
+        if not isinstance(node, str) or self.state.model(node) is None:
+            ack = {"ok": False, "error": "unknown_node", "node": node}
+            self.emit("ack", ack)
+            return ack
+        if view is not None and view not in VIEWS:
+            ack = {"ok": False, "error": "bad_view", "node": node}
+            self.emit("ack", ack)
+            return ack
+        with self._lock:
+            prev = self._rooms.get(sid)
+            self._rooms[sid] = node
+        if prev != node:
+            if prev is not None:
+                leave_room(room_of(prev))
+                self.hub.subscribed(prev, -1)
+            join_room(room_of(node))
+            self.hub.subscribed(node, +1)
+        model = self.state.model(node)
+        ack = {"ok": True, "node": node, "view": view, "room": room_of(node), "status": model.status}
+        self.emit("ack", ack)
+        return ack
+
+    def on_disconnect(self, *args: Any) -> None:
+        sid = str(getattr(request, "sid", ""))
+        with self._lock:
+            node = self._rooms.pop(sid, None)
+        if node is not None:
+            self.hub.subscribed(node, -1)

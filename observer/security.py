@@ -1,0 +1,189 @@
+"""Login, session cookie, Origin/Host checks, CSRF and the destructive-action gate.
+
+Everything here follows ``docs/web.md`` ("Serving and security"):
+
+* a login token (compared in constant time) is exchanged at ``/login`` for a
+  signed session cookie (HttpOnly, SameSite=Strict, Secure with TLS) holding
+  a session id and a CSRF token;
+* every request's ``Host`` must be one the server is bound to (or an allowed
+  origin's), and its ``Origin``, when sent, one of the allowed origins;
+* state-changing requests carry ``X-CSRF-Token`` equal to the session's;
+* pages without a session redirect to ``/login``, ``/api/`` requests get 401.
+
+Threading rules
+    Stateless apart from the immutable :class:`SecurityPolicy`; the hooks run
+    on whatever thread (or green thread) serves the request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, jsonify, redirect, request, session, url_for
+
+__all__ = [
+    "CSRF_HEADER",
+    "SecurityPolicy",
+    "check_origin",
+    "current_user",
+    "install",
+    "is_logged_in",
+    "login_session",
+]
+
+CSRF_HEADER = "X-CSRF-Token"
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_OPEN_ENDPOINTS = frozenset({"login", "static"})
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """What the server accepts; built once from the config."""
+
+    login_token: str
+    """The token exchanged for a session at ``/login``."""
+    hosts: frozenset[str]
+    """Accepted ``Host`` header values (``host:port``, lower case)."""
+    origins: frozenset[str]
+    """Accepted ``Origin`` header values (``scheme://host:port``)."""
+    tls: bool = False
+
+    @classmethod
+    def for_bind(
+        cls, login_token: str, host: str, port: int, *, tls: bool = False, extra_origins: Iterable[str] = ()
+    ) -> SecurityPolicy:
+        """The policy of a server bound to ``host:port``: that name (and the
+        other loopback names when it is loopback) plus ``extra_origins``."""
+        scheme = "https" if tls else "http"
+        names = {host.lower()}
+        if is_loopback(host):
+            names |= {"127.0.0.1", "localhost", "[::1]"}
+        elif host in ("0.0.0.0", "::"):
+            names |= {"127.0.0.1", "localhost"}
+        names = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}
+        hosts = {f"{n}:{port}" for n in names}
+        origins = {f"{scheme}://{h}" for h in hosts}
+        for o in extra_origins:
+            parts = urlsplit(o.strip())
+            if not parts.scheme or not parts.netloc or o.strip() == "*":
+                raise ValueError(f"allowed origin must be scheme://host[:port], not {o!r}")
+            origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+            hosts.add(parts.netloc.lower())
+        return cls(login_token, frozenset(hosts), frozenset(origins), tls)
+
+
+def check_origin(policy: SecurityPolicy, host: str | None, origin: str | None) -> str | None:
+    """None if ``Host``/``Origin`` are acceptable, else a short reason."""
+    if not host or host.lower() not in policy.hosts:
+        return "host"
+    if origin is not None and origin.lower() not in policy.origins:
+        return "origin"
+    return None
+
+
+def is_logged_in() -> bool:
+    return bool(session.get("auth")) and isinstance(session.get("sid"), str)
+
+
+def current_user() -> str:
+    """The session id (the audit log's "who")."""
+    return str(session.get("sid") or "anonymous")
+
+
+def login_session() -> None:
+    """Start a fresh authenticated session (new id and CSRF token)."""
+    session.clear()
+    session["auth"] = True
+    session["sid"] = secrets.token_hex(8)
+    session["csrf"] = secrets.token_urlsafe(24)
+
+
+def _token_ok(policy: SecurityPolicy, given: Any) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), policy.login_token.encode())
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    resp = jsonify({"ok": False, "error": code, "message": message})
+    resp.status_code = status
+    return resp
+
+
+def install(app: Flask, policy: SecurityPolicy) -> None:
+    """Register the login routes and the per-request checks on ``app``."""
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=policy.tls,
+    )
+
+    @app.before_request
+    def _guard() -> Response | None:
+        reason = check_origin(policy, request.host, request.headers.get("Origin"))
+        if reason is not None:
+            return _error(403, reason, f"{reason} not allowed")
+        if request.endpoint in _OPEN_ENDPOINTS or request.path.startswith("/socket.io"):
+            return None  # the Socket.IO connect handler checks the session itself
+        if not is_logged_in():
+            if request.path.startswith("/api/"):
+                return _error(401, "login_required", "log in first (GET /login?token=...)")
+            return redirect(url_for("login", next=request.path))  # type: ignore[return-value]
+        if request.method in _UNSAFE_METHODS:
+            given = request.headers.get(CSRF_HEADER, "")
+            expected = str(session.get("csrf") or "")
+            if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Content-Security-Policy", _CSP)
+        if request.path.startswith("/api/") or request.endpoint == "login":
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        given = request.form.get("token") if request.method == "POST" else request.args.get("token")
+        if given is None:
+            return _login_form(app, None)
+        if not _token_ok(policy, given):
+            return _login_form(app, "wrong token"), 403
+        login_session()
+        nxt = request.values.get("next") or "/"
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/"
+        return redirect(nxt)
+
+    @app.route("/logout", methods=["POST"])
+    def logout() -> Any:
+        session.clear()
+        return jsonify({"ok": True})
+
+
+def _login_form(app: Flask, error: str | None) -> Any:
+    from .pages import render_login
+
+    return render_login(app, error)

@@ -1,0 +1,132 @@
+"""Serving the app with a production server, started from our CLI.
+
+* threading mode (default): gunicorn's ``gthread`` worker, one worker with
+  many threads (Flask-SocketIO needs a single worker without a message
+  queue; simple-websocket carries WebSocket on the worker's threads), started
+  programmatically through :class:`ObserverGunicorn`. The app is created in
+  the worker, after the fork, by :meth:`ObserverGunicorn.load`, so the attach
+  loop thread and the store's writer live in the process that serves.
+* eventlet mode (optional ``[eventlet]`` extra): ``eventlet.wsgi.server``,
+  eventlet's own production WSGI server, in this process. gunicorn dropped
+  its eventlet worker (gunicorn >= 24 has none); if it is present in the
+  installed gunicorn it is used instead.
+
+Never Werkzeug's development server, never ``allow_unsafe_werkzeug``.
+
+The listening socket is bound by the caller first (:func:`bind_socket`), so
+the CLI knows the real port (``--port 0``) before printing the URL, and
+handed to gunicorn as ``fd://N``.
+
+Threading rules
+    :func:`serve` blocks the calling (main) thread until the server stops
+    (SIGINT/SIGTERM); ``on_exit`` runs in the serving process as it stops.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+from gunicorn.app.base import BaseApplication
+
+__all__ = ["ObserverGunicorn", "bind_socket", "eventlet_available", "gunicorn_has_eventlet", "serve"]
+
+log = logging.getLogger("observer.serve")
+
+Factory = Callable[[], tuple[Flask, SocketIO]]
+
+
+def eventlet_available() -> bool:
+    return importlib.util.find_spec("eventlet") is not None
+
+
+def gunicorn_has_eventlet() -> bool:
+    from gunicorn.workers import SUPPORTED_WORKERS
+
+    return "eventlet" in SUPPORTED_WORKERS
+
+
+def bind_socket(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: any free port), inheritable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+class ObserverGunicorn(BaseApplication):
+    """gunicorn, configured in code; ``load()`` builds the app in the worker."""
+
+    def __init__(self, factory: Factory, options: dict[str, Any], on_exit: Callable[[], None] | None = None) -> None:
+        self._factory = factory
+        self._options = options
+        self._on_exit = on_exit
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+        if self._on_exit is not None:
+            on_exit = self._on_exit
+
+            def worker_exit(server: Any, worker: Any) -> None:
+                on_exit()
+
+            self.cfg.set("worker_exit", worker_exit)
+
+    def load(self) -> Any:
+        app, _socketio = self._factory()
+        return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware
+
+
+def serve(
+    factory: Factory,
+    sock: socket.socket,
+    *,
+    async_mode: str = "threading",
+    threads: int = 64,
+    on_exit: Callable[[], None] | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve the app built by ``factory`` on the listening ``sock`` until stopped."""
+    if async_mode == "eventlet" and not gunicorn_has_eventlet():
+        _serve_eventlet(factory, sock, on_exit)
+        return
+    options = {
+        "bind": [f"fd://{sock.fileno()}"],
+        "workers": 1,
+        "worker_class": "eventlet" if async_mode == "eventlet" else "gthread",
+        "threads": threads,
+        "timeout": 0 if async_mode == "threading" else 30,
+        "graceful_timeout": 5,
+        "keepalive": 5,
+        "loglevel": log_level,
+        "accesslog": None,
+        "errorlog": "-",
+        "preload_app": False,
+        "proc_name": "observer",
+    }
+    ObserverGunicorn(factory, options, on_exit).run()
+
+
+def _serve_eventlet(factory: Factory, sock: socket.socket, on_exit: Callable[[], None] | None) -> None:
+    if not eventlet_available():
+        raise RuntimeError("--async-mode eventlet needs eventlet: pip install 'observer[eventlet]'")
+    import eventlet.wsgi
+    from eventlet.green import socket as green_socket
+
+    listener = green_socket.socket(fileno=sock.detach())
+    app, _socketio = factory()
+    try:
+        eventlet.wsgi.server(listener, app, log_output=False, max_size=1024)
+    finally:
+        if on_exit is not None:
+            on_exit()
