@@ -135,6 +135,9 @@ def _pid(model: NodeModel, raw: str) -> str:
     named = model.names().get(raw)
     if named is not None and named in model:
         return named
+    for hit in model.search(raw, limit=20):  # names of restarted processes (spawn carries them)
+        if hit["name"] == raw:
+            return str(hit["pid"])
     raise ApiError(404, "unknown_pid", f"no process {raw!r} on {model.name}")
 
 

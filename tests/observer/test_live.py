@@ -1,0 +1,103 @@
+"""The ``/live`` namespace: subscribe/ack, batched ``batch`` messages, ``node_status``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from examples.demo_system import PAYMENTS, conn_name
+from observer.live import NAMESPACE, coalesce
+from observer.model import Change
+from tests.observer import wait_for
+from tests.observer.test_app import Web, csrf_headers, make_web, web
+
+__all__ = ["make_web", "web"]  # fixtures used here
+
+LAST_CONN = conn_name(4)  # scale 1: a pool of 4 connections
+
+
+def _received(sio: Any, name: str) -> list[dict[str, Any]]:
+    return [m["args"][0] for m in sio.get_received(NAMESPACE) if m["name"] == name]
+
+
+def test_subscribe_joins_the_node_room_and_acks(web: Web) -> None:
+    sio = web.socketio.test_client(web.app, namespace=NAMESPACE, flask_test_client=web.client())
+    sio.emit("subscribe", {"node": "demo", "view": "tree"}, namespace=NAMESPACE)
+    (ack,) = _received(sio, "ack")
+    assert ack["ok"] and ack["room"] == "node:demo" and ack["status"] == "up"
+    sio.emit("subscribe", {"node": "nope"}, namespace=NAMESPACE)
+    sio.emit("subscribe", "garbage", namespace=NAMESPACE)
+    sio.emit("subscribe", {"node": "demo", "view": "bogus"}, namespace=NAMESPACE)
+    errors = [a["error"] for a in _received(sio, "ack")]
+    assert errors == ["unknown_node", "unknown_node", "bad_view"]
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_many_events_arrive_in_few_batches(make_web: Callable[..., Web]) -> None:
+    web = make_web(allow_destructive=True)
+    c = web.client()
+    sio = web.socketio.test_client(web.app, namespace=NAMESPACE, flask_test_client=c)
+    sio.emit("subscribe", {"node": "demo", "view": "overview"}, namespace=NAMESPACE)
+    sio.get_received(NAMESPACE)
+    seen_before = web.state.hub.changes_seen
+    # each kill of the last connection (rest_for_one: only it restarts; the pool's
+    # budget is 14 restarts): exit + spawn + restart (+ updates) in the model
+    for _ in range(8):
+        pid = web.pid(LAST_CONN)
+        assert c.post(f"/api/nodes/demo/processes/{pid}/kill", json={}, headers=csrf_headers(c)).status_code == 200
+        wait_for(lambda p=pid: web.find(LAST_CONN) not in (None, p), what="restarted")  # type: ignore[misc]
+    batches: list[dict[str, Any]] = []
+
+    def restarts_seen() -> bool:
+        batches.extend(_received(sio, "batch"))
+        return sum(1 for b in batches for ch in b["changes"] if ch["kind"] == "restart") >= 8
+
+    wait_for(restarts_seen, what="8 restarts pushed")
+    changes = web.state.hub.changes_seen - seen_before
+    assert len(batches) < changes, (len(batches), changes)
+    assert [b["seq"] for b in batches] == sorted(b["seq"] for b in batches)
+    assert all(b["node"] == "demo" and b["stats"]["name"] == "demo" for b in batches)
+    kinds = {ch["kind"] for b in batches for ch in b["changes"]}
+    assert {"exit", "spawn", "restart"} <= kinds
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_node_status_when_the_agent_goes_away(web: Web) -> None:
+    sio = web.socketio.test_client(web.app, namespace=NAMESPACE, flask_test_client=web.client())
+    sio.emit("subscribe", {"node": "demo"}, namespace=NAMESPACE)
+    web.host.agent.stop()
+    statuses: list[dict[str, Any]] = []
+
+    def down() -> bool:
+        statuses.extend(_received(sio, "node_status"))
+        return any(s["status"] == "down" for s in statuses)
+
+    wait_for(down, what="node_status down")
+    assert statuses[-1] == {"node": "demo", "status": "down"}
+    assert web.client().get("/api/overview").get_json()["nodes"][0]["status"] == "down"
+    assert PAYMENTS in web.model.names()  # the last-known picture is kept
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_coalesce_merges_per_process_and_keeps_lifecycle_order() -> None:
+    changes = [
+        Change("update", "<0.1.0>", {"mailbox": 1}),
+        Change("spawn", "<0.2.0>", {"name": "a"}),
+        Change("samples", None, {"rows": 3}),
+        Change("update", "<0.1.0>", {"status": "running"}),
+        Change("exit", "<0.2.0>", {"reason": "normal"}),
+        Change("samples", None, {"rows": 4}),
+    ]
+    out, cut = coalesce(changes)
+    assert cut == 0
+    assert [(c["kind"], c["pid"]) for c in out] == [
+        ("spawn", "<0.2.0>"),
+        ("update", "<0.1.0>"),
+        ("exit", "<0.2.0>"),
+        ("samples", None),
+    ]
+    assert out[1]["data"] == {"mailbox": 1, "status": "running"} and out[-1]["data"] == {"rows": 7}
+    reset, _ = coalesce([Change("spawn", "<0.3.0>"), Change("status", None, {"status": "up"}), Change("reset")])
+    assert [c["kind"] for c in reset] == ["status", "reset"]
+    many, cut = coalesce([Change("spawn", f"<0.{i}.0>") for i in range(3000)])
+    assert cut == 1000 and len(many) == 2000
