@@ -14,12 +14,26 @@ from __future__ import annotations
 import os
 import secrets
 import ssl
-
-import actors
+from typing import TYPE_CHECKING, Any
 
 from . import client, protocol
-from ._agent import AGENT_VERSION, Agent
 from ._redact import RedactionPolicy, Redactor
+
+if TYPE_CHECKING:
+    import actors
+
+    from ._agent import AGENT_VERSION, Agent
+
+
+def __getattr__(name: str) -> Any:
+    # the agent proper (and with it the actor runtime) loads on first use, so
+    # that observers importing agent.client/agent.protocol do not load actors
+    if name in ("Agent", "AGENT_VERSION"):
+        from . import _agent
+
+        return getattr(_agent, name)
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")
+
 
 __all__ = [
     "AGENT_VERSION",
@@ -87,6 +101,8 @@ def start(
     Call from the node's loop thread or any other thread once the node's
     loop is bound (inside ``async with Node()`` or after ``start_in_thread``).
     """
+    from ._agent import Agent
+
     host, port = _parse_bind(bind)
     tok = _bytes(token) or make_token().encode()
     agent = Agent(

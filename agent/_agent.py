@@ -57,9 +57,10 @@ class Agent:
         max_sessions: int = 32,
         command_timeout: float = 5.0,
         block_threshold: float = 0.1,
-        heartbeat: float = 0.02,
+        heartbeat: float = 0.05,
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
+        handoff_timeout: float = 0.002,
     ) -> None:
         if not token:
             raise ValueError("an operator token is required")
@@ -95,12 +96,20 @@ class Agent:
         self.events_dropped = 0
         self.restarts = 0
         self.crashes = 0
+        self.messages_total = 0
+        """Messages delivered, summed over samples (observers derive rates from it)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self.collector = Collector(self._wake, limit=collector_limit, trace_rate=trace_rate)
+        self.collector = Collector(
+            self._wake,
+            limit=collector_limit,
+            trace_rate=trace_rate,
+            host_loop=node.loop,
+            handoff_timeout=handoff_timeout,
+        )
         self._cache: dict[int, list[Any]] = {}
         self._host_tid: int | None = None
         self._beat_sent: float | None = None
@@ -264,10 +273,21 @@ class Agent:
 
     def _drain(self) -> None:
         c = self.collector
+        batch = c.batches
         c.wake_pending = False
         buf = c.buf
         node = self.node
         n = 0
+        if not any(s.ready for s in self.sessions):
+            # nobody attached: nothing to encode, only the counters to keep
+            while buf:
+                ev = buf.popleft()
+                t = type(ev)
+                if t is actors.Restarted:
+                    self.restarts += 1
+                elif t is actors.Exited and isinstance(ev.reason, BaseException):
+                    self.crashes += 1
+            self._cache.clear()
         while buf and n < 5000:
             ev = buf.popleft()
             n += 1
@@ -280,8 +300,12 @@ class Agent:
                 if d["ev"] == "spawn":
                     self._remember(ev.pid)
                 self._publish(d)
+        loop = asyncio.get_running_loop()
         if buf:
-            asyncio.get_running_loop().call_soon(self._drain)
+            loop.call_soon(self._drain)
+        else:
+            # after the session writers this drain woke (they are queued ahead)
+            loop.call_soon(c.flushed, batch)
         dropped = c.dropped
         if dropped:
             c.dropped -= dropped
@@ -361,16 +385,21 @@ class Agent:
         period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
         while True:
             t0 = time.perf_counter()
+            if not any(s.ready for s in self.sessions):
+                await asyncio.sleep(period)  # nobody to sample for
+                continue
             try:
                 rows, msgs = self._scan()
             except Exception:
                 log.exception("agent: sampling failed")
                 rows, msgs = [], 0
             cost = time.perf_counter() - t0
+            self.messages_total += msgs
             stats = {
                 "time": time.time(),
                 "process_count": self.node.process_count(),
                 "messages": msgs,
+                "messages_total": self.messages_total,
                 "restarts": self.restarts,
                 "crashes": self.crashes,
                 "loop_lag_ms": round(self._lag_max * 1000, 3),

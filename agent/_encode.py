@@ -94,16 +94,36 @@ def process_record(p: actors.Process) -> dict[str, Any]:
     }
 
 
+def _budget_tuple(p: actors.Process) -> tuple[Any, ...] | None:
+    b = p.behaviour
+    if not isinstance(b, actors.Supervisor):
+        return None
+    try:
+        bud = b.budget()
+    except Exception:
+        return None
+    return (bud.used, bud.intensity, bud.period, bud.strategy)
+
+
 def meta_of(p: actors.Process) -> tuple[Any, ...]:
     """The slowly-changing fields; a change is sent as an ``update`` event."""
-    return (p.name, p.label, p.supervisor, p.child_id, process_kind(p), p.restarts)
+    return (
+        p.name,
+        p.label,
+        p.supervisor,
+        p.child_id,
+        process_kind(p),
+        p.restarts,
+        p.trap_exit,
+        _budget_tuple(p),
+    )
 
 
-META_FIELDS = ("name", "label", "supervisor", "child_id", "kind", "restarts")
+META_FIELDS = ("name", "label", "supervisor", "child_id", "kind", "restarts", "trap_exit", "budget")
 
 
 def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
-    name, label, sup, cid, kind, restarts = meta
+    name, label, sup, cid, kind, restarts, trap_exit, budget = meta
     return {
         "name": name,
         "label": label,
@@ -111,6 +131,10 @@ def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
         "child_id": child_id_str(cid),
         "kind": kind,
         "restarts": restarts,
+        "trap_exit": trap_exit,
+        "budget": None
+        if budget is None
+        else {"used": budget[0], "intensity": budget[1], "period": budget[2], "strategy": budget[3]},
     }
 
 

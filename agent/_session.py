@@ -299,6 +299,8 @@ class Session:
             await w.drain()
 
     def _write_nowait(self, obj: dict[str, Any]) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("observer went away")
         try:
             data = P.encode_frame(obj)
         except P.FrameError as exc:

@@ -135,8 +135,8 @@ class ErrorMsg(TypedDict):
 
 
 EVENT_KINDS: Final = (
-    "spawn",  # pid, name, label, parent, time; and if still alive: supervisor, child_id, kind, restarts
-    "exit",  # pid, reason, reason_kind, exception, traceback, time
+    "spawn",  # pid, name, label, parent, time; if still alive: supervisor, child_id, kind, restarts, trap_exit, budget
+    "exit",  # pid, name, label, reason, reason_kind, exception, traceback, time
     "restart",  # supervisor, child_id, old_pid, new_pid, restarts, time
     "link",  # a, b
     "unlink",  # a, b
@@ -146,7 +146,7 @@ EVENT_KINDS: Final = (
     "suspend",  # pid
     "resume",  # pid
     "gave_up",  # supervisor, child_id, restarts, intensity, period
-    "update",  # pid, name, label, supervisor, child_id, kind, restarts (all six, at least one changed)
+    "update",  # pid, name, label, supervisor, child_id, kind, restarts, trap_exit, budget (all; one changed)
     "trace",  # pid, dir ("in"/"out"), to, message (redacted)
     "loop_blocked",  # pid, name, blocked_ms, stack
     "loop_unblocked",  # pid, blocked_ms
