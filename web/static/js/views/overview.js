@@ -1,0 +1,177 @@
+// Overview: one card per attached node (health), live charts fed by batches, a crash feed.
+import { listOf } from "../api.js";
+import { BarChart, LiveChart } from "../chart.js";
+import { ago, esc, fmtInt, fmtNum, fmtTime, kindClass, nodePath, processHref, rendered, statusClass, throttle } from "../util.js";
+
+const SERIES = ["process_count", "message_rate", "restart_rate", "loop_lag_ms"];
+const FEED_CAP = 60;
+let ctx = null;
+let charts = {};
+let bars = null;
+let summaries = new Map(); // node -> summary (from /api/overview, refreshed by batches)
+let feed = [];
+let timer = null;
+let renderCards = null;
+
+export function mount(root, context) {
+  ctx = context;
+  for (const k of SERIES) charts[k] = new LiveChart(document.getElementById("ch-" + k), { cap: 1200 });
+  bars = new BarChart(document.getElementById("ch-top_mailboxes"));
+  renderCards = throttle(drawCards, 500);
+  load();
+  timer = setInterval(() => renderCards(), 5000); // "last seen" ages
+}
+
+async function load() {
+  let data;
+  try {
+    data = await ctx.api.overview();
+  } catch (err) {
+    document.getElementById("nodes").innerHTML = `<div class="error-banner">Cannot load the overview: ${esc(err.message)}</div>`;
+    return;
+  }
+  for (const s of listOf(data, "nodes")) summaries.set(s.name, s);
+  const series = (data && data.series) || {};
+  for (const [node, ser] of Object.entries(series)) {
+    for (const k of SERIES) {
+      const pts = ser[k] || [];
+      if (pts.length) charts[k].trace(node, pts.map((p) => new Date(p[0] * 1000)), pts.map((p) => p[1]));
+    }
+    const top = ser.top_mailboxes || [];
+    if (top.length && node === ctx.node) drawTop(node, top[top.length - 1][1]);
+  }
+  drawCards();
+  rendered("overview", { nodes: summaries.size });
+}
+
+function drawTop(node, rows) {
+  rows = (rows || []).filter((r) => r[2] > 0);
+  bars.set(
+    rows.map((r) => `${r[1] || "?"} ${r[0]}`),
+    rows.map((r) => r[2]),
+    rows.map((r) => processHref(node, r[0])),
+  );
+}
+
+function gauge(label, value) {
+  return `<div><b>${value}</b><span>${label}</span></div>`;
+}
+
+function drawCards() {
+  const el = document.getElementById("nodes");
+  if (!summaries.size) {
+    el.innerHTML = `<div class="panel muted">No nodes attached.</div>`;
+    return;
+  }
+  el.innerHTML = [...summaries.values()]
+    .map((s) => {
+      const status = ctx.state.nodeStatus[s.name] || s.status;
+      const st = ctx.state.stats[s.name] || {};
+      const lag = st.loop_lag_ms ?? s.loop_lag_ms;
+      const blocked = s.blocked ? `<div class="error-banner">Loop blocked ${fmtNum(s.blocked.blocked_ms)} ms by ${esc(s.blocked.name || s.blocked.pid)}</div>` : "";
+      const gave = (s.gave_up || []).length
+        ? `<div class="small" style="color:var(--bad)">${s.gave_up.length} supervisor give-up(s), last ${ago(s.gave_up[s.gave_up.length - 1].time)}</div>`
+        : "";
+      return `<div class="panel nodecard" data-node="${esc(s.name)}">
+        <div class="title"><a href="${nodePath(s.name, "/tree")}">${esc(s.name)}</a>
+          <span class="pill ${statusClass(status)}">${esc(status)}</span></div>
+        <div class="kv">
+          ${gauge("processes", fmtInt(st.process_count ?? s.process_count))}
+          ${gauge("supervisors", fmtInt(s.supervisor_count))}
+          ${gauge("mailboxes", fmtInt(s.mailbox_total))}
+          ${gauge("msgs / s", fmtNum(s.message_rate))}
+          ${gauge("restarts / s", fmtNum(s.restart_rate, 2))}
+          ${gauge("loop lag", lag == null ? "–" : fmtNum(lag, 1) + " ms")}
+        </div>
+        ${blocked}${gave}
+        <div class="small muted">last seen ${ago(s.last_seen)} · crashes ${fmtInt(st.crashes ?? s.crashes)} · restarts ${fmtInt(st.restarts ?? s.restarts)}${s.reason ? " · " + esc(s.reason) : ""}
+          · <a href="${nodePath(s.name, "/processes")}">processes</a></div>
+      </div>`;
+    })
+    .join("");
+}
+
+function drawFeed() {
+  const el = document.getElementById("feed");
+  if (!feed.length) {
+    el.innerHTML = `<li class="muted">Nothing yet: exits, restarts and give-ups show up here as they happen.</li>`;
+    return;
+  }
+  el.innerHTML = feed
+    .map((e) => {
+      const d = e.data || {};
+      const pid = e.pid || d.old_pid || d.supervisor;
+      const what =
+        e.kind === "restart"
+          ? `restarted ${esc(d.child_id ?? "")} ${esc(d.old_pid || "")} → <a href="${processHref(e.node, d.new_pid || e.pid)}">${esc(d.new_pid || e.pid)}</a>`
+          : e.kind === "gave_up"
+            ? `supervisor <a href="${processHref(e.node, pid)}">${esc(pid)}</a> gave up (${esc(d.restarts)}/${esc(d.intensity)} in ${esc(d.period)} s)`
+            : `${esc(pid)} <span class="mono" style="color:#ffb4ab">${esc(d.reason || d.reason_kind || "")}</span>`;
+      return `<li><span class="t">${fmtTime(e.at)}</span><span class="pill ${kindClass(e.kind)}">${esc(e.kind)}</span><span>${esc(e.node)}</span><span>${what}</span></li>`;
+    })
+    .join("");
+}
+
+export function update(state, delta) {
+  if (delta.kind === "node_status") {
+    const s = summaries.get(delta.node);
+    if (s) s.status = delta.status;
+    renderCards();
+    return;
+  }
+  if (delta.kind !== "batch") return;
+  const s = summaries.get(delta.node);
+  const st = delta.stats || {};
+  if (s) {
+    if (st.process_count !== undefined) s.process_count = st.process_count;
+    if (delta.points) {
+      if (delta.points.message_rate !== undefined) s.message_rate = delta.points.message_rate;
+      if (delta.points.restart_rate !== undefined) s.restart_rate = delta.points.restart_rate;
+    }
+    s.last_seen = Date.now() / 1000;
+    if (st.mailbox_total !== undefined) s.mailbox_total = st.mailbox_total;
+  }
+  if (delta.points) {
+    for (const k of SERIES) charts[k].push(delta.node, delta.points.t, delta.points[k]);
+  }
+  if (delta.node === ctx.node && Array.isArray(st.top_mailboxes)) drawTop(delta.node, st.top_mailboxes);
+  let fed = false;
+  for (const c of delta.changes) {
+    if (c.kind === "exit" || c.kind === "restart" || c.kind === "gave_up") {
+      if (c.kind === "exit" && c.data && ["normal", "shutdown"].includes(c.data.reason_kind)) continue;
+      feed.unshift({ node: delta.node, kind: c.kind, pid: c.pid, data: c.data || {}, at: (c.data && c.data.time) || Date.now() / 1000 });
+      fed = true;
+    }
+    if (c.kind === "gave_up" && s) (s.gave_up = s.gave_up || []).push(c.data || {});
+  }
+  if (feed.length > FEED_CAP) feed.length = FEED_CAP;
+  if (fed || !feed.length) drawFeed();
+  renderCards();
+  maybeRefreshTop();
+}
+
+// Top mailboxes are not in the batch stats (unless the server adds them): refresh them from the twin now and then.
+const maybeRefreshTop = throttle(async () => {
+  try {
+    const data = await ctx.api.overview();
+    for (const s of listOf(data, "nodes")) {
+      const old = summaries.get(s.name);
+      summaries.set(s.name, { ...old, ...s, status: ctx.state.nodeStatus[s.name] || s.status });
+    }
+    const ser = (data.series || {})[ctx.node];
+    const top = ser && ser.top_mailboxes;
+    if (top && top.length) drawTop(ctx.node, top[top.length - 1][1]);
+    renderCards();
+  } catch {
+    /* the next batch retries */
+  }
+}, 3000);
+
+export function destroy() {
+  clearInterval(timer);
+  for (const c of Object.values(charts)) c.destroy();
+  bars && bars.destroy();
+  charts = {};
+  summaries = new Map();
+  feed = [];
+}

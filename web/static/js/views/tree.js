@@ -1,0 +1,249 @@
+// Supervision tree: live, searchable, collapsible; groups of identical children
+// expand on click; links and monitors drawn on hover when toggled on.
+import { TreeGraph } from "../treegraph.js";
+import { debounce, esc, fmtInt, processHref, rendered } from "../util.js";
+
+let ctx = null;
+let graph = null;
+let expanded = new Set();
+let inflight = false;
+let pending = false;
+let lastFetch = 0;
+let pendingFlash = [];
+let budgets = new Map();
+let budgetsAt = -Infinity;
+let linksOn = false;
+let hoverTimer = null;
+let sampleTimer = null;
+let focusAfterLoad = null;
+
+export function mount(root, context) {
+  ctx = context;
+  graph = new TreeGraph(document.getElementById("tree"), {
+    hrefFor: (pid) => processHref(ctx.node, pid),
+    onGroup: (it) => {
+      if (!it) return;
+      expanded.add(it.d.key);
+      drawGroupChips();
+      refetch("expand");
+    },
+    onHover: (it) => hover(it),
+    budgets,
+  });
+  document.getElementById("tree-collapse-all").addEventListener("click", () => graph.collapseAll());
+  document.getElementById("tree-expand-all").addEventListener("click", () => graph.expandAll());
+  const links = document.getElementById("tree-links");
+  links.addEventListener("change", () => {
+    linksOn = links.checked;
+    if (!linksOn) graph.clearRelations();
+  });
+  wireSearch();
+  refetch("first");
+}
+
+/** Fetch the tree now, or once more right after the fetch in flight. */
+async function refetch(reason) {
+  if (inflight) {
+    pending = true;
+    return;
+  }
+  inflight = true;
+  lastFetch = performance.now();
+  try {
+    const data = await ctx.api.tree(ctx.node, { expanded: [...expanded] });
+    const tree = data.tree || data;
+    if (pendingFlash.length) {
+      graph.flashIds(resolveFlash(tree, pendingFlash));
+      pendingFlash = [];
+    }
+    graph.setTree(tree);
+    const st = graph.stats();
+    document.getElementById("tree-count").textContent =
+      `${fmtInt(st.processes)} processes · ${fmtInt(st.items - 1)} drawn items${st.groups.length ? ` · ${st.groups.length} groups` : ""}`;
+    document.getElementById("tree").dataset.processCount = String(st.processes);
+    rendered("tree", { reason, processes: st.processes, items: st.items });
+    if (focusAfterLoad) {
+      const f = focusAfterLoad;
+      focusAfterLoad = null;
+      graph.focus(f.pid, f.path);
+    }
+    loadBudgets(tree);
+  } catch (err) {
+    showError(err);
+  } finally {
+    inflight = false;
+    if (pending) {
+      pending = false;
+      setTimeout(() => refetch("pending"), Math.max(0, 120 - (performance.now() - lastFetch)));
+    }
+  }
+}
+
+function showError(err) {
+  const el = document.getElementById("tree-count");
+  el.innerHTML = `<span style="color:var(--bad)">tree unavailable: ${esc(err.message)}</span>`;
+}
+
+/** Ids to flash for restarted pids: the pid itself, or the group it is folded into. */
+function resolveFlash(tree, items) {
+  const ids = new Set();
+  const pids = new Map();
+  const groupsBySup = new Map();
+  const walk = (d) => {
+    if (d.group) {
+      if (!groupsBySup.has(d.supervisor)) groupsBySup.set(d.supervisor, []);
+      groupsBySup.get(d.supervisor).push(d.id);
+    } else if (!d.node) pids.set(d.pid, d);
+    for (const k of d.children || []) walk(k);
+  };
+  walk(tree);
+  for (const { pid, sup } of items) {
+    if (pid && pids.has(pid)) ids.add(pid);
+    else for (const g of groupsBySup.get(sup) || []) ids.add(g);
+  }
+  return [...ids];
+}
+
+/** Restart budgets: from the tree when the server includes them, else from each supervisor's record. */
+async function loadBudgets(tree, force = false) {
+  const sups = [];
+  const walk = (d) => {
+    if (d.kind === "supervisor") sups.push(d);
+    for (const k of d.children || []) walk(k);
+  };
+  walk(tree);
+  if (!sups.length || sups.some((s) => s.budget || s.budget_now)) return;
+  if (!force && performance.now() - budgetsAt < 5000) return;
+  budgetsAt = performance.now();
+  const results = await Promise.allSettled(sups.slice(0, 60).map((s) => ctx.api.process(ctx.node, s.pid)));
+  results.forEach((r, i) => {
+    if (r.status !== "fulfilled" || !r.value) return;
+    const v = r.value.process || r.value;
+    const b = v.budget_now || v.budget || (r.value.inspect && r.value.inspect.budget);
+    if (b) budgets.set(sups[i].pid, b);
+  });
+  if (!graph) return;
+  graph.layout();
+  graph.renderNow();
+}
+
+function hover(it) {
+  if (!linksOn) return;
+  clearTimeout(hoverTimer);
+  if (!it || !it.d.pid) return;
+  hoverTimer = setTimeout(async () => {
+    try {
+      const r = await ctx.api.links(ctx.node, it.d.pid);
+      const other = (pair) => (pair[0] === it.d.pid ? pair[1] : pair[0]);
+      const links = (r.links || []).map((p) => (Array.isArray(p) ? other(p) : p));
+      const mons = (r.monitors || []).map((p) => (Array.isArray(p) ? other(p) : p));
+      graph.showRelations(it.d.pid, links, mons);
+      document.getElementById("tree-count").textContent =
+        `${it.d.name || it.d.label || it.d.pid}: ${links.length} link(s), ${mons.length} monitor(s)`;
+    } catch {
+      /* process gone */
+    }
+  }, 120);
+}
+
+function drawGroupChips() {
+  const el = document.getElementById("tree-groups");
+  el.innerHTML = [...expanded].map((k) => `<span class="chip">${esc(k.split("/").slice(1).join("/"))} expanded<button data-key="${esc(k)}" title="fold the group again">×</button></span>`).join(" ");
+  el.querySelectorAll("button").forEach((b) =>
+    b.addEventListener("click", () => {
+      expanded.delete(b.dataset.key);
+      drawGroupChips();
+      refetch("fold");
+    }),
+  );
+}
+
+function wireSearch() {
+  const input = document.getElementById("tree-search");
+  const list = document.getElementById("tree-search-results");
+  let results = [];
+  const run = debounce(async () => {
+    const q = input.value.trim();
+    if (!q) {
+      list.classList.add("hidden");
+      graph.clearFocus();
+      return;
+    }
+    try {
+      const data = await ctx.api.search(ctx.node, q);
+      results = Array.isArray(data) ? data : data.matches || data.results || [];
+    } catch {
+      results = [];
+    }
+    list.innerHTML = results.length
+      ? results
+          .map((r, i) => `<li data-i="${i}"><b>${esc(r.name || r.label || r.pid)}</b> <span class="mono">${esc(r.pid)}</span><div class="path">${esc((r.path || []).join(" › "))}</div></li>`)
+          .join("")
+      : `<li class="muted">no match</li>`;
+    list.classList.remove("hidden");
+  }, 180);
+  input.addEventListener("input", run);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && results.length) pick(results[0]);
+    if (e.key === "Escape") {
+      input.value = "";
+      list.classList.add("hidden");
+      graph.clearFocus();
+    }
+  });
+  list.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-i]");
+    if (li) pick(results[Number(li.dataset.i)]);
+  });
+  function pick(r) {
+    list.classList.add("hidden");
+    const path = r.path || [r.pid];
+    if (!graph.focus(r.pid, path)) {
+      // folded into a group: expand it (key = "<supervisor>/<label>") and focus after the reload
+      const sup = path.length > 1 ? path[path.length - 2] : "root";
+      expanded.add(`${sup}/${r.label}`);
+      drawGroupChips();
+      focusAfterLoad = { pid: r.pid, path };
+      refetch("search");
+    }
+  }
+}
+
+export function update(state, delta) {
+  if (delta.kind === "node_status" && delta.node === ctx.node) return refetch("node_status");
+  if (delta.kind !== "batch" || delta.node !== ctx.node) return;
+  let patched = false;
+  for (const c of delta.changes) {
+    if (c.kind === "restart") {
+      const d = c.data || {};
+      pendingFlash.push({ pid: d.new_pid || c.pid, sup: d.supervisor });
+      if (d.supervisor) budgetsAt = -Infinity; // re-read the budget gauge
+    }
+    if (!delta.structural && c.pid && c.data) {
+      const it = graph.byId.get(c.pid);
+      if (it) {
+        for (const k of ["status", "mailbox", "restarts", "rate"]) if (c.data[k] !== undefined) it.d[k] = c.data[k];
+        patched = true;
+      }
+    }
+  }
+  if (delta.structural || delta.missed) return refetch("batch");
+  if (patched) graph.renderNow();
+  // counters (mailbox, status, rate) arrive as samples: refresh the picture every few seconds
+  if (!sampleTimer) sampleTimer = setTimeout(() => ((sampleTimer = null), refetch("samples")), 3000);
+}
+
+/** For tests and benchmarks: what the whole tree holds (processes, pids, groups). */
+export function stats() {
+  return graph ? graph.stats() : null;
+}
+
+export function has(pid) {
+  return !!(graph && graph.byId.has(pid));
+}
+
+export function destroy() {
+  clearTimeout(sampleTimer);
+  graph && graph.destroy();
+  graph = null;
+}
