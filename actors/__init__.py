@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._errors import (
     ActorError,
+    CallError,
     CallTimeout,
     NameTaken,
     NoProcess,
@@ -79,6 +80,7 @@ __all__ = [
     "TRANSIENT",
     "ActorError",
     "Budget",
+    "CallError",
     "CallTimeout",
     "ChildInfo",
     "ChildSpec",

@@ -54,6 +54,16 @@ class ServerDied(ActorError):
         self.reason = reason
 
 
+class CallError(ActorError):
+    """Raised by ``call`` when the call cannot be made at all; ``reason`` is
+    OTP-like: ``"calling_self"`` (a server calling itself would wait forever)."""
+
+    def __init__(self, target: object, reason: str) -> None:
+        super().__init__(f"cannot call {target}: {reason}")
+        self.target = target
+        self.reason = reason
+
+
 class StartError(ActorError):
     """Raised when starting a process failed: its ``init`` raised, returned a
     stop, or timed out. ``reason`` says why."""

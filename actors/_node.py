@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from ._errors import CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
+from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
 from ._events import (
     Demonitored,
     Event,
@@ -464,6 +464,8 @@ class Node:
         if p is None:
             raise ServerDied(dest, NOPROC)
         loop = self._loop or self.loop
+        if p._task is not None and p._task is asyncio.current_task(loop):
+            raise CallError(dest, "calling_self")  # it could never answer: fail now, as OTP does
         fut: asyncio.Future[Any] = loop.create_future()
         ref = Ref(self.node_id, next(self._refs))
         mons = p._monitors

@@ -353,3 +353,18 @@ async def test_call_with_a_long_timeout_still_times_out() -> None:
         with pytest.raises(A.CallTimeout):
             await node.call(pid, "hello?", timeout=1.0)  # enforced by the node's sweeper
         assert 1.0 <= loop.time() - t0 < 3.0
+
+
+async def test_a_server_calling_itself_fails_at_once() -> None:
+    class Selfish(A.GenServer):
+        async def handle_call(self, request: Any, from_: A.From, state: Any) -> Any:
+            try:
+                await self.proc.call(self.proc.pid, "again")
+            except A.CallError as exc:
+                return A.Reply(exc.reason, state)
+            return A.Reply("no error", state)
+
+    async with A.Node() as node:
+        pid = await A.start_server(node, Selfish)
+        assert pid is not None
+        assert await node.call(pid, "go") == "calling_self"
