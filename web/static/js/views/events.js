@@ -207,6 +207,11 @@ export function update(state, delta) {
   }
 }
 
+/** For tests: what the time-travel tree holds, and for which moment. */
+export function timeTravelStats() {
+  return graph ? { t: tAt, ...graph.stats() } : null;
+}
+
 export function destroy() {
   graph && graph.destroy();
 }

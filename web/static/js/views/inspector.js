@@ -20,6 +20,11 @@ async function load() {
   try {
     const data = await ctx.api.process(ctx.node, ctx.pid);
     proc = data.process || data;
+    if (proc.pid && proc.pid !== ctx.pid) {
+      // the URL may name the process ("room:lobby" or "0.42.0"): follow its canonical pid from now on
+      ctx.pid = proc.pid;
+      history.replaceState(null, "", processHref(ctx.node, proc.pid));
+    }
     if (data.restart_history && !proc.restart_history) proc.restart_history = data.restart_history;
     ins = data.inspect || {};
     if (data.inspect_error) ins = { ...ins, error: data.inspect_error };
@@ -241,8 +246,9 @@ export function update(state, delta) {
   for (const c of delta.changes) {
     const d = c.data || {};
     if (c.kind === "restart" && d.old_pid === ctx.pid) {
-      const ms = killedAt ? ` ${Math.round(performance.now() - killedAt)} ms after the kill` : "";
-      banner.innerHTML = `<div class="restarted" data-new-pid="${esc(d.new_pid || "")}">Restarted by its supervisor as ${
+      const after = killedAt ? Math.round(performance.now() - killedAt) : null;
+      const ms = after !== null ? ` ${after} ms after the kill` : "";
+      banner.innerHTML = `<div class="restarted" data-new-pid="${esc(d.new_pid || "")}" data-ms="${after ?? ""}">Restarted by its supervisor as ${
         d.new_pid ? `<a href="${processHref(ctx.node, d.new_pid)}" class="mono">${esc(d.new_pid)}</a>` : "nothing (ignored)"
       } (restart #${esc(d.restarts ?? "?")})${ms}.</div>` + banner.innerHTML.replace(/<div class="restarted"[\s\S]*?<\/div>/, "");
       rendered("process-restarted", { pid: ctx.pid, new_pid: d.new_pid });
