@@ -106,7 +106,7 @@ class ObserverState:
                 path = os.path.join(self._tmpdir.name, "history.sqlite3")
             self.store = HistoryStore(path)
         self._owns_manager = config.manager is None
-        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.05)
+        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.02)
         self.hub: LiveHub | None = None
 
     def attach_all(self) -> None:

@@ -2,7 +2,8 @@
 
 :class:`LiveHub` collects the model's changes (from
 :meth:`observer.attach.AttachManager.on_change`) and a background task sends
-at most one ``batch`` message per node room every ``interval`` seconds,
+at most one ``batch`` message per node room every ``interval`` seconds
+(lifecycle changes: every ``urgent_gap``),
 changes coalesced per process; ``node_status`` goes out when a node goes down
 or comes back. :class:`LiveNamespace` is the thin namespace class: connect
 (session cookie, Host and Origin checked), ``subscribe`` (join a node's room,
@@ -82,15 +83,30 @@ def coalesce(changes: list[Change]) -> tuple[list[dict[str, Any]], int]:
     return (out[-MAX_CHANGES:] if cut else out), cut
 
 
+URGENT = frozenset({"spawn", "exit", "restart", "gave_up", "status", "loop_blocked", "reset", "gap"})
+"""Change kinds pushed within ``urgent_gap`` rather than at the next ``interval``."""
+
+
 class LiveHub:
     """Batches model changes per node and pushes them to the node's room.
 
     ``stats_of(node)`` gives the node's latest counters (the model's summary).
     ``socketio.emit`` is called only from the hub's own background task."""
 
-    def __init__(self, socketio: SocketIO, stats_of: Any, *, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        socketio: SocketIO,
+        stats_of: Any,
+        *,
+        interval: float = 0.25,
+        urgent_gap: float = 0.05,
+        tick: float = 0.02,
+    ) -> None:
         self.socketio = socketio
         self.interval = interval
+        self.urgent_gap = urgent_gap
+        self.tick = tick
+        self._last_sent: dict[str, float] = {}
         self._stats_of = stats_of
         self._lock = threading.Lock()
         self._pending: dict[str, list[Change]] = {}
@@ -140,20 +156,38 @@ class LiveHub:
                 with self._lock:
                     if not self._running:
                         return
-                started = time.monotonic()
                 try:
-                    self.flush()
+                    self.flush(due_only=True)
                 except Exception:  # a bad batch must not stop the pushes
                     log.exception("observer: live batch failed")
-                self.socketio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+                self.socketio.sleep(self.tick)
         finally:
             self._stopped.set()
 
-    def flush(self) -> int:
-        """Send what is pending (one ``batch`` per node); returns messages sent."""
+    def _due(self, node: str, changes: list[Change], now: float) -> bool:
+        """Counters go out every ``interval``; a lifecycle change (a crash, a
+        restart, a node going down) once ``urgent_gap`` has passed since the
+        node's last batch, so that it reaches the screen well within 100 ms
+        while a storm of them still makes at most 1/urgent_gap messages a second."""
+        waited = now - self._last_sent.get(node, 0.0)
+        if waited >= self.interval:
+            return True
+        return waited >= self.urgent_gap and any(c.kind in URGENT for c in changes)
+
+    def flush(self, *, due_only: bool = False) -> int:
+        """Send what is pending (one ``batch`` per node); returns messages sent.
+        With ``due_only``, only the nodes whose batch is due (see :meth:`_due`)."""
+        now = time.monotonic()
         with self._lock:
-            pending, self._pending = self._pending, {}
+            if due_only:
+                pending = {n: c for n, c in self._pending.items() if self._due(n, c, now)}
+                for n in pending:
+                    del self._pending[n]
+            else:
+                pending, self._pending = self._pending, {}
             watched = set(self._subscribers)
+        for node in pending:
+            self._last_sent[node] = now
         sent = 0
         for node, changes in pending.items():
             for c in changes:
