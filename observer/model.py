@@ -435,7 +435,9 @@ class NodeModel:
         g = self.graph
         if kind == "spawn":
             pid = str(msg.get("pid"))
-            fields = _pick(msg, ("name", "label", "parent", "supervisor", "child_id", "kind", "restarts"))
+            fields = _pick(
+                msg, ("name", "label", "parent", "supervisor", "child_id", "kind", "restarts", "trap_exit", "budget")
+            )
             if pid in g:
                 self._set_fields(pid, fields)
                 return [Change("update", pid, fields)]
@@ -450,6 +452,8 @@ class NodeModel:
             if sup and sup in g:
                 _add_flag(g, sup, pid, "sup")
                 self._note_order(sup, rec.get("child_id"))
+            if rec.get("name"):
+                self._names[str(rec["name"])] = pid  # a restarted child registers its name again
             return [Change("spawn", pid, _brief(rec))]
         if kind == "exit":
             pid = str(msg.get("pid"))
@@ -501,7 +505,7 @@ class NodeModel:
             pid = str(msg.get("pid"))
             if pid not in g:
                 return []
-            fields = _pick(msg, ("name", "label", "supervisor", "child_id", "kind", "restarts"))
+            fields = _pick(msg, ("name", "label", "supervisor", "child_id", "kind", "restarts", "trap_exit", "budget"))
             self._set_fields(pid, fields)
             return [Change("update", pid, fields)]
         if kind == "gave_up":
