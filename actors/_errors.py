@@ -95,6 +95,8 @@ def _short(value: object, limit: int = 80) -> str:
 
 def format_reason(reason: Any) -> str:
     """A short, never-raising text for an exit reason."""
+    if type(reason) is str:  # atoms-like reasons print bare, as in Erlang: normal, shutdown, killed
+        return reason if len(reason) <= 200 else reason[:197] + "..."
     if isinstance(reason, BaseException):
         try:
             text = str(reason)

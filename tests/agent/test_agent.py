@@ -271,7 +271,7 @@ async def test_kill_suspend_resume_send_and_mailbox_peek(host: Host) -> None:
         res = await client.command("kill", pid=str(pid), reason="operator says so")
         assert res["pid"] == str(pid)
         exit_ = await next_event(client, ev("exit", pid=str(pid)))
-        assert exit_["reason"] == "'operator says so'"
+        assert exit_["reason"] == "operator says so"
         with pytest.raises(AgentError) as err:
             await client.command("send", to=str(pid), message=1)
         assert err.value.code == P.E_NO_SUCH_PROCESS
