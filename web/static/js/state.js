@@ -22,6 +22,7 @@ export function createState(config) {
     events: [], // [{node, kind, pid, data, at}] newest first, capped
     lastBatchAt: null,
     pointAt: {}, // node -> time of the last chart point
+    lifecycle: {}, // node -> lifecycle changes (spawn/exit/restart/gave_up) received so far
     listeners: new Set(),
   };
 }
@@ -103,6 +104,9 @@ export function applySocketEvent(state, name, payload) {
           state.events.unshift({ node, kind: c.kind, pid: c.pid, data: c.data || {}, at: (c.data && c.data.time) || at });
         }
       }
+      let n = payload.truncated || 0;
+      for (const c of changes) if (c && LIFECYCLE.has(c.kind)) n++;
+      state.lifecycle[node] = (state.lifecycle[node] || 0) + n;
       if (state.events.length > EVENT_CAP) state.events.length = EVENT_CAP;
       state.lastBatchAt = at;
       return notify(state, { kind: "batch", node, seq, changes, stats: payload.stats, points: pts, structural, touched, missed });

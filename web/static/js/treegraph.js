@@ -403,6 +403,17 @@ export class TreeGraph {
     if (g && this.opts.onGroup) this.opts.onGroup(this.byId.get(g.dataset.id));
   }
 
+  /** Swap one drawn item's identity and fields (a restart: same place, new pid). */
+  replace(oldId, fields) {
+    const it = this.byId.get(oldId);
+    if (!it) return false;
+    Object.assign(it.d, fields);
+    this.byId.delete(oldId);
+    this.byId.set(it.d.id, it);
+    if (this.hit === oldId) this.hit = it.d.id;
+    return true;
+  }
+
   collapseAll() {
     this.collapsed = new Set(this.items.filter((it) => it.depth >= 1 && (it.d.children || []).length).map((it) => it.d.id));
     this.layout();

@@ -1,5 +1,6 @@
 // Supervision tree: live, searchable, collapsible; groups of identical children
 // expand on click; links and monitors drawn on hover when toggled on.
+import { LIFECYCLE } from "../state.js";
 import { TreeGraph } from "../treegraph.js";
 import { debounce, esc, fmtInt, processHref, rendered } from "../util.js";
 
@@ -16,6 +17,7 @@ let linksOn = false;
 let hoverTimer = null;
 let sampleTimer = null;
 let focusAfterLoad = null;
+let drawnLifecycle = 0; // lifecycle changes received before the fetch behind the current drawing
 
 export function mount(root, context) {
   ctx = context;
@@ -49,6 +51,7 @@ async function refetch(reason) {
   }
   inflight = true;
   lastFetch = performance.now();
+  const covered = ctx.state.lifecycle[ctx.node] || 0;
   try {
     const data = await ctx.api.tree(ctx.node, { expanded: [...expanded] });
     const tree = data.tree || data;
@@ -57,6 +60,8 @@ async function refetch(reason) {
       pendingFlash = [];
     }
     graph.setTree(tree);
+    drawnLifecycle = Math.max(drawnLifecycle, covered);
+    if (dirtySince !== null && covered >= dirtySince) dirtySince = null;
     const st = graph.stats();
     document.getElementById("tree-count").textContent =
       `${fmtInt(st.processes)} processes · ${fmtInt(st.items - 1)} drawn items${st.groups.length ? ` · ${st.groups.length} groups` : ""}`;
@@ -209,33 +214,111 @@ function wireSearch() {
   }
 }
 
-export function update(state, delta) {
-  if (delta.kind === "node_status" && delta.node === ctx.node) return refetch("node_status");
-  if (delta.kind !== "batch" || delta.node !== ctx.node) return;
-  let patched = false;
-  for (const c of delta.changes) {
+// Kinds that never change the drawing's shape: patched in place.
+const FIELD_KINDS = new Set(["update", "suspend", "resume", "register", "link", "unlink", "monitor", "demonitor", "trace", "samples"]);
+let dirtySince = null; // lifecycle count when the first change the drawing could not absorb arrived
+let consistency = null;
+
+/** A refetch soon (not now): after local patches, make sure the picture matches the server's. */
+function refetchSoon(ms = 1000) {
+  if (!consistency) consistency = setTimeout(() => ((consistency = null), refetch("consistency")), ms);
+}
+
+/**
+ * Apply a batch to the drawing without a round trip when possible: a restart
+ * replaces the old pid by the new one in place (and flashes it), an exit
+ * marks the process as exiting until its restart arrives. Anything else that
+ * changes the shape (a new child, a give-up, a reset, a lost batch) refetches.
+ */
+function patch(delta) {
+  const changes = delta.changes;
+  const restarts = changes.filter((c) => c.kind === "restart");
+  const replacedOld = new Set(restarts.map((c) => c.data && c.data.old_pid).filter(Boolean));
+  const spawnedNew = new Set(restarts.map((c) => (c.data && c.data.new_pid) || c.pid).filter(Boolean));
+  let absorbed = !delta.missed;
+  let drew = false;
+  for (const c of changes) {
+    const d = c.data || {};
     if (c.kind === "restart") {
-      const d = c.data || {};
-      pendingFlash.push({ pid: d.new_pid || c.pid, sup: d.supervisor });
-      if (d.supervisor) budgetsAt = -Infinity; // re-read the budget gauge
-    }
-    if (!delta.structural && c.pid && c.data) {
+      budgetsAt = -Infinity; // re-read the budget gauge
+      const neu = d.new_pid || c.pid;
+      if (!d.old_pid || !neu) {
+        absorbed = false;
+        continue;
+      }
+      if (graph.byId.has(neu)) {
+        graph.flashIds([neu]);
+        if (graph.byId.has(d.old_pid)) absorbed = false; // both drawn: let the server sort it out
+        drew = true;
+      } else if (graph.byId.has(d.old_pid)) {
+        graph.replace(d.old_pid, { id: neu, pid: neu, status: "running", restarts: d.restarts, mailbox: 0, rate: 0 });
+        graph.flashIds([neu]);
+        drew = true;
+      } else {
+        const groups = resolveFlash(graph.tree, [{ pid: neu, sup: d.supervisor }]);
+        if (groups.length) graph.flashIds(groups);
+        else absorbed = false;
+        drew = true;
+      }
+    } else if (c.kind === "exit") {
+      if (replacedOld.has(c.pid)) continue;
       const it = graph.byId.get(c.pid);
       if (it) {
-        for (const k of ["status", "mailbox", "restarts", "rate"]) if (c.data[k] !== undefined) it.d[k] = c.data[k];
-        patched = true;
+        it.d.status = "exiting";
+        drew = true;
       }
+      refetchSoon(); // gone for good unless a restart follows
+    } else if (c.kind === "spawn") {
+      if (!spawnedNew.has(c.pid)) absorbed = false;
+    } else if (FIELD_KINDS.has(c.kind)) {
+      const it = c.pid && graph.byId.get(c.pid);
+      if (it && c.kind !== "samples") {
+        for (const k of ["status", "mailbox", "restarts", "rate", "name", "label"]) if (d[k] !== undefined) it.d[k] = d[k];
+        drew = true;
+      }
+    } else {
+      absorbed = false; // reset, gave_up, node status, ...
     }
   }
-  if (delta.structural || delta.missed) return refetch("batch");
-  if (patched) graph.renderNow();
+  return { absorbed, drew };
+}
+
+export function update(state, delta) {
+  if (delta.kind === "node_status" && delta.node === ctx.node) return refetch("node_status");
+  if (delta.kind !== "batch" || delta.node !== ctx.node || !graph || !graph.tree) return;
+  const { absorbed, drew } = patch(delta);
+  const received = state.lifecycle[ctx.node] || 0;
+  if (!absorbed || inflight) {
+    if (dirtySince === null) dirtySince = received - delta.changes.filter((c) => LIFECYCLE.has(c.kind)).length;
+    for (const c of delta.changes) if (c.kind === "restart") pendingFlash.push({ pid: (c.data && c.data.new_pid) || c.pid, sup: c.data && c.data.supervisor });
+    if (drew) graph.renderNow();
+    return refetch("batch");
+  }
+  if (drew) {
+    graph.renderNow();
+    if (dirtySince === null) drawnLifecycle = received;
+    rendered("tree", { reason: "patch" });
+  } else if (dirtySince === null) drawnLifecycle = received;
   // counters (mailbox, status, rate) arrive as samples: refresh the picture every few seconds
   if (!sampleTimer) sampleTimer = setTimeout(() => ((sampleTimer = null), refetch("samples")), 3000);
 }
 
 /** For tests and benchmarks: what the whole tree holds (processes, pids, groups). */
 export function stats() {
-  return graph ? graph.stats() : null;
+  if (!graph) return null;
+  return { ...graph.stats(), drawnLifecycle, receivedLifecycle: ctx.state.lifecycle[ctx.node] || 0 };
+}
+
+/** For benchmarks: the id of the item `id` hangs from in the drawing (null if not drawn). */
+export function parentOf(id) {
+  const it = graph && graph.byId.get(id);
+  return it && it.parent ? it.parent.d.id : null;
+}
+
+/** For benchmarks: the ids drawn under item `id` now. */
+export function childrenOf(id) {
+  const it = graph && graph.byId.get(id);
+  return it ? it.kids.map((k) => k.d.id) : [];
 }
 
 export function has(pid) {
