@@ -1,11 +1,14 @@
 # Set-up and entry points. `make demo` and `make test` work on a fresh machine:
-# they create .venv and install everything they need first.
+# they create .venv and install everything they need first (Python packages
+# from PyPI, socket.io-client from npm, and for the browser tests Debian's
+# chromium when it is missing and apt-get is usable).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck pytest bench chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +16,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	@if [ ! -d web/node_modules/socket.io-client ] && command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund; fi
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+# Debian's chromium for the browser tests (Playwright cannot download browsers here)
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: the browser tests will be skipped (or fail under CI=true)"; fi; \
+	fi
+
+demo: $(STAMP) $(WEB_STAMP)
 	$(PY) -m observer demo $(DEMO_ARGS)
 
 lint: $(STAMP)
@@ -24,11 +39,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+pytest: $(STAMP) $(WEB_STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+test: lint typecheck pytest
+
+bench: $(STAMP) $(WEB_STAMP)
 	$(PY) -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules

@@ -175,6 +175,12 @@ class Node:
         if label is None:
             label = getattr(fn, "__name__", None)
         proc = Process(self, pid, name, label, parent.pid if parent is not None else None)
+        if parent is not None and parent._adopting is not None:
+            # a supervisor starting this child: supervised from birth, so the
+            # Spawned event (and anything reading the process) already says so
+            proc.child_id, proc.restarts = parent._adopting
+            proc.supervisor = parent.pid
+            parent._adopting = None
         self._procs[pid.id] = proc
         if name is not None:
             self._names[name] = proc
@@ -186,7 +192,7 @@ class Node:
                 parent._links.add(pid)
         task: asyncio.Task[Any] = loop.create_task(fn(proc, *args))  # type: ignore[arg-type]
         proc._task = task
-        task.add_done_callback(proc._done)
+        task.add_done_callback(proc)  # Process.__call__: no bound method to allocate per spawn
         if self._instruments:
             now = time.time()
             self._emit(Spawned(pid, name, proc.label, proc.parent, now))

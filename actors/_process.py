@@ -64,6 +64,7 @@ class Process:
         "_monitoring",
         "_suspended",
         "_t0",
+        "_adopting",
         "__weakref__",
     )
 
@@ -96,6 +97,9 @@ class Process:
         self._monitoring: dict[Ref, Pid] | None = None
         self._suspended: asyncio.Future[None] | None = None
         self._t0 = 0.0
+        self._adopting: tuple[Any, int] | None = None
+        """Set by a supervisor while it starts a child: (child id, restarts) for
+        the next process it spawns, so the child carries them from birth."""
 
     def __repr__(self) -> str:
         tag = self.name or self.label
@@ -323,6 +327,11 @@ class Process:
         self.node.cast(dest, msg)
 
     # -- life cycle ---------------------------------------------------------------
+
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        """The task's done callback (the process object itself, so that spawning
+        allocates no bound method): see :meth:`_done`."""
+        self._done(task)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         """Task done callback: turn the way the body ended into an exit reason."""

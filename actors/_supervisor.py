@@ -245,7 +245,12 @@ class Supervisor(GenServer):
     # -- starting ---------------------------------------------------------------------------------
 
     async def _start_child(self, child: _Child) -> Pid | None:
-        pid = await child.spec.start(self.proc, *child.extra)
+        proc = self.proc
+        proc._adopting = (None if self.strategy == "simple_one_for_one" else child.spec.id, child.restarts)
+        try:
+            pid = await child.spec.start(proc, *child.extra)
+        finally:
+            proc._adopting = None
         if pid is not None and not isinstance(pid, Pid):
             raise StartError(("bad_return", pid))
         child.pid = pid

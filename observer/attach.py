@@ -403,9 +403,10 @@ class Attachment:
                 sups = [p for p in detail["path"] if p != pid][-8:]
                 if detail.get("kind") == "supervisor":
                     sups.append(pid)
-                unknown = [p for p in detail["links"] if (self.model.process(p) or {}).get("trap_exit") is None][:50]
-                if detail.get("trap_exit") is None:
-                    unknown.append(pid)
+                # trap_exit changes at run time (a body sets it when it starts) and
+                # the stream reports it only with the next sample: ask for all links
+                unknown = list(detail["links"])[:50]
+                unknown.append(pid)
                 for p in sups:
                     try:
                         self.model.merge_info(p, self.command("inspect", timeout=timeout, pid=p, mailbox_limit=0))

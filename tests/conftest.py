@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,26 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
                 t.cancel()
             raise AssertionError(f"test leaked {len(leaked)} task(s): {leaked[:3]}")
 
-    asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return True
+    # a loop is already running in this thread (Playwright's sync API leaves
+    # one behind): run the test on a fresh loop in a thread of its own
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=in_thread, name=f"test:{pyfuncitem.name}")
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
     return True
 
 

@@ -209,6 +209,8 @@ async def test_intensity_exceeded_stops_children_in_reverse_and_escalates(strate
         assert inner_pid is not None
         inner_proc = node.process(inner_pid)
         await crash(node, (await kids(node, inner_pid))["a"])  # 1 restart: within intensity 1
+        restarted = 1 if strategy == "one_for_one" else 3
+        await wait_until(lambda: len(starts(log)) == 3 + restarted, what="the restarts to finish")
         assert node.is_alive(inner_pid)
         log.clear()
         await crash(node, (await kids(node, inner_pid))["a"])  # 2 in the period: give up
