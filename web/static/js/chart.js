@@ -79,7 +79,7 @@ export class BarChart {
     this.el = el;
     const layout = structuredClone(LAYOUT);
     layout.xaxis = { gridcolor: "#222a34", rangemode: "tozero" };
-    layout.yaxis = { automargin: true, autorange: "reversed" };
+    layout.yaxis = { automargin: true, range: [4.5, -0.5] }; // five slots, top first: one bar stays a bar
     layout.margin = { l: 10, r: 10, t: 6, b: 28 };
     layout.showlegend = false;
     layout.hovermode = "closest";
@@ -88,11 +88,17 @@ export class BarChart {
   }
 
   set(labels, values, links = []) {
+    const layout = { ...this.layout };
+    if (!labels.length) {
+      layout.annotations = [{ text: "no messages waiting in any mailbox", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#8b98a8", size: 12 } }];
+      layout.xaxis = { ...layout.xaxis, visible: false };
+      layout.yaxis = { ...layout.yaxis, visible: false };
+    }
     window.Plotly.react(
       this.el,
       [{ type: "bar", orientation: "h", y: labels, x: values, customdata: links, marker: { color: "#d29922" },
         hovertemplate: "%{y}: %{x} messages<extra></extra>" }],
-      this.layout,
+      layout,
       { displayModeBar: false, responsive: true },
     );
   }

@@ -27,6 +27,16 @@ export function mount(root, context) {
   for (const i of document.querySelectorAll('input[name="kind"]')) i.addEventListener("change", reload);
   document.getElementById("ev-crashes").addEventListener("change", () => draw());
   document.getElementById("ev-q").addEventListener("input", reload);
+  document.getElementById("ev-list").addEventListener(
+    "toggle",
+    (e) => {
+      const li = e.target.closest && e.target.closest("li[data-key]");
+      if (!li) return;
+      if (e.target.open) opened.add(li.dataset.key);
+      else opened.delete(li.dataset.key);
+    },
+    true,
+  );
   document.getElementById("ev-list").addEventListener("click", (e) => {
     const b = e.target.closest("button[data-t]");
     if (b) travel(Number(b.dataset.t));
@@ -104,6 +114,12 @@ function describe(e) {
   return `${pid(e.pid)} <b>${esc(who || e.label || "")}</b>`;
 }
 
+const opened = new Set(); // tracebacks the operator expanded (kept across live redraws)
+
+function evKey(e) {
+  return String(e.id ?? `${e.time}/${e.kind}/${e.pid}`);
+}
+
 function draw() {
   const crashesOnly = document.getElementById("ev-crashes").checked;
   const shown = crashesOnly ? events.filter((e) => e.kind === "exit" && (e.reason_kind === "exception" || e.traceback)) : events;
@@ -111,11 +127,11 @@ function draw() {
   document.getElementById("ev-list").innerHTML = shown.length
     ? shown
         .map(
-          (e) => `<li data-kind="${esc(e.kind)}" data-pid="${esc(e.pid || "")}">
+          (e) => `<li data-kind="${esc(e.kind)}" data-pid="${esc(e.pid || "")}" data-key="${esc(evKey(e))}">
         <div class="row"><span class="t" title="${esc(fmtDateTime(e.time))}">${fmtTime(e.time)}</span>
           <span class="pill ${kindClass(e.kind)}">${esc(e.kind)}</span>${describe(e)}
           <span class="grow"></span><button type="button" class="small" data-t="${e.time - 0.001}" title="show the tree just before this event">tree before</button></div>
-        ${e.traceback ? `<details><summary>${esc(e.exception || "traceback")}</summary><pre class="tb">${esc(e.traceback)}</pre></details>` : ""}
+        ${e.traceback ? `<details${opened.has(evKey(e)) ? " open" : ""}><summary>${esc(e.exception || "traceback")}</summary><pre class="tb">${esc(e.traceback)}</pre></details>` : ""}
       </li>`,
         )
         .join("")

@@ -38,7 +38,7 @@ async function load() {
       if (pts.length) charts[k].trace(node, pts.map((p) => new Date(p[0] * 1000)), pts.map((p) => p[1]));
     }
     const top = ser.top_mailboxes || [];
-    if (top.length && node === ctx.node) drawTop(node, top[top.length - 1][1]);
+    if (node === ctx.node || !ctx.node) drawTop(node, top.length ? top[top.length - 1][1] : []);
   }
   drawCards();
   rendered("overview", { nodes: summaries.size });
@@ -159,8 +159,8 @@ const maybeRefreshTop = throttle(async () => {
       summaries.set(s.name, { ...old, ...s, status: ctx.state.nodeStatus[s.name] || s.status });
     }
     const ser = (data.series || {})[ctx.node];
-    const top = ser && ser.top_mailboxes;
-    if (top && top.length) drawTop(ctx.node, top[top.length - 1][1]);
+    const top = (ser && ser.top_mailboxes) || [];
+    drawTop(ctx.node, top.length ? top[top.length - 1][1] : []);
     renderCards();
   } catch {
     /* the next batch retries */

@@ -9,6 +9,7 @@ let total = 0;
 let seq = 0;
 let live = true;
 let liveRefresh = null;
+let userLoad = 0; // seq of a sort/filter/page load in flight: live refreshes wait for it
 
 export function mount(root, context) {
   ctx = context;
@@ -60,17 +61,23 @@ export function mount(root, context) {
 }
 
 async function load(reason) {
+  if (reason === "live" && userLoad) return; // never supersede what the operator just asked for
   const mine = ++seq;
+  if (reason !== "live") userLoad = mine;
   const t0 = performance.now();
   const params = { sort: q.sort, desc: q.desc, q: q.q, supervisor: q.supervisor, status: q.status, offset: q.offset, limit: LIMIT };
   let data;
   try {
     data = await ctx.api.processes(ctx.node, params);
   } catch (err) {
-    if (mine === seq) document.getElementById("p-rows").innerHTML = `<tr><td colspan="10" class="error-banner">${esc(err.message)}</td></tr>`;
+    if (mine === seq) {
+      userLoad = 0;
+      document.getElementById("p-rows").innerHTML = `<tr><td colspan="10" class="error-banner">${esc(err.message)}</td></tr>`;
+    }
     return;
   }
   if (mine !== seq) return; // a newer request superseded this one
+  userLoad = 0;
   total = data.total || 0;
   draw(data.rows || []);
   if (reason !== "live") {

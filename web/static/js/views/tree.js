@@ -17,6 +17,7 @@ let linksOn = false;
 let hoverTimer = null;
 let sampleTimer = null;
 let focusAfterLoad = null;
+let applied = []; // restarts patched in place while a fetch was in flight: re-applied on its (older) answer
 let drawnLifecycle = 0; // lifecycle changes received before the fetch behind the current drawing
 
 export function mount(root, context) {
@@ -52,6 +53,7 @@ async function refetch(reason) {
   inflight = true;
   lastFetch = performance.now();
   const covered = ctx.state.lifecycle[ctx.node] || 0;
+  applied = [];
   try {
     const data = await ctx.api.tree(ctx.node, { expanded: [...expanded] });
     const tree = data.tree || data;
@@ -60,6 +62,11 @@ async function refetch(reason) {
       pendingFlash = [];
     }
     graph.setTree(tree);
+    let replayed = false;
+    for (const { old, ...fields } of applied) {
+      if (graph.byId.has(old) && !graph.byId.has(fields.id)) replayed = graph.replace(old, fields) || replayed;
+    }
+    if (replayed) graph.renderNow();
     drawnLifecycle = Math.max(drawnLifecycle, covered);
     if (dirtySince !== null && covered >= dirtySince) dirtySince = null;
     const st = graph.stats();
@@ -251,7 +258,9 @@ function patch(delta) {
         if (graph.byId.has(d.old_pid)) absorbed = false; // both drawn: let the server sort it out
         drew = true;
       } else if (graph.byId.has(d.old_pid)) {
-        graph.replace(d.old_pid, { id: neu, pid: neu, status: "running", restarts: d.restarts, mailbox: 0, rate: 0 });
+        const fields = { id: neu, pid: neu, status: "running", restarts: d.restarts, mailbox: 0, rate: 0 };
+        graph.replace(d.old_pid, fields);
+        if (inflight) applied.push({ old: d.old_pid, ...fields });
         graph.flashIds([neu]);
         drew = true;
       } else {
@@ -291,7 +300,10 @@ export function update(state, delta) {
   if (!absorbed || inflight) {
     if (dirtySince === null) dirtySince = received - delta.changes.filter((c) => LIFECYCLE.has(c.kind)).length;
     for (const c of delta.changes) if (c.kind === "restart") pendingFlash.push({ pid: (c.data && c.data.new_pid) || c.pid, sup: c.data && c.data.supervisor });
-    if (drew) graph.renderNow();
+    if (drew) {
+      graph.renderNow();
+      rendered("tree", { reason: "patch" });
+    }
     return refetch("batch");
   }
   if (drew) {
@@ -300,7 +312,10 @@ export function update(state, delta) {
     rendered("tree", { reason: "patch" });
   } else if (dirtySince === null) drawnLifecycle = received;
   // counters (mailbox, status, rate) arrive as samples: refresh the picture every few seconds
-  if (!sampleTimer) sampleTimer = setTimeout(() => ((sampleTimer = null), refetch("samples")), 3000);
+  if (!sampleTimer) {
+    const every = graph.items.length > 2000 ? 10000 : 3000; // a big tree costs the server more to build
+    sampleTimer = setTimeout(() => ((sampleTimer = null), refetch("samples")), every);
+  }
 }
 
 /** For tests and benchmarks: what the whole tree holds (processes, pids, groups). */
