@@ -143,6 +143,7 @@ export class TreeGraph {
     this.onPath = new Set();
     this.overlay = ""; // links/monitors svg
     this.budgets = opts.budgets || new Map();
+    this.all = new Map();
     this.svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
     this.svg.classList.add("tree");
     this.el.replaceChildren(this.svg);
@@ -160,6 +161,13 @@ export class TreeGraph {
 
   setTree(tree) {
     this.tree = tree;
+    this.all = new Map(); // every node of the data, folded ones included
+    const stack = tree ? [tree] : [];
+    while (stack.length) {
+      const d = stack.pop();
+      this.all.set(d.id, d);
+      for (const k of d.children || []) stack.push(k);
+    }
     this.layout();
     this.renderNow();
   }
@@ -405,9 +413,13 @@ export class TreeGraph {
 
   /** Swap one drawn item's identity and fields (a restart: same place, new pid). */
   replace(oldId, fields) {
+    const d = this.all.get(oldId);
+    if (!d) return false;
+    Object.assign(d, fields);
+    this.all.delete(oldId);
+    this.all.set(d.id, d);
     const it = this.byId.get(oldId);
-    if (!it) return false;
-    Object.assign(it.d, fields);
+    if (!it) return true; // folded away: nothing to redraw
     this.byId.delete(oldId);
     this.byId.set(it.d.id, it);
     if (this.hit === oldId) this.hit = it.d.id;

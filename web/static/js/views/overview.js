@@ -9,7 +9,6 @@ let ctx = null;
 let charts = {};
 let bars = null;
 let summaries = new Map(); // node -> summary (from /api/overview, refreshed by batches)
-let feed = [];
 let timer = null;
 let renderCards = null;
 
@@ -93,6 +92,10 @@ function drawCards() {
 
 function drawFeed() {
   const el = document.getElementById("feed");
+  // the shared, capped list of lifecycle events (state.events, newest first), minus clean exits
+  const feed = ctx.state.events
+    .filter((e) => !(e.kind === "exit" && ["normal", "shutdown"].includes(e.data && e.data.reason_kind)))
+    .slice(0, FEED_CAP);
   if (!feed.length) {
     el.innerHTML = `<li class="muted">Nothing yet: exits, restarts and give-ups show up here as they happen.</li>`;
     return;
@@ -137,15 +140,10 @@ export function update(state, delta) {
   if (delta.node === ctx.node && Array.isArray(st.top_mailboxes)) drawTop(delta.node, st.top_mailboxes);
   let fed = false;
   for (const c of delta.changes) {
-    if (c.kind === "exit" || c.kind === "restart" || c.kind === "gave_up") {
-      if (c.kind === "exit" && c.data && ["normal", "shutdown"].includes(c.data.reason_kind)) continue;
-      feed.unshift({ node: delta.node, kind: c.kind, pid: c.pid, data: c.data || {}, at: (c.data && c.data.time) || Date.now() / 1000 });
-      fed = true;
-    }
+    if (c.kind === "exit" || c.kind === "restart" || c.kind === "gave_up") fed = true;
     if (c.kind === "gave_up" && s) (s.gave_up = s.gave_up || []).push(c.data || {});
   }
-  if (feed.length > FEED_CAP) feed.length = FEED_CAP;
-  if (fed || !feed.length) drawFeed();
+  if (fed || !state.events.length) drawFeed();
   renderCards();
   maybeRefreshTop();
 }
@@ -173,5 +171,4 @@ export function destroy() {
   bars && bars.destroy();
   charts = {};
   summaries = new Map();
-  feed = [];
 }

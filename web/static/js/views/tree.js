@@ -18,7 +18,9 @@ let hoverTimer = null;
 let sampleTimer = null;
 let focusAfterLoad = null;
 let applied = []; // restarts patched in place while a fetch was in flight: re-applied on its (older) answer
-let drawnLifecycle = 0; // lifecycle changes received before the fetch behind the current drawing
+let drawnLifecycle = 0;
+let firstLoad = true;
+const AUTO_FOLD = 2000; // bigger trees open with leaf-only supervisors of 20+ children folded (?expand=all: not) // lifecycle changes received before the fetch behind the current drawing
 
 export function mount(root, context) {
   ctx = context;
@@ -53,6 +55,7 @@ async function refetch(reason) {
   inflight = true;
   lastFetch = performance.now();
   const covered = ctx.state.lifecycle[ctx.node] || 0;
+  const coveredHeld = [...heldSpawns, ...heldExits];
   applied = [];
   try {
     const data = await ctx.api.tree(ctx.node, { expanded: [...expanded] });
@@ -61,14 +64,22 @@ async function refetch(reason) {
       graph.flashIds(resolveFlash(tree, pendingFlash));
       pendingFlash = [];
     }
+    if (firstLoad) {
+      firstLoad = false;
+      if (new URL(location.href).searchParams.get("expand") !== "all") foldBig(tree);
+    }
     graph.setTree(tree);
     let replayed = false;
     for (const { old, ...fields } of applied) {
-      if (graph.byId.has(old) && !graph.byId.has(fields.id)) replayed = graph.replace(old, fields) || replayed;
+      if (graph.all.has(old) && !graph.all.has(fields.id)) replayed = graph.replace(old, fields) || replayed;
     }
     if (replayed) graph.renderNow();
     drawnLifecycle = Math.max(drawnLifecycle, covered);
     if (dirtySince !== null && covered >= dirtySince) dirtySince = null;
+    for (const p of coveredHeld) {
+      heldSpawns.delete(p);
+      heldExits.delete(p);
+    }
     const st = graph.stats();
     document.getElementById("tree-count").textContent =
       `${fmtInt(st.processes)} processes · ${fmtInt(st.items - 1)} drawn items${st.groups.length ? ` · ${st.groups.length} groups` : ""}`;
@@ -89,6 +100,23 @@ async function refetch(reason) {
       setTimeout(() => refetch("pending"), Math.max(0, 120 - (performance.now() - lastFetch)));
     }
   }
+}
+
+/** On a big tree, fold the supervisors whose 20+ children are all leaves: the first screen shows the shape. */
+function foldBig(tree) {
+  let n = 0;
+  const count = (d) => {
+    n++;
+    for (const k of d.children || []) count(k);
+  };
+  count(tree);
+  if (n <= AUTO_FOLD) return;
+  const walk = (d) => {
+    const kids = d.children || [];
+    if (!d.node && kids.length >= 20 && kids.every((k) => !(k.children || []).length)) graph.collapsed.add(d.id);
+    else for (const k of kids) walk(k);
+  };
+  walk(tree);
 }
 
 function showError(err) {
@@ -226,9 +254,16 @@ const FIELD_KINDS = new Set(["update", "suspend", "resume", "register", "link", 
 let dirtySince = null; // lifecycle count when the first change the drawing could not absorb arrived
 let consistency = null;
 
-/** A refetch soon (not now): after local patches, make sure the picture matches the server's. */
+const heldSpawns = new Set(); // spawns waiting for the restart that explains them (usually in the next batch)
+const heldExits = new Set(); // exits drawn as "exiting", waiting for their restart
+
+/** A refetch soon (not now), if some spawn or exit is still unexplained by a restart by then. */
 function refetchSoon(ms = 1000) {
-  if (!consistency) consistency = setTimeout(() => ((consistency = null), refetch("consistency")), ms);
+  if (consistency) return;
+  consistency = setTimeout(() => {
+    consistency = null;
+    if (heldSpawns.size || heldExits.size) refetch("consistency");
+  }, ms);
 }
 
 /**
@@ -249,15 +284,17 @@ function patch(delta) {
     if (c.kind === "restart") {
       budgetsAt = -Infinity; // re-read the budget gauge
       const neu = d.new_pid || c.pid;
+      heldSpawns.delete(neu);
+      heldExits.delete(d.old_pid);
       if (!d.old_pid || !neu) {
         absorbed = false;
         continue;
       }
-      if (graph.byId.has(neu)) {
+      if (graph.all.has(neu)) {
         graph.flashIds([neu]);
-        if (graph.byId.has(d.old_pid)) absorbed = false; // both drawn: let the server sort it out
+        if (graph.all.has(d.old_pid)) absorbed = false; // both there: let the server sort it out
         drew = true;
-      } else if (graph.byId.has(d.old_pid)) {
+      } else if (graph.all.has(d.old_pid)) {
         const fields = { id: neu, pid: neu, status: "running", restarts: d.restarts, mailbox: 0, rate: 0 };
         graph.replace(d.old_pid, fields);
         if (inflight) applied.push({ old: d.old_pid, ...fields });
@@ -276,9 +313,15 @@ function patch(delta) {
         it.d.status = "exiting";
         drew = true;
       }
-      refetchSoon(); // gone for good unless a restart follows
+      if (graph.all.has(c.pid)) {
+        heldExits.add(c.pid);
+        refetchSoon(); // gone for good unless a restart follows
+      }
     } else if (c.kind === "spawn") {
-      if (!spawnedNew.has(c.pid)) absorbed = false;
+      if (!spawnedNew.has(c.pid)) {
+        heldSpawns.add(c.pid);
+        refetchSoon(); // a new process: drawn by the next fetch, unless a restart explains it first
+      }
     } else if (FIELD_KINDS.has(c.kind)) {
       const it = c.pid && graph.byId.get(c.pid);
       if (it && c.kind !== "samples") {
@@ -297,7 +340,7 @@ export function update(state, delta) {
   if (delta.kind !== "batch" || delta.node !== ctx.node || !graph || !graph.tree) return;
   const { absorbed, drew } = patch(delta);
   const received = state.lifecycle[ctx.node] || 0;
-  if (!absorbed || inflight) {
+  if (!absorbed) {
     if (dirtySince === null) dirtySince = received - delta.changes.filter((c) => LIFECYCLE.has(c.kind)).length;
     for (const c of delta.changes) if (c.kind === "restart") pendingFlash.push({ pid: (c.data && c.data.new_pid) || c.pid, sup: c.data && c.data.supervisor });
     if (drew) {
@@ -306,11 +349,9 @@ export function update(state, delta) {
     }
     return refetch("batch");
   }
-  if (drew) {
-    graph.renderNow();
-    if (dirtySince === null) drawnLifecycle = received;
-    rendered("tree", { reason: "patch" });
-  } else if (dirtySince === null) drawnLifecycle = received;
+  if (drew) graph.renderNow();
+  if (dirtySince === null) drawnLifecycle = received - heldSpawns.size;
+  if (drew) rendered("tree", { reason: "patch" });
   // counters (mailbox, status, rate) arrive as samples: refresh the picture every few seconds
   if (!sampleTimer) {
     const every = graph.items.length > 2000 ? 10000 : 3000; // a big tree costs the server more to build
@@ -337,7 +378,7 @@ export function childrenOf(id) {
 }
 
 export function has(pid) {
-  return !!(graph && graph.byId.has(pid));
+  return !!(graph && graph.all.has(pid));
 }
 
 export function destroy() {
