@@ -1253,6 +1253,7 @@ def _tree_node(pid: str, rec: dict[str, Any]) -> dict[str, Any]:
         "restarts": rec.get("restarts"),
         "rate": rec.get("rate"),
         "child_id": rec.get("child_id"),
+        "budget": rec.get("budget"),
         "children": [],
     }
 

@@ -325,7 +325,7 @@ function patch(delta) {
     } else if (FIELD_KINDS.has(c.kind)) {
       const it = c.pid && graph.byId.get(c.pid);
       if (it && c.kind !== "samples") {
-        for (const k of ["status", "mailbox", "restarts", "rate", "name", "label"]) if (d[k] !== undefined) it.d[k] = d[k];
+        for (const k of ["status", "mailbox", "restarts", "rate", "name", "label", "budget"]) if (d[k] !== undefined) it.d[k] = d[k];
         drew = true;
       }
     } else {
