@@ -1,9 +1,9 @@
 """The agent: a thread with its own event loop serving observers.
 
 The host (the actor system's loop) only ever runs the :class:`Collector`'s
-deque appends, one ``call_soon_threadsafe`` per batch of events, a heartbeat
-callback a few times a second, and the commands observers send (bounded by
-timeouts). Everything else -- encoding, redaction, sampling, snapshots,
+deque appends and, while an observer is attached, one hand-off per batch of
+events, a tick callback ten times a second, and the commands observers send
+(bounded by timeouts). Everything else -- encoding, redaction, sampling, snapshots,
 sockets -- runs on the agent's thread.
 """
 
@@ -50,14 +50,14 @@ class Agent:
         ssl_context: ssl.SSLContext | None = None,
         sample_hz: float = 4.0,
         event_limit: int = 10_000,
-        event_bytes_limit: int = 4 << 20,
+        event_bytes_limit: int = 3 << 20,
         collector_limit: int = 100_000,
         max_frame: int = P.MAX_INBOUND_FRAME,
         max_inflight: int = 16,
         max_sessions: int = 32,
         command_timeout: float = 5.0,
         block_threshold: float = 0.1,
-        heartbeat: float = 0.05,
+        heartbeat: float = 0.1,
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
         handoff_timeout: float = 0.002,
@@ -112,7 +112,10 @@ class Agent:
         )
         self._cache: dict[int, list[Any]] = {}
         self._host_tid: int | None = None
-        self._beat_sent: float | None = None
+        self._host_last: float | None = None
+        self._tick_due: float | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._last_drain = 0.0
         self._lag_max = 0.0
         self._lag_last = 0.0
         self._blocked_since: float | None = None
@@ -193,6 +196,12 @@ class Agent:
             return
         self._stopping = True
         self.node.remove_instrument(self.collector)
+        handle = self._tick_handle
+        if handle is not None:
+            try:
+                self.node.loop.call_soon_threadsafe(handle.cancel)
+            except RuntimeError:  # host loop already closed
+                pass
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -233,6 +242,7 @@ class Agent:
     def _session_closed(self, session: Session) -> None:
         if session in self.sessions:
             self.sessions.remove(session)
+        self.sessions_changed()
         for key in list(session.traced):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
@@ -242,6 +252,10 @@ class Agent:
 
     def ready_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.ready]
+
+    def sessions_changed(self) -> None:
+        """Hand-offs (see ``_collector``) only while somebody is attached."""
+        self.collector.handoff_enabled = any(s.ready for s in self.sessions)
 
     def traced_elsewhere(self, key: str, session: Session) -> bool:
         return any(key in s.traced for s in self.sessions if s is not session)
@@ -272,6 +286,7 @@ class Agent:
             loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
+        self._last_drain = time.monotonic()
         c = self.collector
         batch = c.batches
         c.wake_pending = False
@@ -470,47 +485,55 @@ class Agent:
     # -- blocked-loop watch -------------------------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
-        host = self.node.loop
+        """Every ``heartbeat``: drain if nobody else does, and check the host's
+        tick (see :meth:`_host_tick`): a tick overdue by more than
+        ``block_threshold`` means the host loop is blocked right now."""
+        try:
+            self.node.loop.call_soon_threadsafe(self._host_tick)
+        except RuntimeError:  # host loop closed
+            return
         while True:
             await asyncio.sleep(self.heartbeat)
             now = time.monotonic()
-            sent = self._beat_sent
-            if sent is None:
-                self._beat_sent = now
-                try:
-                    host.call_soon_threadsafe(self._beat, now)
-                except RuntimeError:  # host loop closed
-                    return
-            elif now - sent > self.block_threshold and self._blocked_since is None:
-                self._blocked_since = sent
-                self._report_blocked(now - sent)
+            if self.collector.buf and now - self._last_drain >= self.heartbeat:
+                # nobody attached (no wake-ups), or the host loop is blocked and
+                # cannot run its hand-off: drain on our own clock
+                self._drain()
+            last = self._host_last
+            if last is None:
+                continue
+            overdue = now - last - self.heartbeat
+            if self._blocked_since is None:
+                if overdue > self.block_threshold:
+                    self._blocked_since = last + self.heartbeat
+                    self._report_blocked(overdue)
+            elif last >= self._blocked_since:
+                self._publish(
+                    {
+                        "ev": "loop_unblocked",
+                        "pid": self._blocked_pid,
+                        "blocked_ms": round(self._lag_last * 1000, 1),
+                        "time": time.time(),
+                    }
+                )
+                self._blocked_since = None
+                self._blocked_pid = None
 
-    def _beat(self, sent: float) -> None:
-        """Runs on the host loop: how late was it?"""
-        lag = time.monotonic() - sent
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._on_beat, lag)
-            except RuntimeError:
-                pass
-
-    def _on_beat(self, lag: float) -> None:
-        self._beat_sent = None
-        self._lag_last = lag
-        if lag > self._lag_max:
-            self._lag_max = lag
-        if self._blocked_since is not None:
-            self._publish(
-                {
-                    "ev": "loop_unblocked",
-                    "pid": self._blocked_pid,
-                    "blocked_ms": round(lag * 1000, 1),
-                    "time": time.time(),
-                }
-            )
-            self._blocked_since = None
-            self._blocked_pid = None
+    def _host_tick(self) -> None:
+        """Runs on the host loop every ``heartbeat``: how late was it? No
+        cross-thread wake-up either way; the agent reads the timestamps."""
+        now = time.monotonic()
+        due = self._tick_due
+        if due is not None:
+            lag = max(0.0, now - due)
+            self._lag_last = lag
+            if lag > self._lag_max:
+                self._lag_max = lag
+        self._host_last = now
+        if self._stopping:
+            return
+        self._tick_due = now + self.heartbeat
+        self._tick_handle = self.node.loop.call_later(self.heartbeat, self._host_tick)
 
     def _report_blocked(self, waited: float) -> None:
         pid = name = None

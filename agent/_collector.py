@@ -1,17 +1,18 @@
 """The host-side half of the agent: an instrument that only queues.
 
 Runs on the actor system's event loop, synchronously, for every lifecycle
-event. Its whole cost is a deque append and a flag test; once per batch it
-wakes the agent's thread. It never formats or serializes. If the agent falls
-behind by more than ``limit`` events, further events are counted as dropped
-(the agent then announces a gap and resyncs its observers).
+event. Its whole cost is a deque append and a flag test; once per batch,
+while an observer is attached, it schedules a wake-up of the agent's thread.
+It never formats or serializes. If the agent falls behind by more than
+``limit`` events, further events are counted as dropped (the agent then
+announces a gap and resyncs its observers).
 
 The GIL hand-off. A host loop that is busy (always something ready to run)
 releases the GIL for a moment at every loop iteration and takes it straight
 back; CPython's GIL then rarely lets another thread in, and the agent's thread
 can starve for hundreds of milliseconds (measured: 100-350 ms with four
-ping-pong pairs). So once per batch of events the collector also schedules
-:meth:`handoff` on the host loop, ``handoff_delay`` later: it waits,
+ping-pong pairs). So once per batch of events the collector schedules :meth:`handoff` on the
+host loop, ``handoff_delay`` later: it wakes the agent's thread and waits,
 GIL released, until the agent has drained and written that batch, at most
 ``handoff_timeout`` seconds. On an idle host the agent has already finished
 by then and the hand-off returns at once; on a saturated host it costs the
@@ -42,7 +43,7 @@ class Collector(actors.Instrument):
         trace_rate: float = 200.0,
         host_loop: asyncio.AbstractEventLoop | None = None,
         handoff_timeout: float = 0.002,
-        handoff_delay: float = 0.002,
+        handoff_delay: float = 0.005,
     ) -> None:
         self.buf: deque[Any] = deque()
         self.limit = limit
@@ -56,6 +57,8 @@ class Collector(actors.Instrument):
         self.host_loop = host_loop
         self.handoff_timeout = handoff_timeout
         self.handoff_delay = handoff_delay
+        self.handoff_enabled = False
+        """True while an observer is attached: with nobody to deliver to, no hand-off."""
         self.batches = 0
         """Batches the host has woken the agent for (host thread writes)."""
         self.drained = 0
@@ -74,13 +77,12 @@ class Collector(actors.Instrument):
         if not self.wake_pending:
             self.wake_pending = True
             self.batches += 1
-            try:
-                self._wake()
-            except RuntimeError:  # the agent's loop is closed: it is stopping
-                return
-            if self.host_loop is not None and self.handoff_timeout > 0:
-                # a little later, so a burst of events shares one hand-off and an
-                # agent that got to run by itself meanwhile costs no wait at all
+            if self.handoff_enabled and self.host_loop is not None:
+                # wake the agent a little later, from the host loop, and let it
+                # run then (see the module docstring): a burst of events shares
+                # one wake-up, and waking it while the host holds the GIL would
+                # cost a forced GIL switch per batch. With nobody attached the
+                # agent drains on its own clock instead.
                 self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
 
     def handoff(self, batch: int) -> None:
@@ -88,6 +90,12 @@ class Collector(actors.Instrument):
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
         if self.drained >= batch:
+            return
+        try:
+            self._wake()
+        except RuntimeError:  # the agent's loop is closed: it is stopping
+            return
+        if self.handoff_timeout <= 0:
             return
         self.handoff_waits += 1
         with self._cond:

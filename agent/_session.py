@@ -216,6 +216,7 @@ class Session:
             }
         )
         self.ready = True
+        agent.sessions_changed()
         self.resync = True  # the first thing written is a snapshot
         self._wake.set()
         return True
@@ -339,8 +340,9 @@ class Session:
 
 
 def _estimate(msg: dict[str, Any]) -> int:
-    """A cheap upper-ish estimate of an event's memory (bytes)."""
-    size = 400
+    """A cheap estimate of an event's memory in bytes (a dict of ~10 fields with
+    its small strings measures 550-700 bytes on CPython 3.11)."""
+    size = 700
     tb = msg.get("traceback")
     if tb:
         size += len(tb)

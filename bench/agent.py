@@ -246,7 +246,7 @@ def main(argv: list[str]) -> int:
     without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds))
     progress(f"stalled observer: {events:,} lifecycle events")
     stalled = asyncio.run(_stalled(events))
-    bound = (4 << 20) + 256 * 1024 + (1 << 20)
+    bound = (3 << 20) + 256 * 1024 + (1 << 20)
     result = {
         "throughput_with_agent_ratio": rnd(median(ratios)),
         "crash_to_observer_p50_ms": rnd(percentile(lat, 50)) if lat else None,
@@ -264,7 +264,7 @@ def main(argv: list[str]) -> int:
             "ratios": [rnd(x) for x in ratios],
             "crashes_measured": len(lat),
             "stalled": stalled,
-            "bound_parts": {"event_bytes_limit": 4 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
+            "bound_parts": {"event_bytes_limit": 3 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
             "machine": machine(),
         },
     }
