@@ -60,7 +60,7 @@ class Agent:
         heartbeat: float = 0.1,
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
-        handoff_timeout: float = 0.002,
+        handoff_timeout: float = 0.004,
     ) -> None:
         if not token:
             raise ValueError("an operator token is required")

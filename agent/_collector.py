@@ -43,7 +43,7 @@ class Collector(actors.Instrument):
         trace_rate: float = 200.0,
         host_loop: asyncio.AbstractEventLoop | None = None,
         handoff_timeout: float = 0.002,
-        handoff_delay: float = 0.005,
+        handoff_delay: float = 0.002,
     ) -> None:
         self.buf: deque[Any] = deque()
         self.limit = limit
@@ -65,6 +65,7 @@ class Collector(actors.Instrument):
         """Batches the agent has drained and flushed (agent thread writes)."""
         self.handoffs = 0
         self.handoff_waits = 0
+        self.handoff_retries = 0
         self._cond = threading.Condition()
 
     def put(self, event: Any) -> None:
@@ -78,28 +79,31 @@ class Collector(actors.Instrument):
             self.wake_pending = True
             self.batches += 1
             if self.handoff_enabled and self.host_loop is not None:
-                # wake the agent a little later, from the host loop, and let it
-                # run then (see the module docstring): a burst of events shares
-                # one wake-up, and waking it while the host holds the GIL would
-                # cost a forced GIL switch per batch. With nobody attached the
-                # agent drains on its own clock instead.
+                # wake the agent now (its thread takes a while to be scheduled)
+                # and hand it the GIL a little later, from the host loop (see the
+                # module docstring), so that a burst of events shares one
+                # hand-off. With nobody attached there is no wake-up at all: the
+                # agent drains on its own clock.
+                try:
+                    self._wake()
+                except RuntimeError:  # the agent's loop is closed: it is stopping
+                    return
                 self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
 
     def handoff(self, batch: int) -> None:
         """Host loop: let the agent's thread run until it has flushed ``batch``
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
-        if self.drained >= batch:
-            return
-        try:
-            self._wake()
-        except RuntimeError:  # the agent's loop is closed: it is stopping
-            return
-        if self.handoff_timeout <= 0:
+        if self.drained >= batch or self.handoff_timeout <= 0:
             return
         self.handoff_waits += 1
         with self._cond:
-            self._cond.wait_for(lambda: self.drained >= batch, self.handoff_timeout)
+            done = self._cond.wait_for(lambda: self.drained >= batch, self.handoff_timeout)
+        if not done and self.handoff_enabled and self.host_loop is not None:
+            # the agent did not get to run in time: offer again shortly (until
+            # it drains, no new batch would schedule a hand-off)
+            self.handoff_retries += 1
+            self.host_loop.call_later(self.handoff_delay, self.handoff, batch)
 
     def flushed(self, batch: int) -> None:
         """Agent thread: everything up to ``batch`` is drained and written."""

@@ -171,7 +171,8 @@ class AgentClient:
 
     async def next_message(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The next pushed message (event, samples, gap, snapshot part, error)."""
-        return await asyncio.wait_for(self.messages.get(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancellation
+            return await self.messages.get()
 
     async def read_snapshot(self, timeout: float = 30.0) -> dict[str, Any]:
         """Wait for a complete snapshot; returns ``{"seq", "procs", "names", "node", "gap"}``.

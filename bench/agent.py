@@ -5,7 +5,9 @@
   everything, divided by the same node's figure without the agent; phases
   alternate in the same run, the median of the per-round ratios is reported.
 * ``crash_to_observer_p99_ms``: from a process's exit (the event's timestamp,
-  taken by the runtime) to the observer process receiving it, over loopback.
+  taken by the runtime) to the observer process receiving it, over loopback,
+  for the crashes of the measured phases (steady state: events queued behind
+  the snapshot at attach time are not counted).
 * ``agent_bytes_under_stalled_observer``: Python heap growth (tracemalloc,
   all threads) while an observer that never reads is attached and the node
   churns through 100,000 lifecycle events; ``agent_bytes_bound`` is the
@@ -115,20 +117,32 @@ async def _throughput(rounds: int, seconds: float) -> tuple[list[float], list[fl
             )
             await _reader_ready(reader)
             await asyncio.sleep(0.2)  # snapshot delivered, steady state
+            t_start = time.time()
             b = await _phase(node, counter, seconds)
+            t_end = time.time()
             reader.terminate()
             out, _ = await reader.communicate()
             ag.stop()
             res = json.loads(out.decode().strip().splitlines()[-1])
+            # crashes that happened during the measured phase (steady state:
+            # not the ones queued behind the attach-time snapshot)
+            res["crash_latencies_ms"] = [ms for t, ms in res["crash_latencies_ms"] if t_start <= t <= t_end]
             latencies += res["crash_latencies_ms"]
             without.append(a)
             with_.append(b)
             ratios.append(b / a)
             progress(
                 f"round {r + 1}/{rounds}: without {a:,.0f} rt/s, with agent {b:,.0f} rt/s, "
-                f"ratio {b / a:.3f}, {res['messages']} msgs read, {len(res['crash_latencies_ms'])} crashes"
+                f"ratio {b / a:.3f}, {res['messages']} msgs read, {len(res['crash_latencies_ms'])} crashes, "
+                f"crash-to-observer p50/p99/max {_pcts(res['crash_latencies_ms'])} ms"
             )
     return without, with_, ratios, latencies
+
+
+def _pcts(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    return f"{percentile(xs, 50):.1f}/{percentile(xs, 99):.1f}/{max(xs):.1f}"
 
 
 async def _stalled(events: int) -> dict[str, Any]:
@@ -192,7 +206,7 @@ async def _reader_main(port: int, seconds: float) -> None:
     client = await agent.client.AgentClient.connect("127.0.0.1", port, token=TOKEN)
     await client.read_snapshot()
     print("ready", flush=True)
-    lat: list[float] = []
+    lat: list[list[float]] = []  # [event time, latency ms]
     n = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -204,7 +218,7 @@ async def _reader_main(port: int, seconds: float) -> None:
                 continue
             n += 1
             if msg.get("t") == "ev" and msg.get("ev") == "exit":
-                lat.append((time.time() - msg["time"]) * 1000)
+                lat.append([msg["time"], (time.time() - msg["time"]) * 1000])
     except asyncio.CancelledError:
         pass
     finally:
