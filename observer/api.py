@@ -204,7 +204,10 @@ def register(app: Flask) -> None:
         _, model = _node(node)
         expanded = _list("expanded") or []
         tree = model.tree(group_threshold=_int("group_threshold", 20, 1, 1_000_000), expanded=expanded)
-        return {"node": node, "tree": tree, "layout": tidy_layout(tree)}
+        out: dict[str, Any] = {"node": node, "tree": tree}
+        if _int("layout", 1, 0, 1):  # the browser lays out itself: layout=0 skips the server's
+            out["layout"] = tidy_layout(tree)
+        return out
 
     @app.get("/api/nodes/<node>/search")
     def api_search(node: str) -> Any:
@@ -297,7 +300,7 @@ def register(app: Flask) -> None:
         if snap is None:
             raise ApiError(404, "no_history", f"nothing stored for {node} at or before {t}")
         tree = _historic_tree(snap["procs"], snap["names"], _int("group_threshold", 20, 1, 1_000_000))
-        return snap | {"tree": tree, "layout": tidy_layout(tree)}
+        return snap | {"tree": tree, **({"layout": tidy_layout(tree)} if _int("layout", 1, 0, 1) else {})}
 
     @app.get("/api/audit")
     def api_audit() -> Any:

@@ -45,7 +45,7 @@ export function createApi(config) {
     request,
     overview: () => request("GET", "/api/overview"),
     tree: (node, { expanded = [], groupThreshold = 20 } = {}) =>
-      request("GET", `${n(node)}/tree`, { params: { expanded: expanded.join(","), group_threshold: groupThreshold } }),
+      request("GET", `${n(node)}/tree`, { params: { expanded: expanded.join(","), group_threshold: groupThreshold, layout: 0 } }),
     search: (node, q) => request("GET", `${n(node)}/search`, { params: { q } }),
     links: (node, pid) => request("GET", `${n(node)}/links/${encodeURIComponent(pid)}`),
     processes: (node, params) => request("GET", `${n(node)}/processes`, { params }),
@@ -57,7 +57,7 @@ export function createApi(config) {
     send: (node, pid, message) => request("POST", `${p(node, pid)}/send`, { body: { message } }),
     events: (params) => request("GET", "/api/events", { params }),
     timeline: (node) => request("GET", `${n(node)}/timeline`),
-    treeAt: (node, t) => request("GET", `${n(node)}/tree_at`, { params: { t } }),
+    treeAt: (node, t) => request("GET", `${n(node)}/tree_at`, { params: { t, layout: 0 } }),
     audit: (limit = 200) => request("GET", "/api/audit", { params: { limit } }),
   };
 }
