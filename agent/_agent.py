@@ -450,16 +450,6 @@ class Agent:
                 st,
             ]
             ent = cache.get(p.pid.id)
-            if ent is not None and ent[1] is None:  # known from a spawn or a snapshot, never sampled
-                row[0] = ent[0]
-                ent[1] = row
-                ent[3] = p.msgs_in
-                rows.append(row)
-                meta = meta_of(p)
-                if meta != ent[2]:
-                    ent[2] = meta
-                    self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
-                continue
             if ent is None:
                 key = str(p.pid)
                 row[0] = key
@@ -467,8 +457,9 @@ class Agent:
                 rows.append(row)
                 continue
             row[0] = ent[0]
-            if row != ent[1]:
-                msgs += p.msgs_in - ent[3]
+            if row != ent[1]:  # ent[1] is None when known from a spawn or a snapshot, never sampled
+                if ent[1] is not None:
+                    msgs += p.msgs_in - ent[3]
                 ent[1] = row
                 ent[3] = p.msgs_in
                 rows.append(row)

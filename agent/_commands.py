@@ -245,42 +245,30 @@ class Commands:
         return {"sent": True}
 
     async def restart_child(self, session: Session, args: dict[str, Any]) -> Any:
-        sup = _target(args, "supervisor")
-        cid = args.get("child_id")
-        node = self.agent.node
-
-        timeout = max(self.agent.command_timeout - 0.5, 0.1)
-
-        async def do() -> Any:
-            node.process(sup)
-            return await actors.restart_child(node, sup, _child_key(node, sup, cid), timeout=timeout)
-
-        try:
-            pid = await self.on_host(do)
-        except actors.CallTimeout:
-            raise CommandError(P.E_TIMEOUT, "the supervisor did not answer in time") from None
-        except actors.SupervisorError as exc:
-            raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
+        pid = await self._child_op(actors.restart_child, args)
         return {"pid": str(pid) if pid else None}
 
     async def terminate_child(self, session: Session, args: dict[str, Any]) -> Any:
+        await self._child_op(actors.terminate_child, args)
+        return {"terminated": True}
+
+    async def _child_op(self, op: Callable[..., Awaitable[Any]], args: dict[str, Any]) -> Any:
+        """A supervisor call on the host, bounded below the command timeout."""
         sup = _target(args, "supervisor")
         cid = args.get("child_id")
         node = self.agent.node
-
         timeout = max(self.agent.command_timeout - 0.5, 0.1)
 
         async def do() -> Any:
             node.process(sup)
-            return await actors.terminate_child(node, sup, _child_key(node, sup, cid), timeout=timeout)
+            return await op(node, sup, _child_key(node, sup, cid), timeout=timeout)
 
         try:
-            await self.on_host(do)
+            return await self.on_host(do)
         except actors.CallTimeout:
             raise CommandError(P.E_TIMEOUT, "the supervisor did not answer in time") from None
         except actors.SupervisorError as exc:
             raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
-        return {"terminated": True}
 
     async def trace(self, session: Session, args: dict[str, Any]) -> Any:
         pids = args.get("pids")

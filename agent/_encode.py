@@ -57,14 +57,11 @@ def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
 
 
 def budget_dict(proc: actors.Process) -> dict[str, Any] | None:
-    b = proc.behaviour
-    if not isinstance(b, actors.Supervisor):
-        return None
-    try:
-        bud = b.budget()
-    except Exception:
-        return None
-    return {"used": bud.used, "intensity": bud.intensity, "period": bud.period, "strategy": bud.strategy}
+    return _budget_json(_budget_tuple(proc))
+
+
+def _budget_json(b: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    return None if b is None else {"used": b[0], "intensity": b[1], "period": b[2], "strategy": b[3]}
 
 
 def process_record(p: actors.Process) -> dict[str, Any]:
@@ -132,9 +129,7 @@ def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
         "kind": kind,
         "restarts": restarts,
         "trap_exit": trap_exit,
-        "budget": None
-        if budget is None
-        else {"used": budget[0], "intensity": budget[1], "period": budget[2], "strategy": budget[3]},
+        "budget": _budget_json(budget),
     }
 
 
