@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+log = logging.getLogger("observer.security")
 
 
 def is_loopback(host: str) -> bool:
@@ -170,10 +173,11 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
         if given is None:
             return _login_form(app, None)
         if not _token_ok(policy, given):
+            log.warning("observer: wrong login token from %s", request.remote_addr)
             return _login_form(app, "wrong token"), 403
         login_session()
         nxt = request.values.get("next") or "/"
-        if not nxt.startswith("/") or nxt.startswith("//"):
+        if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no open redirect
             nxt = "/"
         return redirect(nxt)
 
