@@ -24,9 +24,10 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import webbrowser
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,29 @@ def _run(config: ObserverConfig, sock: Any, *, no_browser: bool, banner: Sequenc
     serve(factory, sock, async_mode=config.async_mode, on_exit=on_exit)
 
 
+_FORCED_EXIT_HOOKS: list[Callable[[], None]] = []
+"""Run before a forced exit (the demo process must not outlive us)."""
+
+
 def _raise_exit(signum: int, frame: Any) -> None:
+    # The SystemExit normally unwinds the server and runs every `finally`. Under
+    # eventlet the handler may run inside a worker greenlet, where SystemExit
+    # ends only that greenlet: a watchdog thread then finishes the job.
+    if not any(t.name == "observer-exit-watchdog" for t in threading.enumerate()):
+        t = threading.Timer(5.0, _forced_exit)
+        t.name = "observer-exit-watchdog"
+        t.daemon = True
+        t.start()
     raise SystemExit(0)
+
+
+def _forced_exit() -> None:
+    for hook in _FORCED_EXIT_HOOKS:
+        try:
+            hook()
+        except Exception:
+            pass
+    os._exit(0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,6 +167,7 @@ def demo(seed: int | None, scale: int, **opts: Any) -> None:
         [sys.executable, "-m", "observer.demo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
     )
     signal.signal(signal.SIGTERM, _raise_exit)  # so that `finally` stops the demo (gunicorn sets its own)
+    _FORCED_EXIT_HOOKS.append(lambda: _stop(proc))
     try:
         address = _await_agent(proc, timeout=30.0)
         sock = bind_socket(opts["host"], opts["port"])

@@ -32,6 +32,9 @@ SLACK = 512  # closing markers may go a little past max_bytes
 
 
 def enc(value: Any, **policy: Any) -> Encoded:
+    # a generous time budget unless a test is about it: a loaded machine must
+    # not truncate what a test checks field by field
+    policy.setdefault("time_budget_s", 30.0)
     result = Redactor(RedactionPolicy(**policy)).encode(value)
     text = json.dumps(result.data)  # always JSON-able
     text.encode("utf-8")  # and UTF-8-encodable
