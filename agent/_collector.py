@@ -17,7 +17,8 @@ GIL released, until the agent has drained and written that batch, at most
 ``handoff_timeout`` seconds. On an idle host the agent has already finished
 by then and the hand-off returns at once; on a saturated host it costs the
 host exactly the agent's work for that batch (which, sharing one GIL, it pays
-anyway) and bounds the event latency.
+anyway) and bounds the event latency. Whatever the agent's state, the waits
+never add up to more than ``handoff_budget`` (5%) of any second.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Collector(actors.Instrument):
         host_loop: asyncio.AbstractEventLoop | None = None,
         handoff_timeout: float = 0.002,
         handoff_delay: float = 0.002,
+        handoff_budget: float = 0.05,
     ) -> None:
         self.buf: deque[Any] = deque()
         self.limit = limit
@@ -66,6 +68,12 @@ class Collector(actors.Instrument):
         self.handoffs = 0
         self.handoff_waits = 0
         self.handoff_retries = 0
+        self.handoff_skipped = 0
+        self.handoff_wait_s = 0.0
+        self.handoff_budget = handoff_budget
+        """Seconds of each second the host may spend waiting in hand-offs."""
+        self._window_start = 0.0
+        self._window_spent = 0.0
         self._cond = threading.Condition()
 
     def put(self, event: Any) -> None:
@@ -96,9 +104,20 @@ class Collector(actors.Instrument):
         self.handoffs += 1
         if self.drained >= batch or self.handoff_timeout <= 0:
             return
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_spent = now, 0.0
+        if self._window_spent >= self.handoff_budget:
+            # the host never gives the agent more than handoff_budget of each
+            # second, whatever state the agent is in: it waits for its own turn
+            self.handoff_skipped += 1
+            return
         self.handoff_waits += 1
         with self._cond:
             done = self._cond.wait_for(lambda: self.drained >= batch, self.handoff_timeout)
+        spent = time.monotonic() - now
+        self._window_spent += spent
+        self.handoff_wait_s += spent
         if not done and self.handoff_enabled and self.host_loop is not None:
             # the agent did not get to run in time: offer again shortly (until
             # it drains, no new batch would schedule a hand-off)
