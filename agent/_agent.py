@@ -115,6 +115,7 @@ class Agent:
         self._host_last: float | None = None
         self._tick_due: float | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._block_lag = 0.0
         self._last_drain = 0.0
         self._lag_max = 0.0
         self._lag_last = 0.0
@@ -497,13 +498,14 @@ class Agent:
             if self._blocked_since is None:
                 if overdue > self.block_threshold:
                     self._blocked_since = last + self.heartbeat
+                    self._block_lag = 0.0
                     self._report_blocked(overdue)
             elif last >= self._blocked_since:
                 self._publish(
                     {
                         "ev": "loop_unblocked",
                         "pid": self._blocked_pid,
-                        "blocked_ms": round(self._lag_last * 1000, 1),
+                        "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
                         "time": time.time(),
                     }
                 )
@@ -520,6 +522,8 @@ class Agent:
             self._lag_last = lag
             if lag > self._lag_max:
                 self._lag_max = lag
+            if lag > self._block_lag:
+                self._block_lag = lag  # the late tick after a block: how long it was
         self._host_last = now
         if self._stopping:
             return
