@@ -138,9 +138,19 @@ def test_crash_log_shows_tracebacks(rw_page: Any, rw_server: DemoServer) -> None
     page.goto(f"{rw_server.base}/events")
     page.check("#ev-crashes")
     # the demo crashes on its own every few seconds (payments gateway, malformed client frames)
-    summary = page.wait_for_selector("#ev-list li[data-kind=exit] details summary", timeout=45000)
-    summary.click()
-    tb = page.wait_for_selector("#ev-list li details[open] pre.tb")
+    summary = "#ev-list li[data-kind=exit] details summary"
+    page.wait_for_selector(summary, timeout=45000)
+    # the list is redrawn live: a locator re-resolves the element on each try,
+    # where an element handle can go stale between finding and clicking it
+    for _ in range(20):
+        try:
+            page.locator(summary).first.click(timeout=2000)
+            tb = page.wait_for_selector("#ev-list li details[open] pre.tb", timeout=3000)
+            break
+        except Exception:
+            continue
+    else:
+        raise AssertionError("could not open a crash's traceback")
     assert "Traceback (most recent call last)" in tb.inner_text()
 
 
