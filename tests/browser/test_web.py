@@ -123,11 +123,13 @@ def test_kill_from_the_inspector_restarts_and_is_logged_with_time_travel(rw_page
 
     # the crash log has the exit (a kill has no traceback) ...
     page.goto(f"{rw_server.base}/events?q={urllib.parse.quote(old)}")
-    row = page.wait_for_selector(f'#ev-list li[data-kind="exit"][data-pid="{old}"]')
-    assert "killed" in row.inner_text()
+    exit_row = f'#ev-list li[data-kind="exit"][data-pid="{old}"]'
+    page.wait_for_selector(exit_row)
+    assert "killed" in page.locator(exit_row).first.inner_text()
     page.wait_for_selector(f'#ev-list li[data-kind="restart"][data-pid="{new}"]')
-    # ... and time travel to just before it shows the old process
-    row.query_selector("button[data-t]").click()
+    # ... and time travel to just before it shows the old process (a locator:
+    # the live list may redraw the row between finding and clicking it)
+    page.locator(f"{exit_row} button[data-t]").first.click()
     page.wait_for_function(TT_HAS, arg=old, timeout=10000)
     assert page.query_selector(f'#tl-tree g[data-pid="{old}"]') is not None
     assert new not in page.evaluate("() => window.observer.view.timeTravelStats().pids")
