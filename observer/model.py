@@ -442,11 +442,6 @@ class NodeModel:
                 self._set_fields(pid, fields)
                 return [Change("update", pid, fields)]
             rec = self._normalize({"pid": pid, **fields, "started_at": msg.get("time"), "status": "running"})
-            parent = rec.get("parent")
-            if not rec.get("supervisor") and parent in g and g._node[parent].get("kind") == "supervisor":
-                # the agent may encode the spawn before the supervisor records itself in the
-                # child (and then never sends the update): a supervisor only spawns its children
-                rec["supervisor"] = parent
             g.add_node(pid, **rec)
             sup = rec.get("supervisor")
             if sup and sup in g:
