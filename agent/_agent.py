@@ -320,8 +320,14 @@ class Agent:
         if buf:
             loop.call_soon(self._drain)
         else:
-            # after the session writers this drain woke (they are queued ahead)
-            loop.call_soon(c.flushed, batch)
+            written = True
+            for s in self.sessions:
+                written = s.flush_now(WRITE_HIGH_WATER) and written
+            if written:
+                c.flushed(batch)  # the host's hand-off can end now
+            else:
+                # after the session writers this drain woke (they are queued ahead)
+                loop.call_soon(c.flushed, batch)
         dropped = c.dropped
         if dropped:
             c.dropped -= dropped

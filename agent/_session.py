@@ -61,6 +61,7 @@ class Session:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._snapshotting = False
         self.bytes_out = 0
 
     # -- queueing (agent loop) ---------------------------------------------------------------
@@ -85,6 +86,28 @@ class Session:
             if len(self.events) > self.peak_events:
                 self.peak_events = len(self.events)
         self._wake.set()
+
+    def flush_now(self, high_water: int) -> bool:
+        """Write the queued events at once, from the drain (agent loop), when
+        the writer task has nothing else to do first: no reply waiting, no
+        resync, the transport's buffer under ``high_water``. Saves the writer
+        task's loop iteration inside the host's hand-off. Returns True when
+        nothing is left queued for the writer task."""
+        if not self.ready or self.resync or self._snapshotting or self.replies or not self.events:
+            return not self.events
+        w = self.writer
+        if w.is_closing() or w.transport.get_write_buffer_size() >= high_water:
+            return False
+        out: list[bytes] = []
+        events = self.events
+        while events:
+            msg = events.popleft()
+            self.event_bytes -= _estimate(msg)
+            data = self._frame(msg)
+            if data is not None:
+                out.append(data)
+        self._send(out)
+        return True
 
     def push_samples(self, rows: list[list[Any]], stats: dict[str, Any]) -> None:
         if not self.ready:
@@ -276,19 +299,26 @@ class Session:
             if self.resync:
                 await self._send_snapshot()
                 continue
-            n = 0
+            # one write (one send) per burst of frames, not one per event:
+            # every send releases the GIL and the agent pays a hand-over to get
+            # it back from a busy host (measured: 606 sends/s cost the host ~4%)
+            out: list[bytes] = []
             while self.events:
                 msg = self.events.popleft()
                 self.event_bytes -= _estimate(msg)
-                self._write_nowait(msg)
-                n += 1
-                if n % 256 == 0:
+                data = self._frame(msg)
+                if data is not None:
+                    out.append(data)
+                if len(out) >= 256:
+                    self._send(out)
+                    out = []
                     await w.drain()
                     while self.replies:
                         await self._write(self.replies.popleft())
                     if self.resync:
                         break
             if self.resync:
+                self._send(out)
                 self._wake.set()
                 continue
             if self.samples or self.node_stats is not None:
@@ -296,28 +326,51 @@ class Session:
                 self.samples = {}
                 stats, self.node_stats = self.node_stats, None
                 for i in range(0, max(len(rows), 1), 5000):
-                    self._write_nowait({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
+                    data = self._frame({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
+                    if data is not None:
+                        out.append(data)
+            self._send(out)
             await w.drain()
+
+    def _frame(self, obj: dict[str, Any]) -> bytes | None:
+        try:
+            return P.encode_frame(obj)
+        except P.FrameError as exc:
+            if obj.get("t") != "reply":
+                log.warning("agent session %s: dropped an oversized %s message: %s", self.id, obj.get("t"), exc)
+                return None
+            return P.encode_frame(_error(obj["id"], P.E_FAILED, f"reply too large to send: {exc}"))
+
+    def _send(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        if self.writer.is_closing():
+            raise ConnectionResetError("observer went away")
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.bytes_out += len(data)
+        self.writer.write(data)
 
     def _write_nowait(self, obj: dict[str, Any]) -> None:
         if self.writer.is_closing():
             raise ConnectionResetError("observer went away")
-        try:
-            data = P.encode_frame(obj)
-        except P.FrameError as exc:
-            if obj.get("t") != "reply":
-                log.warning("agent session %s: dropped an oversized %s message: %s", self.id, obj.get("t"), exc)
-                return
-            data = P.encode_frame(_error(obj["id"], P.E_FAILED, f"reply too large to send: {exc}"))
-        self.bytes_out += len(data)
-        self.writer.write(data)
+        data = self._frame(obj)
+        if data is not None:
+            self._send([data])
 
     async def _write(self, obj: dict[str, Any]) -> None:
         self._write_nowait(obj)
         await self.writer.drain()
 
     async def _send_snapshot(self) -> None:
-        """Gap (if anything was dropped), then the whole picture in chunks."""
+        """Gap (if anything was dropped), then the whole picture in chunks; the
+        events queued meanwhile wait for the writer (none between the chunks)."""
+        self._snapshotting = True
+        try:
+            await self._snapshot_frames()
+        finally:
+            self._snapshotting = False
+
+    async def _snapshot_frames(self) -> None:
         agent = self.agent
         # atomically (no await in between): what the snapshot covers, and the
         # queue reset; events queued from here on have seq > this one

@@ -466,3 +466,51 @@ async def test_agent_start_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: A
             a.stop()
     finally:
         node.stop_thread()
+
+
+async def _churn(proc: actors.Process) -> None:
+    while True:
+        child = proc.node.spawn(idle)
+        proc.node.exit(child, "kill")
+        await asyncio.sleep(0.001)
+
+
+async def test_events_never_interleave_with_snapshot_chunks(host: Host) -> None:
+    """Events queued while a multi-chunk snapshot is written wait for its end
+    (the drain's direct write must not slip them between the chunks). A slow
+    reader with a tiny receive buffer makes the snapshot writer pause between
+    chunks while the node churns."""
+    host.run(lambda: [host.node.spawn(idle, name=f"p{i}") for i in range(5000)])  # 3 chunks of 2,000
+    host.spawn(_churn)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", host.agent.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+    try:
+        hello = await _read_frame(reader)
+        writer.write(
+            P.encode_frame(
+                {
+                    "t": "auth",
+                    "version": 1,
+                    "nonce": "c" * 32,
+                    "role": "operator",
+                    "mac": P.client_mac(OP_TOKEN.encode(), hello["nonce"], "c" * 32, "operator"),
+                }
+            )
+        )
+        assert (await _read_frame(reader))["t"] == "welcome"
+        first = await _read_frame(reader)
+        assert first["t"] == "snapshot_begin"
+        seen: list[str] = []
+        while seen[-1:] != ["snapshot_end"]:
+            await asyncio.sleep(0.002)  # slow reader: the agent's buffer fills, its writer waits
+            seen.append((await _read_frame(reader))["t"])
+        assert seen.count("snapshot_chunk") >= 3
+        assert set(seen) <= {"snapshot_chunk", "snapshot_end", "samples"}, seen
+        while (msg := await _read_frame(reader))["t"] != "ev":
+            pass
+        assert msg["seq"] > first["seq"]
+    finally:
+        writer.close()
