@@ -7,6 +7,7 @@ instrument hook for observers. Start with :class:`Node`.
 
 from __future__ import annotations
 
+from ._crash import Ancestor, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
 from ._errors import (
     ActorError,
     CallError,
@@ -79,16 +80,20 @@ __all__ = [
     "TEMPORARY",
     "TRANSIENT",
     "ActorError",
+    "Ancestor",
     "Budget",
     "CallError",
     "CallTimeout",
     "ChildInfo",
     "ChildSpec",
+    "CrashReport",
     "Demonitored",
     "Down",
     "Event",
+    "ExceptionInfo",
     "Exit",
     "Exited",
+    "FlightEntry",
     "From",
     "GenServer",
     "Ignore",
@@ -120,6 +125,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorGaveUp",
     "Suspended",
+    "TraceFrame",
     "Unlinked",
     "budget",
     "count_children",

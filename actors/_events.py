@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import traceback as _tb
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._types import Pid, Ref
+
+if TYPE_CHECKING:
+    from ._crash import CrashReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,10 @@ class Exited:
     """Its registered name when it exited (already unregistered by then)."""
     label: str | None = None
     """Its label."""
+    report: CrashReport | None = None
+    """The crash report of an abnormal exit (built at the moment of the crash,
+    see :mod:`actors._crash`); None for ``normal``/``shutdown`` exits and when
+    the node was created with ``crash_reports=False``."""
     hook = "exited"
 
     def format_traceback(self) -> str | None:

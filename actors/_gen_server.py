@@ -86,8 +86,16 @@ class GenServer:
     """The server's process, set before ``init`` runs."""
     state: Any = None
     """The current state (read-only for introspection; the loop owns it)."""
-    last_message: Any = None
-    """The message being (or last) handled: a reference, kept for crash reports."""
+    crash_state_copy: ClassVar[Any] = None
+    """Opt-in: a one-argument callable (``copy.deepcopy``, say). When set, the
+    loop keeps ``crash_state_copy(state)`` before every handler, so that a crash
+    report shows the state exactly as it was even if the handler mutated it in
+    place. Default None: the report holds a reference (no per-message cost)."""
+
+    @property
+    def last_message(self) -> Any:
+        """The message being (or last) handled: a reference, kept for crash reports."""
+        return self.proc.last_message
 
     async def init(self, *args: Any) -> Any:
         """Return the initial state (default: the first argument, or None)."""
@@ -239,9 +247,11 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     parent = proc.parent
     node_pid = Pid(proc.node.node_id, 0)
     stop_reply: tuple[From, Any] | None = None
+    copy_state = server.crash_state_copy
     while True:
         msg = await receive()
-        server.last_message = msg
+        if copy_state is not None:
+            server._crash_state_before = copy_state(state)  # type: ignore[attr-defined]
         t = type(msg)
         try:
             if t is CallMsg:

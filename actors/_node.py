@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants
 from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
 from ._events import (
     Demonitored,
@@ -37,7 +38,7 @@ from ._events import (
 from ._introspect import ProcessInfo, StackFrame, estimate_memory, process_info, process_stack
 from ._messages import CallMsg, CastMsg, From
 from ._process import Process, ProcessFn
-from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref
+from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 log = logging.getLogger("actors")
 T = TypeVar("T")
@@ -56,7 +57,10 @@ class Node:
 
     ``clock`` is the monotonic clock supervisors count restart intensity with
     (tests pass a fake one). ``log_crashes`` logs every exit whose reason is an
-    exception, with its traceback, on the ``actors`` logger.
+    exception, with its traceback, on the ``actors`` logger. ``crash_reports``
+    (default on) builds a :class:`~actors.CrashReport` for every abnormal exit,
+    carried by the ``Exited`` event (see :mod:`actors._crash`; off is for
+    measuring its cost).
     """
 
     def __init__(
@@ -65,10 +69,12 @@ class Node:
         node_id: int = 0,
         clock: Callable[[], float] = time.monotonic,
         log_crashes: bool = True,
+        crash_reports: bool = True,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.log_crashes = log_crashes
+        self.crash_reports = crash_reports
         self._loop: asyncio.AbstractEventLoop | None = None
         self._procs: dict[int, Process] = {}
         self._names: dict[str, Process] = {}
@@ -181,6 +187,8 @@ class Node:
             proc.child_id, proc.restarts = parent._adopting
             proc.supervisor = parent.pid
             parent._adopting = None
+        if parent is not None and parent._flight is not None and parent._flight.subtree:
+            proc._flight = FlightRecorder(parent._flight.size, subtree=True)
         self._procs[pid.id] = proc
         if name is not None:
             self._names[name] = proc
@@ -411,7 +419,8 @@ class Node:
             if not fut.done():
                 fut.set_result(None)
         task = proc._task
-        if task is not None and not task.done():
+        own = task is None or task.done()
+        if task is not None and not own:
             task.cancel()
             self._dying.add(task)
         links = proc._links
@@ -455,7 +464,13 @@ class Node:
                 exc_info=reason if isinstance(reason, Exception) else None,
             )
         if self._instruments:
-            self._emit(Exited(pid, reason, time.time(), proc.name, proc.label))
+            report = None
+            if self.crash_reports and not is_normal_shutdown(reason):
+                try:
+                    report = build_report(self, proc, reason, own)
+                except Exception:  # never let a report break the exit
+                    log.exception("could not build the crash report of %s", pid)
+            self._emit(Exited(pid, reason, time.time(), proc.name, proc.label, report))
 
     # -- gen_server protocol ----------------------------------------------------------------
 
@@ -540,6 +555,20 @@ class Node:
                 fut.set_result(None)
             if self._instruments:
                 self._emit(Resumed(p.pid, time.time()))
+
+    def flight_recorder(
+        self, pid: Pid | str, on: bool = True, *, size: int = DEFAULT_FLIGHT_SIZE, subtree: bool = False
+    ) -> list[Pid]:
+        """Turn the flight recorder of a process (``subtree``: and of every
+        process below it, by supervisor or parent, and of those spawned there
+        later) on or off at run time; returns the pids changed. When on, crash
+        reports carry the last ``size`` messages handled, with their start time
+        and handling duration. Turning it on again resets what was recorded."""
+        root = self.process(pid)
+        targets = descendants(self, root) if subtree else [root]
+        for p in targets:
+            p._flight = FlightRecorder(size, subtree=subtree) if on else None
+        return [p.pid for p in targets]
 
     def trace(self, pid: Pid | str, on: bool = True) -> None:
         """Turn message tracing of one process on or off (instruments get

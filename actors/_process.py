@@ -20,6 +20,7 @@ from ._events import MessageReceived, MessageSent
 from ._types import Pid, Ref
 
 if TYPE_CHECKING:
+    from ._crash import FlightRecorder
     from ._node import Node
 
 _perf = time.perf_counter
@@ -56,6 +57,8 @@ class Process:
         "alive",
         "exit_reason",
         "traced",
+        "last_message",
+        "_flight",
         "_mb",
         "_waiter",
         "_task",
@@ -89,6 +92,11 @@ class Process:
         self.alive = True
         self.exit_reason: Any = None
         self.traced = False
+        self.last_message: Any = None
+        """The message ``receive`` returned last (a reference, for crash reports;
+        meaningful once ``handled`` > 0)."""
+        self._flight: FlightRecorder | None = None
+        """The flight recorder, when on (see :meth:`Node.flight_recorder`)."""
         self._mb: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -161,8 +169,12 @@ class Process:
         """
         t0 = self._t0
         if t0:
-            self.handler_time += _perf() - t0
+            dt = _perf() - t0
+            self.handler_time += dt
             self._t0 = 0.0
+            fl = self._flight
+            if fl is not None:
+                fl.entries.append((t0, dt, self.last_message))
         if match is None and timeout is None:
             # fast path: plain receive
             while True:
@@ -179,6 +191,7 @@ class Process:
                 else:
                     await asyncio.shield(self._suspended)
             self.handled += 1
+            self.last_message = msg
             self._t0 = _perf()
             if self.traced:
                 self.node._emit(MessageReceived(self.pid, msg, time.time()))
@@ -225,6 +238,7 @@ class Process:
             if handle is not None:
                 handle.cancel()
         self.handled += 1
+        self.last_message = msg
         self._t0 = _perf()
         if self.traced:
             self.node._emit(MessageReceived(self.pid, msg, time.time()))
