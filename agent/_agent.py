@@ -25,6 +25,7 @@ import actors
 from . import protocol as P
 from ._collector import Collector
 from ._commands import Commands
+from ._crash import CrashLog
 from ._encode import event_dict, meta_dict, meta_of, process_record
 from ._redact import RedactionPolicy, Redactor
 from ._session import Session
@@ -61,6 +62,8 @@ class Agent:
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
         handoff_timeout: float = 0.004,
+        dump_dir: str | None = None,
+        dump_gzip: bool = False,
     ) -> None:
         if not token:
             raise ValueError("an operator token is required")
@@ -90,6 +93,12 @@ class Agent:
             dataclasses.replace(self.policy, max_bytes=4096, max_string=500, time_budget_s=0.005)
         )
         self.commands = Commands(self)
+        self.crash_log = CrashLog(self.policy)
+        """Encodes crash reports and keeps the latest (agent/_crash.py)."""
+        self.dump_dir = dump_dir if dump_dir is not None else (os.environ.get("OBSERVER_AGENT_DUMP_DIR") or None)
+        self.dump_gzip = dump_gzip or os.environ.get("OBSERVER_AGENT_DUMP_GZIP", "") in ("1", "true", "yes")
+        self.dumper: Any = None
+        """The post-mortem dump writer when ``dump_dir`` is set (agent/_dump.py)."""
         self.sessions: list[Session] = []
         self.seq = 0
         self.auth_failures = 0
@@ -139,6 +148,10 @@ class Agent:
         if self._startup_error is not None:
             raise self._startup_error
         self.node.add_instrument(self.collector)
+        if self.dump_dir:
+            from ._dump import Dumper
+
+            self.dumper = Dumper(self, self.dump_dir, gzip=self.dump_gzip).start()
         if self._host_tid is None:
             self.node.loop.call_soon_threadsafe(self._record_host_thread)
         log.info("agent listening on %s:%s%s", self.host, self.port, " (TLS)" if self.ssl_context else "")
@@ -197,6 +210,8 @@ class Agent:
             return
         self._stopping = True
         self.node.remove_instrument(self.collector)
+        if self.dumper is not None:
+            self.dumper.stop()
         handle = self._tick_handle
         if handle is not None:
             try:
@@ -301,8 +316,11 @@ class Agent:
                 t = type(ev)
                 if t is actors.Restarted:
                     self.restarts += 1
-                elif t is actors.Exited and isinstance(ev.reason, BaseException):
-                    self.crashes += 1
+                elif t is actors.Exited:
+                    if isinstance(ev.reason, BaseException):
+                        self.crashes += 1
+                    if ev.report is not None:
+                        self.crash_log.note(ev.report)
             self._cache.clear()
         while buf and n < 5000:
             ev = buf.popleft()
@@ -313,6 +331,9 @@ class Agent:
                 log.exception("agent: could not encode %s", type(ev).__name__)
                 continue
             if d is not None:
+                if d["ev"] == "exit":
+                    report = ev.report
+                    d["report"] = None if report is None else self.crash_log.note(report)
                 if d["ev"] == "spawn":
                     self._remember(ev.pid)
                 self._publish(d)

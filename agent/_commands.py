@@ -9,6 +9,7 @@ messages (redaction, size and time caps) happens back on the agent's thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import actors
 from actors._introspect import process_stack
 
+from . import _crash
 from . import protocol as P
 from ._encode import budget_dict, child_id_str, process_record
 
@@ -70,6 +72,8 @@ class Commands:
             "restart_child": self.restart_child,
             "terminate_child": self.terminate_child,
             "trace": self.trace,
+            "flight_recorder": functools.partial(_crash.flight_recorder, self),
+            "dump": functools.partial(_crash.dump, self),
         }
         assert set(self.handlers) == set(P.ALL_COMMANDS)
 

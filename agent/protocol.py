@@ -47,9 +47,16 @@ OPERATOR_COMMANDS: Final = (
     "restart_child",
     "terminate_child",
     "trace",
+    "flight_recorder",
+    "dump",
 )
 """Commands that change the system: offered to and accepted from operators only."""
 ALL_COMMANDS: Final = READ_COMMANDS + OPERATOR_COMMANDS
+
+
+DUMP_FORMAT: Final = "observer-dump"
+"""The ``format`` field of a post-mortem dump file (see agent/_dump.py)."""
+DUMP_VERSION: Final = 1
 
 
 def commands_for(role: str) -> tuple[str, ...]:
@@ -136,7 +143,7 @@ class ErrorMsg(TypedDict):
 
 EVENT_KINDS: Final = (
     "spawn",  # pid, name, label, parent, time; if still alive: supervisor, child_id, kind, restarts, trap_exit, budget
-    "exit",  # pid, name, label, reason, reason_kind, exception, traceback, time
+    "exit",  # pid, name, label, reason, reason_kind, exception, traceback, time, report (a crash report or null)
     "restart",  # supervisor, child_id, old_pid, new_pid, restarts, time
     "link",  # a, b
     "unlink",  # a, b
