@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import actors
 
     from ._agent import AGENT_VERSION, Agent
+    from ._dial import Dialer
 
 
 def __getattr__(name: str) -> Any:
@@ -41,6 +43,7 @@ __all__ = [
     "RedactionPolicy",
     "Redactor",
     "client",
+    "dial",
     "make_token",
     "protocol",
     "start",
@@ -117,6 +120,31 @@ def start(
     return agent.start()
 
 
+def dial(
+    agent: Agent,
+    address: str,
+    *,
+    name: str,
+    tls: bool = False,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    server_hostname: str | None = None,
+    **options: float,
+) -> Dialer:
+    """Make ``agent`` dial out to the observer listening at ``address``
+    (``observer serve --listen-agents``), as node ``name``, and keep dialling
+    (jittered backoff) while the agent runs. ``tls``/``tls_ca`` verify the
+    observer's certificate (against ``tls_ca``, else the system store);
+    ``tls_cert``/``tls_key`` present a client certificate (mutual TLS).
+    Authentication is the same challenge-response as when the observer attaches."""
+    from ._dial import Dialer, dial_ssl_context
+
+    host, port = _parse_bind(address)
+    ctx = dial_ssl_context(tls_ca, tls_cert, tls_key) if (tls or tls_ca or tls_cert) else None
+    return Dialer(agent, host, port, name=name, ssl_context=ctx, server_hostname=server_hostname, **options).start()
+
+
 def _env_secret(name: str) -> str | None:
     path = os.environ.get(f"{name}_FILE")
     if path:
@@ -134,8 +162,16 @@ def start_from_env(node: actors.Node) -> Agent | None:
     ``OBSERVER_AGENT_READ_TOKEN_FILE`` (read-only), ``OBSERVER_AGENT_TLS_CERT``,
     ``OBSERVER_AGENT_TLS_KEY``, ``OBSERVER_AGENT_TLS_CLIENT_CA``,
     ``OBSERVER_AGENT_SAMPLE_HZ``.
+
+    Dial-out (see :func:`dial`): ``OBSERVER_DIAL`` (HOST:PORT of the
+    observer's agent listener; the agent then listens on loopback only unless
+    ``OBSERVER_AGENT_BIND`` says otherwise), ``OBSERVER_DIAL_NAME`` (default:
+    the host name), ``OBSERVER_DIAL_TLS`` (1: TLS, verified against the system
+    store), ``OBSERVER_DIAL_CA``, ``OBSERVER_DIAL_CERT``, ``OBSERVER_DIAL_KEY``,
+    ``OBSERVER_DIAL_SERVER_NAME``.
     """
-    bind = os.environ.get("OBSERVER_AGENT_BIND")
+    dial_to = os.environ.get("OBSERVER_DIAL")
+    bind = os.environ.get("OBSERVER_AGENT_BIND") or ("127.0.0.1:0" if dial_to else None)
     if not bind:
         return None
     token = _env_secret("OBSERVER_AGENT_TOKEN")
@@ -144,7 +180,7 @@ def start_from_env(node: actors.Node) -> Agent | None:
     opts: dict[str, object] = {}
     if os.environ.get("OBSERVER_AGENT_SAMPLE_HZ"):
         opts["sample_hz"] = float(os.environ["OBSERVER_AGENT_SAMPLE_HZ"])
-    return start(
+    ag = start(
         node,
         bind,
         token=token,
@@ -154,3 +190,19 @@ def start_from_env(node: actors.Node) -> Agent | None:
         tls_client_ca=os.environ.get("OBSERVER_AGENT_TLS_CLIENT_CA"),
         **opts,
     )
+    if dial_to:
+        try:
+            dial(
+                ag,
+                dial_to,
+                name=os.environ.get("OBSERVER_DIAL_NAME") or socket.gethostname(),
+                tls=os.environ.get("OBSERVER_DIAL_TLS", "") in ("1", "true", "yes"),
+                tls_ca=os.environ.get("OBSERVER_DIAL_CA") or None,
+                tls_cert=os.environ.get("OBSERVER_DIAL_CERT") or None,
+                tls_key=os.environ.get("OBSERVER_DIAL_KEY") or None,
+                server_hostname=os.environ.get("OBSERVER_DIAL_SERVER_NAME") or None,
+            )
+        except BaseException:
+            ag.stop()
+            raise
+    return ag

@@ -68,6 +68,23 @@ class AgentClient:
             ),
             timeout,
         )
+        return await cls.over(reader, writer, token=tok, role=role, timeout=timeout)
+
+    @classmethod
+    async def over(
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        token: str | bytes,
+        role: str = P.ROLE_OPERATOR,
+        timeout: float = 5.0,
+    ) -> AgentClient:
+        """Authenticate over an open stream (the agent speaks first with
+        ``hello``): used by :meth:`connect` and for agents that dialled out to
+        the observer. Raises :class:`AgentError` if refused; closes ``writer``
+        on any failure."""
+        tok = token.encode() if isinstance(token, str) else token
         client = cls(reader, writer)
         try:
             await asyncio.wait_for(client._handshake(tok, role), timeout)

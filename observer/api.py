@@ -31,6 +31,7 @@ from agent.client import AgentError
 
 from .attach import E_NOT_CONNECTED, Attachment
 from .model import NodeModel, tidy_layout
+from .permissions import action_of, permitted, refuse
 from .security import current_user
 from .store import AuditError, StoreError
 
@@ -245,6 +246,8 @@ def register(app: Flask) -> None:
         inspect: Any = None
         inspect_error: dict[str, Any] | None = None
         try:
+            if not permitted("inspect"):
+                raise AgentError(P.E_NOT_PERMITTED, "this login token does not allow inspect")
             inspect = att.command("inspect", timeout=5.0, pid=p, mailbox_limit=_int("mailbox", 10, 0, 100))
             if isinstance(inspect, dict):
                 model.merge_info(p, inspect)
@@ -334,6 +337,8 @@ def _run_action(att: Attachment, action: str, args: dict[str, Any]) -> Any:
     state = _state()
     who, where = current_user(), request.remote_addr
     target = str(args.get("pid") or args.get("to"))
+    if not permitted(action_of(action)):  # the login token's grant, checked on every request
+        return refuse(action, f"this login token does not allow {action_of(action)}", node=att.name, target=target)
     if not state.allow_destructive:  # checked again on every request, whatever the page showed
         try:
             aid = state.store.audit(who, where, action, target, args, node=att.name)

@@ -55,6 +55,10 @@ class AttachSpec:
     """``host:port`` of the agent."""
     token: str = field(repr=False)
     """The agent's token (operator or read-only)."""
+    ssl_context: Any = None
+    """An ``ssl.SSLContext`` for a TLS link (:func:`observer.cluster.agent_ssl_context`)."""
+    server_hostname: str | None = None
+    """The name the agent's certificate must carry (default: the address's host)."""
 
 
 @dataclass
@@ -73,6 +77,23 @@ class ObserverConfig:
     """SQLite history file; None: a temporary file removed on close."""
     attach: tuple[AttachSpec, ...] = ()
     tls: bool = False
+    grants: tuple[Any, ...] = field(default=(), repr=False)
+    """Login tokens with roles and actions (:mod:`observer.permissions`); empty: ``login_token``."""
+    agent_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    """Agent tokens by node name, address or ``*`` (for nodes added at run time)."""
+    agent_tls: Any = None
+    """:class:`observer.cluster.TlsSettings` for nodes added at run time with ``tls``."""
+    listen_agents: str | None = None
+    """``host:port`` to accept agents that dial in (:mod:`observer.dialin`)."""
+    listen_agents_ssl: Any = None
+    """Server ``ssl.SSLContext`` for that listener (:func:`observer.dialin.server_ssl_context`)."""
+    certfile: str | None = None
+    """HTTPS certificate (``tls`` is then True); served by gunicorn."""
+    keyfile: str | None = None
+    message_queue: str | None = None
+    """``redis://...``: Flask-SocketIO's message queue, so several servers share the fan-out."""
+    live_publisher: bool = True
+    """Push live batches; with a shared message queue one server publishes for all."""
     batch_interval: float = 0.25
     """Seconds between two ``batch`` messages to one room."""
     manager: AttachManager | None = None
@@ -106,15 +127,24 @@ class ObserverState:
                 path = os.path.join(self._tmpdir.name, "history.sqlite3")
             self.store = HistoryStore(path)
         self._owns_manager = config.manager is None
-        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.02)
+        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
         self.hub: LiveHub | None = None
+        self.dialin: Any = None
+        """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
 
     def attach_all(self) -> None:
         """Attach to the configured agents: operator role only when destructive
         actions are allowed (least privilege otherwise)."""
         role = P.ROLE_OPERATOR if self.allow_destructive else P.ROLE_READ
         for spec in self.config.attach:
-            self.manager.add(spec.address, spec.token, role, name=spec.name)
+            self.manager.add(
+                spec.address,
+                spec.token,
+                role,
+                name=spec.name,
+                ssl_context=spec.ssl_context,
+                server_hostname=spec.server_hostname,
+            )
 
     def nodes(self) -> list[str]:
         return [a.name for a in self.manager.list()]
@@ -134,6 +164,9 @@ class ObserverState:
         """Stop the live task and what this state owns. Idempotent."""
         if self.hub is not None:
             self.hub.stop()
+        if self.dialin is not None:
+            self.dialin.stop()
+            self.dialin = None
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -148,12 +181,17 @@ class ObserverState:
 
 def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     """Build the app and its SocketIO; starts the attachments and the live task."""
-    from . import api, pages
+    from . import api, cluster, pages
 
     if config.async_mode not in ASYNC_MODES:
         raise ValueError(f"async_mode must be one of {ASYNC_MODES}")
     policy = SecurityPolicy.for_bind(
-        config.login_token, config.host, config.port, tls=config.tls, extra_origins=config.allowed_origins
+        config.login_token,
+        config.host,
+        config.port,
+        tls=config.tls,
+        extra_origins=config.allowed_origins,
+        grants=tuple(config.grants),
     )
     app = Flask(
         "observer",
@@ -177,6 +215,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     app.extensions["observer"] = state
     pages.register(app)
     api.register(app)
+    cluster.register(app)
 
     socketio = SocketIO()
     socketio.init_app(
@@ -185,13 +224,28 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         cors_allowed_origins=sorted(policy.origins),
         manage_session=True,
         max_http_buffer_size=64 * 1024,
+        message_queue=config.message_queue,
         logger=False,
         engineio_logger=False,
     )
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     state.hub = hub
-    state.manager.on_change(hub.on_change)
+    if config.live_publisher:
+        state.manager.on_change(hub.on_change)
     socketio.on_namespace(LiveNamespace(hub, state))
-    hub.start()
+    if config.live_publisher:
+        hub.start()
     state.attach_all()
+    if config.listen_agents:
+        from .dialin import DialInListener
+
+        role = P.ROLE_OPERATOR if state.allow_destructive else P.ROLE_READ
+        state.dialin = DialInListener(
+            state.manager,
+            config.listen_agents,
+            config.agent_tokens,
+            role=role,
+            ssl_context=config.listen_agents_ssl,
+            store=state.store,
+        ).start()
     return app, socketio

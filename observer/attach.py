@@ -179,6 +179,7 @@ class Attachment:
         return {
             "name": self.name,
             "address": self.address,
+            "direction": "attach",
             "role": self.role,
             "tls": self.ssl_context is not None,
             "status": self.model.status,
@@ -197,21 +198,15 @@ class Attachment:
         while not self._stopping:
             self.attempts += 1
             try:
-                client = await AgentClient.connect(
-                    self.host,
-                    self.port,
-                    token=self._token,
-                    role=self.role,
-                    ssl_context=self.ssl_context,
-                    server_hostname=self.server_hostname,
-                    timeout=self.connect_timeout,
-                )
+                client = await self._connect()
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, OSError, AgentError, P.FrameError, asyncio.IncompleteReadError) as exc:
                 err = _describe(exc)
                 if err != self.last_error:
                     log.warning("observer: cannot attach %s (%s): %s", self.name, self.address, err)
+                    if _is_refusal(exc):
+                        await self._audit_refusal(err)
                 self.last_error = err
                 if self.model.status not in ("down", "connecting"):
                     self._changed(self.model.disconnected(err))
@@ -249,6 +244,29 @@ class Attachment:
                 delay = self.backoff_initial
             await self._backoff(delay)
             delay = min(delay * 2, self.backoff_max)
+
+    async def _connect(self) -> AgentClient:
+        """One attempt at an authenticated session (overridden for agents that dial in)."""
+        return await AgentClient.connect(
+            self.host,
+            self.port,
+            token=self._token,
+            role=self.role,
+            ssl_context=self.ssl_context,
+            server_hostname=self.server_hostname,
+            timeout=self.connect_timeout,
+        )
+
+    async def _audit_refusal(self, err: str) -> None:
+        """An authentication or certificate failure goes to the audit log (once per distinct error)."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            aid = await asyncio.to_thread(store.audit, "observer", self.address, "attach", None, {}, node=self.name)
+            store.audit_result(aid, {"error": "refused", "message": err}, ok=False)
+        except Exception as exc:
+            log.error("observer: could not audit the refused attach of %s: %s", self.name, exc)
 
     async def _backoff(self, delay: float) -> None:
         """Sleep ``delay`` with jitter (50-100 %), or until stopped."""
@@ -473,11 +491,13 @@ class AttachManager:
         name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         model: NodeModel | None = None,
+        cls: type[Attachment] | None = None,
         **options: Any,
     ) -> Attachment:
         """Attach to the agent at ``address`` (``host:port``) and return at once;
         the attachment connects (and reconnects) in the background. ``name``
-        (default: the address) must be unique."""
+        (default: the address) must be unique. ``cls``: an :class:`Attachment`
+        subclass (:class:`observer.dialin.DialInAttachment` for agents that dial in)."""
         key = name or address
         with self._lock:
             if self._closed:
@@ -485,7 +505,7 @@ class AttachManager:
             if key in self._attachments:
                 raise ValueError(f"already attached: {key!r}")
             opts = {**self._defaults, **options}
-            att = Attachment(
+            att = (cls or Attachment)(
                 address,
                 token,
                 role,
@@ -565,6 +585,13 @@ def _call(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout
         coro.close()
         raise RuntimeError("this blocking call cannot be made from the attach loop thread; await the a* variant")
     return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A refusal (wrong token, bad certificate), as opposed to a node that is not there."""
+    if isinstance(exc, ssl.SSLError):
+        return True
+    return isinstance(exc, AgentError) and exc.code in (P.E_AUTH_FAILED, P.E_BAD_HANDSHAKE)
 
 
 def _describe(exc: BaseException) -> str:

@@ -35,7 +35,11 @@ import click
 
 from .app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
 from .attach import parse_address
+from .cluster import agent_ssl_context, load_config
 from .demo import AGENT_LINE
+from .dialin import server_ssl_context
+from .permissions import Grant, parse_login_tokens
+from .security import is_loopback
 from .serve import bind_socket, serve
 
 __all__ = ["main", "read_agent_tokens"]
@@ -51,6 +55,9 @@ _common = [
     ),
     click.option("--login-token-file", type=click.Path(exists=True, dir_okay=False), default=None),
     click.option("--no-browser", is_flag=True, help="do not open a browser"),
+    click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None, help="HTTPS certificate"),
+    click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None, help="HTTPS private key"),
+    click.option("--insecure-http", is_flag=True, help="allow plain HTTP on a non-loopback address"),
 ]
 
 
@@ -67,10 +74,18 @@ def _read_secret(path: str) -> str:
     return text
 
 
-def _login_token(path: str | None) -> str:
+def _login_tokens(path: str | None) -> tuple[str, tuple[Grant, ...]]:
+    """The login token (for the printed URL) and the grants: from ``--login-token-file``,
+    ``OBSERVER_TOKEN_FILE`` or ``OBSERVER_TOKEN`` (one operator token), else a fresh one."""
+    path = path or os.environ.get("OBSERVER_TOKEN_FILE") or None
     if path:
-        return _read_secret(path)
-    return os.environ.get("OBSERVER_TOKEN") or secrets.token_urlsafe(24)
+        try:
+            grants = parse_login_tokens(_read_secret(path))
+        except ValueError as exc:
+            raise click.UsageError(f"{path}: {exc}") from None
+        return grants[0].token, grants
+    token = os.environ.get("OBSERVER_TOKEN") or secrets.token_urlsafe(24)
+    return token, ()
 
 
 def read_agent_tokens(path: str | None) -> dict[str, str]:
@@ -117,7 +132,14 @@ def _run(config: ObserverConfig, sock: Any, *, no_browser: bool, banner: Sequenc
         for st in states:
             st.close()
 
-    serve(factory, sock, async_mode=config.async_mode, on_exit=on_exit)
+    serve(
+        factory,
+        sock,
+        async_mode=config.async_mode,
+        on_exit=on_exit,
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+    )
 
 
 _FORCED_EXIT_HOOKS: list[Callable[[], None]] = []
@@ -169,6 +191,7 @@ def demo(seed: int | None, scale: int, **opts: Any) -> None:
     signal.signal(signal.SIGTERM, _raise_exit)  # so that `finally` stops the demo (gunicorn sets its own)
     _FORCED_EXIT_HOOKS.append(lambda: _stop(proc))
     try:
+        _check_tls(opts)
         address = _await_agent(proc, timeout=30.0)
         sock = bind_socket(opts["host"], opts["port"])
         config = _config(opts, sock, (AttachSpec("demo", address, token),))
@@ -178,13 +201,64 @@ def demo(seed: int | None, scale: int, **opts: Any) -> None:
 
 
 @main.command(name="serve")
-@click.option("--attach", "attach", multiple=True, required=True, help="[NAME=]HOST:PORT of an agent (repeatable)")
+@click.option("--attach", "attach", multiple=True, help="[NAME=]HOST:PORT of an agent (repeatable)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="cluster config (TOML)")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None, help="agent token(s)")
+@click.option("--listen-agents", default=None, help="HOST:PORT to accept agents that dial out (OBSERVER_DIAL)")
+@click.option("--agents-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate for it")
+@click.option("--agents-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key for it")
+@click.option("--agents-client-ca", type=click.Path(exists=True, dir_okay=False), help="require agent certificates")
+@click.option("--message-queue", default=None, help="redis://... shared by several observer servers")
+@click.option(
+    "--live-publisher/--no-live-publisher",
+    default=True,
+    show_default=True,
+    help="push live batches (with --message-queue, one server publishes for all)",
+)
 @_options
-def serve_cmd(attach: tuple[str, ...], token_file: str | None, **opts: Any) -> None:
-    """Attach to running agents and serve the observer."""
+def serve_cmd(
+    attach: tuple[str, ...],
+    config_file: str | None,
+    token_file: str | None,
+    listen_agents: str | None,
+    agents_certfile: str | None,
+    agents_keyfile: str | None,
+    agents_client_ca: str | None,
+    message_queue: str | None,
+    live_publisher: bool,
+    **opts: Any,
+) -> None:
+    """Attach to running agents (and/or accept agents that dial in) and serve the observer."""
     tokens = read_agent_tokens(token_file)
-    specs = []
+    specs: list[AttachSpec] = []
+    cluster = None
+    if config_file:
+        try:
+            cluster = load_config(config_file)
+            for n in cluster.nodes:
+                ctx = agent_ssl_context(n.tls) if n.tls is not None else None
+                host = n.tls.server_hostname if n.tls is not None else None
+                specs.append(AttachSpec(n.name, n.address, n.token, ctx, host))
+        except (ValueError, OSError) as exc:
+            raise click.UsageError(f"--config: {exc}") from None
+    if not attach and not specs and not listen_agents:
+        raise click.UsageError("nothing to observe: give --attach, --config or --listen-agents")
+    agents_ssl = None
+    if listen_agents:
+        try:
+            parse_address(listen_agents)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen-agents") from None
+        if not tokens:
+            raise click.UsageError("--listen-agents needs agent tokens: --token-file or OBSERVER_AGENT_TOKEN(_FILE)")
+        if agents_certfile:
+            agents_ssl = server_ssl_context(agents_certfile, agents_keyfile, agents_client_ca)
+        elif agents_keyfile or agents_client_ca:
+            raise click.UsageError("--agents-keyfile/--agents-client-ca need --agents-certfile")
+        elif not is_loopback(parse_address(listen_agents)[0]):
+            click.echo("observer: warning: agents dial in without TLS (--agents-certfile)", err=True)
+    if message_queue and not message_queue.startswith(("redis://", "rediss://")):
+        raise click.BadParameter("must be a redis:// or rediss:// URL", param_hint="--message-queue")
     for item in attach:
         name, _, address = item.rpartition("=")
         try:
@@ -196,16 +270,44 @@ def serve_cmd(attach: tuple[str, ...], token_file: str | None, **opts: Any) -> N
         if not tok:
             raise click.UsageError(f"no token for {name}: use --token-file or OBSERVER_AGENT_TOKEN(_FILE)")
         specs.append(AttachSpec(name, address, tok))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise click.UsageError(f"node names must be unique: {', '.join(names)}")
+    _check_tls(opts)
     sock = bind_socket(opts["host"], opts["port"])
     config = _config(opts, sock, tuple(specs))
+    config.agent_tokens = tokens
+    config.agent_tls = cluster.tls if cluster is not None else None
+    config.listen_agents = listen_agents
+    config.listen_agents_ssl = agents_ssl
+    config.message_queue = message_queue
+    config.live_publisher = live_publisher
     _run(config, sock, no_browser=opts["no_browser"], banner=[f"attaching to {', '.join(s.name for s in specs)}"])
 
 
+def _check_tls(opts: dict[str, Any]) -> None:
+    """HTTPS when not on loopback, unless ``--insecure-http`` says otherwise (before binding)."""
+    if bool(opts["certfile"]) != bool(opts["keyfile"]):
+        raise click.UsageError("--certfile and --keyfile go together")
+    if opts["certfile"] and opts["async_mode"] != "threading":
+        raise click.UsageError("HTTPS (--certfile) is served in threading mode only")
+    if not opts["certfile"] and not is_loopback(opts["host"]) and not opts["insecure_http"]:
+        raise click.UsageError(
+            f"refusing plain HTTP on {opts['host']} (not loopback): give --certfile/--keyfile, "
+            "or --insecure-http if something in front terminates TLS"
+        )
+
+
 def _config(opts: dict[str, Any], sock: Any, attach: tuple[AttachSpec, ...]) -> ObserverConfig:
+    login_token, grants = _login_tokens(opts["login_token_file"])
     return ObserverConfig(
+        tls=bool(opts["certfile"]),
+        certfile=opts["certfile"],
+        keyfile=opts["keyfile"],
         host=opts["host"],
         port=int(sock.getsockname()[1]),
-        login_token=_login_token(opts["login_token_file"]),
+        login_token=login_token,
+        grants=grants,
         allow_destructive_actions=opts["allow_destructive_actions"],
         allowed_origins=tuple(opts["allowed_origins"]),
         async_mode=opts["async_mode"],

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
+
+from .permissions import Grant, match, who
 
 __all__ = [
     "CSRF_HEADER",
@@ -70,10 +72,23 @@ class SecurityPolicy:
     origins: frozenset[str]
     """Accepted ``Origin`` header values (``scheme://host:port``)."""
     tls: bool = False
+    grants: tuple[Grant, ...] = ()
+    """Login tokens with their role and actions (:mod:`observer.permissions`);
+    empty: ``login_token`` alone, as an operator with every action."""
+
+    def all_grants(self) -> tuple[Grant, ...]:
+        return self.grants or (Grant(self.login_token, name="operator"),)
 
     @classmethod
     def for_bind(
-        cls, login_token: str, host: str, port: int, *, tls: bool = False, extra_origins: Iterable[str] = ()
+        cls,
+        login_token: str,
+        host: str,
+        port: int,
+        *,
+        tls: bool = False,
+        extra_origins: Iterable[str] = (),
+        grants: tuple[Grant, ...] = (),
     ) -> SecurityPolicy:
         """The policy of a server bound to ``host:port``: that name (and the
         other loopback names when it is loopback) plus ``extra_origins``."""
@@ -92,7 +107,7 @@ class SecurityPolicy:
                 raise ValueError(f"allowed origin must be scheme://host[:port], not {o!r}")
             origins.add(f"{parts.scheme}://{parts.netloc}".lower())
             hosts.add(parts.netloc.lower())
-        return cls(login_token, frozenset(hosts), frozenset(origins), tls)
+        return cls(login_token, frozenset(hosts), frozenset(origins), tls, grants)
 
 
 def check_origin(policy: SecurityPolicy, host: str | None, origin: str | None) -> str | None:
@@ -109,20 +124,20 @@ def is_logged_in() -> bool:
 
 
 def current_user() -> str:
-    """The session id (the audit log's "who")."""
-    return str(session.get("sid") or "anonymous")
+    """The token's label and the session id (the audit log's "who")."""
+    return who()
 
 
-def login_session() -> None:
-    """Start a fresh authenticated session (new id and CSRF token)."""
+def login_session(grant: Grant | None = None) -> None:
+    """Start a fresh authenticated session (new id and CSRF token) with ``grant``'s role and actions."""
+    grant = grant or Grant("-", name="operator")
     session.clear()
     session["auth"] = True
     session["sid"] = secrets.token_hex(8)
     session["csrf"] = secrets.token_urlsafe(24)
-
-
-def _token_ok(policy: SecurityPolicy, given: Any) -> bool:
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), policy.login_token.encode())
+    session["role"] = grant.role
+    session["actions"] = sorted(grant.actions)
+    session["who"] = grant.name
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -172,10 +187,12 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
         given = request.form.get("token") if request.method == "POST" else request.args.get("token")
         if given is None:
             return _login_form(app, None)
-        if not _token_ok(policy, given):
+        grant = match(policy.all_grants(), given)
+        if grant is None:
             log.warning("observer: wrong login token from %s", request.remote_addr)
+            _audit_wrong_login()
             return _login_form(app, "wrong token"), 403
-        login_session()
+        login_session(grant)
         nxt = request.values.get("next") or "/"
         if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no open redirect
             nxt = "/"
@@ -185,6 +202,17 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
     def logout() -> Any:
         session.clear()
         return jsonify({"ok": True})
+
+
+def _audit_wrong_login() -> None:
+    state = current_app.extensions.get("observer")
+    if state is None:
+        return
+    try:
+        aid = state.store.audit("anonymous", request.remote_addr, "login", None, {})
+        state.store.audit_result(aid, {"error": "wrong_token", "message": "wrong login token"}, ok=False)
+    except Exception as exc:
+        log.error("observer: could not audit a wrong login token: %s", exc)
 
 
 def _login_form(app: Flask, error: str | None) -> Any:

@@ -22,6 +22,8 @@ from flask import Flask, Response, abort, current_app, render_template, request,
 from jinja2 import TemplateNotFound
 from markupsafe import Markup, escape
 
+from ..permissions import DESTRUCTIVE, granted_actions
+
 __all__ = ["page_config", "register", "render_login"]
 
 _FALLBACK = """<!doctype html>
@@ -50,9 +52,12 @@ def _json_for_script(obj: Any) -> Markup:
 def page_config(view: str, node: str | None = None, pid: str | None = None) -> dict[str, Any]:
     """The config embedded in every page (``docs/web.md``)."""
     state = current_app.extensions["observer"]
+    actions = granted_actions()
     return {
         "csrf": session.get("csrf"),
-        "allow_destructive": bool(state.allow_destructive),
+        "allow_destructive": bool(state.allow_destructive) and bool(set(actions) & DESTRUCTIVE),
+        "actions": actions,
+        "role": session.get("role"),
         "nodes": state.nodes(),
         "node": node,
         "view": view,

@@ -1,6 +1,7 @@
 // Overview: one card per attached node (health), live charts fed by batches, a crash feed.
 import { listOf } from "../api.js";
 import { BarChart, LiveChart } from "../chart.js";
+import * as cluster from "./cluster.js";
 import { ago, esc, fmtInt, fmtNum, fmtTime, kindClass, nodePath, processHref, rendered, statusClass, throttle } from "../util.js";
 
 const SERIES = ["process_count", "message_rate", "restart_rate", "loop_lag_ms"];
@@ -14,6 +15,7 @@ let renderCards = null;
 
 export function mount(root, context) {
   ctx = context;
+  cluster.mount(document.getElementById("cluster"), context);
   for (const k of SERIES) charts[k] = new LiveChart(document.getElementById("ch-" + k), { cap: 1200 });
   bars = new BarChart(document.getElementById("ch-top_mailboxes"));
   renderCards = throttle(drawCards, 500);
@@ -116,6 +118,7 @@ function drawFeed() {
 }
 
 export function update(state, delta) {
+  cluster.update(state, delta);
   if (delta.kind === "node_status") {
     const s = summaries.get(delta.node);
     if (s) s.status = delta.status;
@@ -166,6 +169,7 @@ const maybeRefreshTop = throttle(async () => {
 }, 3000);
 
 export function destroy() {
+  cluster.destroy();
   clearInterval(timer);
   for (const c of Object.values(charts)) c.destroy();
   bars && bars.destroy();
