@@ -69,24 +69,31 @@ KILL_TO_PIXEL = """async ([node, pid]) => {
   if (!parent) return {error: 'victim not drawn'};
   const before = new Set(v.childrenOf(parent));
   const t0 = performance.now();
-  await window.observer.api.kill(node, pid, 'kill');
+  let how = 'already';
+  let api = null;
+  const done = () => {
+    if (v.parentOf(pid)) return false;
+    const fresh = v.childrenOf(parent).filter((id) => !before.has(id));
+    if (!fresh.length) return false;
+    return fresh;
+  };
   return await new Promise((resolve) => {
-    const done = () => {
-      if (v.parentOf(pid)) return false;
-      const fresh = v.childrenOf(parent).filter((id) => !before.has(id));
-      if (!fresh.length) return false;
+    const finish = (fresh) => {
       removeEventListener('observer:rendered', on);
       clearTimeout(timer);
-      requestAnimationFrame(() => resolve({ms: performance.now() - t0, successor: fresh[0]}));
-      return true;
+      requestAnimationFrame(() => resolve({ms: performance.now() - t0, api_ms: api, how, successor: fresh[0]}));
     };
-    const on = (e) => { if (e.detail.view === 'tree') done(); };
+    const on = (e) => {
+      if (e.detail.view !== 'tree') return;
+      const fresh = done();
+      if (fresh) { how = e.detail.reason; finish(fresh); }
+    };
     addEventListener('observer:rendered', on);
     const timer = setTimeout(() => {
       removeEventListener('observer:rendered', on);
       resolve({error: 'timeout'});
     }, 10000);
-    done();
+    window.observer.api.kill(node, pid, 'kill').then(() => { api = performance.now() - t0; });
   });
 }"""
 
@@ -264,12 +271,14 @@ def measure_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any], no
 
         # crash to pixel: kill workers of the first supervisors (drawn at the top)
         times: list[float] = []
+        hows: list[str] = []
         failures = 0
         for k in range(args.kills):
             pid = node.ask(f"pid {k % min(args.groups, 3)} {k // 3 % args.per}", re.compile(r"pid (\S+)")).group(1)
             r = page.evaluate(KILL_TO_PIXEL, ["bench", pid])
             if "ms" in r:
                 times.append(float(r["ms"]))
+                hows.append(f"{r['how']}:{r['ms']:.0f}/{r['api_ms'] if r['api_ms'] is None else round(r['api_ms'])}")
             else:
                 failures += 1
                 notes.append(f"crash_to_pixel: kill {k} of {pid}: {r.get('error')}")
@@ -278,6 +287,7 @@ def measure_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any], no
             out["crash_to_pixel_p50_ms"] = rnd(percentile(times, 50))
             out["crash_to_pixel_p99_ms"] = rnd(percentile(times, 99))
             out["crash_to_pixel_samples"] = len(times)
+            progress("crash to pixel, drawn by:ms/kill-reply-ms: " + " ".join(hows))
             progress(f"crash to pixel p50 {out['crash_to_pixel_p50_ms']} ms, p99 {out['crash_to_pixel_p99_ms']} ms")
         if failures:
             out["crash_to_pixel_failures"] = failures

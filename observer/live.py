@@ -3,7 +3,7 @@
 :class:`LiveHub` collects the model's changes (from
 :meth:`observer.attach.AttachManager.on_change`) and a background task sends
 at most one ``batch`` message per node room every ``interval`` seconds
-(lifecycle changes: every ``urgent_gap``),
+(lifecycle changes: ``urgent_gap`` after the last batch that carried any),
 changes coalesced per process; ``node_status`` goes out when a node goes down
 or comes back. :class:`LiveNamespace` is the thin namespace class: connect
 (session cookie, Host and Origin checked), ``subscribe`` (join a node's room,
@@ -100,13 +100,19 @@ class LiveHub:
         *,
         interval: float = 0.25,
         urgent_gap: float = 0.05,
-        tick: float = 0.02,
+        tick: float = 0.005,
+        idle_tick: float = 0.05,
     ) -> None:
         self.socketio = socketio
         self.interval = interval
         self.urgent_gap = urgent_gap
         self.tick = tick
+        """How often the task looks for due batches while some browser watches
+        a node (a crash waits on average half of it before it can go out)."""
+        self.idle_tick = idle_tick
+        """... and while nobody watches (only ``node_status`` to send)."""
         self._last_sent: dict[str, float] = {}
+        self._last_urgent: dict[str, float] = {}
         self._stats_of = stats_of
         self._lock = threading.Lock()
         self._pending: dict[str, list[Change]] = {}
@@ -160,7 +166,7 @@ class LiveHub:
                     self.flush(due_only=True)
                 except Exception:  # a bad batch must not stop the pushes
                     log.exception("observer: live batch failed")
-                self.socketio.sleep(self.tick)
+                self.socketio.sleep(self.tick if self._subscribers else self.idle_tick)
         finally:
             self._stopped.set()
 
@@ -169,10 +175,11 @@ class LiveHub:
         restart, a node going down) once ``urgent_gap`` has passed since the
         node's last batch, so that it reaches the screen well within 100 ms
         while a storm of them still makes at most 1/urgent_gap messages a second."""
-        waited = now - self._last_sent.get(node, 0.0)
-        if waited >= self.interval:
+        if now - self._last_sent.get(node, 0.0) >= self.interval:
             return True
-        return waited >= self.urgent_gap and any(c.kind in URGENT for c in changes)
+        # the gap counts from the last batch that carried lifecycle changes: a
+        # counters-only batch just before a crash does not hold the crash back
+        return now - self._last_urgent.get(node, 0.0) >= self.urgent_gap and any(c.kind in URGENT for c in changes)
 
     def flush(self, *, due_only: bool = False) -> int:
         """Send what is pending (one ``batch`` per node); returns messages sent.
@@ -186,8 +193,10 @@ class LiveHub:
             else:
                 pending, self._pending = self._pending, {}
             watched = set(self._subscribers)
-        for node in pending:
+        for node, changes in pending.items():
             self._last_sent[node] = now
+            if any(c.kind in URGENT for c in changes):
+                self._last_urgent[node] = now
         sent = 0
         for node, changes in pending.items():
             for c in changes:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from examples.demo_system import PAYMENTS, conn_name
-from observer.live import NAMESPACE, coalesce
+from observer.live import NAMESPACE, LiveHub, coalesce
 from observer.model import Change
 from tests.observer import wait_for
 from tests.observer.test_app import Web, csrf_headers, make_web, web
@@ -101,3 +102,20 @@ def test_coalesce_merges_per_process_and_keeps_lifecycle_order() -> None:
     assert [c["kind"] for c in reset] == ["status", "reset"]
     many, cut = coalesce([Change("spawn", f"<0.{i}.0>") for i in range(3000)])
     assert cut == 1000 and len(many) == 2000
+
+
+def test_a_counters_batch_does_not_hold_back_the_next_crash(web: Web) -> None:
+    """Lifecycle changes wait ``urgent_gap`` after the last batch that carried
+    lifecycle changes, not after a counters-only one."""
+    hub = LiveHub(web.socketio, lambda node: {}, interval=0.25, urgent_gap=0.05)
+    crash = [Change("exit", "<0.9.0>", {"reason": "boom"})]
+    hub.on_change("n", [Change("samples", None, {"rows": 1})])
+    hub.flush()
+    t = time.monotonic()
+    assert hub._due("n", crash, t + 0.001)  # right after a samples batch: goes out
+    assert not hub._due("n", [Change("samples", None, {"rows": 2})], t + 0.001)  # counters wait for interval
+    hub.on_change("n", crash)
+    hub.flush()
+    t = time.monotonic()
+    assert not hub._due("n", crash, t + 0.01)  # a storm of crashes: at most one batch per urgent_gap
+    assert hub._due("n", crash, t + 0.06)
