@@ -184,7 +184,7 @@ PROCESS_FIELDS: Final = (
 )
 """Fields of one process record in a snapshot (``budget`` is null except for supervisors)."""
 
-SAMPLE_FIELDS: Final = ("pid", "mailbox", "msgs_in", "msgs_out", "handled", "handler_time", "status")
+SAMPLE_FIELDS: Final = ("pid", "mailbox", "msgs_in", "msgs_out", "handled", "handler_time", "status", "memory")
 """Columns of each row of a ``samples`` message."""
 
 

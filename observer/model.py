@@ -635,6 +635,8 @@ class NodeModel:
             rec["handled"] = handled
             rec["handler_time"] = handler_time
             rec["status"] = status
+            if len(row) > 7 and row[7] is not None:
+                rec["memory"] = row[7]
             if mailbox:
                 mbz.add(pid)
             else:

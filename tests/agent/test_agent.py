@@ -105,6 +105,10 @@ async def test_samples_carry_counters_of_busy_processes(host: Host) -> None:
 
         msg = await next_event(client, has_row)
         assert msg["node"]["process_count"] >= 1 and "loop_lag_ms" in msg["node"]
+        (row,) = [r for r in msg["rows"] if r[0] == str(pid)]
+        assert len(row) == len(P.SAMPLE_FIELDS)
+        memory = row[P.SAMPLE_FIELDS.index("memory")]
+        assert isinstance(memory, int) and 500 < memory < 100_000  # a record, a task, a frame or two
     finally:
         await client.close()
 

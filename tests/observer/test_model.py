@@ -197,6 +197,24 @@ def test_samples_give_message_rates_and_node_series() -> None:
     assert top["rows"][0]["rate"] == 0.0
 
 
+def test_samples_carry_memory_and_the_table_sorts_by_it() -> None:
+    m = small_tree()
+    # 8 columns (memory last); a row of the older 7 columns leaves memory unknown
+    rows = [
+        [P(2), 0, 0, 0, 0, 0.0, "waiting", 4096],
+        [P(4), 0, 0, 0, 0, 0.0, "waiting", 900],
+        [P(1), 0, 0, 0, 0, 0.0, "waiting"],
+    ]
+    feed(m, [{"t": "samples", "rows": rows, "node": {"time": 1.0, "process_count": 5, "messages": 0}}])
+    assert m.process(P(2))["memory"] == 4096  # type: ignore[index]
+    assert m.process(P(1))["memory"] is None  # type: ignore[index]
+    top = m.processes(sort="memory", desc=True, limit=3)["rows"]
+    assert [r["pid"] for r in top[:2]] == [P(2), P(4)]
+    # a later row without a figure keeps the last one
+    feed(m, [{"t": "samples", "rows": [[P(2), 1, 1, 0, 0, 0.0, "waiting", None]], "node": None}])
+    assert m.process(P(2))["memory"] == 4096  # type: ignore[index]
+
+
 def test_series_window_drops_old_points() -> None:
     m = NodeModel("n", series_window=10.0)
     feed(m, snapshot([rec(P(1))]))
