@@ -1,0 +1,726 @@
+"""The experiment runner: kills through the agent, watches the stream, checks the hypothesis.
+
+:class:`Engine` runs one :class:`~observer.chaos.experiment.Experiment`
+against one :class:`~observer.attach.Attachment` (operator role): it kills
+with the agent's ``kill`` command and learns what happened from the events
+the attachment feeds into its model (``exit``, ``restart``, ``gave_up``).
+
+Within budget
+    Before each kill the engine asks the model what the kill would do
+    (:meth:`NodeModel.kill_preview`: which supervisors restart what by their
+    strategy -- one_for_all and rest_for_one siblings included -- and which
+    give up and escalate), then checks each supervisor that would spend a
+    restart against its own ledger: restarts it saw (of any cause) within the
+    supervisor's period, plus the kills it made whose restart has not been
+    seen yet. A kill that would take any supervisor past ``intensity -
+    budget_margin`` is skipped (counted in ``skipped.would_exceed_budget``).
+
+Recovery
+    A kill's recovery time is from the moment the ``kill`` command was sent
+    to the ``time`` stamp of the agent's ``restart`` event naming the killed
+    pid as ``old_pid`` (both wall clocks: on another host, keep them in sync).
+
+Threading rules
+    :meth:`Engine.arun` runs on the attach manager's loop thread (the
+    attachment's change listener and commands live there). :meth:`start`
+    schedules it from any other thread and returns a future; :meth:`abort`
+    may be called from any thread but the loop's and returns once no further
+    kill can be sent. Hooks (``on_progress``, ``audit``) are called on the loop
+    thread; ``audit`` (blocking, e.g. the history store's) runs in a worker
+    thread via :func:`asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fnmatch
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from agent import protocol as P
+from agent.client import AgentError
+
+from ..attach import Attachment
+from ..model import Change
+from .experiment import Experiment, KillSpec
+from .hypothesis import Baseline, PathKey, baseline, check, child_paths, path_of, resolve
+from .journal import Journal
+
+__all__ = ["Engine", "ProgressHook"]
+
+log = logging.getLogger("observer.chaos")
+
+ProgressHook = Callable[[str, dict[str, Any]], None]
+"""``hook(kind, data)``: ``kill`` (a kill record, once resolved), ``check``, ``deviation``, ``phase``, ``end``."""
+AuditHook = Callable[[str, dict[str, Any]], int]
+"""``audit(target, args) -> audit id`` (blocking; raises to refuse the kill)."""
+
+GRACE_S = 1.0
+"""Extra wait for a restart event to arrive (stream and batching latency) before a kill counts as lost."""
+DEFAULT_RECOVERY_MS = 5000.0
+INFLIGHT = 12
+"""Kill commands in flight at once (the agent allows 16 per session)."""
+
+
+class _Kill:
+    __slots__ = ("rec", "sent", "deadline", "units")
+
+    def __init__(self, rec: dict[str, Any], sent: float, deadline: float, units: dict[str, int]) -> None:
+        self.rec = rec
+        self.sent = sent
+        self.deadline = deadline
+        self.units = units
+
+
+class Engine:
+    """Runs one experiment on one attachment. See the module docstring."""
+
+    def __init__(
+        self,
+        attachment: Attachment,
+        experiment: Experiment,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        exp_id: str | None = None,
+        on_progress: ProgressHook | None = None,
+        audit: AuditHook | None = None,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.att = attachment
+        self.model = attachment.model
+        self.exp = experiment
+        self.loop = loop
+        self.id = exp_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self.on_progress = on_progress
+        self.audit = audit
+        self.ready_timeout = ready_timeout
+        self.journal = Journal(self.id, attachment.name, experiment.to_dict(), time.time())
+        self._stop = False
+        self._aborted = False
+        self._wake: asyncio.Event | None = None
+        self._pending: dict[str, _Kill] = {}
+        self._recent_by_sup: dict[str, deque[_Kill]] = {}
+        self._down: set[str] = set()
+        self._ledger: dict[str, deque[float]] = {}
+        self._ledger_pending: dict[str, dict[str, int]] = {}
+        self._gone_ok: set[PathKey] = set()
+        self._slow: list[dict[str, Any]] = []
+        self._base: Baseline | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._launched = 0
+        self._rng = random.Random()
+        probe = next((p for p in experiment.probes if p.func == "recovery_ms"), None)
+        self._recovery_limit = float(probe.tolerance) if probe is not None else None
+        self._track_ms = self._recovery_limit if self._recovery_limit is not None else DEFAULT_RECOVERY_MS
+
+    # -- driving (other threads) --------------------------------------------------------------------
+
+    def start(self) -> concurrent.futures.Future[dict[str, Any]]:
+        """Run on the loop; the future's result is the final journal (a dict)."""
+        return asyncio.run_coroutine_threadsafe(self.arun(), self.loop)
+
+    def run(self) -> dict[str, Any]:
+        """Run and wait (from a thread other than the loop's)."""
+        return self.start().result()
+
+    def abort(self, reason: str = "aborted by the operator", timeout: float = 5.0) -> None:
+        """Stop killing now; the experiment then checks the steady state and ends as ``aborted``.
+        Returns once the loop has taken note: no kill is sent after that."""
+        fut = asyncio.run_coroutine_threadsafe(self._aabort(reason), self.loop)
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            fut.result(timeout)
+
+    async def _aabort(self, reason: str) -> None:
+        self.abort_now(reason)
+
+    def abort_now(self, reason: str) -> None:
+        """:meth:`abort` for code already on the loop thread."""
+        if self._aborted or self.journal.ended is not None:
+            return
+        self._aborted = True
+        self._stop = True
+        with self.journal.lock:
+            self.journal.aborted_at = time.time()
+            self.journal.abort_reason = reason
+        if self._wake is not None:
+            self._wake.set()
+        self._emit("phase", {"phase": "aborting", "reason": reason})
+
+    # -- the run (loop thread) -------------------------------------------------------------------------
+
+    async def arun(self) -> dict[str, Any]:
+        self._wake = asyncio.Event()
+        j = self.journal
+        off = self.att.on_change(self._on_changes)
+        try:
+            await self._ready()
+            j.started = time.time()
+            self._base = baseline(self.model, j.started)
+            self._emit("phase", {"phase": "before"})
+            if not self._check_all("before"):
+                self._finish("failed", held=False, error="the steady-state hypothesis did not hold before the method")
+                return j.to_dict()
+            self._emit("phase", {"phase": "method"})
+            checker = asyncio.get_running_loop().create_task(self._during())
+            try:
+                for spec in self.exp.method:
+                    if self._stop:
+                        break
+                    with j.lock:
+                        j.action = spec.name
+                    await self._campaign(spec)
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks))
+                await self._drain_pending()
+            finally:
+                checker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checker
+            self._emit("phase", {"phase": "after"})
+            await self._settle()
+            await self._rollbacks()
+            held = not j.deviations
+            status = "aborted" if self._aborted else ("completed" if held else "deviated")
+            self._finish(status, held=held)
+        except asyncio.CancelledError:
+            self._finish("aborted", held=None, error="cancelled")
+            raise
+        except Exception as exc:
+            log.exception("chaos: experiment %s failed", self.id)
+            self._finish("failed", held=None, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            off()
+        return j.to_dict()
+
+    async def _ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while self.model.status != "up" or self.att.client is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.att.name} is not attached ({self.att.last_error or self.model.status})")
+            await asyncio.sleep(0.05)
+        commands = (self.att.client.welcome.get("commands") or []) if self.att.client else []
+        if "kill" not in commands:
+            raise RuntimeError(f"{self.att.name}: attached without the operator role (no kill command)")
+
+    def _finish(self, status: str, *, held: bool | None, error: str | None = None) -> None:
+        j = self.journal
+        with j.lock:
+            j.status = status
+            j.hypothesis_held = held
+            j.error = error
+            j.ended = time.time()
+        self._emit("end", {"status": status, "hypothesis_held": held})
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(kind, data)
+            except Exception:
+                log.exception("chaos: progress hook failed")
+
+    # -- checks -------------------------------------------------------------------------------------------
+
+    def _check_all(self, phase: str, *, record: bool = True) -> bool:
+        ok = True
+        now = time.time()
+        with self.journal.lock:
+            gave_up = list(self.journal.gave_up)
+        for probe in self.exp.probes:
+            r = check(
+                probe, self.model, phase, now, base=self._base, gave_up=gave_up, slow_or_lost=self._slow,
+                gone_ok=self._gone_ok,
+            )  # fmt: skip
+            if r is None:
+                continue
+            if record:
+                with self.journal.lock:
+                    self.journal.checks.append(r.as_dict())
+                self._emit("check", r.as_dict())
+                if not r.ok and phase != "before":
+                    msg = f"{probe.name}: {r.value!r} (tolerance {r.tolerance!r})"
+                    self._deviate(probe.name, phase, msg, r.evidence)
+            ok = ok and r.ok
+        return ok
+
+    def _deviate(self, probe: str, phase: str, message: str, evidence: dict[str, Any]) -> None:
+        d = {"probe": probe, "phase": phase, "time": time.time(), "message": message, "evidence": evidence}
+        with self.journal.lock:
+            self.journal.deviations.append(d)
+        self._emit("deviation", d)
+        if self.exp.abort_on_deviation and not self._stop:
+            self._stop = True
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _during(self) -> None:
+        next_probe = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            self._expire_pending(time.time())
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + self.exp.check_interval_s
+                self._check_all("during")
+
+    async def _settle(self) -> None:
+        deadline = time.monotonic() + self.exp.settle_s
+        while time.monotonic() < deadline:  # polling the model, which has no event to wait on
+            if self._check_all("after", record=False):
+                break
+            await asyncio.sleep(0.1)
+        self._check_all("after")
+
+    async def _drain_pending(self) -> None:
+        while self._pending:
+            self._expire_pending(time.time())
+            if not self._pending:
+                break
+            await asyncio.sleep(0.05)
+
+    # -- events (loop thread, from the attachment) -------------------------------------------------------
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        for c in changes:
+            if c.kind == "reset":
+                self._on_reset()
+            elif c.kind == "restart":
+                self._on_restart(c)
+            elif c.kind == "gave_up":
+                self._on_gave_up(c)
+            elif c.kind == "exit" and c.pid is not None:
+                k = self._pending.get(c.pid)
+                if k is not None:
+                    k.rec["exit_reason"] = (c.data or {}).get("reason")
+                    k.rec["exited"] = True
+
+    def _on_restart(self, c: Change) -> None:
+        d = c.data or {}
+        sup = str(d.get("supervisor"))
+        old, new = d.get("old_pid"), d.get("new_pid")
+        t = float(d.get("time") or time.time())
+        if old is not None:
+            self._down.discard(old)
+            mine = self._ledger_pending.get(sup, {}).pop(old, None)
+            self._ledger.setdefault(sup, deque()).extend([t] * (mine or 1))
+            if mine is None:
+                self._budget_note(sup, foreign=True)
+        k = self._pending.pop(old, None) if old is not None else None
+        if k is not None:
+            self._spend(k.rec["pid"], t)
+            rec = k.rec
+            rec["status"] = "recovered"
+            rec["new_pid"] = new
+            rec["recovery_ms"] = round(max(0.0, t - k.sent) * 1000.0, 3)
+            rec["restarted"].append({"child_id": d.get("child_id"), "new_pid": new})
+            if self._recovery_limit is not None and rec["recovery_ms"] > self._recovery_limit:
+                self._slow.append(rec)
+                self._deviate(
+                    "recovery_ms",
+                    "during",
+                    f"{rec['pid']} ({rec.get('name') or rec.get('label')}) came back after {rec['recovery_ms']} ms",
+                    {"kill": dict(rec)},
+                )
+            self._emit("kill", dict(rec))
+            return
+        if old is None:  # a sibling restarted by one_for_all / rest_for_one: credit the latest kill
+            for k2 in reversed(self._recent_by_sup.get(sup, ())):
+                if k2.sent <= t + 0.001:
+                    k2.rec["restarted"].append({"child_id": d.get("child_id"), "new_pid": new})
+                    break
+
+    def _on_gave_up(self, c: Change) -> None:
+        d = dict(c.data or {})
+        sup = str(d.get("supervisor"))
+        with self.journal.lock:
+            self.journal.gave_up.append(d)
+            b = self.journal.budgets.get(sup)
+            if b is not None:
+                b["gave_up"] = True
+        for pid, k in list(self._pending.items()):
+            if k.rec.get("supervisor") == sup:
+                k.rec["status"] = "gave_up"
+                self._pending.pop(pid, None)
+                self._emit("kill", dict(k.rec))
+        recent = [dict(k.rec) for k in self._recent_by_sup.get(sup, ())][-10:]
+        if any(p.func == "supervisors_gave_up" for p in self.exp.probes):
+            tol = next(p.tolerance for p in self.exp.probes if p.func == "supervisors_gave_up")
+            if len(self.journal.gave_up) > tol:
+                self._deviate(
+                    "supervisors_gave_up",
+                    "during",
+                    f"supervisor {sup} gave up ({d.get('restarts')} restarts > intensity {d.get('intensity')} "
+                    f"in {d.get('period')} s)",
+                    {"gave_up": d, "recent_kills": recent},
+                )
+
+    def _spend(self, pid: str, t: float) -> None:
+        """The kill of ``pid`` is over: what it still holds in the ledger becomes spent at ``t``."""
+        for sup, entries in self._ledger_pending.items():
+            for key in [x for x in entries if x == pid or x.startswith(f"{pid}@")]:
+                self._ledger.setdefault(sup, deque()).extend([t] * entries.pop(key))
+
+    def _on_reset(self) -> None:
+        """A resync dropped events: pending kills whose child is back are recovered (time unknown)."""
+        paths = child_paths(self.model)
+        for pid, k in list(self._pending.items()):
+            path = k.rec.get("path")
+            new = paths.get(tuple(path)) if path else None
+            if new is not None and new != pid:
+                self._pending.pop(pid, None)
+                self._down.discard(pid)
+                self._spend(pid, time.time())
+                k.rec.update(status="recovered", new_pid=new, note="restart seen in a resync snapshot")
+                self._emit("kill", dict(k.rec))
+
+    def _expire_pending(self, now: float) -> None:
+        for pid, k in list(self._pending.items()):
+            if now < k.deadline:
+                continue
+            self._pending.pop(pid, None)
+            self._down.discard(pid)
+            rec = k.rec
+            if rec["status"] != "pending":
+                continue
+            rec["status"] = "not_restarted"
+            self._spend(pid, k.sent)  # still spent, as of the kill
+            task = asyncio.get_running_loop().create_task(self._explain_lost(k))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _explain_lost(self, k: _Kill) -> None:
+        """A killed child did not come back in time: a temporary child (dropped by its
+        supervisor) is no deviation; anything else is, with the supervisor's view as evidence."""
+        rec = k.rec
+        sup = rec.get("supervisor")
+        children: list[dict[str, Any]] | None = None
+        if sup:
+            try:
+                info = await self.att.acommand("inspect", pid=sup, mailbox_limit=0, timeout=5.0)
+                children = [c for c in (info.get("children") or []) if isinstance(c, dict)]
+            except AgentError as exc:
+                rec["inspect_error"] = exc.code
+        cid = rec.get("child_id")
+        listed = children is not None and cid is not None and any(c.get("id") == cid for c in children)
+        if children is not None and cid is not None and not listed:
+            rec["status"] = "not_restarted_temporary"
+            if rec.get("path"):
+                self._gone_ok.add(tuple(rec["path"]))
+            self._emit("kill", dict(rec))
+            return
+        self._slow.append(rec)
+        if self._recovery_limit is not None:
+            self._deviate(
+                "recovery_ms",
+                "during",
+                f"{rec['pid']} ({rec.get('name') or rec.get('label')}) not restarted within {self._track_ms:g} ms",
+                {"kill": dict(rec), "supervisor_children": (children or [])[:50]},
+            )
+        self._emit("kill", dict(rec))
+
+    # -- budgets ---------------------------------------------------------------------------------------------
+
+    def _sup_budget(self, sup: str) -> dict[str, Any] | None:
+        with self.model.locked() as g:
+            rec = g.nodes[sup] if sup in g else None
+            b = rec.get("budget") if rec is not None else None
+            name = (rec.get("name") or rec.get("label")) if rec is not None else None
+        return {**b, "name": name} if isinstance(b, dict) else None
+
+    def _used(self, sup: str, now: float, period: float) -> int:
+        q = self._ledger.get(sup)
+        if q is not None:
+            while q and now - q[0] > period + 0.05:
+                q.popleft()
+        pending = sum(self._ledger_pending.get(sup, {}).values())
+        return (len(q) if q else 0) + pending
+
+    def _budget_note(self, sup: str, *, foreign: bool = False, kill: bool = False, used: int | None = None) -> None:
+        with self.journal.lock:
+            b = self.journal.budgets.get(sup)
+            if b is None:
+                info = self._sup_budget(sup) or {}
+                b = self.journal.budgets[sup] = {
+                    "name": info.get("name"),
+                    "strategy": info.get("strategy"),
+                    "intensity": info.get("intensity"),
+                    "period": info.get("period"),
+                    "kills": 0,
+                    "other_restarts": 0,
+                    "peak_used": 0,
+                    "gave_up": False,
+                }
+            if foreign:
+                b["other_restarts"] += 1
+            if kill:
+                b["kills"] += 1
+            if used is not None:
+                b["peak_used"] = max(b["peak_used"], used)
+
+    def _seed_ledger(self, sup: str) -> None:
+        """First contact with a supervisor: start from the model's estimate of its budget use."""
+        if sup in self._ledger:
+            return
+        proc = self.model.process(sup) or {}
+        used = int((proc.get("budget_now") or {}).get("used") or 0)
+        now = time.time()
+        self._ledger[sup] = deque([now] * used)
+
+    def _units(self, pid: str, reason: str) -> tuple[dict[str, int], list[str], bool] | None:
+        """Budget units per supervisor, pids that go down, and whether the target dies."""
+        pv = self.model.kill_preview(pid, reason)
+        if not pv.get("exists"):
+            return None
+        units: dict[str, int] = {}
+        for r in pv.get("restarts") or ():
+            units[r["supervisor"]] = units.get(r["supervisor"], 0) + 1
+        for g in pv.get("gives_up") or ():
+            units[g["supervisor"]] = units.get(g["supervisor"], 0) + 1
+        return units, list(pv.get("down") or ()), bool(pv.get("target_dies"))
+
+    def _within(self, units: dict[str, int], margin: int) -> tuple[bool, dict[str, int]]:
+        now = time.time()
+        used_after: dict[str, int] = {}
+        ok = True
+        for sup, n in units.items():
+            self._seed_ledger(sup)
+            b = self._sup_budget(sup)
+            if b is None:
+                ok = False  # a supervisor we cannot see the budget of: do not risk it
+                continue
+            used = self._used(sup, now, float(b.get("period") or 5.0))
+            used_after[sup] = used + n
+            if used + n > int(b.get("intensity") or 0) - margin:
+                ok = False
+        return ok, used_after
+
+    # -- killing ------------------------------------------------------------------------------------------
+
+    def _candidates(self, spec: KillSpec) -> list[str]:
+        with self.model.locked() as g:
+            recs: dict[str, dict[str, Any]] = dict(g.nodes(data=True))
+        scope: set[str] | None = None
+        if spec.root is not None:
+            root = resolve(self.model, spec.root)
+            if root is None:
+                return []
+            kids: dict[str, list[str]] = {}
+            for pid, rec in recs.items():
+                s = rec.get("supervisor")
+                if s:
+                    kids.setdefault(s, []).append(pid)
+            scope = set()
+            stack = [root]
+            while stack:
+                p = stack.pop()
+                for c in kids.get(p, ()):
+                    if c not in scope:
+                        scope.add(c)
+                        stack.append(c)
+        out = []
+        for pid, rec in recs.items():
+            if scope is not None and pid not in scope:
+                continue
+            if pid in self._down or rec.get("supervisor") is None or rec.get("kind") not in spec.kinds:
+                continue
+            name, label = rec.get("name") or "", rec.get("label") or ""
+            if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(label, p) for p in spec.protected):
+                continue
+            if spec.names and not any(fnmatch.fnmatchcase(name, p) for p in spec.names):
+                continue
+            if spec.labels and not any(fnmatch.fnmatchcase(label, p) for p in spec.labels):
+                continue
+            out.append(pid)
+        return out
+
+    async def _campaign(self, spec: KillSpec) -> None:
+        loop = asyncio.get_running_loop()
+        self._rng = random.Random(spec.seed)
+        sem = asyncio.Semaphore(INFLIGHT)
+        start = loop.time()
+        next_at = start
+        seq_i = 0
+        self._launched = 0
+        cands: list[str] = []
+        cands_at = -1.0
+        while not self._stop:
+            now = loop.time()
+            if spec.duration_s is not None and now - start >= spec.duration_s:
+                break
+            if spec.kills is not None and self._launched >= spec.kills:
+                break
+            if spec.policy == "sequence" and seq_i >= len(spec.sequence):
+                break
+            if next_at > now:
+                assert self._wake is not None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(next_at - now):
+                        await self._wake.wait()
+                continue
+            n = spec.burst_size if spec.policy == "burst" else 1
+            for _ in range(n):
+                if self._stop or (spec.kills is not None and self._launched >= spec.kills):
+                    break
+                self._launched += 1  # attempts: within budget, some are skipped
+                with self.journal.lock:
+                    self.journal.attempted += 1
+                if spec.policy == "sequence":
+                    target = resolve(self.model, spec.sequence[seq_i])
+                    seq_i += 1
+                    if target is None:
+                        self._skip("gone")
+                        continue
+                else:
+                    if loop.time() - cands_at > 0.05:
+                        cands, cands_at = self._candidates(spec), loop.time()
+                    cands = [c for c in cands if c not in self._down]
+                    if not cands:
+                        self._skip("no_candidate")
+                        continue
+                    target = cands[self._rng.randrange(len(cands))]
+                await sem.acquire()
+                if self._stop:
+                    sem.release()
+                    break
+                if not self._fire(spec, target, sem):
+                    sem.release()
+            step = spec.interval_ms / 1000.0
+            if spec.jitter_ms:
+                step += self._rng.uniform(-spec.jitter_ms, spec.jitter_ms) / 1000.0
+            next_at = max(next_at + max(step, 0.0), loop.time() - 1.0)  # never a backlog over 1 s
+
+    def _skip(self, why: str) -> None:
+        with self.journal.lock:
+            self.journal.skipped[why] = self.journal.skipped.get(why, 0) + 1
+
+    def _fire(self, spec: KillSpec, pid: str, sem: asyncio.Semaphore) -> bool:
+        """Check the budget and start the kill (synchronously up to the send). False: skipped."""
+        plan = self._units(pid, spec.reason)
+        if plan is None:
+            self._skip("gone")
+            return False
+        units, down, dies = plan
+        ok, used_after = self._within(units, spec.budget_margin)
+        if spec.mode == "within_budget" and not ok:
+            self._skip("would_exceed_budget")
+            return False
+        with self.model.locked() as g:
+            r = dict(g.nodes[pid]) if pid in g else None
+        if r is None:
+            self._skip("gone")
+            return False
+        if r.get("child_id") is not None:
+            with self.model.locked() as g:
+                path: PathKey | None = path_of(dict(g.nodes(data=True)), pid)[0]
+        else:
+            path = None
+        now = time.time()
+        rec: dict[str, Any] = {
+            "n": len(self.journal.kills) + 1,
+            "action": spec.name,
+            "pid": pid,
+            "name": r.get("name"),
+            "label": r.get("label"),
+            "kind": r.get("kind"),
+            "supervisor": r.get("supervisor"),
+            "child_id": r.get("child_id"),
+            "path": list(path) if path else None,
+            "reason": spec.reason,
+            "mode": spec.mode,
+            "time": now,
+            "status": "pending" if dies else "survives",
+            "new_pid": None,
+            "recovery_ms": None,
+            "restarted": [],
+            "down": len(down),
+            "budget_after": used_after,
+        }
+        k = _Kill(rec, now, now + self._track_ms / 1000.0 + GRACE_S, units)
+        if dies:
+            self._pending[pid] = k
+            self._down.update(down)
+            for sup, n in units.items():
+                self._ledger_pending.setdefault(sup, {})
+                # the entry is keyed by the pid whose restart will spend it (the target for its own supervisor)
+                key = pid if sup == r.get("supervisor") else f"{pid}@{sup}"
+                self._ledger_pending[sup][key] = n
+                self._budget_note(sup, kill=True, used=used_after.get(sup))
+            if r.get("supervisor"):
+                q = self._recent_by_sup.setdefault(str(r["supervisor"]), deque(maxlen=20))
+                q.append(k)
+        with self.journal.lock:
+            if len(self.journal.kills) < 100_000:
+                self.journal.kills.append(rec)
+        coro = self._send(k, dies, sem)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _send(self, k: _Kill, dies: bool, sem: asyncio.Semaphore) -> None:
+        rec = k.rec
+        audit_id: int | None = None
+        try:
+            if self.audit is not None:
+                args = {"pid": rec["pid"], "reason": rec["reason"], "experiment": self.id}
+                try:
+                    audit_id = await asyncio.to_thread(self.audit, rec["pid"], args)
+                except Exception as exc:
+                    self._failed(k, "audit_unavailable", str(exc))
+                    self.abort_now(f"audit log unavailable: {exc}")
+                    return
+                if self._stop:
+                    self._failed(k, "aborted", "aborted before the kill was sent")
+                    return
+            k.sent = rec["time"] = time.time()
+            k.deadline = k.sent + self._track_ms / 1000.0 + GRACE_S
+            try:
+                await self.att.acommand("kill", pid=rec["pid"], reason=rec["reason"], timeout=10.0)
+            except AgentError as exc:
+                self._failed(k, exc.code, exc.message)
+                return
+            except (TimeoutError, OSError) as exc:
+                self._failed(k, P.E_TIMEOUT, str(exc) or type(exc).__name__)
+                return
+            finally:
+                if audit_id is not None and self.att.store is not None:
+                    self.att.store.audit_result(audit_id, {"status": rec["status"]}, ok=rec["status"] != "error")
+            if not dies:
+                self._emit("kill", dict(rec))
+        finally:
+            sem.release()
+
+    def _failed(self, k: _Kill, code: str, message: str) -> None:
+        rec = k.rec
+        rec["status"] = "error"
+        rec["error"] = f"{code}: {message}"
+        self._pending.pop(rec["pid"], None)
+        self._down.discard(rec["pid"])
+        for entries in self._ledger_pending.values():
+            for key in [x for x in entries if x == rec["pid"] or x.startswith(f"{rec['pid']}@")]:
+                entries.pop(key, None)
+        self._emit("kill", dict(rec))
+
+    # -- rollbacks -----------------------------------------------------------------------------------------
+
+    async def _rollbacks(self) -> None:
+        for rb in self.exp.rollbacks:
+            entry: dict[str, Any] = {"name": rb.name, "func": rb.func, "time": time.time()}
+            try:
+                if rb.func == "wait":
+                    await asyncio.sleep(float(rb.arguments.get("seconds", 1.0)))
+                    entry["ok"] = True
+                elif rb.func == "restart_child":
+                    res = await self.att.acommand(
+                        "restart_child", supervisor=rb.arguments["supervisor"], child_id=rb.arguments["child_id"]
+                    )
+                    entry.update(ok=True, result=res)
+            except AgentError as exc:
+                entry.update(ok=False, error=f"{exc.code}: {exc.message}")
+            with self.journal.lock:
+                self.journal.rollbacks.append(entry)

@@ -1,0 +1,407 @@
+"""Experiments: what to kill, how, and what must hold meanwhile; read from JSON or YAML.
+
+The file reads like a Chaos Toolkit experiment (``title``, ``description``,
+``steady-state-hypothesis`` with ``probes`` and their ``tolerance``,
+``method``, ``rollbacks``), with providers of ``type: observer``::
+
+    title: payments survive a kill every 100 ms
+    steady-state-hypothesis:
+      title: the tree heals
+      probes:
+        - {type: probe, name: back within 2 s, tolerance: 2000,
+           provider: {type: observer, func: recovery_ms}}
+        - {type: probe, name: nobody gave up, tolerance: 0,
+           provider: {type: observer, func: supervisors_gave_up}}
+    method:
+      - type: action
+        name: kill payments workers
+        provider:
+          type: observer
+          func: kill
+          arguments: {root: payments_sup, policy: interval, interval_ms: 100, kills: 50}
+    rollbacks: []
+
+Every ``kill`` action of the method is one :class:`KillSpec`; probes are
+:class:`Probe` (their ``func`` is one of :data:`PROBES`); rollbacks are
+:class:`Rollback` (``restart_child`` or ``wait``). :func:`parse` checks
+everything and raises :class:`ExperimentError` with the path of the bad field.
+
+Threading rules
+    Plain frozen data: share freely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_PROTECTED",
+    "MODES",
+    "POLICIES",
+    "PROBES",
+    "Experiment",
+    "ExperimentError",
+    "KillSpec",
+    "Probe",
+    "Rollback",
+    "load",
+    "parse",
+]
+
+MODES = ("within_budget", "unbounded")
+"""``within_budget``: never make a supervisor exceed its restart intensity; ``unbounded``: find where it breaks."""
+POLICIES = ("interval", "burst", "sequence")
+"""``interval``: one random victim every ``interval_ms`` (+- ``jitter_ms``); ``burst``: ``burst_size``
+victims at once every ``interval_ms``; ``sequence``: the listed targets, in order, ``interval_ms`` apart."""
+PROBES = ("recovery_ms", "supervisors_gave_up", "mailbox", "process_count", "children_restored", "alive")
+"""Steady-state checks (see :mod:`observer.chaos.hypothesis`)."""
+ROLLBACKS = ("restart_child", "wait")
+DEFAULT_PROTECTED = ("agent*", "observer*")
+"""Name/label patterns never killed unless targeted by name (the agent's and observer's own machinery)."""
+MAX_KILLS = 1_000_000
+
+
+class ExperimentError(ValueError):
+    """An experiment file or option is malformed (the message names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KillSpec:
+    """One kill campaign (a ``kill`` action of the method)."""
+
+    name: str = "kill"
+    """The action's name (journal)."""
+    root: str | None = None
+    """Pid or registered name of the subtree to attack (None: the whole node)."""
+    names: tuple[str, ...] = ()
+    """Registered-name glob patterns (any matches; empty: no name filter)."""
+    labels: tuple[str, ...] = ()
+    """Label (process type) glob patterns (any matches; empty: no label filter)."""
+    kinds: tuple[str, ...] = ("worker", "gen_server")
+    """Process kinds that may be killed; add ``supervisor`` to kill supervisors on purpose."""
+    protected: tuple[str, ...] = DEFAULT_PROTECTED
+    """Name/label glob patterns never killed (unless listed in ``sequence``)."""
+    policy: str = "interval"
+    interval_ms: float = 1000.0
+    jitter_ms: float = 0.0
+    burst_size: int = 1
+    sequence: tuple[str, ...] = ()
+    """Targets (pids or names) of the ``sequence`` policy: explicitly targeted, so never spared."""
+    reason: str = "kill"
+    """Exit reason sent with each kill (``kill`` cannot be trapped)."""
+    duration_s: float | None = None
+    kills: int | None = None
+    """Stop after this many kill attempts (or ``duration_s``, whichever first); within budget,
+    attempts that would exceed a budget are skipped and counted, not carried out."""
+    mode: str = "within_budget"
+    budget_margin: int = 0
+    """Restarts of headroom left in every budget (within_budget) for crashes the experiment does not cause."""
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A steady-state check; ``tolerance`` is its bound (see :mod:`observer.chaos.hypothesis`)."""
+
+    func: str
+    tolerance: Any
+    name: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """An action run after the method, whatever happened."""
+
+    func: str
+    name: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """A whole experiment."""
+
+    title: str
+    description: str = ""
+    hypothesis_title: str = "steady state"
+    probes: tuple[Probe, ...] = ()
+    method: tuple[KillSpec, ...] = ()
+    rollbacks: tuple[Rollback, ...] = ()
+    abort_on_deviation: bool = True
+    """Stop killing at the first deviation of the hypothesis."""
+    settle_s: float = 10.0
+    """After the method: how long the tree gets to return to its steady state."""
+    check_interval_s: float = 0.5
+    """How often the continuous checks (mailbox, give-ups) run during the method."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Back to the file's shape (what the journal stores)."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "abort-on-deviation": self.abort_on_deviation,
+            "settle_s": self.settle_s,
+            "steady-state-hypothesis": {
+                "title": self.hypothesis_title,
+                "probes": [
+                    {
+                        "type": "probe",
+                        "name": p.name,
+                        "tolerance": p.tolerance,
+                        "provider": {"type": "observer", "func": p.func, "arguments": p.arguments},
+                    }
+                    for p in self.probes
+                ],
+            },
+            "method": [_action(k.name, "kill", _kill_args(k)) for k in self.method],
+            "rollbacks": [_action(r.name, r.func, r.arguments) for r in self.rollbacks],
+        }
+
+
+def _action(name: str, func: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "action", "name": name, "provider": {"type": "observer", "func": func, "arguments": args}}
+
+
+def _kill_args(k: KillSpec) -> dict[str, Any]:
+    d = asdict(k)
+    d.pop("name")
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in d.items() if v is not None}
+
+
+def load(path: str | Path) -> Experiment:
+    """Read an experiment from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ExperimentError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ExperimentError(f"{p}: not valid YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ExperimentError(f"{p}: not valid JSON: {exc}") from None
+    return parse(data)
+
+
+def parse(data: Any) -> Experiment:
+    """Check and convert an experiment (a dict shaped as in the module docstring)."""
+    if not isinstance(data, dict):
+        raise ExperimentError("an experiment must be an object")
+    title = _s(data, "title", "", required=True)
+    ssh = data.get("steady-state-hypothesis", data.get("steady_state_hypothesis")) or {}
+    if not isinstance(ssh, dict):
+        raise ExperimentError("steady-state-hypothesis must be an object")
+    raw_probes = ssh.get("probes") or []
+    if not isinstance(raw_probes, list):
+        raise ExperimentError("steady-state-hypothesis.probes must be a list")
+    probes = tuple(_probe(p, f"steady-state-hypothesis.probes[{i}]") for i, p in enumerate(raw_probes))
+    raw_method = data.get("method") or []
+    if not isinstance(raw_method, list) or not raw_method:
+        raise ExperimentError("method must be a non-empty list of kill actions")
+    method = tuple(_kill_action(a, f"method[{i}]") for i, a in enumerate(raw_method))
+    raw_rb = data.get("rollbacks") or []
+    if not isinstance(raw_rb, list):
+        raise ExperimentError("rollbacks must be a list")
+    rollbacks = tuple(_rollback(r, f"rollbacks[{i}]") for i, r in enumerate(raw_rb))
+    abort = data.get("abort-on-deviation", data.get("abort_on_deviation", True))
+    if not isinstance(abort, bool):
+        raise ExperimentError("abort-on-deviation must be true or false")
+    return Experiment(
+        title=title,
+        description=_s(data, "description", "", max_len=4000),
+        hypothesis_title=_s(ssh, "title", "steady state"),
+        probes=probes,
+        method=method,
+        rollbacks=rollbacks,
+        abort_on_deviation=abort,
+        settle_s=_num(data, "settle_s", 10.0, "", lo=0.0, hi=3600.0),
+        check_interval_s=_num(data, "check_interval_s", 0.5, "", lo=0.01, hi=60.0),
+    )
+
+
+def _provider(obj: Any, where: str, kind: str) -> tuple[str, str, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise ExperimentError(f"{where} must be an object")
+    if obj.get("type", kind) != kind:
+        raise ExperimentError(f"{where}.type must be {kind!r}")
+    name = _s(obj, "name", "", where=where)
+    prov = obj.get("provider")
+    if not isinstance(prov, dict):
+        raise ExperimentError(f"{where}.provider must be an object")
+    if prov.get("type", "observer") != "observer":
+        raise ExperimentError(
+            f"{where}.provider.type must be 'observer' (run chaostoolkit's own providers with `chaos run`)"
+        )
+    func = prov.get("func")
+    if not isinstance(func, str):
+        raise ExperimentError(f"{where}.provider.func is required")
+    args = prov.get("arguments") or {}
+    if not isinstance(args, dict):
+        raise ExperimentError(f"{where}.provider.arguments must be an object")
+    return name, func, args
+
+
+def _probe(obj: Any, where: str) -> Probe:
+    name, func, args = _provider(obj, where, "probe")
+    if func not in PROBES:
+        raise ExperimentError(f"{where}.provider.func must be one of {', '.join(PROBES)}, not {func!r}")
+    if "tolerance" not in obj:
+        raise ExperimentError(f"{where}.tolerance is required")
+    tol = obj["tolerance"]
+    if func in ("recovery_ms", "supervisors_gave_up", "mailbox"):
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not math.isfinite(tol) or tol < 0:
+            raise ExperimentError(f"{where}.tolerance must be a number >= 0")
+    elif func == "process_count":
+        ok = (isinstance(tol, int | float) and not isinstance(tol, bool) and tol >= 0) or (
+            isinstance(tol, str) and tol.endswith("%") and _pct(tol) is not None
+        )
+        if not ok:
+            raise ExperimentError(f"{where}.tolerance must be a count (>= 0) or a percentage like '5%'")
+    elif not isinstance(tol, bool):
+        raise ExperimentError(f"{where}.tolerance must be true or false")
+    if func == "mailbox" and not isinstance(args.get("name"), str):
+        raise ExperimentError(f"{where}.provider.arguments.name (a registered name) is required")
+    if func == "alive":
+        names = args.get("names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ExperimentError(f"{where}.provider.arguments.names must be a list of registered names")
+    return Probe(func=func, tolerance=tol, name=name or func, arguments=dict(args))
+
+
+def _pct(s: str) -> float | None:
+    try:
+        v = float(s[:-1])
+    except ValueError:
+        return None
+    return v if 0 <= v <= 100 else None
+
+
+def _rollback(obj: Any, where: str) -> Rollback:
+    name, func, args = _provider(obj, where, "action")
+    if func not in ROLLBACKS:
+        raise ExperimentError(f"{where}.provider.func must be one of {', '.join(ROLLBACKS)}")
+    if func == "restart_child" and not (isinstance(args.get("supervisor"), str) and "child_id" in args):
+        raise ExperimentError(f"{where}: restart_child needs arguments supervisor and child_id")
+    if func == "wait":
+        _num(args, "seconds", 1.0, where, lo=0.0, hi=600.0)
+    return Rollback(func=func, name=name or func, arguments=dict(args))
+
+
+def _kill_action(obj: Any, where: str) -> KillSpec:
+    name, func, args = _provider(obj, where, "action")
+    if func != "kill":
+        raise ExperimentError(f"{where}.provider.func must be 'kill'")
+    return kill_spec(args, where=f"{where}.provider.arguments", name=name or "kill")
+
+
+def kill_spec(args: dict[str, Any], *, where: str = "", name: str = "kill") -> KillSpec:
+    """A :class:`KillSpec` from a dict of its fields (file arguments, CLI options, web form)."""
+    known = set(KillSpec.__slots__)
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ExperimentError(f"{_at(where)}unknown field(s): {', '.join(unknown)}")
+    policy = args.get("policy", "interval")
+    if policy not in POLICIES:
+        raise ExperimentError(f"{_at(where)}policy must be one of {', '.join(POLICIES)}")
+    mode = args.get("mode", "within_budget")
+    if mode not in MODES:
+        raise ExperimentError(f"{_at(where)}mode must be one of {', '.join(MODES)}")
+    sequence = _strs(args, "sequence", where)
+    if policy == "sequence" and not sequence:
+        raise ExperimentError(f"{_at(where)}the sequence policy needs a non-empty 'sequence'")
+    kills = args.get("kills")
+    if kills is not None and (isinstance(kills, bool) or not isinstance(kills, int) or not 1 <= kills <= MAX_KILLS):
+        raise ExperimentError(f"{_at(where)}kills must be an integer between 1 and {MAX_KILLS}")
+    duration = args.get("duration_s")
+    if duration is not None:
+        duration = _num(args, "duration_s", 0.0, where, lo=0.001, hi=86400.0)
+    if kills is None and duration is None and policy != "sequence":
+        raise ExperimentError(f"{_at(where)}give kills or duration_s (or both)")
+    kinds = _strs(args, "kinds", where) or ("worker", "gen_server")
+    for k in kinds:
+        if k not in ("worker", "gen_server", "supervisor"):
+            raise ExperimentError(f"{_at(where)}kinds: {k!r} is not worker, gen_server or supervisor")
+    reason = args.get("reason", "kill")
+    if not isinstance(reason, str) or not 1 <= len(reason) <= 200:
+        raise ExperimentError(f"{_at(where)}reason must be a string of 1-200 characters")
+    root = args.get("root")
+    if root is not None and (not isinstance(root, str) or not 1 <= len(root) <= 200):
+        raise ExperimentError(f"{_at(where)}root must be a pid or a registered name")
+    seed = args.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ExperimentError(f"{_at(where)}seed must be an integer")
+    margin = args.get("budget_margin", 0)
+    if isinstance(margin, bool) or not isinstance(margin, int) or not 0 <= margin <= 1000:
+        raise ExperimentError(f"{_at(where)}budget_margin must be an integer between 0 and 1000")
+    burst = args.get("burst_size", 1)
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10000:
+        raise ExperimentError(f"{_at(where)}burst_size must be an integer between 1 and 10000")
+    protected = args.get("protected")
+    return KillSpec(
+        name=name,
+        root=root,
+        names=_strs(args, "names", where),
+        labels=_strs(args, "labels", where),
+        kinds=kinds,
+        protected=DEFAULT_PROTECTED if protected is None else _strs(args, "protected", where),
+        policy=policy,
+        interval_ms=_num(args, "interval_ms", 1000.0, where, lo=0.1, hi=3_600_000.0),
+        jitter_ms=_num(args, "jitter_ms", 0.0, where, lo=0.0, hi=3_600_000.0),
+        burst_size=burst,
+        sequence=sequence,
+        reason=reason,
+        duration_s=duration,
+        kills=kills,
+        mode=mode,
+        budget_margin=margin,
+        seed=seed,
+    )
+
+
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def _s(
+    d: dict[str, Any], key: str, default: str, *, required: bool = False, where: str = "", max_len: int = 200
+) -> str:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise ExperimentError(f"{_at(where)}{key} is required")
+        return default
+    if not isinstance(v, str) or len(v) > max_len:
+        raise ExperimentError(f"{_at(where)}{key} must be a string of at most {max_len} characters")
+    return v
+
+
+def _num(d: dict[str, Any], key: str, default: float, where: str, *, lo: float, hi: float) -> float:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+        raise ExperimentError(f"{_at(where)}{key} must be a number between {lo:g} and {hi:g}")
+    return float(v)
+
+
+def _strs(d: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    v = d.get(key)
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) and 0 < len(x) <= 200 for x in v):
+        raise ExperimentError(f"{_at(where)}{key} must be a list of strings")
+    if len(v) > 10000:
+        raise ExperimentError(f"{_at(where)}{key} is too long")
+    return tuple(v)
