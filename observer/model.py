@@ -722,6 +722,7 @@ class NodeModel:
                 mailbox_total += rec.get("mailbox") or 0
             mr = self._series["message_rate"]
             rr = self._series["restart_rate"]
+            top = self._series["top_mailboxes"]
             return {
                 "name": self.name,
                 "status": self._status,
@@ -740,6 +741,8 @@ class NodeModel:
                 "blocked": dict(self._blocked) if self._blocked else None,
                 "message_rate": mr[-1][1] if mr else None,
                 "restart_rate": rr[-1][1] if rr else None,
+                "time": self._sample_time,
+                "top_mailboxes": [list(r) for r in top[-1][1]] if top else [],
                 "restarts": self._stats.get("restarts"),
                 "crashes": self._stats.get("crashes"),
                 "seq": self._seq,

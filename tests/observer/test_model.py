@@ -180,6 +180,9 @@ def test_samples_give_message_rates_and_node_series() -> None:
     assert s["message_rate"] == [[102.0, 5.0]] and s["restart_rate"] == [[102.0, 2.0]]
     assert s["loop_lag_ms"][-1] == [102.0, 7.0] and s["process_count"][-1] == [102.0, 5]
     assert s["top_mailboxes"][-1] == [102.0, [[P(4), "C", 9], [P(2), "A", 3]]]
+    # the summary (what each live batch carries as stats) has the latest of them
+    summary = m.summary()
+    assert summary["top_mailboxes"] == [[P(4), "C", 9], [P(2), "A", 3]] and summary["time"] == 102.0
     # a process missing from the next sample received nothing
     feed(
         m,

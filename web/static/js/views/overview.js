@@ -126,21 +126,21 @@ export function update(state, delta) {
     return;
   }
   if (delta.kind !== "batch") return;
-  const s = summaries.get(delta.node);
   const st = delta.stats || {};
+  // a batch's stats are the node's whole summary (as /api/overview has it): no polling
+  const s = summaries.has(delta.node) ? { ...summaries.get(delta.node), ...st, name: delta.node } : null;
   if (s) {
-    if (st.process_count !== undefined) s.process_count = st.process_count;
     if (delta.points) {
       if (delta.points.message_rate !== undefined) s.message_rate = delta.points.message_rate;
       if (delta.points.restart_rate !== undefined) s.restart_rate = delta.points.restart_rate;
     }
-    s.last_seen = Date.now() / 1000;
-    if (st.mailbox_total !== undefined) s.mailbox_total = st.mailbox_total;
+    s.status = state.nodeStatus[delta.node] || s.status;
+    summaries.set(delta.node, s);
   }
   if (delta.points) {
     for (const k of SERIES) charts[k].push(delta.node, delta.points.t, delta.points[k]);
   }
-  if (delta.node === ctx.node && Array.isArray(st.top_mailboxes)) drawTop(delta.node, st.top_mailboxes);
+  if ((delta.node === ctx.node || !ctx.node) && Array.isArray(st.top_mailboxes)) drawTop(delta.node, st.top_mailboxes);
   let fed = false;
   for (const c of delta.changes) {
     if (c.kind === "exit" || c.kind === "restart" || c.kind === "gave_up") fed = true;
@@ -148,25 +148,7 @@ export function update(state, delta) {
   }
   if (fed || !state.events.length) drawFeed();
   renderCards();
-  maybeRefreshTop();
 }
-
-// Top mailboxes are not in the batch stats (unless the server adds them): refresh them from the twin now and then.
-const maybeRefreshTop = throttle(async () => {
-  try {
-    const data = await ctx.api.overview();
-    for (const s of listOf(data, "nodes")) {
-      const old = summaries.get(s.name);
-      summaries.set(s.name, { ...old, ...s, status: ctx.state.nodeStatus[s.name] || s.status });
-    }
-    const ser = (data.series || {})[ctx.node];
-    const top = (ser && ser.top_mailboxes) || [];
-    drawTop(ctx.node, top.length ? top[top.length - 1][1] : []);
-    renderCards();
-  } catch {
-    /* the next batch retries */
-  }
-}, 3000);
 
 export function destroy() {
   cluster.destroy();
