@@ -181,7 +181,7 @@ class ObserverState:
 
 def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     """Build the app and its SocketIO; starts the attachments and the live task."""
-    from . import api, cluster, pages
+    from . import api, cluster, crashes, pages
 
     if config.async_mode not in ASYNC_MODES:
         raise ValueError(f"async_mode must be one of {ASYNC_MODES}")
@@ -215,6 +215,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     app.extensions["observer"] = state
     pages.register(app)
     api.register(app)
+    crashes.register(app)
     cluster.register(app)
 
     socketio = SocketIO()

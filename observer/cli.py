@@ -349,3 +349,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     for f in (proc.stdin, proc.stdout):
         if f is not None:
             f.close()
+
+
+from .dump import open_cmd  # noqa: E402  (observer open DUMP: defined with the dump reader)
+
+main.add_command(open_cmd)

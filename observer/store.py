@@ -42,6 +42,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from .crashes import SCHEMA as _CRASH_SCHEMA
+from .crashes import SQL as _CRASH_SQL
+from .crashes import rows_for as _crash_rows
 from .model import pid_key
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError", "replay"]
@@ -114,6 +117,7 @@ _SQL = {
     "checkpoint": "INSERT INTO checkpoints (node, time, seq, event_id, count, json) "
     "VALUES (?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM events), ?, ?)",
     "audit_result": "UPDATE audit SET result = ?, ok = ?, done_time = ? WHERE id = ?",
+    **_CRASH_SQL,
 }
 
 _SLIM = (
@@ -369,7 +373,7 @@ class HistoryStore:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count={max(8, int(self.max_bytes) // int(page))}")
             conn.execute("BEGIN")
-            for stmt in _SCHEMA.split(";"):
+            for stmt in (_SCHEMA + _CRASH_SCHEMA).split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
             row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -555,6 +559,9 @@ class HistoryStore:
                         msg.get("traceback"),
                     ),
                 )
+            if kind == "exit":
+                for stmt, row in _crash_rows(node, seq, evtime, msg):
+                    self._push(stmt, row)
             self._push("event", (node, seq, evtime, recv, kind, pid, name, json.dumps(msg, default=str)))
             replay(st.procs, st.names, msg)
             st.seq = seq if isinstance(seq, int) else st.seq

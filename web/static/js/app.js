@@ -6,9 +6,13 @@ import * as overview from "./views/overview.js";
 import * as tree from "./views/tree.js";
 import * as processes from "./views/processes.js";
 import * as inspector from "./views/inspector.js";
+import * as crashes from "./views/crashes.js";
+import * as crash from "./views/crash.js";
 import * as events from "./views/events.js";
 
 const VIEWS = { overview, tree, processes, process: inspector, events };
+
+Object.assign(VIEWS, { crashes, crash });
 
 function readConfig() {
   try {

@@ -103,7 +103,10 @@ function describe(e) {
   const pid = (p) => (p ? `<a class="mono" href="${processHref(e.node || n, p)}">${esc(p)}</a>` : "–");
   const who = e.proc_name || e.name || e.label || "";
   if (e.kind === "exit") {
-    return `${pid(e.pid)} <b>${esc(who)}</b> <span class="reason">${esc(e.reason || e.reason_kind || "")}</span>`;
+    const report = e.report
+      ? ` <a class="small crash-link" href="/crash/find?node=${encodeURIComponent(e.node || n || "")}&pid=${encodeURIComponent(e.pid)}&time=${encodeURIComponent(e.time)}">crash report</a>`
+      : "";
+    return `${pid(e.pid)} <b>${esc(who)}</b> <span class="reason">${esc(e.reason || e.reason_kind || "")}</span>${report}`;
   }
   if (e.kind === "restart") {
     return `${pid(e.supervisor)} restarted <b>${esc(e.child_id ?? who)}</b>: ${esc(e.old_pid || "–")} → ${pid(e.new_pid)} <span class="muted">(#${esc(e.restarts ?? "?")})</span>`;

@@ -44,6 +44,7 @@ async function load() {
     return;
   }
   draw();
+  loadCrashes();
   rendered("process", { pid: ctx.pid });
 }
 
@@ -140,6 +141,7 @@ function draw() {
       }</section>
       <section class="panel"><h2>State <span class="small muted">(redacted by the agent)</span></h2>${jsonBlock(get("state"))}</section>
       <section class="panel"><h2>Mailbox peek</h2>${jsonBlock(get("mailbox_peek"))}</section>
+      <section class="panel" id="insp-crashes">${crashPanel}</section>
       ${actions}
     </div>`;
   if (allow) wireActions();
@@ -263,3 +265,48 @@ export function update(state, delta) {
 }
 
 export function destroy() {}
+
+// Crash reports of this process (and of the earlier incarnations of its child
+// slot), and the flight recorder switch (operator only; the server checks again).
+let crashPanel = `<h2>Latest crash</h2><span class="muted">…</span>`;
+let flightNote = "";
+
+async function loadCrashes() {
+  let list = [];
+  try {
+    const data = await ctx.api.request("GET", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/crashes`);
+    list = data.crashes || [];
+  } catch {
+    list = [];
+  }
+  const last = list[0];
+  const toggle = ctx.config.allow_destructive
+    ? `<div class="actions" style="margin-top:8px">Flight recorder:
+        <button type="button" id="fr-on">on</button><button type="button" id="fr-off">off</button>
+        <label class="check"><input type="checkbox" id="fr-subtree"> whole subtree</label>
+        <span id="fr-result" class="small muted">${esc(flightNote)}</span></div>`
+    : `<div class="small muted" style="margin-top:8px">The flight recorder is switched by operators (destructive actions on).</div>`;
+  crashPanel = `<h2>Latest crash</h2>${
+    last
+      ? `<a id="insp-crash-link" href="/crash/${encodeURIComponent(last.id)}"><b>${esc(last.exception || "exit")}</b></a> <span class="mono small">${esc(last.pid)}</span> ${esc(fmtDateTime(last.time))}
+         <div class="small muted">${esc(last.reason || "")}</div>${list.length > 1 ? `<div class="small muted">${list.length} crash report(s) for this slot</div>` : ""}`
+      : `<span class="muted">no crash recorded</span>`
+  }${toggle}`;
+  const el = document.getElementById("insp-crashes");
+  if (!el) return;
+  el.innerHTML = crashPanel;
+  for (const on of [true, false]) {
+    const b = document.getElementById(on ? "fr-on" : "fr-off");
+    if (!b) continue;
+    b.addEventListener("click", async () => {
+      const subtree = document.getElementById("fr-subtree").checked;
+      try {
+        const res = await ctx.api.request("POST", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/flight_recorder`, { body: { on, subtree, size: 20 } });
+        flightNote = `${on ? "on" : "off"} for ${(res.result && res.result.pids ? res.result.pids.length : 0)} process(es)`;
+      } catch (err) {
+        flightNote = err.message;
+      }
+      document.getElementById("fr-result").textContent = flightNote;
+    });
+  }
+}

@@ -43,6 +43,9 @@ export function mount(root, context) {
     if (!linksOn) graph.clearRelations();
   });
   wireSearch();
+  // /nodes/<node>/tree?path=<root>,...,<pid> (from a crash report): highlight that path
+  const hl = (new URL(location.href).searchParams.get("path") || "").split(",").filter(Boolean);
+  if (hl.length) focusAfterLoad = { pid: hl[hl.length - 1], path: hl };
   refetch("first");
 }
 
