@@ -51,9 +51,13 @@ def run(
     *,
     on_progress: ProgressHook | None = None,
     exp_id: str | None = None,
+    box: list[Engine] | None = None,
 ) -> tuple[Engine, dict[str, Any]]:
-    """Run ``experiment`` and wait for its journal. Ctrl-C aborts it (the steady state is still checked)."""
+    """Run ``experiment`` and wait for its journal (``box``, if given, receives the engine at once).
+    Ctrl-C aborts it (the steady state is still checked)."""
     engine = Engine(att, experiment, loop=mgr.loop, on_progress=on_progress, exp_id=exp_id)
+    if box is not None:
+        box.append(engine)
     fut = engine.start()
     try:
         while True:
