@@ -354,3 +354,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 from .dump import open_cmd  # noqa: E402  (observer open DUMP: defined with the dump reader)
 
 main.add_command(open_cmd)
+
+
+from .chaos.cli import chaos as chaos_cmd  # noqa: E402  (observer chaos: experiments, docs/chaos.md)
+
+main.add_command(chaos_cmd)
