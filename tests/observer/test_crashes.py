@@ -119,8 +119,10 @@ def test_flight_recorder_on_for_a_subtree_shows_in_the_report(make_web: Callable
     )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert sup in resp.get_json()["result"]["pids"]
-    audit = c.get("/api/audit").get_json()["audit"]
-    assert any(a["action"] == "flight_recorder" and a["ok"] for a in audit)
+    wait_for(
+        lambda: any(a["action"] == "flight_recorder" and a["ok"] for a in c.get("/api/audit").get_json()["audit"]),
+        what="the audit row and its result",
+    )
     old = _crash(web, "x")
     wait_for(lambda: c.get("/api/crashes?node=demo").get_json()["groups"], what="the crash stored")
     rid = c.get("/api/crashes?node=demo").get_json()["groups"][0]["latest"]["id"]
