@@ -127,7 +127,9 @@ class ObserverState:
                 path = os.path.join(self._tmpdir.name, "history.sqlite3")
             self.store = HistoryStore(path)
         self._owns_manager = config.manager is None
-        self.manager = config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
+        self.manager = (
+            config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
+        )
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
@@ -181,7 +183,7 @@ class ObserverState:
 
 def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     """Build the app and its SocketIO; starts the attachments and the live task."""
-    from . import api, cluster, crashes, pages
+    from . import api, auditlog, cluster, crashes, pages
 
     if config.async_mode not in ASYNC_MODES:
         raise ValueError(f"async_mode must be one of {ASYNC_MODES}")
@@ -217,6 +219,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     api.register(app)
     crashes.register(app)
     cluster.register(app)
+    auditlog.register(app)
 
     socketio = SocketIO()
     socketio.init_app(

@@ -33,7 +33,15 @@ KILLER_LOGIN = "killer-login-token-0123"
 class Cluster:
     """The observer app attached to the given nodes (and accepting dial-ins when asked)."""
 
-    def __init__(self, tmp: Path, nodes: dict[str, NodeProcess], **config: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        nodes: dict[str, NodeProcess],
+        *,
+        specs: tuple[AttachSpec, ...] = (),
+        agent_token: str = READ_TOKEN,
+        **config: Any,
+    ) -> None:
         self.store = HistoryStore(str(tmp / "history.sqlite3"), batch_interval=0.02)
         self.manager = AttachManager(self.store, change_interval=0.02, backoff_initial=0.2, backoff_max=1.0)
         grants = parse_login_tokens(
@@ -45,8 +53,8 @@ class Cluster:
             port=PORT,
             login_token=OPERATOR_LOGIN,
             grants=grants,
-            attach=tuple(AttachSpec(name, n.address, READ_TOKEN) for name, n in nodes.items()),
-            agent_tokens={"*": READ_TOKEN},
+            attach=tuple(AttachSpec(name, n.address, agent_token) for name, n in nodes.items()) + specs,
+            agent_tokens={"*": agent_token},
             batch_interval=0.1,
             manager=self.manager,
             store=self.store,

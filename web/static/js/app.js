@@ -9,8 +9,9 @@ import * as inspector from "./views/inspector.js";
 import * as crashes from "./views/crashes.js";
 import * as crash from "./views/crash.js";
 import * as events from "./views/events.js";
+import * as audit from "./views/audit.js";
 
-const VIEWS = { overview, tree, processes, process: inspector, events };
+const VIEWS = { overview, tree, processes, process: inspector, events, audit };
 
 Object.assign(VIEWS, { crashes, crash });
 

@@ -144,7 +144,21 @@ function draw() {
       <section class="panel" id="insp-crashes">${crashPanel}</section>
       ${actions}
     </div>`;
-  if (allow) wireActions();
+  if (allow) {
+    wireActions();
+    hideUnpermitted();
+  }
+}
+
+// The login token's grant (page config "actions"): the server refuses the others anyway.
+function hideUnpermitted() {
+  const can = new Set(ctx.config.actions || []);
+  const buttons = { "act-kill": "kill", "act-suspend": "suspend", "act-resume": "suspend", "act-send": "send" };
+  for (const [id, action] of Object.entries(buttons)) {
+    if (!can.has(action)) document.getElementById(id).classList.add("hidden");
+  }
+  if (!can.has("kill")) document.getElementById("kill-reason").classList.add("hidden");
+  if (!can.has("send")) document.getElementById("send-msg").classList.add("hidden");
 }
 
 function wireActions() {
