@@ -14,7 +14,13 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
 * ``restart_p50_ms`` / ``restart_p99_ms``: crash-to-running-again latency of a
   child of a one_for_one supervisor with 1,000 children;
 * ``million_idle_processes_gb``: 1,000,000 idle processes, measured (RSS) or
-  extrapolated.
+  extrapolated;
+* ``crash_reports_call_ratio``: call round trips/s on a node with crash reports
+  on (the default) over a node created with ``crash_reports=False``, same round
+  (reports are built only when a process crashes: this checks the hot path
+  stays as fast);
+* ``flight_recorder_call_ratio``: call round trips/s with the flight recorder on
+  for both the client and the server over the same with it off.
 
 The last line printed is one JSON object; everything before it is progress.
 """
@@ -71,6 +77,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "call_vs_pykka_ask": (">=", 8.0),
     "bytes_per_idle_process": ("<=", 2616.0),
     "restart_p99_ms": ("<=", 1.0),
+    "crash_reports_call_ratio": (">=", 0.97),
+    "flight_recorder_call_ratio": (">=", 0.8),
 }
 """Key -> (comparison, target). 2616 bytes is a fresh BEAM process (OTP 26, 64-bit)."""
 
@@ -197,9 +205,10 @@ async def actor_pingpong(node: Node, n: int) -> float:
         node.exit(pong_pid, "kill")
 
 
-async def actor_call(node: Node, server: Pid, n: int, *, timeout: float | None = 5.0) -> float:
+async def actor_call(node: Node, server: Pid, n: int, *, timeout: float | None = 5.0, recorder: bool = False) -> float:
     """Round trips/s of ``await node.call(server, i)`` from a client process
-    (``timeout`` as given; 5.0 s is ``call``'s default)."""
+    (``timeout`` as given; 5.0 s is ``call``'s default). ``recorder``: with the
+    flight recorder on for the client and the server."""
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
     async def client(proc: Process) -> None:
@@ -213,8 +222,15 @@ async def actor_call(node: Node, server: Pid, n: int, *, timeout: float | None =
                 await call(server, i, timeout=timeout)
         done.set_result(n / (perf() - t0))
 
-    node.spawn(client)
-    return await done
+    pid = node.spawn(client)
+    if recorder:
+        node.flight_recorder(pid, True)
+        node.flight_recorder(server, True)
+    try:
+        return await done
+    finally:
+        if recorder:
+            node.flight_recorder(server, False)
 
 
 def pykka_ask(ref: Any, n: int) -> float:
@@ -231,13 +247,16 @@ async def throughput(cfg: Config) -> dict[str, Any]:
     rows: list[dict[str, float]] = []
     ref = _PykkaEcho.start()
     try:
-        async with Node(log_crashes=False) as node:
+        async with Node(log_crashes=False) as node, Node(log_crashes=False, crash_reports=False) as node_off:
             server = await start_server(node, _Echo)
-            assert server is not None
+            server_off = await start_server(node_off, _Echo)
+            assert server is not None and server_off is not None
             # warm-up (imports, code paths, allocator)
             await queue_pair(cfg.queue_rt // 10)
             await actor_pingpong(node, cfg.pingpong_rt // 10)
             await actor_call(node, server, cfg.call_rt // 10)
+            await actor_call(node_off, server_off, cfg.call_rt // 10)
+            await actor_call(node, server, cfg.call_rt // 10, recorder=True)
             pykka_ask(ref, cfg.pykka_rt // 10)
             for r in range(cfg.rounds):
                 row: dict[str, float] = {}
@@ -246,6 +265,8 @@ async def throughput(cfg: Config) -> dict[str, Any]:
                     ("pingpong", lambda: actor_pingpong(node, cfg.pingpong_rt)),
                     ("call", lambda: actor_call(node, server, cfg.call_rt)),
                     ("call_no_timeout", lambda: actor_call(node, server, cfg.call_rt, timeout=None)),
+                    ("call_reports_off", lambda: actor_call(node_off, server_off, cfg.call_rt)),
+                    ("call_recorder", lambda: actor_call(node, server, cfg.call_rt, recorder=True)),
                     ("pykka", None),
                 ]
                 # rotate the order each round so no figure always runs first
@@ -257,9 +278,11 @@ async def throughput(cfg: Config) -> dict[str, Any]:
                 progress(
                     f"round {r + 1}/{cfg.rounds}: queue {row['queue']:,.0f}/s  pingpong {row['pingpong']:,.0f}/s  "
                     f"call {row['call']:,.0f}/s  call(timeout=None) {row['call_no_timeout']:,.0f}/s  "
-                    f"pykka ask {row['pykka']:,.0f}/s"
+                    f"pykka ask {row['pykka']:,.0f}/s  call(reports off) {row['call_reports_off']:,.0f}/s  "
+                    f"call(flight recorder) {row['call_recorder']:,.0f}/s"
                 )
             await stop_server(node, server)
+            await stop_server(node_off, server_off)
     finally:
         ref.stop()
 
@@ -271,6 +294,8 @@ async def throughput(cfg: Config) -> dict[str, Any]:
         "call_vs_asyncio_queue": med(lambda x: x["call"] / x["queue"]),
         "pingpong_vs_pykka_ask": med(lambda x: x["pingpong"] / x["pykka"]),
         "call_vs_pykka_ask": med(lambda x: x["call"] / x["pykka"]),
+        "crash_reports_call_ratio": med(lambda x: x["call"] / x["call_reports_off"]),
+        "flight_recorder_call_ratio": med(lambda x: x["call_recorder"] / x["call"]),
         "details": {
             "rounds": cfg.rounds,
             "round_trips_per_round": {
@@ -285,6 +310,9 @@ async def throughput(cfg: Config) -> dict[str, Any]:
             "call_timeout_none_rt_per_s": rnd(med(lambda x: x["call_no_timeout"])),
             "call_timeout_none_vs_asyncio_queue": rnd(med(lambda x: x["call_no_timeout"] / x["queue"])),
             "pykka_ask_rt_per_s": rnd(med(lambda x: x["pykka"])),
+            "call_reports_off_rt_per_s": rnd(med(lambda x: x["call_reports_off"])),
+            "call_reports_off_vs_asyncio_queue": rnd(med(lambda x: x["call_reports_off"] / x["queue"])),
+            "call_flight_recorder_rt_per_s": rnd(med(lambda x: x["call_recorder"])),
             "per_round": [{k: rnd(v) for k, v in row.items()} for row in rows],
         },
     }
@@ -611,7 +639,14 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
 
     progress(f"throughput: {cfg.rounds} interleaved rounds")
     tp = asyncio.run(throughput(cfg))
-    for k in ("pingpong_vs_asyncio_queue", "call_vs_asyncio_queue", "pingpong_vs_pykka_ask", "call_vs_pykka_ask"):
+    for k in (
+        "pingpong_vs_asyncio_queue",
+        "call_vs_asyncio_queue",
+        "pingpong_vs_pykka_ask",
+        "call_vs_pykka_ask",
+        "crash_reports_call_ratio",
+        "flight_recorder_call_ratio",
+    ):
         result[k] = tp[k]
     details["throughput"] = tp["details"]
 

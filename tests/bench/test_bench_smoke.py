@@ -26,6 +26,8 @@ KEYS = (
     "restart_p50_ms",
     "restart_p99_ms",
     "million_idle_processes_gb",
+    "crash_reports_call_ratio",
+    "flight_recorder_call_ratio",
 )
 
 
