@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest bench chromium clean
+.PHONY: demo test lint typecheck pytest bench chromium redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) $(WEB_STAMP) chromium
+# Debian's redis-server for the shared message-queue tests (tests/observer/test_redis.py)
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's redis-server for the message-queue tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is missing: the message-queue tests will be skipped"; fi; \
+	fi
+
+pytest: $(STAMP) $(WEB_STAMP) chromium redis-server
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -233,6 +233,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         engineio_logger=False,
     )
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
+    hub.shared = config.message_queue is not None
     state.hub = hub
     if config.live_publisher:
         state.manager.on_change(hub.on_change)

@@ -123,6 +123,9 @@ class LiveHub:
         self._stopped = threading.Event()
         self.batches_sent = 0
         self.changes_seen = 0
+        self.shared = False
+        """With a message queue shared by several servers: push every node's
+        batches, whether or not this server has a subscriber (another may)."""
 
     # -- producer side (attach loop thread) ------------------------------------------------------
 
@@ -208,7 +211,7 @@ class LiveHub:
                             "node_status", {"node": node, "status": st}, namespace=NAMESPACE, to=room_of(node)
                         )
                         sent += 1
-            if node not in watched:
+            if node not in watched and not self.shared:
                 continue
             out, cut = coalesce(changes)
             seq = self._seq.get(node, 0) + 1
