@@ -308,7 +308,7 @@ class Engine:
             self._down.discard(old)
             mine = self._ledger_pending.get(sup, {}).pop(old, None)
             self._ledger.setdefault(sup, deque()).extend([t] * (mine or 1))
-            if mine is None:
+            if mine is None and sup in self.journal.budgets:
                 self._budget_note(sup, foreign=True)
         k = self._pending.pop(old, None) if old is not None else None
         if k is not None:
