@@ -68,3 +68,14 @@ def test_unknown_benchmark_prints_usage_and_exits_2() -> None:
     proc = _run("no-such-bench")
     assert proc.returncode == 2
     assert "usage" in proc.stderr
+
+
+def test_fanin_quick_run_ends_with_json_holding_its_figures() -> None:
+    proc = _run("fanin", "--quick")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == 2 and result["processes"] >= 2000
+    for key in ("update_p99_ms", "observer_cpu_fraction", "observer_rss_mb"):
+        value = result[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert result["restarts_measured"] > 0
