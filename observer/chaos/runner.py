@@ -36,6 +36,8 @@ def attached(
         att = mgr.add(address, token, P.ROLE_OPERATOR, name=name or address)
         deadline = time.monotonic() + timeout
         while att.model.status != "up" or att.client is None:
+            if (att.last_error or "").startswith(P.E_AUTH_FAILED):
+                raise TimeoutError(f"cannot attach to {address}: {att.last_error} (not an operator token?)")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"cannot attach to {address}: {att.last_error or att.model.status}")
             time.sleep(0.02)
