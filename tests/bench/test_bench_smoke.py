@@ -79,3 +79,17 @@ def test_fanin_quick_run_ends_with_json_holding_its_figures() -> None:
         value = result[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert result["restarts_measured"] > 0
+
+
+def test_chaos_quick_run_ends_with_json_holding_its_figures() -> None:
+    proc = _run("chaos", "--quick")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("recovery_p50_ms", "recovery_p99_ms"):
+        assert set(result[key]) == {"10", "100", "1000"}, key
+        for rate, value in result[key].items():
+            assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (key, rate, value)
+    assert result["within_budget_kills"] > 0
+    assert result["within_budget_give_ups"] == 0
+    for rate, row in result["details"].items():
+        assert row["attempted"] == row["carried_out"] + row["skipped_budget"] + row["skipped_other"], rate
