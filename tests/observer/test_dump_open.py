@@ -14,9 +14,11 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from click.testing import CliRunner
@@ -27,6 +29,7 @@ from tests.observer import wait_for
 
 URL_RE = re.compile(r"(http://127\.0\.0\.1:\d+)/login\?token=(\S+)")
 TOKEN = "dump-test-operator-token-0123456789"
+T = TypeVar("T")
 
 NODE_MAIN = """
 import asyncio, sys
@@ -99,6 +102,26 @@ async def _last_snapshot_after_a_crash(address: str) -> tuple[set[str], str]:
         await client.close()
 
 
+def _run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run`` in a thread of its own (a browser test may leave a loop
+    running in this one)."""
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            out.append(asyncio.run(make()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=main, name="dump-test-client")
+    t.start()
+    t.join(120)
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
 def test_a_dump_written_on_sigterm_opens_as_a_frozen_node(tmp_path: Path) -> None:
     script = tmp_path / "node_main.py"
     script.write_text(NODE_MAIN)
@@ -110,7 +133,7 @@ def test_a_dump_written_on_sigterm_opens_as_a_frozen_node(tmp_path: Path) -> Non
     )
     try:
         address = _read_until(node, re.compile(r"agent (\S+)\n")).group(1)
-        pids, victim = asyncio.run(_last_snapshot_after_a_crash(address))
+        pids, victim = _run_in_thread(lambda: _last_snapshot_after_a_crash(address))
         node.send_signal(signal.SIGTERM)
         assert node.wait(30) == -signal.SIGTERM  # the default action still ends the process
     finally:
