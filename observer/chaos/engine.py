@@ -366,7 +366,13 @@ class Engine:
                 self._ledger.setdefault(sup, deque()).extend([t] * entries.pop(key))
 
     def _on_reset(self) -> None:
-        """A resync dropped events: pending kills whose child is back are recovered (time unknown)."""
+        """A snapshot replaced the picture, and the batch lost the changes before it: replay the
+        restarts the model still remembers, then pending kills whose child is back are recovered
+        (time unknown)."""
+        for ev in self.model.recent_events(limit=1000, kinds=("restart",)):
+            if ev.get("old_pid") in self._pending:
+                data = {k: ev.get(k) for k in ("supervisor", "child_id", "old_pid", "new_pid", "restarts", "time")}
+                self._on_restart(Change("restart", ev.get("new_pid"), data))
         paths = child_paths(self.model)
         for pid, k in list(self._pending.items()):
             path = k.rec.get("path")

@@ -41,6 +41,7 @@ def attached(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"cannot attach to {address}: {att.last_error or att.model.status}")
             time.sleep(0.02)
+        time.sleep(0.1)  # the snapshot's change batch goes out before anyone subscribes
         yield mgr, att
     finally:
         mgr.close()
