@@ -1,0 +1,238 @@
+// Chaos: configure, start (confirmed, audited server-side), watch and stop an experiment;
+// past experiments from the history. Polls /api/chaos while one runs (docs/chaos.md).
+import { LiveChart } from "../chart.js";
+import { esc, fmtDateTime, fmtTime, rendered } from "../util.js";
+
+const KILLS_SHOWN = 200;
+let ctx = null;
+let chart = null;
+let current = null; // id of the experiment shown
+let killsFrom = 0;
+let kills = [];
+let timer = null;
+let historyTimer = null;
+
+const $ = (id) => document.getElementById(id);
+const list = (s) => (s || "").split(",").map((x) => x.trim()).filter(Boolean);
+const num = (v) => (v === "" || v === null || v === undefined ? undefined : Number(v));
+
+export function mount(root, context) {
+  ctx = context;
+  chart = new LiveChart($("chaos-chart"), { cap: 5000, flushMs: 300, yTitle: "ms" });
+  const may = !!ctx.config.may_chaos;
+  $("chaos-gate").textContent = may
+    ? "Kills processes of the selected node through its agent; every experiment and every kill is audited."
+    : "Starting experiments needs --allow-destructive-actions on the server and a login token granted 'chaos'.";
+  if (may) {
+    const sel = $("chaos-node");
+    for (const n of ctx.nodes) sel.append(new Option(n, n, false, n === ctx.node));
+    $("chaos-form").classList.remove("hidden");
+    $("chaos-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      start();
+    });
+  }
+  $("chaos-stop").addEventListener("click", stop);
+  $("chaos-history").addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-id]");
+    if (li) show(li.dataset.id);
+  });
+  loadHistory(true);
+  historyTimer = setInterval(() => loadHistory(false), 5000);
+}
+
+export function update() {}
+
+export function destroy() {
+  clearInterval(timer);
+  clearInterval(historyTimer);
+  if (chart) chart.destroy();
+}
+
+function body() {
+  const f = new FormData($("chaos-form"));
+  const g = (k) => (f.get(k) || "").toString().trim();
+  const kill = {
+    policy: g("policy"),
+    interval_ms: num(g("interval_ms")),
+    jitter_ms: num(g("jitter_ms")),
+    burst_size: num(g("burst_size")),
+    reason: g("reason") || "kill",
+    mode: g("mode"),
+    budget_margin: num(g("budget_margin")),
+    duration_s: num(g("duration_s")),
+    kills: num(g("kills")),
+    protected: list(g("protected")),
+  };
+  if (g("root")) kill.root = g("root");
+  if (list(g("names")).length) kill.names = list(g("names"));
+  if (list(g("labels")).length) kill.labels = list(g("labels"));
+  if (kill.policy === "sequence") kill.sequence = list(g("sequence"));
+  for (const k of Object.keys(kill)) if (kill[k] === undefined) delete kill[k];
+  const mailbox = list(g("mailbox")).map((s) => {
+    const i = s.lastIndexOf("=");
+    return { name: s.slice(0, i), max: Number(s.slice(i + 1)) };
+  });
+  return {
+    node: g("node"),
+    kill,
+    hypothesis: {
+      recovery_ms: num(g("recovery_ms")),
+      max_give_ups: num(g("max_give_ups")),
+      process_tolerance: g("process_tolerance") ? (g("process_tolerance").endsWith("%") ? g("process_tolerance") : Number(g("process_tolerance"))) : null,
+      children_restored: f.get("children_restored") === "on",
+      mailbox,
+      alive: list(g("alive")),
+    },
+    abort_on_deviation: f.get("abort_on_deviation") === "on",
+    settle_s: num(g("settle_s")) ?? 10,
+    confirm: false,
+  };
+}
+
+async function start() {
+  const err = $("chaos-form-error");
+  err.classList.add("hidden");
+  const b = body();
+  const what = `${b.kill.mode === "unbounded" ? "UNBOUNDED" : "within-budget"} kills on ${b.node}` +
+    (b.kill.root ? ` under ${b.kill.root}` : " (whole node)");
+  if (!window.confirm(`Start killing processes: ${what}?\nEvery kill is audited.`)) return;
+  b.confirm = true;
+  try {
+    const res = await ctx.api.request("POST", "/api/chaos/experiments", { body: b });
+    show(res.id);
+    loadHistory(false);
+  } catch (e) {
+    err.textContent = e.message;
+    err.classList.remove("hidden");
+  }
+}
+
+async function stop() {
+  if (!current) return;
+  $("chaos-stop").disabled = true;
+  try {
+    await ctx.api.request("POST", `/api/chaos/experiments/${encodeURIComponent(current)}/abort`, { body: {} });
+  } catch (e) {
+    $("chaos-status").textContent = `could not stop: ${e.message}`;
+  }
+}
+
+async function loadHistory(first) {
+  let data;
+  try {
+    data = await ctx.api.request("GET", "/api/chaos/experiments", { params: { limit: 50 } });
+  } catch (e) {
+    $("chaos-history").innerHTML = `<li class="error-banner">${esc(e.message)}</li>`;
+    return;
+  }
+  const seen = new Set();
+  const rows = [];
+  for (const j of [...(data.running || []), ...(data.history || [])]) {
+    if (seen.has(j.id)) continue;
+    seen.add(j.id);
+    const held = j.hypothesis_held ?? j.held;
+    const cls = j.status === "running" ? "" : held ? "chaos-ok" : "chaos-bad";
+    rows.push(
+      `<li data-id="${esc(j.id)}"><span class="${cls}">${esc(j.status)}</span> ${esc(j.title || j.id)} ` +
+        `<span class="muted small">${esc(j.node)} · ${fmtDateTime(j.started)}</span></li>`,
+    );
+  }
+  $("chaos-history").innerHTML = rows.join("") || '<li class="muted">none yet</li>';
+  if (first) {
+    const running = (data.running || [])[0];
+    if (running) show(running.id);
+    rendered("chaos", { experiments: rows.length });
+  }
+}
+
+function show(id) {
+  clearInterval(timer);
+  current = id;
+  killsFrom = 0;
+  kills = [];
+  chart.destroy();
+  chart = new LiveChart($("chaos-chart"), { cap: 5000, flushMs: 300, yTitle: "ms" });
+  $("chaos-stop").disabled = false;
+  poll();
+  timer = setInterval(poll, 500);
+}
+
+async function poll() {
+  const id = current;
+  let j;
+  try {
+    j = await ctx.api.request("GET", `/api/chaos/experiments/${encodeURIComponent(id)}`, { params: { kills_from: killsFrom } });
+  } catch (e) {
+    $("chaos-status").textContent = `cannot load ${id}: ${e.message}`;
+    return;
+  }
+  if (id !== current) return;
+  // kills still pending are fetched again next time (their recovery comes later)
+  const firstPending = j.kills.findIndex((k) => k.status === "pending");
+  const done = firstPending < 0 ? j.kills.length : firstPending;
+  for (const k of j.kills.slice(0, done)) {
+    kills.push(k);
+    if (k.recovery_ms !== null && k.recovery_ms !== undefined) chart.push("recovery", k.time, k.recovery_ms);
+  }
+  if (kills.length > 2 * KILLS_SHOWN) kills = kills.slice(-KILLS_SHOWN);
+  killsFrom += done;
+  draw(j);
+  if (j.status !== "running") {
+    clearInterval(timer);
+    timer = null;
+  }
+}
+
+function draw(j) {
+  const s = j.summary;
+  const r = s.recovery_ms;
+  const held = j.hypothesis_held;
+  $("chaos-title").textContent = `${j.title} (${j.node})`;
+  $("chaos-stop").classList.toggle("hidden", j.status !== "running" || !ctx.config.may_chaos);
+  $("chaos-status").innerHTML =
+    `<b class="${j.status === "running" ? "" : held ? "chaos-ok" : "chaos-bad"}">${esc(j.status)}</b>` +
+    (held === null || held === undefined ? "" : held ? " · hypothesis held" : " · hypothesis NOT held") +
+    ` · started ${fmtTime(j.started)}` +
+    (j.action ? ` · ${esc(j.action)}` : "") +
+    (j.aborted_at ? ` · stopped at ${fmtTime(j.aborted_at)} (${esc(j.abort_reason || "")})` : "") +
+    (j.error ? ` · <span class="chaos-bad">${esc(j.error)}</span>` : "");
+  const stat = (label, v) => `<div><b>${v ?? "–"}</b><span>${label}</span></div>`;
+  $("chaos-stats").innerHTML = [
+    stat("attempted", s.attempted),
+    stat("carried out", s.carried_out),
+    stat("skipped (budget)", s.skipped.would_exceed_budget),
+    stat("recovered", s.recovered),
+    stat("not restarted", s.not_restarted),
+    stat("give-ups", s.give_ups),
+    stat("p50 ms", r.p50),
+    stat("p90 ms", r.p90),
+    stat("p99 ms", r.p99),
+    stat("max ms", r.max),
+  ].join("");
+  const budgets = Object.entries(j.budgets || {});
+  $("chaos-budgets").innerHTML =
+    "<tr><th>supervisor</th><th>strategy</th><th>peak used / intensity</th><th>period</th><th>kills</th></tr>" +
+    budgets
+      .map(([pid, b]) =>
+        `<tr class="${b.gave_up ? "chaos-bad" : ""}"><td>${esc(b.name || "?")} <span class="muted">${esc(pid)}</span></td>` +
+          `<td>${esc(b.strategy)}</td><td>${b.peak_used} / ${b.intensity}${b.gave_up ? " GAVE UP" : ""}</td>` +
+          `<td>${b.period} s</td><td>${b.kills}</td></tr>`)
+      .join("");
+  const bad = [
+    ...(j.deviations || []).map((d) => `<li class="chaos-bad">[${esc(d.phase)}] ${esc(d.message)}</li>`),
+    ...(j.checks || []).filter((c) => !c.ok).slice(0, 20)
+      .map((c) => `<li class="chaos-bad">check ${esc(c.probe)} (${esc(c.phase)}): ${esc(JSON.stringify(c.value))} ` +
+        `<span class="muted small">${esc(JSON.stringify(c.evidence).slice(0, 400))}</span></li>`),
+  ];
+  $("chaos-deviations").innerHTML = bad.join("") || '<li class="muted">none</li>';
+  const shown = [...kills, ...j.kills.filter((k) => k.status === "pending")].slice(-KILLS_SHOWN).reverse();
+  $("chaos-kills").innerHTML =
+    "<tr><th>#</th><th>time</th><th>victim</th><th>supervisor</th><th>status</th><th>recovery ms</th><th>restarted</th></tr>" +
+    shown
+      .map((k) =>
+        `<tr><td>${k.n}</td><td>${fmtTime(k.time)}</td><td>${esc(k.name || k.label || "")} <span class="muted">${esc(k.pid)}</span></td>` +
+          `<td class="muted">${esc(k.supervisor || "")}</td><td class="${k.status === "recovered" ? "chaos-ok" : k.status === "pending" ? "" : "chaos-bad"}">${esc(k.status)}</td>` +
+          `<td>${k.recovery_ms ?? ""}</td><td class="muted">${esc((k.restarted || []).map((x) => x.child_id ?? x.new_pid).join(", "))}</td></tr>`)
+      .join("");
+}
