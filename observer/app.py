@@ -220,6 +220,9 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     crashes.register(app)
     cluster.register(app)
     auditlog.register(app)
+    from .chaos import web as chaos_web  # the Chaos page and /api/chaos (docs/chaos.md)
+
+    chaos_web.register(app)
 
     socketio = SocketIO()
     socketio.init_app(

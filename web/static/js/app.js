@@ -10,10 +10,12 @@ import * as crashes from "./views/crashes.js";
 import * as crash from "./views/crash.js";
 import * as events from "./views/events.js";
 import * as audit from "./views/audit.js";
+import * as chaos from "./views/chaos.js";
 
 const VIEWS = { overview, tree, processes, process: inspector, events, audit };
 
 Object.assign(VIEWS, { crashes, crash });
+Object.assign(VIEWS, { chaos });
 
 function readConfig() {
   try {

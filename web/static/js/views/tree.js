@@ -3,6 +3,7 @@
 import { LIFECYCLE } from "../state.js";
 import { TreeGraph } from "../treegraph.js";
 import { debounce, esc, fmtInt, processHref, rendered } from "../util.js";
+import { watchKills } from "./chaos_flash.js";
 
 let ctx = null;
 let graph = null;
@@ -20,6 +21,7 @@ let focusAfterLoad = null;
 let applied = []; // restarts patched in place while a fetch was in flight: re-applied on its (older) answer
 let drawnLifecycle = 0;
 let firstLoad = true;
+let stopKills = () => {}; // chaos experiments' kills flash too (views/chaos_flash.js)
 const AUTO_FOLD = 2000; // bigger trees open with leaf-only supervisors of 20+ children folded (?expand=all: not) // lifecycle changes received before the fetch behind the current drawing
 
 export function mount(root, context) {
@@ -47,6 +49,7 @@ export function mount(root, context) {
   const hl = (new URL(location.href).searchParams.get("path") || "").split(",").filter(Boolean);
   if (hl.length) focusAfterLoad = { pid: hl[hl.length - 1], path: hl };
   refetch("first");
+  stopKills = watchKills(ctx, (kills) => graph && graph.flashIds(kills.flatMap((k) => [k.pid, k.new_pid, k.supervisor]).filter((id) => id && graph.all.has(id))));
 }
 
 /** Fetch the tree now, or once more right after the fetch in flight. */
@@ -386,6 +389,7 @@ export function has(pid) {
 
 export function destroy() {
   clearTimeout(sampleTimer);
+  stopKills();
   graph && graph.destroy();
   graph = null;
 }
