@@ -156,7 +156,7 @@ _OPTIONS = [
     click.option(
         "--mode", type=click.Choice(["within_budget", "unbounded"]), default="within_budget", show_default=True
     ),
-    click.option("--budget-margin", type=int, default=0, show_default=True, help="restarts of headroom left"),
+    click.option("--budget-margin", type=int, default=1, show_default=True, help="restarts of headroom left"),
     click.option("--seed", type=int, default=None),
     click.option("--recovery-ms", type=float, default=5000.0, show_default=True, help="max time to restart"),
     click.option("--max-give-ups", type=int, default=0, show_default=True),

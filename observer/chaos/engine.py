@@ -113,6 +113,7 @@ class Engine:
         self._gone_ok: set[PathKey] = set()
         self._slow: list[dict[str, Any]] = []
         self._base: Baseline | None = None
+        self._last_during: dict[str, tuple[str, bool, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._launched = 0
         self._rng = random.Random()
@@ -239,6 +240,12 @@ class Engine:
             )  # fmt: skip
             if r is None:
                 continue
+            if record and phase == "during":
+                key = (probe.name, r.ok, repr(r.value))
+                if self._last_during.get(probe.name) == key:
+                    ok = ok and r.ok
+                    continue  # during the method, a check is journaled when its result changes
+                self._last_during[probe.name] = key
             if record:
                 with self.journal.lock:
                     self.journal.checks.append(r.as_dict())
@@ -252,6 +259,10 @@ class Engine:
     def _deviate(self, probe: str, phase: str, message: str, evidence: dict[str, Any]) -> None:
         d = {"probe": probe, "phase": phase, "time": time.time(), "message": message, "evidence": evidence}
         with self.journal.lock:
+            if any(
+                x["probe"] == probe and x["phase"] == phase and x["message"] == message for x in self.journal.deviations
+            ):
+                return  # the same deviation, seen again by a later check
             self.journal.deviations.append(d)
         self._emit("deviation", d)
         if self.exp.abort_on_deviation and not self._stop:

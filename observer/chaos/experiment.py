@@ -98,8 +98,10 @@ class KillSpec:
     """Stop after this many kill attempts (or ``duration_s``, whichever first); within budget,
     attempts that would exceed a budget are skipped and counted, not carried out."""
     mode: str = "within_budget"
-    budget_margin: int = 0
-    """Restarts of headroom left in every budget (within_budget) for crashes the experiment does not cause."""
+    budget_margin: int = 1
+    """Restarts of headroom left in every budget (within_budget) for crashes the experiment does not
+    cause; 0 pushes supervisors to their very limit (Erlang chaos_monkey's ``almost_kill``), which is
+    safe only when nothing else crashes meanwhile."""
     seed: int | None = None
 
 
@@ -342,7 +344,7 @@ def kill_spec(args: dict[str, Any], *, where: str = "", name: str = "kill") -> K
     seed = args.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ExperimentError(f"{_at(where)}seed must be an integer")
-    margin = args.get("budget_margin", 0)
+    margin = args.get("budget_margin", 1)
     if isinstance(margin, bool) or not isinstance(margin, int) or not 0 <= margin <= 1000:
         raise ExperimentError(f"{_at(where)}budget_margin must be an integer between 0 and 1000")
     burst = args.get("burst_size", 1)

@@ -164,7 +164,7 @@ def test_within_budget_on_the_fragile_tree_skips_the_fatal_kill(shared: Any) -> 
     top = h.run_async(actors.start_supervisor(h.node, kids, intensity=1, period=5.0, name="fragile2"))
     try:
         wait_for(lambda: len(att.model.search("FragileWorker2")) == 3, what="fragile workers")
-        exp = experiment(settle=2.0, root="fragile2", interval_ms=10, kills=30, seed=2)
+        exp = experiment(settle=2.0, root="fragile2", interval_ms=10, kills=30, seed=2, budget_margin=0)
         _, j = run(mgr, att, exp)
         assert j["hypothesis_held"] is True, j["deviations"]
         assert j["summary"]["carried_out"] == 1  # intensity 1 in 5 s: one restart, no more

@@ -181,6 +181,7 @@ async function poll() {
   if (j.status !== "running") {
     clearInterval(timer);
     timer = null;
+    setTimeout(() => loadHistory(false), 500); // the final journal is in the history by then
   }
 }
 
@@ -232,7 +233,7 @@ function draw(j) {
     shown
       .map((k) =>
         `<tr><td>${k.n}</td><td>${fmtTime(k.time)}</td><td>${esc(k.name || k.label || "")} <span class="muted">${esc(k.pid)}</span></td>` +
-          `<td class="muted">${esc(k.supervisor || "")}</td><td class="${k.status === "recovered" ? "chaos-ok" : k.status === "pending" ? "" : "chaos-bad"}">${esc(k.status)}</td>` +
+          `<td class="muted">${esc(k.supervisor || "")}</td><td class="${k.status === "recovered" ? "chaos-ok" : k.status === "pending" || k.status.endsWith("temporary") || k.status === "survives" ? "muted" : "chaos-bad"}">${esc(k.status)}</td>` +
           `<td>${k.recovery_ms ?? ""}</td><td class="muted">${esc((k.restarted || []).map((x) => x.child_id ?? x.new_pid).join(", "))}</td></tr>`)
       .join("");
 }
