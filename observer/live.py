@@ -248,11 +248,11 @@ class LiveNamespace(Namespace):
         view = data.get("view") if isinstance(data, dict) else None
         if not isinstance(node, str) or self.state.model(node) is None:
             ack = {"ok": False, "error": "unknown_node", "node": node}
-            self.emit("ack", ack)
+            self.emit("ack", ack, room=sid)
             return ack
         if view is not None and view not in VIEWS:
             ack = {"ok": False, "error": "bad_view", "node": node}
-            self.emit("ack", ack)
+            self.emit("ack", ack, room=sid)
             return ack
         with self._lock:
             prev = self._rooms.get(sid)
@@ -265,7 +265,7 @@ class LiveNamespace(Namespace):
             self.hub.subscribed(node, +1)
         model = self.state.model(node)
         ack = {"ok": True, "node": node, "view": view, "room": room_of(node), "status": model.status}
-        self.emit("ack", ack)
+        self.emit("ack", ack, room=sid)
         return ack
 
     def on_disconnect(self, *args: Any) -> None:

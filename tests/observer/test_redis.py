@@ -70,6 +70,8 @@ class Server:
         self.batches: list[dict[str, Any]] = []
         self.client = socketio.Client()
         self.client.on("batch", self.batches.append, namespace="/live")
+        self.acks: list[dict[str, Any]] = []
+        self.client.on("ack", self.acks.append, namespace="/live")
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         self.client.connect(self.base, headers={"Cookie": cookie}, namespaces=["/live"], transports=["websocket"])
 
@@ -100,6 +102,7 @@ def test_two_servers_behind_redis_deliver_the_same_batches_to_their_browsers(tmp
             )
         b.subscribe()  # only b's browser at first: the publisher pushes for it anyway (through Redis)
         wait_for(lambda: len(b.batches) >= 2, timeout=30, what="batches at b's browser, published by a")
+        assert not a.acks  # b's subscription is acknowledged to b alone, not broadcast through Redis
         a.subscribe()
 
         def common() -> set[int]:
