@@ -296,3 +296,31 @@ def test_login_token_file_grants() -> None:
     ]:
         with pytest.raises(ValueError, match=msg):
             parse_login_tokens(bad)
+
+
+def test_serve_rejects_bad_cluster_options_with_clear_errors(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from observer.cli import main
+
+    env = {"OBSERVER_AGENT_TOKEN": "", "OBSERVER_AGENT_TOKEN_FILE": ""}
+    cfg = tmp_path / "cluster.toml"
+    cfg.write_text('[[nodes]]\naddress = "127.0.0.1:1"\ntoken = "inline-secret"\n')
+    res = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--no-browser"], env=env)
+    assert res.exit_code == 2 and "use token_file or token_env" in res.output
+    assert "inline-secret" not in res.output
+    res = CliRunner().invoke(main, ["serve", "--no-browser"], env=env)
+    assert res.exit_code == 2 and "nothing to observe" in res.output
+    res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--no-browser"], env=env)
+    assert res.exit_code == 2 and "needs agent tokens" in res.output
+    res = CliRunner().invoke(main, ["serve", "--listen-agents", "nowhere", "--no-browser"], env=env)
+    assert res.exit_code == 2 and "HOST:PORT" in res.output
+    env["OBSERVER_AGENT_TOKEN"] = "t" * 20
+    res = CliRunner().invoke(
+        main, ["serve", "--attach", "127.0.0.1:1", "--message-queue", "amqp://x", "--no-browser"], env=env
+    )
+    assert res.exit_code == 2 and "redis://" in res.output
+    res = CliRunner().invoke(
+        main, ["serve", "--attach", "x=127.0.0.1:1", "--attach", "x=127.0.0.1:2", "--no-browser"], env=env
+    )
+    assert res.exit_code == 2 and "unique" in res.output
