@@ -165,6 +165,8 @@ class Commands:
             b = p.behaviour
             rec["_state"] = b.state if isinstance(b, actors.GenServer) else _NO_STATE
             rec["_mailbox"] = p.mailbox_peek(peek)
+            fl = p._flight
+            rec["flight_recorder"] = None if fl is None else {"size": fl.size, "subtree": fl.subtree}
             if isinstance(b, actors.Supervisor):
                 rec["children"] = [
                     {

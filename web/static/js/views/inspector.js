@@ -295,7 +295,7 @@ async function loadCrashes() {
   }
   const last = list[0];
   const toggle = ctx.config.allow_destructive
-    ? `<div class="actions" style="margin-top:8px">Flight recorder:
+    ? `<div class="actions" style="margin-top:8px">Flight recorder <span id="fr-state" class="pill">${esc(recorderState())}</span>
         <button type="button" id="fr-on">on</button><button type="button" id="fr-off">off</button>
         <label class="check"><input type="checkbox" id="fr-subtree"> whole subtree</label>
         <span id="fr-result" class="small muted">${esc(flightNote)}</span></div>`
@@ -321,6 +321,13 @@ async function loadCrashes() {
         flightNote = err.message;
       }
       document.getElementById("fr-result").textContent = flightNote;
+      reload();
     });
   }
+}
+
+function recorderState() {
+  const fr = ins.flight_recorder;
+  if (fr === undefined) return "unknown";
+  return fr ? `on (last ${fr.size}${fr.subtree ? ", subtree" : ""})` : "off";
 }
