@@ -41,6 +41,8 @@ __all__ = ["DialInAttachment", "DialInListener", "server_ssl_context"]
 log = logging.getLogger("observer.dialin")
 
 HANDSHAKE_TIMEOUT = 10.0
+MAX_PENDING = 64
+"""Connections still in TLS or the handshake at once; more are closed at once (and counted)."""
 
 
 def server_ssl_context(cert: str, key: str | None, client_ca: str | None = None) -> ssl.SSLContext:
@@ -111,6 +113,7 @@ class DialInListener:
         self.ssl_context = ssl_context
         self.store = store
         self.refused = 0
+        self.pending = 0
         self._server: asyncio.AbstractServer | None = None
 
     def start(self) -> DialInListener:
@@ -142,6 +145,17 @@ class DialInListener:
         return f"{self.host}:{self.port}"
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.pending >= MAX_PENDING:
+            self.refused += 1
+            writer.close()
+            return
+        self.pending += 1
+        try:
+            await self._accept(reader, writer)
+        finally:
+            self.pending -= 1
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         name: str | None = None
