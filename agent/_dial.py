@@ -85,7 +85,9 @@ class Dialer:
         self.connect_timeout = connect_timeout
         self.attempts = 0
         self.sessions = 0
-        """Sessions that got past the handshake."""
+        """Sessions that got past the handshake and have ended."""
+        self.current: Session | None = None
+        """The session in progress (handshake included), if any."""
         self.last_error: str | None = None
         self._future: concurrent.futures.Future[None] | None = None
 
@@ -152,8 +154,18 @@ class Dialer:
             return session
         log.info("agent: dialled the observer at %s:%s as %s", self.host, self.port, self.name)
         self.agent.sessions.append(session)
-        await session.run()  # returns when the connection ends; removes itself from agent.sessions
+        self.current = session
+        try:
+            await session.run()  # returns when the connection ends; removes itself from agent.sessions
+        finally:
+            self.current = None
         return session
+
+    @property
+    def connected(self) -> bool:
+        """True while a session with the observer is established (past the handshake)."""
+        s = self.current
+        return s is not None and s.ready
 
     @staticmethod
     async def _sleep(delay: float) -> None:

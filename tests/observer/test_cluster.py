@@ -324,3 +324,34 @@ def test_serve_rejects_bad_cluster_options_with_clear_errors(tmp_path: Path) -> 
         main, ["serve", "--attach", "x=127.0.0.1:1", "--attach", "x=127.0.0.1:2", "--no-browser"], env=env
     )
     assert res.exit_code == 2 and "unique" in res.output
+
+
+def test_a_dialling_agent_backs_off_until_the_observer_listens_and_again_after_it_restarts(tmp_path: Path) -> None:
+    import agent
+    from tests.agent.conftest import Host
+
+    port = free_port()
+    host = Host(token="op-token-for-dial-test-0123", read_token=READ_TOKEN)
+    dialer = agent.dial(host.agent, f"127.0.0.1:{port}", name="late", backoff_initial=0.05, backoff_max=0.4)
+    cluster: Cluster | None = None
+    try:
+        wait_for(lambda: dialer.attempts >= 4, timeout=30, what="dial attempts while nobody listens")
+        assert dialer.last_error and "ConnectionRefused" in dialer.last_error and dialer.sessions == 0
+        (tmp_path / "1").mkdir()
+        cluster = Cluster(tmp_path / "1", {}, listen_agents=f"127.0.0.1:{port}")
+        c = cluster.client()
+        wait_for(lambda: cluster.health(c).get("late", {}).get("status") == "up", timeout=30, what="attached")
+        assert dialer.connected and dialer.sessions == 0
+        cluster.close()  # the observer goes away: the agent dials again, with backoff
+        cluster = None
+        wait_for(lambda: not dialer.connected and dialer.sessions == 1, timeout=30, what="the agent noticed")
+        (tmp_path / "2").mkdir()
+        cluster = Cluster(tmp_path / "2", {}, listen_agents=f"127.0.0.1:{port}")
+        c = cluster.client()
+        wait_for(lambda: cluster.health(c).get("late", {}).get("status") == "up", timeout=30, what="re-attached")
+        assert dialer.connected and dialer.attempts >= 6
+    finally:
+        dialer.stop()
+        if cluster is not None:
+            cluster.close()
+        host.stop()
