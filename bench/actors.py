@@ -16,11 +16,11 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
 * ``million_idle_processes_gb``: 1,000,000 idle processes, measured (RSS) or
   extrapolated;
 * ``crash_reports_call_ratio``: call round trips/s on a node with crash reports
-  on (the default) over a node created with ``crash_reports=False``, same round
-  (reports are built only when a process crashes: this checks the hot path
-  stays as fast);
+  on (the default) over a node created with ``crash_reports=False``: the median
+  of back-to-back alternating blocks (reports are built only when a process
+  crashes: this checks the hot path stays as fast);
 * ``flight_recorder_call_ratio``: call round trips/s with the flight recorder on
-  for both the client and the server over the same with it off.
+  for both the client and the server over the same with it off (same method).
 
 The last line printed is one JSON object; everything before it is progress.
 """
@@ -97,6 +97,10 @@ class Config:
     restarts: int
     instrumented_restarts: int
     million: bool
+    pairs: int = 10
+    """Alternating on/off blocks for the crash-report and flight-recorder ratios."""
+    pair_rt: int = 1_000
+    """Call round trips per block."""
 
 
 FULL = Config(
@@ -112,6 +116,8 @@ FULL = Config(
     restarts=1_000,
     instrumented_restarts=300,
     million=True,
+    pairs=20,
+    pair_rt=5_000,
 )
 QUICK = Config(
     rounds=2,
@@ -242,6 +248,23 @@ def pykka_ask(ref: Any, n: int) -> float:
     return n / (perf() - t0)
 
 
+async def paired_ratio(a: Any, b: Any, pairs: int) -> tuple[float, list[float]]:
+    """Median of ``a()/b()`` over ``pairs`` back-to-back blocks, alternating which
+    runs first: load from the rest of the machine drifts slowly, so adjacent
+    blocks see about the same and their ratio cancels most of it."""
+    ratios = []
+    for i in range(pairs):
+        gc.collect()
+        if i % 2:
+            rb = await b()
+            ra = await a()
+        else:
+            ra = await a()
+            rb = await b()
+        ratios.append(ra / rb)
+    return median(ratios), ratios
+
+
 async def throughput(cfg: Config) -> dict[str, Any]:
     """Interleaved rounds of every throughput figure; ratios per round, then medians."""
     rows: list[dict[str, float]] = []
@@ -281,6 +304,17 @@ async def throughput(cfg: Config) -> dict[str, Any]:
                     f"pykka ask {row['pykka']:,.0f}/s  call(reports off) {row['call_reports_off']:,.0f}/s  "
                     f"call(flight recorder) {row['call_recorder']:,.0f}/s"
                 )
+            progress(f"crash reports and flight recorder: {cfg.pairs} alternating blocks of {cfg.pair_rt:,} calls")
+            reports_ratio, reports_blocks = await paired_ratio(
+                lambda: actor_call(node, server, cfg.pair_rt),
+                lambda: actor_call(node_off, server_off, cfg.pair_rt),
+                cfg.pairs,
+            )
+            recorder_ratio, recorder_blocks = await paired_ratio(
+                lambda: actor_call(node, server, cfg.pair_rt, recorder=True),
+                lambda: actor_call(node, server, cfg.pair_rt),
+                cfg.pairs,
+            )
             await stop_server(node, server)
             await stop_server(node_off, server_off)
     finally:
@@ -294,8 +328,8 @@ async def throughput(cfg: Config) -> dict[str, Any]:
         "call_vs_asyncio_queue": med(lambda x: x["call"] / x["queue"]),
         "pingpong_vs_pykka_ask": med(lambda x: x["pingpong"] / x["pykka"]),
         "call_vs_pykka_ask": med(lambda x: x["call"] / x["pykka"]),
-        "crash_reports_call_ratio": med(lambda x: x["call"] / x["call_reports_off"]),
-        "flight_recorder_call_ratio": med(lambda x: x["call_recorder"] / x["call"]),
+        "crash_reports_call_ratio": reports_ratio,
+        "flight_recorder_call_ratio": recorder_ratio,
         "details": {
             "rounds": cfg.rounds,
             "round_trips_per_round": {
@@ -313,6 +347,9 @@ async def throughput(cfg: Config) -> dict[str, Any]:
             "call_reports_off_rt_per_s": rnd(med(lambda x: x["call_reports_off"])),
             "call_reports_off_vs_asyncio_queue": rnd(med(lambda x: x["call_reports_off"] / x["queue"])),
             "call_flight_recorder_rt_per_s": rnd(med(lambda x: x["call_recorder"])),
+            "crash_reports_ratio_per_block": [rnd(x, 4) for x in reports_blocks],
+            "flight_recorder_ratio_per_block": [rnd(x, 4) for x in recorder_blocks],
+            "crash_reports_ratio_of_round_medians": rnd(med(lambda x: x["call"] / x["call_reports_off"]), 4),
             "per_round": [{k: rnd(v) for k, v in row.items()} for row in rows],
         },
     }
