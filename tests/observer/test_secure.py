@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+import socketio
 from click.testing import CliRunner
 
 from examples.demo_system import PAYMENTS, build
@@ -235,6 +236,15 @@ def test_https_serving_with_a_login_token_file(tmp_path: Path, pki: Pki) -> None
         assert r.status_code == 403 and r.json()["error"] == "not_permitted"
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{base}/login", timeout=10)  # not trusting our CA: no connection
+        # live updates over wss://, with the same session
+        live = socketio.Client(http_session=http)
+        cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        live.connect(base, headers={"Cookie": cookie}, namespaces=["/live"], transports=["websocket"])
+        try:
+            ack = live.call("subscribe", {"node": "n1", "view": "tree"}, namespace="/live", timeout=10)
+            assert ack["ok"] and ack["status"] == "up"
+        finally:
+            live.disconnect()
     finally:
         stop_process(proc)
         node.stop()
