@@ -559,10 +559,12 @@ class HistoryStore:
                         msg.get("traceback"),
                     ),
                 )
-            if kind == "exit":
+            body = msg
+            if kind == "exit" and msg.get("report"):
                 for stmt, row in _crash_rows(node, seq, evtime, msg):
                     self._push(stmt, row)
-            self._push("event", (node, seq, evtime, recv, kind, pid, name, json.dumps(msg, default=str)))
+                body = {**msg, "report": True}  # the report itself is in crash_reports (observer/crashes.py)
+            self._push("event", (node, seq, evtime, recv, kind, pid, name, json.dumps(body, default=str)))
             replay(st.procs, st.names, msg)
             st.seq = seq if isinstance(seq, int) else st.seq
             st.last_time = max(st.last_time, evtime)
