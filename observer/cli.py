@@ -30,8 +30,10 @@ import webbrowser
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from .app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
 from .attach import parse_address
@@ -208,7 +210,12 @@ def demo(seed: int | None, scale: int, **opts: Any) -> None:
 @click.option("--agents-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate for it")
 @click.option("--agents-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key for it")
 @click.option("--agents-client-ca", type=click.Path(exists=True, dir_okay=False), help="require agent certificates")
-@click.option("--message-queue", default=None, help="redis://... shared by several observer servers")
+@click.option(
+    "--message-queue",
+    default=None,
+    envvar="OBSERVER_MESSAGE_QUEUE",
+    help="redis://... shared by several observer servers (with a password: OBSERVER_MESSAGE_QUEUE)",
+)
 @click.option(
     "--live-publisher/--no-live-publisher",
     default=True,
@@ -259,6 +266,9 @@ def serve_cmd(
             click.echo("observer: warning: agents dial in without TLS (--agents-certfile)", err=True)
     if message_queue and not message_queue.startswith(("redis://", "rediss://")):
         raise click.BadParameter("must be a redis:// or rediss:// URL", param_hint="--message-queue")
+    source = click.get_current_context().get_parameter_source("message_queue")
+    if message_queue and urlsplit(message_queue).password and source == ParameterSource.COMMANDLINE:
+        raise click.UsageError("a password on the command line is visible to every user: use OBSERVER_MESSAGE_QUEUE")
     for item in attach:
         name, _, address = item.rpartition("=")
         try:

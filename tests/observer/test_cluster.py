@@ -321,6 +321,10 @@ def test_serve_rejects_bad_cluster_options_with_clear_errors(tmp_path: Path) -> 
     )
     assert res.exit_code == 2 and "redis://" in res.output
     res = CliRunner().invoke(
+        main, ["serve", "--attach", "127.0.0.1:1", "--message-queue", "redis://:pw@h:6379/0", "--no-browser"], env=env
+    )
+    assert res.exit_code == 2 and "OBSERVER_MESSAGE_QUEUE" in res.output
+    res = CliRunner().invoke(
         main, ["serve", "--attach", "x=127.0.0.1:1", "--attach", "x=127.0.0.1:2", "--no-browser"], env=env
     )
     assert res.exit_code == 2 and "unique" in res.output
