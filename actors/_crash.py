@@ -24,6 +24,8 @@ Reference, not copy
     *mutates* that object in place before raising changes what the report
     shows (the report then shows the state as the handler left it). Handlers
     that return a new state (the usual functional style) are reported exactly.
+    A server that stops itself with ``Stop(reason, state)`` (an abnormal
+    reason) is reported with the state it returned in ``Stop``.
     A server that mutates in place and wants an exact "before" can opt in to
     a copy per message by setting the class attribute
     ``crash_state_copy = copy.deepcopy`` (any one-argument callable) on its
