@@ -169,6 +169,14 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             given = request.headers.get(CSRF_HEADER, "")
             expected = str(session.get("csrf") or "")
             if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                log.warning(
+                    "observer: refused %s %s from %s (%s): missing or wrong %s",
+                    request.method,
+                    request.path[:200],
+                    request.remote_addr,
+                    who(),
+                    CSRF_HEADER,
+                )
                 return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
         return None
 
