@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fnmatch
 import logging
 import random
 import secrets
@@ -49,9 +48,11 @@ from agent.client import AgentError
 
 from ..attach import Attachment
 from ..model import Change
+from .budget import BudgetLedger
 from .experiment import Experiment, KillSpec
 from .hypothesis import Baseline, PathKey, baseline, check, child_paths, path_of, resolve
 from .journal import Journal
+from .targets import candidates
 
 __all__ = ["Engine", "ProgressHook"]
 
@@ -108,8 +109,7 @@ class Engine:
         self._pending: dict[str, _Kill] = {}
         self._recent_by_sup: dict[str, deque[_Kill]] = {}
         self._down: set[str] = set()
-        self._ledger: dict[str, deque[float]] = {}
-        self._ledger_pending: dict[str, dict[str, int]] = {}
+        self.ledger = BudgetLedger(self.model)
         self._gone_ok: set[PathKey] = set()
         self._slow: list[dict[str, Any]] = []
         self._base: Baseline | None = None
@@ -317,13 +317,12 @@ class Engine:
         t = float(d.get("time") or time.time())
         if old is not None:
             self._down.discard(old)
-            mine = self._ledger_pending.get(sup, {}).pop(old, None)
-            self._ledger.setdefault(sup, deque()).extend([t] * (mine or 1))
-            if mine is None and sup in self.journal.budgets:
+            mine = self.ledger.restarted(sup, old, t)
+            if not mine and sup in self.journal.budgets:
                 self._budget_note(sup, foreign=True)
         k = self._pending.pop(old, None) if old is not None else None
         if k is not None:
-            self._spend(k.rec["pid"], t)
+            self.ledger.spend(k.rec["pid"], t)
             rec = k.rec
             rec["status"] = "recovered"
             rec["new_pid"] = new
@@ -370,12 +369,6 @@ class Engine:
                     {"gave_up": d, "recent_kills": recent},
                 )
 
-    def _spend(self, pid: str, t: float) -> None:
-        """The kill of ``pid`` is over: what it still holds in the ledger becomes spent at ``t``."""
-        for sup, entries in self._ledger_pending.items():
-            for key in [x for x in entries if x == pid or x.startswith(f"{pid}@")]:
-                self._ledger.setdefault(sup, deque()).extend([t] * entries.pop(key))
-
     def _on_reset(self) -> None:
         """A snapshot replaced the picture, and the batch lost the changes before it: replay the
         restarts the model still remembers, then pending kills whose child is back are recovered
@@ -391,7 +384,7 @@ class Engine:
             if new is not None and new != pid:
                 self._pending.pop(pid, None)
                 self._down.discard(pid)
-                self._spend(pid, time.time())
+                self.ledger.spend(pid, time.time())
                 k.rec.update(status="recovered", new_pid=new, note="restart seen in a resync snapshot")
                 self._emit("kill", dict(k.rec))
 
@@ -405,7 +398,7 @@ class Engine:
             if rec["status"] != "pending":
                 continue
             rec["status"] = "not_restarted"
-            self._spend(pid, k.sent)  # still spent, as of the kill
+            self.ledger.spend(pid, k.sent)  # still spent, as of the kill
             task = asyncio.get_running_loop().create_task(self._explain_lost(k))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -442,26 +435,11 @@ class Engine:
 
     # -- budgets ---------------------------------------------------------------------------------------------
 
-    def _sup_budget(self, sup: str) -> dict[str, Any] | None:
-        with self.model.locked() as g:
-            rec = g.nodes[sup] if sup in g else None
-            b = rec.get("budget") if rec is not None else None
-            name = (rec.get("name") or rec.get("label")) if rec is not None else None
-        return {**b, "name": name} if isinstance(b, dict) else None
-
-    def _used(self, sup: str, now: float, period: float) -> int:
-        q = self._ledger.get(sup)
-        if q is not None:
-            while q and now - q[0] > period + 0.05:
-                q.popleft()
-        pending = sum(self._ledger_pending.get(sup, {}).values())
-        return (len(q) if q else 0) + pending
-
     def _budget_note(self, sup: str, *, foreign: bool = False, kill: bool = False, used: int | None = None) -> None:
         with self.journal.lock:
             b = self.journal.budgets.get(sup)
             if b is None:
-                info = self._sup_budget(sup) or {}
+                info = self.ledger.info(sup) or {}
                 b = self.journal.budgets[sup] = {
                     "name": info.get("name"),
                     "strategy": info.get("strategy"),
@@ -479,81 +457,7 @@ class Engine:
             if used is not None:
                 b["peak_used"] = max(b["peak_used"], used)
 
-    def _seed_ledger(self, sup: str) -> None:
-        """First contact with a supervisor: start from the model's estimate of its budget use."""
-        if sup in self._ledger:
-            return
-        proc = self.model.process(sup) or {}
-        used = int((proc.get("budget_now") or {}).get("used") or 0)
-        now = time.time()
-        self._ledger[sup] = deque([now] * used)
-
-    def _units(self, pid: str, reason: str) -> tuple[dict[str, int], list[str], bool] | None:
-        """Budget units per supervisor, pids that go down, and whether the target dies."""
-        pv = self.model.kill_preview(pid, reason)
-        if not pv.get("exists"):
-            return None
-        units: dict[str, int] = {}
-        for r in pv.get("restarts") or ():
-            units[r["supervisor"]] = units.get(r["supervisor"], 0) + 1
-        for g in pv.get("gives_up") or ():
-            units[g["supervisor"]] = units.get(g["supervisor"], 0) + 1
-        return units, list(pv.get("down") or ()), bool(pv.get("target_dies"))
-
-    def _within(self, units: dict[str, int], margin: int) -> tuple[bool, dict[str, int]]:
-        now = time.time()
-        used_after: dict[str, int] = {}
-        ok = True
-        for sup, n in units.items():
-            self._seed_ledger(sup)
-            b = self._sup_budget(sup)
-            if b is None:
-                ok = False  # a supervisor we cannot see the budget of: do not risk it
-                continue
-            used = self._used(sup, now, float(b.get("period") or 5.0))
-            used_after[sup] = used + n
-            if used + n > int(b.get("intensity") or 0) - margin:
-                ok = False
-        return ok, used_after
-
     # -- killing ------------------------------------------------------------------------------------------
-
-    def _candidates(self, spec: KillSpec) -> list[str]:
-        with self.model.locked() as g:
-            recs: dict[str, dict[str, Any]] = dict(g.nodes(data=True))
-        scope: set[str] | None = None
-        if spec.root is not None:
-            root = resolve(self.model, spec.root)
-            if root is None:
-                return []
-            kids: dict[str, list[str]] = {}
-            for pid, rec in recs.items():
-                s = rec.get("supervisor")
-                if s:
-                    kids.setdefault(s, []).append(pid)
-            scope = set()
-            stack = [root]
-            while stack:
-                p = stack.pop()
-                for c in kids.get(p, ()):
-                    if c not in scope:
-                        scope.add(c)
-                        stack.append(c)
-        out = []
-        for pid, rec in recs.items():
-            if scope is not None and pid not in scope:
-                continue
-            if pid in self._down or rec.get("supervisor") is None or rec.get("kind") not in spec.kinds:
-                continue
-            name, label = rec.get("name") or "", rec.get("label") or ""
-            if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(label, p) for p in spec.protected):
-                continue
-            if spec.names and not any(fnmatch.fnmatchcase(name, p) for p in spec.names):
-                continue
-            if spec.labels and not any(fnmatch.fnmatchcase(label, p) for p in spec.labels):
-                continue
-            out.append(pid)
-        return out
 
     async def _campaign(self, spec: KillSpec) -> None:
         loop = asyncio.get_running_loop()
@@ -594,7 +498,7 @@ class Engine:
                         continue
                 else:
                     if loop.time() - cands_at > 0.05:
-                        cands, cands_at = self._candidates(spec), loop.time()
+                        cands, cands_at = candidates(self.model, spec, self._down), loop.time()
                     cands = [c for c in cands if c not in self._down]
                     if not cands:
                         self._skip("no_candidate")
@@ -617,12 +521,12 @@ class Engine:
 
     def _fire(self, spec: KillSpec, pid: str, sem: asyncio.Semaphore) -> bool:
         """Check the budget and start the kill (synchronously up to the send). False: skipped."""
-        plan = self._units(pid, spec.reason)
+        plan = self.ledger.plan(self.model, pid, spec.reason)
         if plan is None:
             self._skip("gone")
             return False
         units, down, dies = plan
-        ok, used_after = self._within(units, spec.budget_margin)
+        ok, used_after = self.ledger.check(units, spec.budget_margin)
         if spec.mode == "within_budget" and not ok:
             self._skip("would_exceed_budget")
             return False
@@ -661,11 +565,8 @@ class Engine:
         if dies:
             self._pending[pid] = k
             self._down.update(down)
-            for sup, n in units.items():
-                self._ledger_pending.setdefault(sup, {})
-                # the entry is keyed by the pid whose restart will spend it (the target for its own supervisor)
-                key = pid if sup == r.get("supervisor") else f"{pid}@{sup}"
-                self._ledger_pending[sup][key] = n
+            self.ledger.hold(pid, r.get("supervisor"), units)
+            for sup in units:
                 self._budget_note(sup, kill=True, used=used_after.get(sup))
             if r.get("supervisor"):
                 q = self._recent_by_sup.setdefault(str(r["supervisor"]), deque(maxlen=20))
@@ -718,9 +619,7 @@ class Engine:
         rec["error"] = f"{code}: {message}"
         self._pending.pop(rec["pid"], None)
         self._down.discard(rec["pid"])
-        for entries in self._ledger_pending.values():
-            for key in [x for x in entries if x == rec["pid"] or x.startswith(f"{rec['pid']}@")]:
-                entries.pop(key, None)
+        self.ledger.release(rec["pid"])
         self._emit("kill", dict(rec))
 
     # -- rollbacks -----------------------------------------------------------------------------------------
