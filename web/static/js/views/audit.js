@@ -64,7 +64,7 @@ function draw() {
         <td>${esc(r.node || "")}</td><td><b>${esc(r.action)}</b></td><td class="mono">${esc(r.target || "")}</td>
         <td>${outcome(r)}</td><td class="small">${detail(r)}</td></tr>`,
     )
-    .join("");
+    .join("") || `<tr><td colspan="8" class="muted">Nothing audited${refusedOnly ? " was refused" : " yet"}: operator actions, node changes and every refused attempt show up here.</td></tr>`;
   rendered("audit", { rows: shown.length });
 }
 
