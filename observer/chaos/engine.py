@@ -275,6 +275,12 @@ class Engine:
         while True:
             await asyncio.sleep(0.05)
             self._expire_pending(time.time())
+            if self.model.status != "up" and not self._stop:
+                reason = self.att.last_error or self.model.status
+                self._deviate("attachment", "during", f"lost the node ({reason})", {"status": self.model.status})
+                self._stop = True  # kills cannot be sent, restarts not seen: whatever the setting
+                if self._wake is not None:
+                    self._wake.set()
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.exp.check_interval_s
                 self._check_all("during")
@@ -594,6 +600,8 @@ class Engine:
                     return
                 if self._stop:
                     self._failed(k, "aborted", "aborted before the kill was sent")
+                    if self.att.store is not None:
+                        self.att.store.audit_result(audit_id, {"status": "not sent: aborted"}, ok=False)
                     return
             k.sent = rec["time"] = time.time()
             k.deadline = k.sent + self._track_ms / 1000.0 + GRACE_S

@@ -255,3 +255,24 @@ def test_threads_are_not_leaked_by_a_run() -> None:
     finally:
         h.stop()
     wait_for(lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()], what="threads")
+
+
+def test_losing_the_node_mid_run_stops_the_experiment_as_a_deviation() -> None:
+    h = DemoHost(demo=False)
+    try:
+        kids = [actors.worker(f"l{i}", idle, label="Lost") for i in range(3)]
+        h.run_async(actors.start_supervisor(h.node, kids, intensity=100_000, period=1.0, name="lost_top"))
+        with attached(h.address, TOKEN) as (mgr, att):
+            from observer.chaos.engine import Engine
+
+            exp = experiment(settle=1.0, root="lost_top", interval_ms=10, duration_s=60.0, mode="unbounded")
+            engine = Engine(att, exp, loop=mgr.loop)
+            fut = engine.start()
+            wait_for(lambda: engine.journal.summary()["carried_out"] >= 5, timeout=20, what="some kills")
+            h.agent.stop()
+            j = fut.result(30)
+        assert j["status"] == "deviated" and j["hypothesis_held"] is False
+        assert any(d["probe"] == "attachment" and "lost the node" in d["message"] for d in j["deviations"])
+        assert j["ended"] - j["started"] < 30
+    finally:
+        h.node.stop_thread()

@@ -102,6 +102,10 @@ def test_starting_is_refused_and_audited_without_the_destructive_flag(make_web: 
 
 def test_bad_input_no_grant_and_no_confirmation_get_4xx(make_web: Callable[..., ChaosWeb]) -> None:
     w = make_web(allow_destructive=True)
+    anonymous = w.app.test_client()
+    assert anonymous.get("/api/chaos/experiments").status_code == 401
+    assert anonymous.post("/api/chaos/experiments", json=BODY).status_code in (401, 403)
+    assert anonymous.get("/chaos").status_code == 302  # to the login page
     c, h = w.client()
     assert c.post("/api/chaos/experiments", json=BODY).status_code in (400, 403)  # no CSRF token
     assert c.post("/api/chaos/experiments", data="nope", headers=h | {"Content-Type": "text/plain"}).status_code == 400
