@@ -221,6 +221,7 @@ def register(app: Flask) -> None:
 
     from . import api
     from .pages import page_config
+    from .permissions import is_operator, refuse
     from .store import AuditError
 
     def st() -> Any:
@@ -297,6 +298,10 @@ def register(app: Flask) -> None:
         state = st()
         who, where = api.current_user(), request.remote_addr
         args: dict[str, Any] = {"pid": p, "on": on, "subtree": subtree, "size": size}
+        if not is_operator():  # the login's role, checked on every request
+            return refuse(
+                "flight_recorder", "a read-only login cannot switch flight recorders", node=att.name, target=p
+            )
         if not state.allow_destructive:  # operator only, checked on every request
             try:
                 aid = state.store.audit(who, where, "flight_recorder", p, args, node=att.name)

@@ -127,6 +127,9 @@ def test_read_only_and_narrow_tokens_are_refused_and_audited_and_buttons_follow_
         assert r.status_code == 403 and r.get_json()["error"] == "not_permitted"
         assert "kill" in r.get_json()["message"]
         assert reader.get(url).get_json()["inspect"] is not None  # read-only may inspect
+        r = reader.post(f"{url}/flight_recorder", json={"on": True}, headers=cluster.csrf(reader))
+        assert r.status_code == 403 and r.get_json()["error"] == "not_permitted"
+        assert _refusals(cluster, "flight_recorder", "demo")[0]["who"].startswith("reader/")
 
         killer = cluster.client(KILLER_LOGIN)
         assert _config(killer)["actions"] == ["inspect", "kill"]
