@@ -358,6 +358,9 @@ async def test_trace_streams_messages_and_stops_when_observer_leaves(host: Host)
 async def test_two_observers_get_the_same_events(host: Host) -> None:
     a, b = await connect(host), await connect(host, role="read")
     try:
+        # both snapshots first: a spawn before a session's snapshot is in it, not an event
+        await a.read_snapshot()
+        await b.read_snapshot()
         pid = host.spawn(idle)
         ea = await next_event(a, ev("spawn", pid=str(pid)))
         eb = await next_event(b, ev("spawn", pid=str(pid)))
