@@ -522,6 +522,17 @@ class AttachManager:
         att.start()
         return att
 
+    def adopt(self, att: Any) -> None:
+        """Hold an already built stand-in for an attachment under ``att.name``
+        (e.g. a post-mortem dump's frozen node: a model, no agent, no changes).
+        Raises ``ValueError`` if the name is taken."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the attach manager is closed")
+            if att.name in self._attachments:
+                raise ValueError(f"already attached: {att.name!r}")
+            self._attachments[att.name] = att
+
     def remove(self, name: str, timeout: float = 10.0) -> bool:
         """Detach and forget ``name``; False if there was no such attachment."""
         with self._lock:

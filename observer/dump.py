@@ -174,10 +174,7 @@ def install(manager: AttachManager, store: HistoryStore | None, path: str, name:
     if store is not None:
         for m in _snapshot_msgs(data) + _crash_events(data):
             store.record(key, m)
-    with manager._lock:  # the manager has no public "add an attachment object"; it holds them by name
-        if key in manager._attachments:
-            raise ValueError(f"already open: {key!r}")
-        manager._attachments[key] = att  # type: ignore[assignment]
+    manager.adopt(att)
     return att
 
 
