@@ -431,7 +431,9 @@ class NodeModel:
             self._seq = max(self._seq, seq)
         kind = msg.get("ev")
         if kind != "trace":
-            self._recent.append(msg)
+            # a crash report (up to ~100 KB) lives in the store's crash tables, not
+            # 1,000 times over in memory: the recent list keeps a flag
+            self._recent.append({**msg, "report": True} if msg.get("report") else msg)
         g = self.graph
         if kind == "spawn":
             pid = str(msg.get("pid"))

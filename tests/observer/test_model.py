@@ -601,3 +601,11 @@ def test_readers_and_a_writer_in_parallel() -> None:
         t.join(60)
     assert not errors, errors[0]
     assert len(m) == 2003 + 300
+
+
+def test_recent_events_keep_a_flag_not_the_crash_report() -> None:
+    m = small_tree()
+    report = {"exception": "ValueError", "state": {"blob": "x" * 50_000}}
+    feed(m, [ev("exit", 100, pid=P(2), reason="boom", reason_kind="exception", report=report)])
+    (last,) = m.recent_events(kinds=["exit"])
+    assert last["report"] is True and last["reason"] == "boom"
