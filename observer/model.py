@@ -55,6 +55,8 @@ SERIES_MAXLEN = 6000
 """Points per series, whatever the sample rate (a bound on memory)."""
 TOP_MAILBOXES = 5
 RECENT_EVENTS = 1000
+AGGREGATE_MAX_AGE = 1.0
+"""Seconds the summary's status/kind counts and mailbox total may be old."""
 TRACE_KEEP = 200
 
 SORT_KEYS = (
@@ -204,6 +206,7 @@ class NodeModel:
             for k in ("process_count", "message_rate", "restart_rate", "loop_lag_ms", "top_mailboxes")
         }
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._agg: tuple[float, dict[str, int], dict[str, int], int] | None = None
         self._blocked: dict[str, Any] | None = None
         self._gave_up: deque[dict[str, Any]] = deque(maxlen=100)
 
@@ -709,19 +712,31 @@ class NodeModel:
 
     # -- queries: node ------------------------------------------------------------------------------
 
+    def _aggregates(self) -> tuple[dict[str, int], dict[str, int], int]:
+        """Counts by status and kind, and the mailbox total: a walk over every
+        process (~4.5 ms for 10,000), so computed at most once per
+        ``AGGREGATE_MAX_AGE`` seconds (every live batch asks for the summary)."""
+        now = time.monotonic()
+        cached = self._agg
+        if cached is not None and now - cached[0] < AGGREGATE_MAX_AGE:
+            return cached[1], cached[2], cached[3]
+        by_status: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        mailbox_total = 0
+        for _, rec in self.graph._node.items():
+            st = rec.get("status") or "?"
+            by_status[st] = by_status.get(st, 0) + 1
+            k = rec.get("kind") or "worker"
+            by_kind[k] = by_kind.get(k, 0) + 1
+            mailbox_total += rec.get("mailbox") or 0
+        self._agg = (now, by_status, by_kind, mailbox_total)
+        return by_status, by_kind, mailbox_total
+
     def summary(self) -> dict[str, Any]:
         """Health and counts: status up/syncing/down/connecting, last seen, lag, rates."""
         with self._lock:
             g = self.graph
-            by_status: dict[str, int] = {}
-            by_kind: dict[str, int] = {}
-            mailbox_total = 0
-            for _, rec in g._node.items():
-                st = rec.get("status") or "?"
-                by_status[st] = by_status.get(st, 0) + 1
-                k = rec.get("kind") or "worker"
-                by_kind[k] = by_kind.get(k, 0) + 1
-                mailbox_total += rec.get("mailbox") or 0
+            by_status, by_kind, mailbox_total = self._aggregates()
             mr = self._series["message_rate"]
             rr = self._series["restart_rate"]
             top = self._series["top_mailboxes"]
@@ -736,8 +751,8 @@ class NodeModel:
                 "down_since": self._down_since,
                 "process_count": g.number_of_nodes(),
                 "supervisor_count": by_kind.get("supervisor", 0),
-                "status_counts": by_status,
-                "kind_counts": by_kind,
+                "status_counts": dict(by_status),
+                "kind_counts": dict(by_kind),
                 "mailbox_total": mailbox_total,
                 "loop_lag_ms": self._stats.get("loop_lag_ms"),
                 "blocked": dict(self._blocked) if self._blocked else None,
