@@ -112,7 +112,7 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
         "carried_out": s["carried_out"],
         "recovered": s["recovered"],
         "skipped_budget": s["skipped"]["would_exceed_budget"],
-        "skipped_other": s["skipped"]["no_candidate"] + s["skipped"]["gone"],
+        "skipped_other": sum(s["skipped"].values()) - s["skipped"]["would_exceed_budget"],
         "give_ups": s["give_ups"],
         "recovery_ms": r,
         "hypothesis_held": j["hypothesis_held"],

@@ -67,24 +67,31 @@ class BudgetLedger:
             units[r["supervisor"]] = units.get(r["supervisor"], 0) + 1
         for g in pv.get("gives_up") or ():
             units[g["supervisor"]] = units.get(g["supervisor"], 0) + 1
-        return units, list(pv.get("down") or ()), bool(pv.get("target_dies"))
+        dies = bool(pv.get("target_dies"))
+        own = pv.get("supervisor")
+        if dies and own and reason != "normal":
+            # the preview can miss it (a supervisor the stream has not described as one yet, say,
+            # looks like a process that dies with its child): its own supervisor always pays
+            units[own] = max(units.get(own, 0), 1)
+        return units, list(pv.get("down") or ()), dies
 
-    def check(self, units: dict[str, int], margin: int) -> tuple[bool, dict[str, int]]:
-        """Whether the cost fits every budget, and each supervisor's use after it."""
+    def check(self, units: dict[str, int], margin: int) -> tuple[str | None, dict[str, int]]:
+        """Why the cost does not fit (``would_exceed_budget``, ``budget_unknown``; None: it fits),
+        and each supervisor's use after it."""
         now = time.time()
         used_after: dict[str, int] = {}
-        ok = True
+        why: str | None = None
         for sup, n in units.items():
             self._seed(sup)
             b = self.info(sup)
             if b is None:
-                ok = False  # a supervisor we cannot see the budget of: do not risk it
+                why = why or "budget_unknown"  # a supervisor whose budget we cannot see: do not risk it
                 continue
             used = self.used(sup, now, float(b.get("period") or 5.0))
             used_after[sup] = used + n
             if used + n > int(b.get("intensity") or 0) - margin:
-                ok = False
-        return ok, used_after
+                why = "would_exceed_budget"
+        return why, used_after
 
     def hold(self, pid: str, own_sup: str | None, units: dict[str, int]) -> None:
         """A kill of ``pid`` was sent: its cost counts until its restart is seen."""

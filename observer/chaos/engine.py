@@ -66,6 +66,8 @@ AuditHook = Callable[[str, dict[str, Any]], int]
 GRACE_S = 1.0
 """Extra wait for a restart event to arrive (stream and batching latency) before a kill counts as lost."""
 DEFAULT_RECOVERY_MS = 5000.0
+TRIES = 8
+"""Random victims tried per kill before it counts as skipped (a full budget spares one, not all)."""
 INFLIGHT = 12
 """Kill commands in flight at once (the agent allows 16 per session)."""
 
@@ -502,6 +504,7 @@ class Engine:
                     if target is None:
                         self._skip("gone")
                         continue
+                    tries = [target]
                 else:
                     if loop.time() - cands_at > 0.05:
                         cands, cands_at = candidates(self.model, spec, self._down), loop.time()
@@ -509,12 +512,12 @@ class Engine:
                     if not cands:
                         self._skip("no_candidate")
                         continue
-                    target = cands[self._rng.randrange(len(cands))]
+                    tries = self._rng.sample(cands, min(TRIES, len(cands)))
                 await sem.acquire()
                 if self._stop:
                     sem.release()
                     break
-                if not self._fire(spec, target, sem):
+                if not self._fire(spec, tries, sem):
                     sem.release()
             step = spec.interval_ms / 1000.0
             if spec.jitter_ms:
@@ -525,17 +528,33 @@ class Engine:
         with self.journal.lock:
             self.journal.skipped[why] = self.journal.skipped.get(why, 0) + 1
 
-    def _fire(self, spec: KillSpec, pid: str, sem: asyncio.Semaphore) -> bool:
-        """Check the budget and start the kill (synchronously up to the send). False: skipped."""
-        plan = self.ledger.plan(self.model, pid, spec.reason)
-        if plan is None:
-            self._skip("gone")
-            return False
-        units, down, dies = plan
-        ok, used_after = self.ledger.check(units, spec.budget_margin)
-        if spec.mode == "within_budget" and not ok:
-            self._skip("would_exceed_budget")
-            return False
+    def _fire(self, spec: KillSpec, tries: list[str], sem: asyncio.Semaphore) -> bool:
+        """Kill the first of ``tries`` that is there and fits the budgets (synchronously up to the
+        send). False: skipped (counted under the last reason)."""
+        why = "gone"
+        for pid in tries:
+            plan = self.ledger.plan(self.model, pid, spec.reason)
+            if plan is None:
+                continue
+            units, down, dies = plan
+            refused, used_after = self.ledger.check(units, spec.budget_margin)
+            if spec.mode == "within_budget" and refused is not None:
+                why = refused if why != "would_exceed_budget" else why
+                continue
+            return self._start_kill(spec, pid, units, down, dies, used_after, sem)
+        self._skip(why)
+        return False
+
+    def _start_kill(
+        self,
+        spec: KillSpec,
+        pid: str,
+        units: dict[str, int],
+        down: list[str],
+        dies: bool,
+        used_after: dict[str, int],
+        sem: asyncio.Semaphore,
+    ) -> bool:
         with self.model.locked() as g:
             r = dict(g.nodes[pid]) if pid in g else None
         if r is None:

@@ -45,11 +45,16 @@ def candidates(model: NodeModel, spec: KillSpec, exclude: set[str]) -> list[str]
                 if c not in scope:
                     scope.add(c)
                     stack.append(c)
+    # a process that supervises others is a supervisor, even before the stream says so (a fresh
+    # supervisor's spawn event can come before its kind is known)
+    supervisors = {s for r in recs.values() if (s := r.get("supervisor"))}
     out = []
     for pid, rec in recs.items():
         if scope is not None and pid not in scope:
             continue
         if pid in exclude or rec.get("supervisor") is None or rec.get("kind") not in spec.kinds:
+            continue
+        if pid in supervisors and "supervisor" not in spec.kinds:
             continue
         name, label = rec.get("name") or "", rec.get("label") or ""
         if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(label, p) for p in spec.protected):

@@ -194,7 +194,7 @@ def test_supervisors_and_protected_processes_are_never_killed_unless_targeted(sh
         kills = [k for k in j["kills"] if k["status"] != "error"]
         # a victim is spared until its restart is seen: 3 candidates limit the pace, not the budget
         assert len(kills) >= 50, j["summary"]
-        assert j["summary"]["skipped"]["would_exceed_budget"] == 0
+        assert j["summary"]["skipped"]["would_exceed_budget"] == 0  # (budget_unknown: a fresh supervisor)
         assert {k["label"] for k in kills} == {"Plain"}
         # targeted explicitly (a sequence), a protected process and a supervisor are killed
         guarded = next(x["pid"] for x in att.model.search("Guarded") if x["label"] == "Guarded")

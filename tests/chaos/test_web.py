@@ -160,9 +160,10 @@ def test_start_watch_and_stop_an_experiment(make_web: Callable[..., ChaosWeb]) -
     start = audits(w, "chaos_start")
     assert len(start) == 1 and start[0]["target"] == exp_id and start[0]["ok"] == 1
     kill_rows = [a for a in audits(w, "kill") if (a["args"] or {}).get("experiment") == exp_id]
-    sent = [k for k in j["kills"] if k["status"] != "error"]
-    assert len(kill_rows) == len(sent)
-    assert all(a["time"] <= k["time"] for a, k in zip(reversed(kill_rows), sent, strict=True))
+    assert len(kill_rows) == len(j["kills"])  # one may have been audited, then not sent: the abort came
+    for k in j["kills"]:
+        if k["status"] != "error":
+            assert any(a["target"] == k["pid"] and a["time"] <= k["time"] for a in kill_rows), k
     assert len(audits(w, "chaos_abort")) == 1
     # the journal is in the history, also once the service forgot it
     history = lambda: c.get("/api/chaos/experiments").get_json()["history"]  # noqa: E731
