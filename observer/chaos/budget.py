@@ -103,7 +103,13 @@ class BudgetLedger:
     def restarted(self, sup: str, old: str, t: float) -> bool:
         """A restart of ``old`` by ``sup`` at ``t``; True if one of our kills explains it."""
         mine = self._held.get(sup, {}).pop(old, None)
-        self._spent.setdefault(sup, deque()).extend([t] * (mine or 1))
+        if sup not in self._spent:
+            # first news of this supervisor: the model's estimate (which already counts this
+            # restart, and the ones before the experiment) is where its ledger starts
+            self._seed(sup)
+            if mine is None:
+                return False
+        self._spent[sup].extend([t] * (mine or 1))
         return mine is not None
 
     def spend(self, pid: str, t: float) -> None:
