@@ -93,6 +93,13 @@ class BudgetLedger:
                 why = "would_exceed_budget"
         return why, used_after
 
+    def full(self, sup: str, margin: int) -> bool:
+        """True when ``sup`` cannot pay one more restart (a cheap test before a kill preview)."""
+        b = self.info(sup)
+        if b is None or sup not in self._spent:
+            return False  # unknown here: the full check decides
+        return self.used(sup, time.time(), float(b.get("period") or 5.0)) + 1 > int(b.get("intensity") or 0) - margin
+
     def hold(self, pid: str, own_sup: str | None, units: dict[str, int]) -> None:
         """A kill of ``pid`` was sent: its cost counts until its restart is seen."""
         for sup, n in units.items():

@@ -533,6 +533,12 @@ class Engine:
         send). False: skipped (counted under the last reason)."""
         why = "gone"
         for pid in tries:
+            if spec.mode == "within_budget":
+                with self.model.locked() as g:
+                    own = g.nodes[pid].get("supervisor") if pid in g else None
+                if own and self.ledger.full(own, spec.budget_margin):
+                    why = "would_exceed_budget"
+                    continue
             plan = self.ledger.plan(self.model, pid, spec.reason)
             if plan is None:
                 continue

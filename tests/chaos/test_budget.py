@@ -46,12 +46,14 @@ def test_held_kills_count_until_their_restart_and_expire_a_period_after_it() -> 
     ledger.hold("<0.2.0>", "<0.1.0>", units)
     ledger.hold("<0.3.0>", "<0.1.0>", units)
     assert ledger.check(units, margin=0)[0] == "would_exceed_budget"  # 2 held + 1 > 2
+    assert ledger.full("<0.1.0>", margin=0) is True
     t = time.time()
     assert ledger.restarted("<0.1.0>", "<0.2.0>", t) is True
     ledger.release("<0.3.0>")  # that kill was never sent
     assert ledger.used("<0.1.0>", t, 5.0) == 1
     assert ledger.used("<0.1.0>", t + 5.1, 5.0) == 0  # expired a period (and a little) after the restart
     assert ledger.check(units, margin=1)[0] is None
+    assert ledger.full("<0.1.0>", margin=0) is False
     info = ledger.info("<0.1.0>")
     assert info is not None and info["intensity"] == 2 and info["name"] == "top"
     assert ledger.check({"<0.9.0>": 1}, margin=0)[0] == "budget_unknown"
