@@ -48,6 +48,7 @@ __all__ = [
     "KillSpec",
     "Probe",
     "Rollback",
+    "kill_spec",
     "load",
     "parse",
 ]
