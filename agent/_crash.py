@@ -82,7 +82,7 @@ class CrashLog:
 
     def _value(self, red: Redactor, v: Any) -> dict[str, Any]:
         e = red.encode(v)
-        return {"value": e.data, "truncated": e.truncated, "masked": e.masked}
+        return {"value": e.data, "truncated": e.truncated, "masked": e.masked, "size": e.size}
 
     def _encode(self, r: actors.CrashReport, full: bool) -> dict[str, Any]:
         text = r.traceback

@@ -404,6 +404,15 @@ def _estimate(msg: dict[str, Any]) -> int:
         size += 120 * len(msg["stack"])
     if "message" in msg:
         size += 4096  # trace messages are encoded under a 4 KiB cap
+    rep = msg.get("report")
+    if rep:  # an exit's crash report: its texts, frames and redacted values
+        size += 2500 + len(rep.get("traceback") or "")  # ~25 fields, ancestry, budget: ~2.5 KB of dicts
+        size += 700 * sum(len(e.get("frames") or ()) for e in rep.get("exceptions") or ())
+        for key in ("message", "state"):
+            value = rep.get(key)
+            if value:
+                size += 2 * int(value.get("size") or 16384)
+        size += 4600 * len(rep.get("flight") or ())  # each entry under a 2 KiB cap
     return size
 
 
