@@ -328,7 +328,7 @@ class Engine:
             mine = self.ledger.restarted(sup, old, t)
             if not mine and sup in self.journal.budgets:
                 self._budget_note(sup, foreign=True)
-        k = self._pending.pop(old, None) if old is not None else None
+        k = self._pending.pop(old, None) if old is not None else self._group_restarted(sup, d.get("child_id"), t)
         if k is not None:
             self.ledger.spend(k.rec["pid"], t)
             rec = k.rec
@@ -351,6 +351,18 @@ class Engine:
                 if k2.sent <= t + 0.001:
                     k2.rec["restarted"].append({"child_id": d.get("child_id"), "new_pid": new})
                     break
+
+    def _group_restarted(self, sup: str, cid: Any, t: float) -> _Kill | None:
+        """A child restarted with its group (one_for_all, rest_for_one: ``old_pid`` null) answers
+        a pending kill of that very child: the supervisor had shut it down for the group already,
+        so no restart will name it."""
+        if cid is None:
+            return None
+        for pid, k in self._pending.items():
+            if k.rec.get("supervisor") == sup and k.rec.get("child_id") == cid and k.sent <= t:
+                k.rec["note"] = "restarted with its group"
+                return self._pending.pop(pid)
+        return None
 
     def _on_gave_up(self, c: Change) -> None:
         d = dict(c.data or {})
@@ -397,6 +409,7 @@ class Engine:
                 self._emit("kill", dict(k.rec))
 
     def _expire_pending(self, now: float) -> None:
+        paths: dict[PathKey, str] | None = None
         for pid, k in list(self._pending.items()):
             if now < k.deadline:
                 continue
@@ -405,11 +418,32 @@ class Engine:
             rec = k.rec
             if rec["status"] != "pending":
                 continue
+            if rec.get("path"):
+                # its supervisor may have gone with a group restart higher up: then the child
+                # was started afresh by the new supervisor (no restart event names it)
+                paths = paths if paths is not None else child_paths(self.model)
+                new = paths.get(tuple(rec["path"]))
+                if new is not None and new != pid:
+                    self._recovered_afresh(k, new)
+                    continue
             rec["status"] = "not_restarted"
             self.ledger.spend(pid, k.sent)  # still spent, as of the kill
             task = asyncio.get_running_loop().create_task(self._explain_lost(k))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _recovered_afresh(self, k: _Kill, new: str) -> None:
+        rec = k.rec
+        started = (self.model.process(new) or {}).get("started_at")
+        self.ledger.spend(rec["pid"], float(started or time.time()))
+        rec.update(status="recovered", new_pid=new, note="started afresh by a restarted supervisor")
+        if isinstance(started, int | float):
+            rec["recovery_ms"] = round(max(0.0, started - k.sent) * 1000.0, 3)
+            if self._recovery_limit is not None and rec["recovery_ms"] > self._recovery_limit:
+                self._slow.append(rec)
+                msg = f"{rec['pid']} came back after {rec['recovery_ms']} ms"
+                self._deviate("recovery_ms", "during", msg, {"kill": dict(rec)})
+        self._emit("kill", dict(rec))
 
     async def _explain_lost(self, k: _Kill) -> None:
         """A killed child did not come back in time: a temporary child (dropped by its
@@ -506,9 +540,10 @@ class Engine:
                         continue
                     tries = [target]
                 else:
-                    if loop.time() - cands_at > 0.05:
-                        cands, cands_at = candidates(self.model, spec, self._down), loop.time()
                     cands = [c for c in cands if c not in self._down]
+                    age = loop.time() - cands_at
+                    if age > 0.05 or (not cands and age > 0.005):  # restarted victims come back
+                        cands, cands_at = candidates(self.model, spec, self._down), loop.time()
                     if not cands:
                         self._skip("no_candidate")
                         continue
