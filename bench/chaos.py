@@ -113,6 +113,7 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
         "recovered": s["recovered"],
         "skipped_budget": s["skipped"]["would_exceed_budget"],
         "skipped_other": sum(s["skipped"].values()) - s["skipped"]["would_exceed_budget"],
+        "errors": s["errors"],
         "give_ups": s["give_ups"],
         "recovery_ms": r,
         "hypothesis_held": j["hypothesis_held"],

@@ -102,7 +102,7 @@ def summary_lines(j: dict[str, Any]) -> list[str]:
         f"experiment  {j['title']}  ({j['id']}, node {j['node']})",
         f"status      {j['status']}  hypothesis {'HELD' if j['hypothesis_held'] else 'NOT HELD'}",
         f"kills       attempted {s['attempted']}  carried out {s['carried_out']}  recovered {s['recovered']}  "
-        f"not restarted {s['not_restarted']}",
+        f"not restarted {s['not_restarted']}  errors {s['errors']}",
         "skipped     " + "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["skipped"].items()),
         f"recovery ms p50 {_fmt(r['p50'])}  p90 {_fmt(r['p90'])}  p99 {_fmt(r['p99'])}  max {_fmt(r['max'])}",
         f"give-ups    {s['give_ups']}",

@@ -90,6 +90,7 @@ class Journal:
             "carried_out": carried,
             "recovered": sum(1 for k in self.kills if k["status"] == "recovered"),
             "not_restarted": sum(1 for k in self.kills if k["status"] in ("not_restarted", "gave_up")),
+            "errors": sum(1 for k in self.kills if k["status"] == "error"),
             "skipped": dict(self.skipped),
             "give_ups": len(self.gave_up),
             "deviations": len(self.deviations),
