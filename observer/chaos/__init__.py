@@ -6,7 +6,8 @@ before, during and after; everything goes into a journal (JSON, and the
 observer's SQLite history).
 
 * :mod:`.experiment` -- the model and the JSON/YAML loader (Chaos Toolkit's shape);
-* :mod:`.engine` -- the runner; :mod:`.budget` -- the within-budget ledger;
+* :mod:`.engine` -- the runner; :mod:`.tracking` -- kills followed through the stream;
+  :mod:`.budget` -- the within-budget ledger;
   :mod:`.targets` -- victim selection; :mod:`.hypothesis` -- the checks;
 * :mod:`.journal` -- the journal and its SQLite table; :mod:`.runner` -- a run
   with an attach manager of its own (CLI, chaostoolkit, bench);
