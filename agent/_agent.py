@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import actors
@@ -34,9 +35,15 @@ from ._session import Session
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
 WRITE_HIGH_WATER = 256 * 1024
+"""Transport write-buffer high-water mark per session: writers wait on drain() past it."""
 MEMORY_PER_SCAN = 250
 """Processes whose memory estimate each sampling scan refreshes (see ``_scan``)."""
-"""Transport write-buffer high-water mark per session: writers wait on drain() past it."""
+FRESH_S = 1.0
+"""How long after its spawn a process's meta is re-checked (see ``_recheck_fresh``)..."""
+FRESH_EVERY_S = 0.05
+"""... at most this often ..."""
+FRESH_MAX = 256
+"""... for at most this many of the latest spawns (a churning node pays ~0.5 ms per check)."""
 MAX_PENDING_HANDSHAKES = 64
 
 
@@ -123,6 +130,9 @@ class Agent:
             handoff_timeout=handoff_timeout,
         )
         self._cache: dict[int, list[Any]] = {}
+        self._fresh: deque[tuple[float, actors.Pid]] = deque()
+        self._fresh_checked = 0.0
+        """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
         self._scans = 0
         self._host_tid: int | None = None
         self._host_last: float | None = None
@@ -340,7 +350,10 @@ class Agent:
                     d["report"] = None if report is None else self.crash_log.note(report)
                 if d["ev"] == "spawn":
                     self._remember(ev.pid)
+                    self._fresh.append((self._last_drain, ev.pid))
                 self._publish(d)
+        if self._fresh and any(s.ready for s in self.sessions):
+            self._recheck_fresh()
         loop = asyncio.get_running_loop()
         if buf:
             loop.call_soon(self._drain)
@@ -422,6 +435,33 @@ class Agent:
             self._cache[pid.id] = [str(pid), None, meta_of(p), p.msgs_in]
         else:
             ent[2] = meta_of(p)
+
+    def _recheck_fresh(self) -> None:
+        """A process spawned in the last ``FRESH_S`` seconds may not have
+        finished starting when its spawn went out (a supervisor is a worker
+        with no budget until its loop runs): compare its meta again at the
+        next drains and heartbeats, and send an ``update`` at once, not at the
+        next sample (which may be seconds away)."""
+        now = time.monotonic()
+        if now - self._fresh_checked < FRESH_EVERY_S:
+            return
+        self._fresh_checked = now
+        fresh = self._fresh
+        while fresh and (fresh[0][0] < now - FRESH_S or len(fresh) > FRESH_MAX):
+            fresh.popleft()
+        node, cache = self.node, self._cache
+        for _, pid in fresh:
+            p = node._get(pid)
+            ent = cache.get(pid.id)
+            if p is None or ent is None or not p.alive:
+                continue
+            try:
+                meta = meta_of(p)
+            except Exception:  # changed under our feet: the sampler catches up
+                continue
+            if meta != ent[2]:
+                ent[2] = meta
+                self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
 
     def names(self) -> dict[str, str]:
         return {n: str(pid) for n in self.node.registered() if (pid := self.node.whereis(n)) is not None}
@@ -535,6 +575,8 @@ class Agent:
                 # nobody attached (no wake-ups), or the host loop is blocked and
                 # cannot run its hand-off: drain on our own clock
                 self._drain()
+            elif self._fresh and any(s.ready for s in self.sessions):
+                self._recheck_fresh()
             last = self._host_last
             if last is None:
                 continue

@@ -521,3 +521,27 @@ async def test_events_never_interleave_with_snapshot_chunks(host: Host) -> None:
         assert msg["seq"] > first["seq"]
     finally:
         writer.close()
+
+
+async def _late_trapper(proc: actors.Process) -> None:
+    await proc.receive()
+    proc.trap_exit = True  # meta that changes right after the spawn went out
+    await proc.receive()
+
+
+async def test_a_fresh_process_whose_meta_changes_gets_an_update_before_the_next_sample() -> None:
+    """The sampler runs every 5 s here: the update comes from the re-check of
+    recent spawns (a supervisor is a worker without a budget until its loop runs)."""
+    h = Host(sample_hz=0.2)
+    client = await connect(h)
+    try:
+        await client.read_snapshot()
+        pid = h.spawn(_late_trapper)
+        spawn = await next_event(client, ev("spawn", pid=str(pid)))
+        assert spawn["trap_exit"] is False
+        h.run(lambda: h.node.send(pid, "go"))
+        update = await next_event(client, ev("update", pid=str(pid)), timeout=2.0)
+        assert update["trap_exit"] is True
+    finally:
+        await client.close()
+        h.stop()
