@@ -97,6 +97,12 @@ KILL_TO_PIXEL = """async ([node, pid]) => {
   });
 }"""
 
+LATEST_EXCEPTION_REPORT = """async () => {
+  const groups = (await (await fetch('/api/crashes')).json()).groups || [];
+  const g = groups.find((x) => x.exception && x.latest) || groups.find((x) => x.latest);
+  return g ? g.latest.id : null;
+}"""
+
 SORT_CLICK = """async (key) => {
   const th = document.querySelector(`#p-table th[data-sort="${key}"]`);
   const drawn = new Promise((resolve, reject) => {
@@ -381,6 +387,10 @@ def screenshots(browser: Any) -> list[str]:
         page.goto(f"{base}/nodes/demo/tree")
         shot(page, "login")
         page.goto(f"{base}/login?token={token}")
+        # the payments subtree's flight recorder on, so its crash reports carry the last messages
+        page.goto(f"{base}/nodes/demo/processes/payments_sup")
+        page.click("#fr-on")
+        page.goto(f"{base}/")
         page.wait_for_timeout(12_000)  # let the charts fill and the demo crash a few times
         shot(page, "overview")
         page.goto(f"{base}/nodes/demo/tree")
@@ -413,6 +423,21 @@ def screenshots(browser: Any) -> list[str]:
         page.evaluate(SCRUB_HALFWAY)
         page.wait_for_timeout(1200)
         shot(page, "events")
+        page.goto(f"{base}/crashes")
+        page.wait_for_selector("#cr-rows tr[data-group]")
+        shot(page, "crashes")
+        report = page.evaluate(LATEST_EXCEPTION_REPORT)
+        if report is not None:
+            page.goto(f"{base}/crash/{report}")
+            page.wait_for_selector("#crash h1")
+            page.wait_for_timeout(500)
+            shot(page, "crash-report")
+        page.goto(f"{base}/audit")
+        page.wait_for_selector("#audit-table tbody tr")
+        shot(page, "audit")
+        page.goto(f"{base}/chaos")
+        page.wait_for_selector("#chaos-form:not(.hidden)")
+        shot(page, "chaos")
         ctx.close()
     finally:
         demo.stop()
