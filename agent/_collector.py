@@ -87,12 +87,15 @@ class Collector(actors.Instrument):
             self.wake_pending = True
             self.batches += 1
             if self.handoff_enabled and self.host_loop is not None:
-                # wake the agent and hand it the GIL a little later, from the
-                # host loop (see the module docstring), so that a burst of
-                # events (an exit, then its restart a loop iteration later)
-                # shares one hand-off, and the agent's thread never asks a busy
-                # host for the GIL in between. With nobody attached there is no
-                # wake-up at all: the agent drains on its own clock.
+                # wake the agent now (its thread takes a while to be scheduled)
+                # and hand it the GIL a little later, from the host loop (see the
+                # module docstring), so that a burst of events shares one
+                # hand-off. With nobody attached there is no wake-up at all: the
+                # agent drains on its own clock.
+                try:
+                    self._wake()
+                except RuntimeError:  # the agent's loop is closed: it is stopping
+                    return
                 self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
 
     def handoff(self, batch: int) -> None:
@@ -100,10 +103,6 @@ class Collector(actors.Instrument):
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
         if self.drained >= batch or self.handoff_timeout <= 0:
-            return
-        try:
-            self._wake()
-        except RuntimeError:  # the agent's loop is closed: it is stopping
             return
         now = time.monotonic()
         if now - self._window_start >= 1.0:
