@@ -131,8 +131,8 @@ class Agent:
         )
         self._cache: dict[int, list[Any]] = {}
         self._fresh: deque[tuple[float, actors.Pid]] = deque()
-        self._fresh_checked = 0.0
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
+        self._fresh_checked = 0.0
         self._scans = 0
         self._host_tid: int | None = None
         self._host_last: float | None = None
