@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import random
 import ssl
@@ -55,6 +56,10 @@ ChangeListener = Callable[[list[Change]], None]
 NamedChangeListener = Callable[[str, list[Change]], None]
 
 _CLOSED = {"t": "_closed"}
+
+
+FREEZE_AT = 5000
+"""Processes in a fresh snapshot past which the collector forgets the heap (see ``_feed``)."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -315,6 +320,14 @@ class Attachment:
                     self._changed(self.model.apply_many(batch[start:i]))
                 # building a big graph takes a while: off the loop (the model is thread-safe)
                 self._changed(await asyncio.to_thread(self.model.apply, m))
+                if self.model.graph.number_of_nodes() >= FREEZE_AT:
+                    # the graph just built is long-lived: collect once, then put
+                    # everything out of the collector's sight, so that later full
+                    # collections (which walked all of it: pauses of 100 ms and
+                    # more in the middle of a crash's way to the screen) only see
+                    # what is new
+                    gc.collect()
+                    gc.freeze()
                 start = i + 1
         if start < len(batch):
             self._changed(self.model.apply_many(batch[start:]))
