@@ -28,9 +28,7 @@ def test_start_watch_and_stop_an_experiment_from_the_chaos_page(rw_page: Any, rw
     page.wait_for_selector("#chaos-stop:not(.hidden)", timeout=10000)
     assert dialogs and "within-budget kills on demo" in dialogs[0]
     # live progress: kills carried out and recovery points on the chart
-    page.wait_for_function(
-        "() => document.querySelectorAll('#chaos-kills tr').length > 3", timeout=20000
-    )
+    page.wait_for_function("() => document.querySelectorAll('#chaos-kills tr').length > 3", timeout=20000)
     page.wait_for_function(
         "() => { const d = document.getElementById('chaos-chart').data; return d && d.length && d[0].y.length > 0 }",
         timeout=20000,
