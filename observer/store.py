@@ -768,17 +768,19 @@ class HistoryStore:
         buckets = max(1, int(buckets))
         width = max((end - start) / buckets, 1e-6)
         out = [{"t": start + i * width, "events": 0, "exits": 0, "restarts": 0, "crashes": 0} for i in range(buckets)]
+        # both queries keep to [start, end]: rows written since the range was
+        # read (a live node) fall outside it, and would index past the buckets
         rows = self._query(
-            "SELECT MIN(CAST((time - ?) / ? AS INTEGER), ?) AS b, COUNT(*), SUM(kind = 'exit'), "
-            "SUM(kind = 'restart') FROM events WHERE node = ? GROUP BY b",
-            (start, width, buckets - 1, node),
+            "SELECT MIN(MAX(CAST((time - ?) / ? AS INTEGER), 0), ?) AS b, COUNT(*), SUM(kind = 'exit'), "
+            "SUM(kind = 'restart') FROM events WHERE node = ? AND time BETWEEN ? AND ? GROUP BY b",
+            (start, width, buckets - 1, node, start, end),
         )
         for b, n, ex, rs in rows:
             out[int(b)].update(events=n, exits=ex or 0, restarts=rs or 0)
         for b, n in self._query(
-            "SELECT MIN(CAST((time - ?) / ? AS INTEGER), ?) AS b, COUNT(*) FROM crashes "
-            "WHERE node = ? AND time >= ? GROUP BY b",
-            (start, width, buckets - 1, node, start),
+            "SELECT MIN(MAX(CAST((time - ?) / ? AS INTEGER), 0), ?) AS b, COUNT(*) FROM crashes "
+            "WHERE node = ? AND time BETWEEN ? AND ? GROUP BY b",
+            (start, width, buckets - 1, node, start, end),
         ):
             out[int(b)]["crashes"] = n
         return {"node": node, "start": start, "end": end, "bucket_width": width, "buckets": out, "checkpoints": cps}

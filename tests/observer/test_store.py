@@ -301,3 +301,29 @@ def test_read_only_file_system_is_logged_once_then_recovered(tmpfs: Path, caplog
         assert len(s.events(node="n", kinds=["spawn"], limit=100)) == 50
     finally:
         s.close()
+
+
+def test_timeline_ignores_events_written_after_its_range_was_read(store: HistoryStore) -> None:
+    """A live node writes while the timeline is read: a row older than the
+    range's start (a late batch) or newer than its end must not break it."""
+    record_all(store, "n", snapshot([rec(P(1))], seq=0))
+    for i in range(1, 21):
+        store.record("n", ev("spawn", i, pid=P(100 + i), label="w", time=5000.0 + i))
+    assert store.flush()
+    real_query = store._query
+    injected = False
+
+    def query_with_a_write_in_between(sql: str, params: Any = ()) -> Any:
+        nonlocal injected
+        rows = real_query(sql, params)
+        if not injected and sql.startswith("SELECT MIN(time), MAX(time)"):
+            injected = True
+            store.record("n", ev("exit", 21, pid=P(101), reason="late", time=1.0))  # far before start
+            store.record("n", ev("exit", 22, pid=P(102), reason="new", time=4e9))  # after end
+            assert store.flush()
+        return rows
+
+    store._query = query_with_a_write_in_between  # type: ignore[method-assign]
+    tl = store.timeline("n", buckets=10)
+    assert injected and len(tl["buckets"]) == 10
+    assert sum(b["exits"] for b in tl["buckets"]) == 0  # the two late rows are outside the range read
