@@ -448,6 +448,14 @@ class Attachment:
                         self.model.merge_info(p, self.command("info", timeout=timeout, pid=p))
                     except AgentError as exc:
                         notes.append(f"could not refresh {p}: {exc.code}")
+                # links that arrived while we asked: their flags too, once
+                again = self.model.process(pid)
+                for p in list(again["links"] if again else ())[:50]:
+                    if p not in unknown:
+                        try:
+                            self.model.merge_info(p, self.command("info", timeout=timeout, pid=p))
+                        except AgentError as exc:
+                            notes.append(f"could not refresh {p}: {exc.code}")
         out = self.model.kill_preview(pid, reason)
         out.setdefault("warnings", []).extend(notes)
         return out
