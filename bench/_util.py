@@ -102,3 +102,20 @@ def run_bench_json(args: list[str], timeout: float) -> dict[str, Any]:
         raise RuntimeError(f"bench probe {args} failed (rc={proc.returncode}): {proc.stderr[-2000:]}")
     out: dict[str, Any] = json.loads(lines[-1])
     return out
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for f in (proc.stdin, proc.stdout):
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass

@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from bench._util import ROOT, emit, machine, progress
+from bench._util import ROOT, emit, machine, progress, stop_process
 from observer.chaos.experiment import Experiment, Probe, kill_spec
 from observer.chaos.runner import attached, run
 
@@ -58,19 +58,6 @@ def _start_demo(token: str, seed: int, scale: int) -> tuple[subprocess.Popen[byt
             buf += chunk
     line = buf.split(b"\n", 1)[0].decode()
     return proc, line.split()[1]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for f in (proc.stdin, proc.stdout):
-        if f is not None:
-            f.close()
 
 
 def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: float = 5000.0) -> dict[str, Any]:
@@ -102,7 +89,7 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
             )
             _, j = run(mgr, att, exp)
     finally:
-        _stop(proc)
+        stop_process(proc)
     s = j["summary"]
     r = s["recovery_ms"]
     return {

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._util import ROOT, emit, machine, percentile, progress, rnd
+from ._util import ROOT, emit, machine, percentile, progress, rnd, stop_process
 
 AGENT_RE = re.compile(r"agent (\S+:\d+) processes=(\d+)")
 URL_RE = re.compile(r"open (http://127\.0\.0\.1:\d+)/login")
@@ -255,23 +255,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 except Exception:
                     pass
             for p in ([observer] if observer is not None else []) + node_procs:
-                _stop(p)
-
-
-def _stop(p: subprocess.Popen[str]) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    for f in (p.stdin, p.stdout):
-        if f is not None:
-            try:
-                f.close()
-            except OSError:
-                pass
+                stop_process(p, 20)
 
 
 def main(argv: list[str]) -> int:
