@@ -75,6 +75,8 @@ class Collector(actors.Instrument):
         self._window_start = 0.0
         self._window_spent = 0.0
         self._cond = threading.Condition()
+        self._ticks = 0
+        self._ticks_done = 0
 
     def put(self, event: Any) -> None:
         buf = self.buf
@@ -123,6 +125,31 @@ class Collector(actors.Instrument):
             # it drains, no new batch would schedule a hand-off)
             self.handoff_retries += 1
             self.host_loop.call_later(self.handoff_delay, self.handoff, batch)
+
+    def tick_handoff(self) -> None:
+        """Host loop, every heartbeat: wait (GIL released) until the agent has
+        done its periodic work for this tick, within the same bounds as
+        :meth:`handoff`."""
+        self._ticks += 1
+        target = self._ticks
+        if self.handoff_timeout <= 0:
+            return
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_spent = now, 0.0
+        if self._window_spent >= self.handoff_budget:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self._ticks_done >= target, self.handoff_timeout)
+        spent = time.monotonic() - now
+        self._window_spent += spent
+        self.handoff_wait_s += spent
+
+    def tick_done(self) -> None:
+        """Agent thread: the periodic work of the latest tick is done."""
+        with self._cond:
+            self._ticks_done = self._ticks
+            self._cond.notify_all()
 
     def flushed(self, batch: int) -> None:
         """Agent thread: everything up to ``batch`` is drained and written."""

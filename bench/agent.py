@@ -4,6 +4,8 @@
   the agent attached and one observer (a separate OS process) reading
   everything, divided by the same node's figure without the agent; phases
   alternate in the same run, the median of the per-round ratios is reported.
+* ``throughput_idle_agent_ratio``: the same, with the agent started but no
+  observer attached yet (measured in each round before the observer comes).
 * ``crash_to_observer_p99_ms``: from a process's exit (the event's timestamp,
   taken by the runtime) to the observer process receiving it, over loopback,
   for the crashes of the measured phases (steady state: events queued behind
@@ -94,7 +96,9 @@ async def _phase(node: actors.Node, counter: list[int], seconds: float) -> float
     return (counter[0] - start) / (time.perf_counter() - t0)
 
 
-async def _throughput(rounds: int, seconds: float) -> tuple[list[float], list[float], list[float], list[float]]:
+async def _throughput(
+    rounds: int, seconds: float, idle: list[float] | None = None
+) -> tuple[list[float], list[float], list[float], list[float]]:
     without: list[float] = []
     with_: list[float] = []
     ratios: list[float] = []
@@ -105,6 +109,9 @@ async def _throughput(rounds: int, seconds: float) -> tuple[list[float], list[fl
         for r in range(rounds):
             a = await _phase(node, counter, seconds)
             ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
+            if idle is not None:  # the agent with nobody attached (its cost while no one watches)
+                await asyncio.sleep(0.2)
+                idle.append(await _phase(node, counter, seconds) / a)
             reader = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -257,12 +264,14 @@ def main(argv: list[str]) -> int:
         return 0
     rounds, seconds, events = (2, 0.5, 20_000) if args.quick else (5, 2.0, 100_000)
     progress(f"agent: {rounds} rounds of {seconds}s per phase")
-    without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds))
+    idle: list[float] = []
+    without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds, idle))
     progress(f"stalled observer: {events:,} lifecycle events")
     stalled = asyncio.run(_stalled(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
     result = {
         "throughput_with_agent_ratio": rnd(median(ratios)),
+        "throughput_idle_agent_ratio": rnd(median(idle)),
         "crash_to_observer_p50_ms": rnd(percentile(lat, 50)) if lat else None,
         "crash_to_observer_p99_ms": rnd(percentile(lat, 99)) if lat else None,
         "agent_bytes_under_stalled_observer": stalled["held_bytes"],
@@ -276,6 +285,7 @@ def main(argv: list[str]) -> int:
             "roundtrips_per_s_without": [rnd(x) for x in without],
             "roundtrips_per_s_with": [rnd(x) for x in with_],
             "ratios": [rnd(x) for x in ratios],
+            "idle_agent_ratios": [rnd(x) for x in idle],
             "crashes_measured": len(lat),
             "stalled": stalled,
             "bound_parts": {"event_bytes_limit": 3 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
