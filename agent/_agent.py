@@ -138,6 +138,9 @@ class Agent(Sampling):
         self._lag_last = 0.0
         self._blocked_since: float | None = None
         self._blocked_pid: str | None = None
+        self.holding = False
+        """True inside a drain or a tick's work: sessions queue without waking
+        their writer tasks, and :meth:`_flush_sessions` writes at the end."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
 
@@ -315,7 +318,34 @@ class Agent(Sampling):
         c = self.collector
         batch = c.batches
         c.wake_pending = False
-        buf = c.buf
+        self.holding = True
+        try:
+            self._drain_some()
+        finally:
+            self._flush_sessions()
+        loop = asyncio.get_running_loop()
+        if c.buf:
+            loop.call_soon(self._drain)
+        else:
+            # the host's hand-off can end, one loop step later: after the
+            # session writers this drain woke, if any, and after the loop has
+            # read its self-pipe (the wake-up's byte). A thread that releases
+            # the GIL once the host has resumed (that read does) must wait for
+            # it until the next hand-off, woken at every release of it by the
+            # busy host loop (~13,000 a second, measured with strace), which
+            # costs the host a futex wake each time.
+            loop.call_soon(c.flushed, batch)
+        dropped = c.dropped
+        if dropped:
+            c.dropped -= dropped
+            self.events_dropped += dropped
+            for s in self.sessions:
+                s.dropped += dropped
+                s.request_resync()
+
+    def _drain_some(self) -> None:
+        """Encode up to 5,000 of the collector's events and queue them on the sessions."""
+        buf = self.collector.buf
         node = self.node
         n = 0
         if not any(s.ready for s in self.sessions):
@@ -349,25 +379,18 @@ class Agent(Sampling):
                 self._publish(d)
         if self._fresh and any(s.ready for s in self.sessions):
             self._recheck_fresh()
-        loop = asyncio.get_running_loop()
-        if buf:
-            loop.call_soon(self._drain)
-        else:
-            written = True
-            for s in self.sessions:
-                written = s.flush_now(WRITE_HIGH_WATER) and written
-            if written:
-                c.flushed(batch)  # the host's hand-off can end now
-            else:
-                # after the session writers this drain woke (they are queued ahead)
-                loop.call_soon(c.flushed, batch)
-        dropped = c.dropped
-        if dropped:
-            c.dropped -= dropped
-            self.events_dropped += dropped
-            for s in self.sessions:
-                s.dropped += dropped
-                s.request_resync()
+
+    def _flush_sessions(self) -> None:
+        """End of a drain or a tick's work (``holding`` was set: what they
+        queued woke no writer task): each session writes its queue now, or
+        wakes its writer task (see :meth:`Session.flush_now`)."""
+        self.holding = False
+        for s in self.sessions:
+            try:
+                s.flush_now(WRITE_HIGH_WATER)
+            except Exception:
+                log.exception("agent session %s: write failed", s.id)
+                s.wake_writer()
 
     def _publish(self, d: dict[str, Any]) -> None:
         self.seq += 1
@@ -461,19 +484,11 @@ class Agent(Sampling):
                 pass
             tick.clear()
             now = time.monotonic()
-            if any(s.ready for s in self.sessions) and now >= next_sample:
-                # samples at sample_hz on average (on the tick's grid), and at
-                # most ~5% of a core on sampling, whatever the node's size
-                cost = self._sample_once()
-                next_sample = max(next_sample + period, now + cost * 20 - self.heartbeat / 2)
-                if next_sample < now:
-                    next_sample = now + period
-            if self.collector.buf and now - self._last_drain >= self.heartbeat:
-                # nobody attached (no wake-ups), or the host loop is blocked and
-                # cannot run its hand-off: drain on our own clock
-                self._drain()
-            elif self._fresh and any(s.ready for s in self.sessions):
-                self._recheck_fresh()
+            self.holding = True
+            try:
+                next_sample = self._tick_work(now, next_sample, period)
+            finally:
+                self._flush_sessions()
             self.collector.tick_done()
             last = self._host_last
             if last is None:
@@ -495,6 +510,23 @@ class Agent(Sampling):
                 )
                 self._blocked_since = None
                 self._blocked_pid = None
+
+    def _tick_work(self, now: float, next_sample: float, period: float) -> float:
+        """The periodic work of one tick; returns when the next sample is due."""
+        if any(s.ready for s in self.sessions) and now >= next_sample:
+            # samples at sample_hz on average (on the tick's grid), and at
+            # most ~5% of a core on sampling, whatever the node's size
+            cost = self._sample_once()
+            next_sample = max(next_sample + period, now + cost * 20 - self.heartbeat / 2)
+            if next_sample < now:
+                next_sample = now + period
+        if self.collector.buf and now - self._last_drain >= self.heartbeat:
+            # nobody attached (no wake-ups), or the host loop is blocked and
+            # cannot run its hand-off: drain on our own clock
+            self._drain()
+        elif self._fresh and any(s.ready for s in self.sessions):
+            self._recheck_fresh()
+        return next_sample
 
     def _host_tick(self) -> None:
         """Runs on the host loop every ``heartbeat``: how late was it? Then it

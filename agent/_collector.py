@@ -2,7 +2,7 @@
 
 Runs on the actor system's event loop, synchronously, for every lifecycle
 event. Its whole cost is a deque append and a flag test; once per batch,
-while an observer is attached, it schedules a wake-up of the agent's thread.
+while an observer is attached, it schedules a hand-off to the agent's thread.
 It never formats or serializes. If the agent falls behind by more than
 ``limit`` events, further events are counted as dropped (the agent then
 announces a gap and resyncs its observers).
@@ -14,11 +14,19 @@ can starve for hundreds of milliseconds (measured: 100-350 ms with four
 ping-pong pairs). So once per batch of events the collector schedules :meth:`handoff` on the
 host loop, ``handoff_delay`` later: it wakes the agent's thread and waits,
 GIL released, until the agent has drained and written that batch, at most
-``handoff_timeout`` seconds. On an idle host the agent has already finished
-by then and the hand-off returns at once; on a saturated host it costs the
-host exactly the agent's work for that batch (which, sharing one GIL, it pays
-anyway) and bounds the event latency. Whatever the agent's state, the waits
-never add up to more than ``handoff_budget`` (5%) of any second.
+``handoff_timeout`` seconds. On an idle host the wait costs nothing; on a
+saturated host it costs the host the agent's work for that batch (which,
+sharing one GIL, it pays anyway) and bounds the event latency. Whatever the
+agent's state, the waits never add up to more than ``handoff_budget`` (5%)
+of any second.
+
+Waiting for the GIL is not free either: a thread waiting for it is woken at
+every release (a futex wake paid by the releasing host, each loop iteration).
+So the agent must not want the GIL while the host runs: it is woken only by
+the hand-off, right before the host releases the GIL, and it ends the
+hand-off only when nothing is left for it to do but sleep (see
+``Agent._drain``). Woken at the first event instead, the agent's thread made
+~7,500 context switches a second on the benchmark and the host lost ~4% more.
 """
 
 from __future__ import annotations
@@ -77,6 +85,8 @@ class Collector(actors.Instrument):
         self._cond = threading.Condition()
         self._ticks = 0
         self._ticks_done = 0
+        self._woken = 0
+        """The latest batch the agent was woken for (host thread)."""
 
     def put(self, event: Any) -> None:
         buf = self.buf
@@ -89,22 +99,29 @@ class Collector(actors.Instrument):
             self.wake_pending = True
             self.batches += 1
             if self.handoff_enabled and self.host_loop is not None:
-                # wake the agent now (its thread takes a while to be scheduled)
-                # and hand it the GIL a little later, from the host loop (see the
-                # module docstring), so that a burst of events shares one
-                # hand-off. With nobody attached there is no wake-up at all: the
-                # agent drains on its own clock.
-                try:
-                    self._wake()
-                except RuntimeError:  # the agent's loop is closed: it is stopping
-                    return
+                # wake the agent and hand it the GIL a little later, from the
+                # host loop (see the module docstring), so that a burst of
+                # events shares one hand-off. With nobody attached there is no
+                # wake-up at all: the agent drains on its own clock.
                 self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
 
     def handoff(self, batch: int) -> None:
         """Host loop: let the agent's thread run until it has flushed ``batch``
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
-        if self.drained >= batch or self.handoff_timeout <= 0:
+        if self.drained >= batch:
+            return
+        if self._woken < batch:
+            # wake the agent only now, right before releasing the GIL to it:
+            # woken earlier, its thread would wait for the GIL, and a thread
+            # waiting for the GIL is woken at every release of it (each
+            # iteration of a busy host loop), which cost the host ~4%
+            self._woken = batch
+            try:
+                self._wake()
+            except RuntimeError:  # the agent's loop is closed: it is stopping
+                return
+        if self.handoff_timeout <= 0:
             return
         now = time.monotonic()
         if now - self._window_start >= 1.0:

@@ -85,19 +85,33 @@ class Session:
             self.event_bytes += size
             if len(self.events) > self.peak_events:
                 self.peak_events = len(self.events)
-        self._wake.set()
+        if not self.agent.holding:
+            self._wake.set()
 
-    def flush_now(self, high_water: int) -> bool:
-        """Write the queued events at once, from the drain (agent loop), when
-        the writer task has nothing else to do first: no reply waiting, no
-        resync, the transport's buffer under ``high_water``. Saves the writer
-        task's loop iteration inside the host's hand-off. Returns True when
-        nothing is left queued for the writer task."""
-        if not self.ready or self.resync or self._snapshotting or self.replies or not self.events:
-            return not self.events
+    def flush_now(self, high_water: int) -> None:
+        """Write the queued events and samples at once, from the agent loop's
+        drain or tick, when the writer task has nothing else to do first: no
+        reply waiting, no resync, the transport's buffer under ``high_water``.
+        Otherwise wake the writer task.
+
+        Why not leave it to the writer task: a task woken from the drain runs
+        one agent-loop iteration later, possibly after the host's hand-off
+        has ended; the poll between the two releases the GIL, which a busy
+        host takes straight back, and the agent then waits for it until the
+        next hand-off, woken at every release (see :mod:`agent._collector`).
+        A write done here happens while the host waits in its hand-off."""
+        if not self.ready or (not self.events and not self.samples and self.node_stats is None):
+            return
         w = self.writer
-        if w.is_closing() or w.transport.get_write_buffer_size() >= high_water:
-            return False
+        if (
+            self.resync
+            or self._snapshotting
+            or self.replies
+            or w.is_closing()
+            or w.transport.get_write_buffer_size() >= high_water
+        ):
+            self.wake_writer()
+            return
         out: list[bytes] = []
         events = self.events
         while events:
@@ -106,8 +120,11 @@ class Session:
             data = self._frame(msg)
             if data is not None:
                 out.append(data)
+        out += self._sample_frames()
         self._send(out)
-        return True
+
+    def wake_writer(self) -> None:
+        self._wake.set()
 
     def push_samples(self, rows: list[list[Any]], stats: dict[str, Any]) -> None:
         if not self.ready:
@@ -116,7 +133,8 @@ class Session:
         for row in rows:
             samples[row[0]] = row  # latest per process wins
         self.node_stats = stats
-        self._wake.set()
+        if not self.agent.holding:
+            self._wake.set()
 
     def forget(self, pid: str) -> None:
         self.samples.pop(pid, None)
@@ -321,16 +339,23 @@ class Session:
                 self._send(out)
                 self._wake.set()
                 continue
-            if self.samples or self.node_stats is not None:
-                rows = list(self.samples.values())
-                self.samples = {}
-                stats, self.node_stats = self.node_stats, None
-                for i in range(0, max(len(rows), 1), 5000):
-                    data = self._frame({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
-                    if data is not None:
-                        out.append(data)
+            out += self._sample_frames()
             self._send(out)
             await w.drain()
+
+    def _sample_frames(self) -> list[bytes]:
+        """The queued samples as frames (5,000 rows each), and the queue emptied."""
+        if not self.samples and self.node_stats is None:
+            return []
+        rows = list(self.samples.values())
+        self.samples = {}
+        stats, self.node_stats = self.node_stats, None
+        out = []
+        for i in range(0, max(len(rows), 1), 5000):
+            data = self._frame({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
+            if data is not None:
+                out.append(data)
+        return out
 
     def _frame(self, obj: dict[str, Any]) -> bytes | None:
         try:
