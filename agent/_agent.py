@@ -371,6 +371,7 @@ class Agent(Sampling):
                 continue
             if d is not None:
                 if d["ev"] == "exit":
+                    self._cache.pop(ev.pid.id, None)
                     report = ev.report
                     d["report"] = None if report is None else self.crash_log.note(report)
                 if d["ev"] == "spawn":
@@ -398,8 +399,6 @@ class Agent(Sampling):
         d["seq"] = self.seq
         kind = d["ev"]
         if kind == "exit":
-            pid = actors.Pid.parse(d["pid"])
-            self._cache.pop(pid.id, None)
             if d["reason_kind"] == "exception":
                 self.crashes += 1
             for s in self.sessions:

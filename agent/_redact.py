@@ -1044,6 +1044,8 @@ def redact_text(text: str, policy: RedactionPolicy = RedactionPolicy()) -> str:
         if not isinstance(text, str):
             return "<not text>"
         text = str.__str__(text)
+        if ":" not in text and "=" not in text:
+            return text  # every masked form has one (most exit reasons: "boom", "killed")
         matcher = _matcher(tuple(policy.mask_keys))
         mask = policy.mask if isinstance(policy.mask, str) else "***"
         text = _URL_CRED_RE.sub(lambda m: m.group("pre") + mask, text)

@@ -219,12 +219,16 @@ class FrameError(ValueError):
         self.code = code
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+"""Built once: ``json.dumps`` with options builds a new encoder per call (~2.5 us of a 10 us event)."""
+
+
 def encode_frame(obj: dict[str, Any], *, limit: int = MAX_OUTBOUND_FRAME) -> bytes:
     """One frame: header + compact JSON. Raises :class:`FrameError` over ``limit``."""
     try:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+        text = _ENCODER.encode(obj)
     except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
-        text = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+        text = _ENCODER.encode(_finite(obj))
     payload = text.encode()
     if len(payload) > limit:
         raise FrameError(f"frame of {len(payload)} bytes exceeds the {limit}-byte limit")
