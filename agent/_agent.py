@@ -125,8 +125,9 @@ class Agent(Sampling):
         self._fresh: deque[tuple[float, actors.Pid]] = deque()
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
         self._fresh_checked = 0.0
-        self._tick_event: asyncio.Event | None = None
-        """Set by the host's tick (agent loop); created with the loop."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        """Fires when the host's tick is overdue (agent loop; see :meth:`_on_watchdog`)."""
+        self._next_sample = 0.0
         self._scans = 0
         self._host_tid: int | None = None
         self._host_last: float | None = None
@@ -141,7 +142,6 @@ class Agent(Sampling):
         self.holding = False
         """True inside a drain or a tick's work: sessions queue without waking
         their writer tasks, and :meth:`_flush_sessions` writes at the end."""
-        self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -196,13 +196,15 @@ class Agent(Sampling):
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        self._tick_event = asyncio.Event()
-        self._tasks = [loop.create_task(self._watch_loop())]
+        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
+        try:
+            self.node.loop.call_soon_threadsafe(self._host_tick)
+        except RuntimeError:  # the host loop is closed: no ticks, the watchdog samples
+            pass
 
     async def _cleanup(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._server is not None:
             self._server.close()
         for s in list(self.sessions):
@@ -318,11 +320,14 @@ class Agent(Sampling):
         c = self.collector
         batch = c.batches
         c.wake_pending = False
+        outer = self.holding  # inside a tick's work, which writes at its end
         self.holding = True
         try:
             self._drain_some()
         finally:
-            self._flush_sessions()
+            self.holding = outer
+            if not outer:
+                self._flush_sessions()
         loop = asyncio.get_running_loop()
         if c.buf:
             loop.call_soon(self._drain)
@@ -385,7 +390,6 @@ class Agent(Sampling):
         """End of a drain or a tick's work (``holding`` was set: what they
         queued woke no writer task): each session writes its queue now, or
         wakes its writer task (see :meth:`Session.flush_now`)."""
-        self.holding = False
         for s in self.sessions:
             try:
                 s.flush_now(WRITE_HIGH_WATER)
@@ -458,74 +462,84 @@ class Agent(Sampling):
 
     # -- blocked-loop watch -------------------------------------------------------------------------------
 
-    async def _watch_loop(self) -> None:
-        """Every ``heartbeat``: drain if nobody else does, and check the host's
-        tick (see :meth:`_host_tick`): a tick overdue by more than
-        ``block_threshold`` means the host loop is blocked right now."""
+    def _on_tick(self) -> None:
+        """Agent loop, woken by the host's tick (:meth:`_host_tick`), which
+        waits, GIL released, until :meth:`Collector.tick_done`."""
+        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
         try:
-            self.node.loop.call_soon_threadsafe(self._host_tick)
-        except RuntimeError:  # host loop closed
-            return
-        period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
-        next_sample = 0.0
-        tick = self._tick_event
-        assert tick is not None  # created in _startup, before this task
-        while True:
-            # woken by the host's tick (a hand-off: the host yields the GIL for
-            # it), or on our own clock only when the tick is overdue -- an
-            # agent thread that wakes on its own timers forces a busy host to
-            # give up the GIL, measured at ~4 ms of the host's throughput a wake
-            wait = self.heartbeat if self._blocked_since is not None else self.heartbeat + self.block_threshold * 1.2
-            try:
-                async with asyncio.timeout(wait):
-                    await tick.wait()
-            except TimeoutError:
-                pass
-            tick.clear()
-            now = time.monotonic()
-            self.holding = True
-            try:
-                next_sample = self._tick_work(now, next_sample, period)
-            finally:
-                self._flush_sessions()
-            self.collector.tick_done()
-            last = self._host_last
-            if last is None:
-                continue
-            overdue = now - last - self.heartbeat
-            if self._blocked_since is None:
-                if overdue > self.block_threshold:
-                    self._blocked_since = last + self.heartbeat
-                    self._block_lag = 0.0
-                    self._report_blocked(overdue)
-            elif last >= self._blocked_since:
-                self._publish(
-                    {
-                        "ev": "loop_unblocked",
-                        "pid": self._blocked_pid,
-                        "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
-                        "time": time.time(),
-                    }
-                )
-                self._blocked_since = None
-                self._blocked_pid = None
+            self._periodic()
+        finally:
+            # one loop step later, after the loop has read its self-pipe (see _drain)
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self.collector.tick_done)
 
-    def _tick_work(self, now: float, next_sample: float, period: float) -> float:
-        """The periodic work of one tick; returns when the next sample is due."""
-        if any(s.ready for s in self.sessions) and now >= next_sample:
+    def _on_watchdog(self) -> None:
+        """Agent loop: no tick from the host for ``heartbeat`` + 1.2 x
+        ``block_threshold`` (a heartbeat, once it is known blocked): the host
+        loop is blocked. Report it, and sample and drain on our own clock
+        until its ticks come back. The agent has no timer of its own
+        otherwise: a thread that wakes on its own forces a busy host to give
+        up the GIL (see :mod:`agent._collector`)."""
+        self._arm_watchdog(self.heartbeat)
+        self._periodic()
+
+    def _arm_watchdog(self, delay: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        loop = self._loop
+        assert loop is not None
+        self._watchdog = loop.call_later(delay, self._on_watchdog)
+
+    def _periodic(self) -> None:
+        """Sampling, late drains, fresh-spawn re-checks, and the blocked-loop check."""
+        now = time.monotonic()
+        self.holding = True
+        try:
+            self._tick_work(now)
+            self._check_blocked(now)
+        finally:
+            self.holding = False
+            self._flush_sessions()
+
+    def _check_blocked(self, now: float) -> None:
+        """A tick overdue by more than ``block_threshold`` means the host loop is
+        blocked right now; the first tick after it, that it is free again."""
+        last = self._host_last
+        if last is None:
+            return
+        overdue = now - last - self.heartbeat
+        if self._blocked_since is None:
+            if overdue > self.block_threshold:
+                self._blocked_since = last + self.heartbeat
+                self._block_lag = 0.0
+                self._report_blocked(overdue)
+        elif last >= self._blocked_since:
+            self._publish(
+                {
+                    "ev": "loop_unblocked",
+                    "pid": self._blocked_pid,
+                    "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
+                    "time": time.time(),
+                }
+            )
+            self._blocked_since = None
+            self._blocked_pid = None
+
+    def _tick_work(self, now: float) -> None:
+        if any(s.ready for s in self.sessions) and now >= self._next_sample:
             # samples at sample_hz on average (on the tick's grid), and at
             # most ~5% of a core on sampling, whatever the node's size
+            period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
             cost = self._sample_once()
-            next_sample = max(next_sample + period, now + cost * 20 - self.heartbeat / 2)
-            if next_sample < now:
-                next_sample = now + period
+            nxt = max(self._next_sample + period, now + cost * 20 - self.heartbeat / 2)
+            self._next_sample = nxt if nxt >= now else now + period
         if self.collector.buf and now - self._last_drain >= self.heartbeat:
             # nobody attached (no wake-ups), or the host loop is blocked and
             # cannot run its hand-off: drain on our own clock
             self._drain()
         elif self._fresh and any(s.ready for s in self.sessions):
             self._recheck_fresh()
-        return next_sample
 
     def _host_tick(self) -> None:
         """Runs on the host loop every ``heartbeat``: how late was it? Then it
@@ -545,10 +559,10 @@ class Agent(Sampling):
             return
         self._tick_due = now + self.heartbeat
         self._tick_handle = self.node.loop.call_later(self.heartbeat, self._host_tick)
-        loop, event = self._loop, self._tick_event
-        if loop is not None and event is not None:
+        loop = self._loop
+        if loop is not None:
             try:
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(self._on_tick)
             except RuntimeError:  # the agent's loop is closed: it is stopping
                 return
             self.collector.tick_handoff()
