@@ -1,7 +1,7 @@
 """The agent's sampling (agent thread): counter rows and ``update`` events for
 every live process, memory estimates a slice at a time, and the re-check of
 freshly spawned processes. A mixin of :class:`agent._agent.Agent`, which
-calls these from its tick-driven watch loop and its drain.
+calls these from the host's tick (``Agent._on_tick``) and its drain.
 """
 
 from __future__ import annotations
