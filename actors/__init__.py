@@ -7,7 +7,7 @@ instrument hook for observers. Start with :class:`Node`.
 
 from __future__ import annotations
 
-from ._crash import Ancestor, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
+from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
 from ._errors import (
     ActorError,
     CallError,
@@ -84,6 +84,7 @@ __all__ = [
     "Budget",
     "CallError",
     "CallTimeout",
+    "ChainLink",
     "ChildInfo",
     "ChildSpec",
     "CrashReport",

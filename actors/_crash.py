@@ -18,6 +18,11 @@ Cost on the hot path
     (``GenServer.state``, which it always did). The report is built only when
     a process dies abnormally, and only if an instrument is registered (nobody
     else would read it). ``Node(crash_reports=False)`` skips building it.
+    Even then the node's loop only captures the exception chain (a reference
+    to each exception and to its traceback as it is then: ~20 us a crash);
+    the frames' source lines and the formatted text are worked out when the
+    report is first read, by its reader (the agent's thread). Formatting
+    with the ``traceback`` module at the crash cost the loop ~0.4 ms each.
 
 Reference, not copy
     "The state before" is the object the handler was given. A handler that
@@ -41,7 +46,8 @@ The flight recorder
 
 Threading rules: everything here runs on the node's loop thread, except
 reading a finished :class:`CrashReport`, which is immutable (its ``message``
-and ``state`` are references to the dead process's objects).
+and ``state`` are references to the dead process's objects; ``exceptions``
+and ``traceback`` are worked out on first read and kept).
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ import os
 import time
 import traceback as _tb
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import format_reason
@@ -63,7 +70,7 @@ if TYPE_CHECKING:
     from ._node import Node
     from ._process import Process
 
-__all__ = ["Ancestor", "CrashReport", "ExceptionInfo", "FlightEntry", "FlightRecorder", "TraceFrame"]
+__all__ = ["Ancestor", "ChainLink", "CrashReport", "ExceptionInfo", "FlightEntry", "FlightRecorder", "TraceFrame"]
 
 _RUNTIME_DIRS = (
     os.path.dirname(os.path.abspath(__file__)) + os.sep,
@@ -108,6 +115,18 @@ class ExceptionInfo:
     """How it relates to the previous exception in the chain: None for the
     exception itself, ``"cause"`` (``raise ... from`` it) or ``"context"``
     (raised while handling it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One exception of the chain as it was when the process died: the
+    traceback is the one it had then (re-raising it later starts a new one)."""
+
+    type: str
+    message: str
+    exc: BaseException
+    tb: TracebackType | None
+    relation: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +177,10 @@ class CrashReport:
     exception, not code the process ran)."""
     kind: str
     """``gen_server``, ``supervisor`` or ``worker``."""
-    exceptions: tuple[ExceptionInfo, ...]
-    """The exception first, then its cause/context chain; empty if the reason
-    is not an exception."""
-    traceback: str | None
-    """The formatted traceback, chain included, as Python prints it."""
+    chain: tuple[ChainLink, ...]
+    """The exception first, then its cause/context chain, as captured (see
+    ``exceptions`` and ``traceback`` for the readable forms); empty if the
+    reason is not an exception."""
     has_message: bool
     """False if the process never took a message (then ``message`` is None)."""
     message: Any
@@ -194,6 +212,31 @@ class CrashReport:
     """Messages handled in this incarnation."""
     mailbox: int
     """Messages still queued when it died."""
+    _readable: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def exceptions(self) -> tuple[ExceptionInfo, ...]:
+        """The chain with its frames (source lines included), built on first
+        use: by the reader of the report (the agent's thread), not by the
+        node's loop when the process dies."""
+        v = self._readable.get("exceptions")
+        if v is None:
+            v = self._readable["exceptions"] = tuple(
+                ExceptionInfo(link.type, link.message, _frames(link.tb), link.relation) for link in self.chain
+            )
+        return v
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback, chain included, laid out as Python prints it (without
+        the ``^^^`` position markers); None if the reason is not an exception.
+        Built on first use, like ``exceptions``."""
+        if not self.chain:
+            return None
+        v = self._readable.get("traceback")
+        if v is None:
+            v = self._readable["traceback"] = format_chain(self.chain)
+        return v
 
     @property
     def innermost_own_frame(self) -> TraceFrame | None:
@@ -225,20 +268,29 @@ def _is_own(filename: str) -> bool:
     return not filename.startswith(_RUNTIME_DIRS) and not filename.startswith("<frozen")
 
 
-def _frames(exc: BaseException) -> tuple[TraceFrame, ...]:
-    raw: list[tuple[str, int | None, str]] = []
-    tb = exc.__traceback__
+def _raw_frames(tb: TracebackType | None) -> list[tuple[str, int | None, str, str]]:
+    """(file, line, qualified name, name) of a traceback's frames, in call
+    order, the innermost MAX_FRAMES."""
+    raw: list[tuple[str, int | None, str, str]] = []
     while tb is not None:
         code = tb.tb_frame.f_code
-        raw.append((code.co_filename, tb.tb_lineno, code.co_qualname))
+        raw.append((code.co_filename, tb.tb_lineno, code.co_qualname, code.co_name))
         tb = tb.tb_next
-    frames = []
-    for filename, lineno, fn in raw[-MAX_FRAMES:]:
-        try:
-            source = linecache.getline(filename, lineno).strip() if lineno else ""
-        except Exception:
-            source = ""
-        frames.append(TraceFrame(filename, lineno, fn, source or None, _is_own(filename)))
+    return raw[-MAX_FRAMES:]
+
+
+def _source(filename: str, lineno: int | None) -> str:
+    try:
+        return linecache.getline(filename, lineno).strip() if lineno else ""
+    except Exception:
+        return ""
+
+
+def _frames(tb: TracebackType | None) -> tuple[TraceFrame, ...]:
+    frames = [
+        TraceFrame(filename, lineno, fn, _source(filename, lineno) or None, _is_own(filename))
+        for filename, lineno, fn, _ in _raw_frames(tb)
+    ]
     own = [f for f in frames if f.own]
     rest = [f for f in frames if not f.own]
     return tuple(own + rest)
@@ -257,15 +309,17 @@ def _message(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
-def exception_chain(exc: BaseException) -> tuple[ExceptionInfo, ...]:
-    """The exception and its cause/context chain, as :class:`ExceptionInfo` records."""
-    out: list[ExceptionInfo] = []
+def capture_chain(exc: BaseException) -> tuple[ChainLink, ...]:
+    """The exception and its cause/context chain, with each one's traceback as
+    it is now. Cheap (a walk of at most MAX_CHAIN links): frames and text are
+    read from it later (:attr:`CrashReport.exceptions`, ``traceback``)."""
+    out: list[ChainLink] = []
     seen: set[int] = set()
     cur: BaseException | None = exc
     relation: str | None = None
     while cur is not None and id(cur) not in seen and len(out) < MAX_CHAIN:
         seen.add(id(cur))
-        out.append(ExceptionInfo(_type_name(cur), _message(cur), _frames(cur), relation))
+        out.append(ChainLink(_type_name(cur), _message(cur), cur, cur.__traceback__, relation))
         if cur.__cause__ is not None:
             cur, relation = cur.__cause__, "cause"
         elif cur.__context__ is not None and not cur.__suppress_context__:
@@ -275,11 +329,37 @@ def exception_chain(exc: BaseException) -> tuple[ExceptionInfo, ...]:
     return tuple(out)
 
 
-def _format(exc: BaseException) -> str:
-    try:
-        return "".join(_tb.format_exception(exc))
-    except Exception as err:  # a broken __str__, say
-        return f"<traceback unavailable: {type(err).__name__}>"
+def exception_chain(exc: BaseException) -> tuple[ExceptionInfo, ...]:
+    """The exception and its cause/context chain, as :class:`ExceptionInfo` records."""
+    return tuple(ExceptionInfo(x.type, x.message, _frames(x.tb), x.relation) for x in capture_chain(exc))
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_chain(chain: tuple[ChainLink, ...]) -> str:
+    """A captured chain laid out as Python prints it, oldest exception first
+    (without the ``^^^`` position markers: working those out parses every
+    line's source, ~0.3 ms a traceback)."""
+    parts: list[str] = []
+    for i in range(len(chain) - 1, -1, -1):
+        link = chain[i]
+        raw = _raw_frames(link.tb)
+        if raw:
+            parts.append("Traceback (most recent call last):\n")
+            for filename, lineno, _, fn in raw:
+                parts.append(f'  File "{filename}", line {lineno}, in {fn}\n')
+                src = _source(filename, lineno)
+                if src:
+                    parts.append(f"    {src}\n")
+        try:
+            parts.extend(_tb.format_exception_only(type(link.exc), link.exc))
+        except Exception as err:  # a broken __str__, say
+            parts.append(f"{link.type}: <unprintable: {type(err).__name__}>\n")
+        if i > 0:
+            parts.append(_CAUSE if link.relation == "cause" else _CONTEXT)
+    return "".join(parts)
 
 
 def unwrap(msg: Any) -> tuple[Any, str]:
@@ -312,11 +392,7 @@ def ancestry(node: Node, proc: Process) -> tuple[Ancestor, ...]:
 def build_report(node: Node, proc: Process, reason: Any, own: bool) -> CrashReport:
     """Build the report for ``proc``, dying with ``reason`` now (loop thread)."""
     now = time.time()
-    if isinstance(reason, BaseException):
-        chain = exception_chain(reason)
-        text: str | None = _format(reason)
-    else:
-        chain, text = (), None
+    chain = capture_chain(reason) if isinstance(reason, BaseException) else ()
     b = proc.behaviour
     kind = str(getattr(b, "kind", "worker")) if b is not None else "worker"
     has_state = b is not None and hasattr(b, "state")
@@ -355,8 +431,7 @@ def build_report(node: Node, proc: Process, reason: Any, own: bool) -> CrashRepo
         reason_text=format_reason(reason),
         own=own,
         kind=kind,
-        exceptions=chain,
-        traceback=text,
+        chain=chain,
         has_message=has_message,
         message=message,
         message_kind=message_kind,

@@ -6,10 +6,10 @@ odd data: a process that vanishes mid-read is skipped by the caller.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 import actors
+from actors._crash import capture_chain, format_chain
 from actors._introspect import process_kind, process_status
 
 from ._redact import RedactionPolicy, redact_text
@@ -43,12 +43,16 @@ def reason_kind(reason: Any) -> str:
     return "other"
 
 
-def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
-    """The traceback with its cause chain, redacted and capped; None if no exception."""
+def format_traceback(reason: Any, policy: RedactionPolicy, report: actors.CrashReport | None = None) -> str | None:
+    """The traceback with its cause chain, redacted and capped; None if no
+    exception. Taken from the crash report when there is one (formatted once,
+    for both)."""
     if not isinstance(reason, BaseException):
         return None
     try:
-        text = "".join(traceback.format_exception(reason))
+        text = report.traceback if report is not None else None
+        if text is None:
+            text = format_chain(capture_chain(reason))
     except Exception as exc:  # a broken __str__ on the exception, say
         text = f"<traceback unavailable: {type(exc).__name__}>"
     if len(text) > MAX_TRACEBACK:
@@ -158,7 +162,7 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "reason": redact_text(actors.format_reason(ev.reason), policy),
             "reason_kind": reason_kind(ev.reason),
             "exception": type(ev.reason).__name__ if isinstance(ev.reason, BaseException) else None,
-            "traceback": format_traceback(ev.reason, policy),
+            "traceback": format_traceback(ev.reason, policy, ev.report),
             "time": ev.time,
         }
     if t is actors.Restarted:

@@ -4,6 +4,7 @@ cause chain, the ancestry and budget; the flight recorder."""
 from __future__ import annotations
 
 import copy
+import traceback
 from typing import Any
 
 import actors as A
@@ -226,3 +227,57 @@ async def test_plain_process_report_has_its_last_message_and_parent_ancestry() -
         assert [a.pid for a in r.ancestry] == [b, w] and r.ancestry[0].name == "boss"
         assert r.exceptions[0].type == "LookupError" and r.budget is None
         node.exit(b, "kill")
+
+
+def _strip_position_markers(text: str) -> str:
+    """Python's traceback without its ``^^^`` / ``~~~`` lines (ours has none)."""
+    lines = text.splitlines(keepends=True)
+    return "".join(line for line in lines if not (line.strip() and not line.strip(" ^~\n")))
+
+
+def _raise_chain() -> None:
+    try:
+        _apply("withdraw", 99, {"balance": 1, "ops": 0})
+    except ValueError:
+        {}["missing"]  # a KeyError while handling the ValueError
+
+
+def test_report_traceback_reads_like_pythons_for_a_cause_and_context_chain() -> None:
+    try:
+        _raise_chain()
+    except KeyError as exc:
+        caught = exc
+    ours = A._crash.format_chain(A._crash.capture_chain(caught))
+    assert "The above exception was the direct cause" in ours
+    assert "During handling of the above exception" in ours
+    assert ours == _strip_position_markers("".join(traceback.format_exception(caught)))
+
+
+async def test_report_keeps_the_traceback_of_the_crash_even_if_the_exception_is_raised_again() -> None:
+    """The report is read later (by the agent's thread): what it shows is the
+    traceback the exception had when the process died, not one it gets when
+    somebody re-raises the same object afterwards."""
+    exits = Exits()
+    boom = RuntimeError("shared")
+
+    async def dies(proc: A.Process) -> None:
+        raise boom
+
+    def reraise_elsewhere() -> None:
+        raise boom
+
+    async with A.Node(log_crashes=False) as node:
+        node.add_instrument(exits)
+        pid = node.spawn(dies)
+        await wait_until(lambda: exits.report_of(pid) is not None)
+        r = exits.report_of(pid)
+        assert r is not None
+        try:
+            reraise_elsewhere()
+        except RuntimeError:
+            pass
+        assert r.traceback is not None and "in dies" in r.traceback
+        assert "reraise_elsewhere" not in r.traceback
+        assert [f.function for f in r.exceptions[0].frames if f.own] == [
+            "test_report_keeps_the_traceback_of_the_crash_even_if_the_exception_is_raised_again.<locals>.dies"
+        ]
