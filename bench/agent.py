@@ -15,6 +15,10 @@
   churns through 100,000 lifecycle events; ``agent_bytes_bound`` is the
   bound the agent enforces per session (event bytes cap + write buffer
   high-water mark + one frame of slack).
+
+``details.agent_costs_per_round`` tells where the agent's cost comes from in
+each measured phase: batches of events and hand-offs a second, the host's
+time waiting in hand-offs (ms a second) and the agent thread's CPU (Linux).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import random
 import struct
 import sys
@@ -96,8 +101,27 @@ async def _phase(node: actors.Node, counter: list[int], seconds: float) -> float
     return (counter[0] - start) / (time.perf_counter() - t0)
 
 
+def _thread_cpu_s(native_id: int | None) -> float | None:
+    """CPU seconds a thread of this process has used (Linux), else None."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
+    c = ag.collector
+    thread = ag._thread
+    cpu = _thread_cpu_s(thread.native_id if thread is not None else None)
+    return (time.perf_counter(), c.batches, c.handoff_waits, c.handoff_wait_s, -1.0 if cpu is None else cpu)
+
+
 async def _throughput(
-    rounds: int, seconds: float, idle: list[float] | None = None
+    rounds: int, seconds: float, idle: list[float] | None = None, costs: list[dict[str, Any]] | None = None
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     without: list[float] = []
     with_: list[float] = []
@@ -125,8 +149,20 @@ async def _throughput(
             await _reader_ready(reader)
             await asyncio.sleep(0.2)  # snapshot delivered, steady state
             t_start = time.time()
+            c0 = _agent_costs(ag)
             b = await _phase(node, counter, seconds)
+            c1 = _agent_costs(ag)
             t_end = time.time()
+            if costs is not None:
+                dt = c1[0] - c0[0]
+                costs.append(
+                    {
+                        "batches_per_s": rnd((c1[1] - c0[1]) / dt),
+                        "handoffs_per_s": rnd((c1[2] - c0[2]) / dt),
+                        "handoff_wait_ms_per_s": rnd((c1[3] - c0[3]) * 1000 / dt),
+                        "agent_thread_cpu_fraction": rnd((c1[4] - c0[4]) / dt) if c0[4] >= 0 else None,
+                    }
+                )
             reader.terminate()
             out, _ = await reader.communicate()
             ag.stop()
@@ -262,10 +298,11 @@ def main(argv: list[str]) -> int:
         except asyncio.CancelledError:
             pass
         return 0
-    rounds, seconds, events = (2, 0.5, 20_000) if args.quick else (5, 2.0, 100_000)
+    rounds, seconds, events = (2, 0.5, 20_000) if args.quick else (9, 2.0, 100_000)
     progress(f"agent: {rounds} rounds of {seconds}s per phase")
     idle: list[float] = []
-    without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds, idle))
+    costs: list[dict[str, Any]] = []
+    without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds, idle, costs))
     progress(f"stalled observer: {events:,} lifecycle events")
     stalled = asyncio.run(_stalled(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
@@ -287,6 +324,7 @@ def main(argv: list[str]) -> int:
             "ratios": [rnd(x) for x in ratios],
             "idle_agent_ratios": [rnd(x) for x in idle],
             "crashes_measured": len(lat),
+            "agent_costs_per_round": costs,
             "stalled": stalled,
             "bound_parts": {"event_bytes_limit": 3 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
             "machine": machine(),
