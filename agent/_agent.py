@@ -27,7 +27,7 @@ from . import protocol as P
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
-from ._encode import event_dict, meta_of, process_record
+from ._encode import event_dict, format_traceback, meta_of, process_record
 from ._redact import RedactionPolicy, Redactor
 from ._sampling import Sampling
 from ._session import Session
@@ -378,7 +378,14 @@ class Agent(Sampling):
                 if d["ev"] == "exit":
                     self._cache.pop(ev.pid.id, None)
                     report = ev.report
-                    d["report"] = None if report is None else self.crash_log.note(report)
+                    if report is None:
+                        d["report"] = None
+                    else:
+                        rep = d["report"] = self.crash_log.note(report)
+                        # the same text, capped and redacted the same way: once
+                        d["traceback"] = (
+                            rep["traceback"] if "traceback" in rep else format_traceback(ev.reason, self.policy)
+                        )
                 if d["ev"] == "spawn":
                     self._remember(ev.pid)
                     self._fresh.append((self._last_drain, ev.pid))

@@ -43,16 +43,12 @@ def reason_kind(reason: Any) -> str:
     return "other"
 
 
-def format_traceback(reason: Any, policy: RedactionPolicy, report: actors.CrashReport | None = None) -> str | None:
-    """The traceback with its cause chain, redacted and capped; None if no
-    exception. Taken from the crash report when there is one (formatted once,
-    for both)."""
+def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
+    """The traceback with its cause chain, redacted and capped; None if no exception."""
     if not isinstance(reason, BaseException):
         return None
     try:
-        text = report.traceback if report is not None else None
-        if text is None:
-            text = format_chain(capture_chain(reason))
+        text = format_chain(capture_chain(reason))
     except Exception as exc:  # a broken __str__ on the exception, say
         text = f"<traceback unavailable: {type(exc).__name__}>"
     if len(text) > MAX_TRACEBACK:
@@ -162,7 +158,8 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "reason": redact_text(actors.format_reason(ev.reason), policy),
             "reason_kind": reason_kind(ev.reason),
             "exception": type(ev.reason).__name__ if isinstance(ev.reason, BaseException) else None,
-            "traceback": format_traceback(ev.reason, policy, ev.report),
+            # with a crash report, the drain copies the report's (the same text)
+            "traceback": None if ev.report is not None else format_traceback(ev.reason, policy),
             "time": ev.time,
         }
     if t is actors.Restarted:

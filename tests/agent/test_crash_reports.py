@@ -52,6 +52,7 @@ async def test_report_on_the_wire_masks_secrets_in_message_state_and_text(host: 
         assert r["message"]["masked"] == 1
         assert r["state"]["value"] == {"user": "bob", "password": "***", "count": 0}
         assert "token=***" in r["exceptions"][0]["message"] and "token=***" in r["traceback"]
+        assert ev["traceback"] == r["traceback"]  # one text (formatted and redacted once)
         own = [f for f in r["exceptions"][0]["frames"] if f["own"]]
         assert own[-1]["function"] == "Vault.handle_cast" and "raise ValueError" in own[-1]["source"]
         assert [a["name"] for a in r["ancestry"]] == ["vault"]
