@@ -184,8 +184,14 @@ class Supervisor(GenServer):
     def budget(self) -> Budget:
         """Restarts used in the current period, without changing anything."""
         now = self.proc.node.clock()
-        used = sum(1 for t in list(self._restarts) if now - t <= self.period)
-        return Budget(used, self.intensity, self.period, self.strategy)
+        r = self._restarts  # oldest first; pruned of stale entries at each restart
+        stale = 0
+        try:  # by index, not by iterating: another thread may read while the loop appends
+            while now - r[stale] > self.period:
+                stale += 1
+        except IndexError:
+            pass
+        return Budget(max(0, len(r) - stale), self.intensity, self.period, self.strategy)
 
     def child_rows(self) -> list[ChildInfo]:
         if self.strategy == "simple_one_for_one":

@@ -21,6 +21,12 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
   crashes: this checks the hot path stays as fast);
 * ``flight_recorder_call_ratio``: call round trips/s with the flight recorder on
   for both the client and the server over the same with it off (same method).
+* ``exception_crash_reports_ratio``: a crash storm. Crash-and-restart cycles/s
+  of a supervisor's child that raises (an exception with a cause, a few
+  frames deep) on every message, on a node with crash reports on over one
+  with ``crash_reports=False``, both with an instrument registered (the
+  agent's case: reports are built only then); alternating blocks, median.
+  What the node's loop pays to build a report for each crash.
 
 The last line printed is one JSON object; everything before it is progress.
 """
@@ -101,6 +107,10 @@ class Config:
     """Alternating on/off blocks for the crash-report and flight-recorder ratios."""
     pair_rt: int = 1_000
     """Call round trips per block."""
+    crash_blocks: int = 6
+    """Alternating on/off blocks for the exception crash-storm ratio..."""
+    crashes_per_block: int = 300
+    """... of this many crash-and-restart cycles each."""
 
 
 FULL = Config(
@@ -132,6 +142,8 @@ QUICK = Config(
     restarts=50,
     instrumented_restarts=20,
     million=False,
+    crash_blocks=2,
+    crashes_per_block=50,
 )
 
 
@@ -614,6 +626,74 @@ async def restart_latency(siblings: int, restarts: int, *, instrument: bool, see
     return out
 
 
+def _fail_deep(msg: Any, depth: int) -> None:
+    if depth:
+        _fail_deep(msg, depth - 1)
+        return
+    try:
+        raise KeyError(msg)
+    except KeyError as exc:
+        raise ValueError(f"cannot handle {msg!r}") from exc
+
+
+async def _crashing(proc: Process, probe: _Probe, idx: int) -> None:
+    probe.started(idx, proc.pid)
+    while True:
+        _fail_deep(await proc.receive(), 4)
+
+
+class _LastExit(Instrument):
+    """Stands for an agent's collector: takes each event, reads nothing on the loop."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def exited(self, event: Any) -> None:
+        self.last = event
+
+
+async def _crash_block(node: Node, probe: _Probe, n: int) -> float:
+    """``n`` crash-and-restart cycles of child 0; returns cycles per second."""
+    loop = asyncio.get_running_loop()
+    t0 = perf()
+    for _ in range(n):
+        fut: asyncio.Future[float] = loop.create_future()
+        probe.waiting = fut
+        node.send(probe.pids[0], "boom")
+        await asyncio.wait_for(fut, 5.0)
+    return n / (perf() - t0)
+
+
+async def crash_storm(cfg: Config) -> dict[str, Any]:
+    ratios: list[float] = []
+    on_rates: list[float] = []
+    off_rates: list[float] = []
+    async with Node(log_crashes=False) as on, Node(log_crashes=False, crash_reports=False) as off:
+        probes = {}
+        for node in (on, off):
+            probe = _Probe()
+            await start_supervisor(node, [worker(0, _crashing, probe, 0)], intensity=10**9, period=1.0)
+            node.add_instrument(_LastExit())
+            probes[id(node)] = probe
+            await _crash_block(node, probe, 20)  # warm up
+        for i in range(cfg.crash_blocks):
+            order = (on, off) if i % 2 == 0 else (off, on)
+            rates = {id(node): await _crash_block(node, probes[id(node)], cfg.crashes_per_block) for node in order}
+            on_rates.append(rates[id(on)])
+            off_rates.append(rates[id(off)])
+            ratios.append(rates[id(on)] / rates[id(off)])
+    return {
+        "exception_crash_reports_ratio": median(ratios),
+        "details": {
+            "blocks": cfg.crash_blocks,
+            "crashes_per_block": cfg.crashes_per_block,
+            "cycles_per_s_reports_on": [rnd(x) for x in on_rates],
+            "cycles_per_s_reports_off": [rnd(x) for x in off_rates],
+            "ratio_per_block": [rnd(x, 4) for x in ratios],
+        },
+    }
+
+
 async def restarts(cfg: Config) -> dict[str, Any]:
     main = await restart_latency(cfg.siblings, cfg.restarts, instrument=False)
     progress(
@@ -698,6 +778,11 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
     result["restart_p50_ms"] = rs["restart_p50_ms"]
     result["restart_p99_ms"] = rs["restart_p99_ms"]
     details["restart"] = rs["details"]
+
+    progress(f"crash storm: {cfg.crash_blocks} blocks of {cfg.crashes_per_block} exception crashes, reports on/off")
+    cs = asyncio.run(crash_storm(cfg))
+    result["exception_crash_reports_ratio"] = cs["exception_crash_reports_ratio"]
+    details["crash_storm"] = cs["details"]
 
     progress("a million idle processes")
     per_spawn_s = details["memory"]["actors_spawn_and_start_s"] / cfg.mem_n
