@@ -111,6 +111,18 @@ class Collector(actors.Instrument):
         self.handoffs += 1
         if self.drained >= batch:
             return
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_spent = now, 0.0
+        if self._window_spent >= self.handoff_budget:
+            # the host never gives the agent more than handoff_budget of each
+            # second, whatever state the agent is in. Nor does it wake it: a
+            # woken agent would take the GIL anyway, at the host's expense
+            # (see below). The batch waits for the agent's next tick, which
+            # drains everything queued by then: past its budget the agent
+            # delivers events ten times a second, in bigger batches.
+            self.handoff_skipped += 1
+            return
         if self._woken < batch:
             # wake the agent only now, right before releasing the GIL to it:
             # woken earlier, its thread would wait for the GIL, and a thread
@@ -122,14 +134,6 @@ class Collector(actors.Instrument):
             except RuntimeError:  # the agent's loop is closed: it is stopping
                 return
         if self.handoff_timeout <= 0:
-            return
-        now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_spent = now, 0.0
-        if self._window_spent >= self.handoff_budget:
-            # the host never gives the agent more than handoff_budget of each
-            # second, whatever state the agent is in: it waits for its own turn
-            self.handoff_skipped += 1
             return
         self.handoff_waits += 1
         with self._cond:

@@ -43,3 +43,19 @@ def test_events_past_the_limit_are_counted_not_kept() -> None:
     for _ in range(25):
         c.put(ev)
     assert len(c.buf) == 10 and c.dropped == 15
+
+
+async def test_past_its_budget_the_agent_is_not_even_woken() -> None:
+    # woken, the agent's thread would take the GIL anyway (by force, at the
+    # host's expense): past the budget the batch waits for the agent's tick
+    loop = asyncio.get_running_loop()
+    woken: list[int] = []
+    c = Collector(
+        lambda: woken.append(1), host_loop=loop, handoff_timeout=0.004, handoff_delay=0.001, handoff_budget=0.0
+    )
+    c.handoff_enabled = True
+    ev: Any = actors.Suspended(actors.Pid(0, 1), 0.0)
+    c.put(ev)
+    await asyncio.sleep(0.02)
+    assert c.handoffs == 1 and c.handoff_skipped == 1
+    assert woken == [] and c.handoff_waits == 0 and len(c.buf) == 1
