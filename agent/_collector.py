@@ -18,7 +18,7 @@ GIL released, until the agent has drained and written that batch, at most
 saturated host it costs the host the agent's work for that batch (which,
 sharing one GIL, it pays anyway) and bounds the event latency. Whatever the
 agent's state, the waits never add up to more than ``handoff_budget`` (5%)
-of any second.
+of any ``handoff_window`` (0.1 s).
 
 Waiting for the GIL is not free either: a thread waiting for it is woken at
 every release (a futex wake paid by the releasing host, each loop iteration).
@@ -54,6 +54,7 @@ class Collector(actors.Instrument):
         handoff_timeout: float = 0.002,
         handoff_delay: float = 0.002,
         handoff_budget: float = 0.05,
+        handoff_window: float = 0.1,
     ) -> None:
         self.buf: deque[Any] = deque()
         self.limit = limit
@@ -79,6 +80,9 @@ class Collector(actors.Instrument):
         self.handoff_skipped = 0
         self.handoff_wait_s = 0.0
         self.handoff_budget = handoff_budget
+        self.handoff_window = handoff_window
+        """The budget holds for every window of this many seconds: a short one
+        spreads what an overloaded agent gets over the second."""
         """Seconds of each second the host may spend waiting in hand-offs."""
         self._window_start = 0.0
         self._window_spent = 0.0
@@ -112,15 +116,14 @@ class Collector(actors.Instrument):
         if self.drained >= batch:
             return
         now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_spent = now, 0.0
-        if self._window_spent >= self.handoff_budget:
+        left = self._budget_left(now)
+        if left <= 0:
             # the host never gives the agent more than handoff_budget of each
-            # second, whatever state the agent is in. Nor does it wake it: a
+            # window, whatever state the agent is in. Nor does it wake it: a
             # woken agent would take the GIL anyway, at the host's expense
             # (see below). The batch waits for the agent's next tick, which
             # drains everything queued by then: past its budget the agent
-            # delivers events ten times a second, in bigger batches.
+            # delivers events at its ticks, in bigger batches.
             self.handoff_skipped += 1
             return
         if self._woken < batch:
@@ -137,7 +140,7 @@ class Collector(actors.Instrument):
             return
         self.handoff_waits += 1
         with self._cond:
-            done = self._cond.wait_for(lambda: self.drained >= batch, self.handoff_timeout)
+            done = self._cond.wait_for(lambda: self.drained >= batch, min(self.handoff_timeout, left))
         spent = time.monotonic() - now
         self._window_spent += spent
         self.handoff_wait_s += spent
@@ -146,6 +149,12 @@ class Collector(actors.Instrument):
             # it drains, no new batch would schedule a hand-off)
             self.handoff_retries += 1
             self.host_loop.call_later(self.handoff_delay, self.handoff, batch)
+
+    def _budget_left(self, now: float) -> float:
+        """Seconds the host may still wait in hand-offs in the current window."""
+        if now - self._window_start >= self.handoff_window:
+            self._window_start, self._window_spent = now, 0.0
+        return self.handoff_budget * self.handoff_window - self._window_spent
 
     def tick_handoff(self) -> None:
         """Host loop, every heartbeat: wait (GIL released) until the agent has
@@ -156,12 +165,11 @@ class Collector(actors.Instrument):
         if self.handoff_timeout <= 0:
             return
         now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_spent = now, 0.0
-        if self._window_spent >= self.handoff_budget:
+        left = self._budget_left(now)
+        if left <= 0:
             return
         with self._cond:
-            self._cond.wait_for(lambda: self._ticks_done >= target, self.handoff_timeout)
+            self._cond.wait_for(lambda: self._ticks_done >= target, min(self.handoff_timeout, left))
         spent = time.monotonic() - now
         self._window_spent += spent
         self.handoff_wait_s += spent

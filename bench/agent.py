@@ -19,6 +19,8 @@
 ``details.agent_costs_per_round`` tells where the agent's cost comes from in
 each measured phase: batches of events and hand-offs a second, the host's
 time waiting in hand-offs (ms a second) and the agent thread's CPU (Linux).
+``details.event_storm`` repeats the throughput ratio (two rounds) with a kill
+every millisecond instead of every 20 ms: what a crash storm costs the host.
 """
 
 from __future__ import annotations
@@ -121,14 +123,18 @@ def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
 
 
 async def _throughput(
-    rounds: int, seconds: float, idle: list[float] | None = None, costs: list[dict[str, Any]] | None = None
+    rounds: int,
+    seconds: float,
+    idle: list[float] | None = None,
+    costs: list[dict[str, Any]] | None = None,
+    kill_every: float = 0.02,
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     without: list[float] = []
     with_: list[float] = []
     ratios: list[float] = []
     latencies: list[float] = []
     async with actors.Node(log_crashes=False) as node:
-        counter, _ = await _workload(node, pairs=4, kill_every=0.02, seed=1)
+        counter, _ = await _workload(node, pairs=4, kill_every=kill_every, seed=1)
         await _phase(node, counter, 0.3)  # warm up
         for r in range(rounds):
             a = await _phase(node, counter, seconds)
@@ -303,6 +309,9 @@ def main(argv: list[str]) -> int:
     idle: list[float] = []
     costs: list[dict[str, Any]] = []
     without, with_, ratios, lat = asyncio.run(_throughput(rounds, seconds, idle, costs))
+    progress("event storm: a kill every millisecond (~3,000 lifecycle events/s)")
+    storm_costs: list[dict[str, Any]] = []
+    _, _, storm_ratios, storm_lat = asyncio.run(_throughput(2, seconds, None, storm_costs, kill_every=0.001))
     progress(f"stalled observer: {events:,} lifecycle events")
     stalled = asyncio.run(_stalled(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
@@ -325,6 +334,12 @@ def main(argv: list[str]) -> int:
             "idle_agent_ratios": [rnd(x) for x in idle],
             "crashes_measured": len(lat),
             "agent_costs_per_round": costs,
+            "event_storm": {
+                "kill_every_s": 0.001,
+                "ratios": [rnd(x) for x in storm_ratios],
+                "crash_to_observer_p99_ms": rnd(percentile(storm_lat, 99)) if storm_lat else None,
+                "agent_costs_per_round": storm_costs,
+            },
             "stalled": stalled,
             "bound_parts": {"event_bytes_limit": 3 << 20, "write_high_water": 256 * 1024, "frame_slack": 1 << 20},
             "machine": machine(),
