@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import actors
 
 from . import protocol as P
+from ._encode import finite
 from ._redact import RedactionPolicy, Redactor, redact_text
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ class CrashLog:
             if budget is None
             else {
                 "used": budget.used,
-                "intensity": budget.intensity,
-                "period": budget.period,
+                "intensity": finite(budget.intensity),
+                "period": finite(budget.period),
                 "strategy": budget.strategy,
             },
             "flight": None,

@@ -6,6 +6,7 @@ odd data: a process that vanishes mid-read is skipped by the caller.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import actors
@@ -60,8 +61,15 @@ def budget_dict(proc: actors.Process) -> dict[str, Any] | None:
     return _budget_json(_budget_tuple(proc))
 
 
+def finite(x: Any) -> Any:
+    """A number as sent: a non-finite float (a supervisor's ``period`` may be
+    ``inf``) as its text, ``"inf"``, as the protocol promises for every number
+    (``protocol.FAST_JSON`` would write null)."""
+    return x if type(x) is not float or math.isfinite(x) else str(x)
+
+
 def _budget_json(b: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    return None if b is None else {"used": b[0], "intensity": b[1], "period": b[2], "strategy": b[3]}
+    return None if b is None else {"used": b[0], "intensity": finite(b[1]), "period": finite(b[2]), "strategy": b[3]}
 
 
 def process_record(p: actors.Process) -> dict[str, Any]:
@@ -192,8 +200,8 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "supervisor": str(ev.supervisor),
             "child_id": child_id_str(ev.child_id),
             "restarts": ev.restarts,
-            "intensity": ev.intensity,
-            "period": ev.period,
+            "intensity": finite(ev.intensity),
+            "period": finite(ev.period),
             "time": ev.time,
         }
     if t is actors.MessageSent:

@@ -27,6 +27,8 @@ log = logging.getLogger("agent")
 audit = logging.getLogger("agent.audit")
 
 HANDSHAKE_TIMEOUT = 5.0
+_OWN_FRAMES = frozenset({"ev", "samples", "snapshot_chunk"})
+"""Frames built only from the agent's own numbers and redacted values (see ``P.encode_frame``'s ``fast``)."""
 SNAPSHOT_CHUNK = 2000
 
 
@@ -359,7 +361,7 @@ class Session:
 
     def _frame(self, obj: dict[str, Any]) -> bytes | None:
         try:
-            return P.encode_frame(obj)
+            return P.encode_frame(obj, fast=obj.get("t") in _OWN_FRAMES)
         except P.FrameError as exc:
             if obj.get("t") != "reply":
                 log.warning("agent session %s: dropped an oversized %s message: %s", self.id, obj.get("t"), exc)

@@ -17,8 +17,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import struct
 from typing import Any, Final, Literal, TypedDict
+
+_orjson: Any
+try:  # optional, about ten times faster; the frames are the same JSON
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on what is installed
+    _orjson = None
 
 PROTOCOL: Final = "observer-agent"
 VERSION: Final = 1
@@ -222,14 +229,36 @@ class FrameError(ValueError):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
 """Built once: ``json.dumps`` with options builds a new encoder per call (~2.5 us of a 10 us event)."""
 
+FAST_JSON: bool = _orjson is not None and os.environ.get("OBSERVER_AGENT_JSON", "").lower() != "stdlib"
+"""Encode the agent's own frames (``fast=True``) with ``orjson`` when it is
+installed; ``OBSERVER_AGENT_JSON=stdlib`` turns it off. An exit event with its
+crash report encodes in ~3 us instead of ~24 here."""
 
-def encode_frame(obj: dict[str, Any], *, limit: int = MAX_OUTBOUND_FRAME) -> bytes:
-    """One frame: header + compact JSON. Raises :class:`FrameError` over ``limit``."""
+
+def _fast(obj: dict[str, Any]) -> bytes | None:
+    assert _orjson is not None
     try:
-        text = _ENCODER.encode(obj)
-    except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
-        text = _ENCODER.encode(_finite(obj))
-    payload = text.encode()
+        return _orjson.dumps(obj, default=str, option=_orjson.OPT_NON_STR_KEYS)
+    except (TypeError, ValueError, OverflowError, RecursionError):  # an int past 64 bits, say
+        return None
+
+
+def encode_frame(obj: dict[str, Any], *, limit: int = MAX_OUTBOUND_FRAME, fast: bool = False) -> bytes:
+    """One frame: header + compact JSON. Raises :class:`FrameError` over ``limit``.
+
+    ``fast``: the caller vouches that ``obj`` holds no non-finite float (the
+    agent's events, samples and snapshot records are built so: values from
+    the running system pass the redactor, which turns them to text, and the
+    agent's own numbers are finite, see ``_encode.finite``); then
+    :data:`FAST_JSON` may encode it. ``orjson`` writes such a float as
+    ``null``, where this function otherwise sends its text (``"inf"``)."""
+    payload = _fast(obj) if fast and FAST_JSON else None
+    if payload is None:
+        try:
+            text = _ENCODER.encode(obj)
+        except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
+            text = _ENCODER.encode(_finite(obj))
+        payload = text.encode()
     if len(payload) > limit:
         raise FrameError(f"frame of {len(payload)} bytes exceeds the {limit}-byte limit")
     return HEADER.pack(len(payload)) + payload

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -177,3 +179,83 @@ def test_tls_options_without_a_certificate_are_an_error() -> None:
             agent.start(node, "127.0.0.1:0", token="x" * 20, tls_client_ca="/nonexistent")
     finally:
         node.stop_thread()
+
+
+class _Keeper(actors.GenServer):
+    """State with a non-finite float; crashes on ``"crash"``."""
+
+    async def init(self) -> Any:
+        return {"ratio": float("nan"), "password": "pw-secret"}
+
+    async def handle_cast(self, request: Any, state: Any) -> Any:
+        raise ValueError(f"asked to {request}")
+
+
+class _Events(actors.Instrument):
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def _put(self, event: Any) -> None:
+        self.events.append(event)
+
+    spawned = exited = restarted = linked = supervisor_gave_up = _put
+
+
+async def _agent_frames() -> list[dict[str, Any]]:
+    """Events, crash reports, a snapshot record and samples as the agent builds
+    them, from a supervisor with an infinite period whose child crashes."""
+    from agent._crash import CrashLog
+    from agent._encode import event_dict, process_record
+    from agent._redact import RedactionPolicy, Redactor
+
+    policy = RedactionPolicy()
+    red = Redactor(policy)
+    crash_log = CrashLog(policy)
+    events = _Events()
+    async with actors.Node(log_crashes=False) as node:
+        node.add_instrument(events)
+        sup = await actors.start_supervisor(
+            node, [_Keeper.child_spec(id="k")], intensity=1, period=float("inf"), name="sup"
+        )
+        child = (await actors.which_children(node, sup))[0].pid
+        assert child is not None
+        node.cast(child, "crash")
+        await asyncio.sleep(0.05)
+        out = [{"t": "snapshot_chunk", "seq": 1, "procs": [process_record(p) for p in node.iter_processes()]}]
+        for ev in events.events:
+            d = event_dict(ev, node, policy, lambda v: red.encode(v).data)
+            if d is None:
+                continue
+            if getattr(ev, "report", None) is not None:
+                d["report"] = crash_log.note(ev.report)
+            out.append({**d, "t": "ev", "seq": len(out)})
+        out.append({"t": "samples", "rows": [["<0.1.0>", 0, 1, 2, 3, 0.25, "waiting", 1000]], "node": {"time": 1.5}})
+    return out
+
+
+@pytest.mark.parametrize("fast", [False, True])
+async def test_the_agents_own_frames_carry_non_finite_numbers_as_text(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if fast:
+        pytest.importorskip("orjson")
+    monkeypatch.setattr(P, "FAST_JSON", fast)
+    frames = [json.loads(P.encode_frame(f, fast=True)[4:]) for f in await _agent_frames()]
+    text = json.dumps(frames)
+    budgets = [p["budget"] for p in frames[0]["procs"] if p["budget"]]
+    assert budgets and all(b["period"] == "inf" for b in budgets)
+    reports = [f["report"] for f in frames if f.get("ev") == "exit" and f.get("report")]
+    assert reports and reports[0]["budget"]["period"] == "inf"
+    assert reports[0]["state"]["value"]["ratio"] == "NaN" and reports[0]["state"]["value"]["password"] == "***"
+    assert "pw-secret" not in text and "null" not in json.dumps([r["budget"] for r in reports])
+
+
+async def test_fast_json_writes_the_same_frames_as_the_standard_library() -> None:
+    pytest.importorskip("orjson")
+    for f in await _agent_frames():
+        fast = P._fast(f)
+        assert fast is not None
+        assert json.loads(fast) == json.loads(P.encode_frame(f)[4:])
+    # what orjson cannot encode goes to the standard library: an int past 64 bits
+    assert P._fast({"t": "x", "n": 2**70}) is None
+    assert json.loads(P.encode_frame({"t": "x", "n": 2**70}, fast=True)[4:]) == {"t": "x", "n": 2**70}
