@@ -45,9 +45,9 @@ def test_events_past_the_limit_are_counted_not_kept() -> None:
     assert len(c.buf) == 10 and c.dropped == 15
 
 
-async def test_past_its_budget_the_agent_is_not_even_woken() -> None:
-    # woken, the agent's thread would take the GIL anyway (by force, at the
-    # host's expense): past the budget the batch waits for the agent's tick
+async def test_past_its_budget_the_host_wakes_the_agent_but_does_not_wait() -> None:
+    # events stay timely (the agent takes the GIL when the host lets it go),
+    # and the host's waits stay within the budget
     loop = asyncio.get_running_loop()
     woken: list[int] = []
     c = Collector(
@@ -58,4 +58,4 @@ async def test_past_its_budget_the_agent_is_not_even_woken() -> None:
     c.put(ev)
     await asyncio.sleep(0.02)
     assert c.handoffs == 1 and c.handoff_skipped == 1
-    assert woken == [] and c.handoff_waits == 0 and len(c.buf) == 1
+    assert woken == [1] and c.handoff_waits == 0 and c.handoff_wait_s == 0.0
