@@ -329,11 +329,6 @@ def capture_chain(exc: BaseException) -> tuple[ChainLink, ...]:
     return tuple(out)
 
 
-def exception_chain(exc: BaseException) -> tuple[ExceptionInfo, ...]:
-    """The exception and its cause/context chain, as :class:`ExceptionInfo` records."""
-    return tuple(ExceptionInfo(x.type, x.message, _frames(x.tb), x.relation) for x in capture_chain(exc))
-
-
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 

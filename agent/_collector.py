@@ -80,10 +80,10 @@ class Collector(actors.Instrument):
         self.handoff_skipped = 0
         self.handoff_wait_s = 0.0
         self.handoff_budget = handoff_budget
+        """The share of each window the host may spend waiting in hand-offs."""
         self.handoff_window = handoff_window
         """The budget holds for every window of this many seconds: a short one
         spreads what an overloaded agent gets over the second."""
-        """Seconds of each second the host may spend waiting in hand-offs."""
         self._window_start = 0.0
         self._window_spent = 0.0
         self._cond = threading.Condition()
