@@ -139,11 +139,7 @@ class Collector(actors.Instrument):
         if self.handoff_timeout <= 0:
             return
         self.handoff_waits += 1
-        with self._cond:
-            done = self._cond.wait_for(lambda: self.drained >= batch, min(self.handoff_timeout, left))
-        spent = time.monotonic() - now
-        self._window_spent += spent
-        self.handoff_wait_s += spent
+        done = self._wait(lambda: self.drained >= batch, now, left)
         if not done and self.handoff_enabled and self.host_loop is not None:
             # the agent did not get to run in time: offer again shortly (until
             # it drains, no new batch would schedule a hand-off)
@@ -155,6 +151,16 @@ class Collector(actors.Instrument):
         if now - self._window_start >= self.handoff_window:
             self._window_start, self._window_spent = now, 0.0
         return self.handoff_budget * self.handoff_window - self._window_spent
+
+    def _wait(self, done: Callable[[], bool], since: float, left: float) -> bool:
+        """Wait, GIL released, until ``done()`` (at most ``handoff_timeout`` and
+        what is ``left`` of the budget), and count the time against it."""
+        with self._cond:
+            ok = self._cond.wait_for(done, min(self.handoff_timeout, left))
+        spent = time.monotonic() - since
+        self._window_spent += spent
+        self.handoff_wait_s += spent
+        return ok
 
     def tick_handoff(self) -> None:
         """Host loop, every heartbeat: wait (GIL released) until the agent has
@@ -168,11 +174,7 @@ class Collector(actors.Instrument):
         left = self._budget_left(now)
         if left <= 0:
             return
-        with self._cond:
-            self._cond.wait_for(lambda: self._ticks_done >= target, min(self.handoff_timeout, left))
-        spent = time.monotonic() - now
-        self._window_spent += spent
-        self.handoff_wait_s += spent
+        self._wait(lambda: self._ticks_done >= target, now, left)
 
     def tick_done(self) -> None:
         """Agent thread: the periodic work of the latest tick is done."""

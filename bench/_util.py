@@ -36,6 +36,17 @@ def mem_available_bytes() -> int | None:
     return None
 
 
+def proc_cpu_seconds(stat_path: str) -> float | None:
+    """User + system CPU seconds from a Linux ``/proc/.../stat`` file (a
+    process's or a thread's), None if it cannot be read."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def median(xs: Sequence[float]) -> float:
     """The median (mean of the two middle values for an even count)."""
     s = sorted(xs)

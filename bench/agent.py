@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import random
 import struct
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import actors
 import agent
 from agent import protocol as P
-from bench._util import emit, machine, median, percentile, progress, rnd
+from bench._util import emit, machine, median, percentile, proc_cpu_seconds, progress, rnd
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -103,22 +102,11 @@ async def _phase(node: actors.Node, counter: list[int], seconds: float) -> float
     return (counter[0] - start) / (time.perf_counter() - t0)
 
 
-def _thread_cpu_s(native_id: int | None) -> float | None:
-    """CPU seconds a thread of this process has used (Linux), else None."""
-    if native_id is None:
-        return None
-    try:
-        with open(f"/proc/self/task/{native_id}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
     c = ag.collector
     thread = ag._thread
-    cpu = _thread_cpu_s(thread.native_id if thread is not None else None)
+    tid = thread.native_id if thread is not None else None
+    cpu = proc_cpu_seconds(f"/proc/self/task/{tid}/stat") if tid is not None else None
     return (time.perf_counter(), c.batches, c.handoff_waits, c.handoff_wait_s, -1.0 if cpu is None else cpu)
 
 

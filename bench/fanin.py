@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._util import ROOT, emit, machine, percentile, progress, rnd, stop_process
+from ._util import ROOT, emit, machine, percentile, proc_cpu_seconds, progress, rnd, stop_process
 
 AGENT_RE = re.compile(r"agent (\S+:\d+) processes=(\d+)")
 URL_RE = re.compile(r"open (http://127\.0\.0\.1:\d+)/login")
@@ -61,16 +61,7 @@ def _tree_pids(pid: int) -> list[int]:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / tick
+    return sum(s for p in pids if (s := proc_cpu_seconds(f"/proc/{p}/stat")) is not None)
 
 
 def _rss_mb(pids: list[int]) -> float:
