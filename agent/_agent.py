@@ -24,6 +24,7 @@ from typing import Any
 import actors
 
 from . import protocol as P
+from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
@@ -39,7 +40,7 @@ WRITE_HIGH_WATER = 256 * 1024
 MAX_PENDING_HANDSHAKES = 64
 
 
-class Agent(Sampling):
+class Agent(Sampling, Clock):
     """Serves one :class:`actors.Node` to observers. Create with :func:`agent.start`."""
 
     def __init__(
@@ -466,142 +467,3 @@ class Agent(Sampling):
 
     def names(self) -> dict[str, str]:
         return {n: str(pid) for n in self.node.registered() if (pid := self.node.whereis(n)) is not None}
-
-    # -- blocked-loop watch -------------------------------------------------------------------------------
-
-    def _on_tick(self) -> None:
-        """Agent loop, woken by the host's tick (:meth:`_host_tick`), which
-        waits, GIL released, until :meth:`Collector.tick_done`."""
-        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
-        try:
-            self._periodic()
-        finally:
-            # one loop step later, after the loop has read its self-pipe (see _drain)
-            loop = self._loop
-            assert loop is not None
-            loop.call_soon(self.collector.tick_done)
-
-    def _on_watchdog(self) -> None:
-        """Agent loop: no tick from the host for ``heartbeat`` + 1.2 x
-        ``block_threshold`` (a heartbeat, once it is known blocked): the host
-        loop is blocked. Report it, and sample and drain on our own clock
-        until its ticks come back. The agent has no timer of its own
-        otherwise: a thread that wakes on its own forces a busy host to give
-        up the GIL (see :mod:`agent._collector`)."""
-        self._arm_watchdog(self.heartbeat)
-        self._periodic()
-
-    def _arm_watchdog(self, delay: float) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        loop = self._loop
-        assert loop is not None
-        self._watchdog = loop.call_later(delay, self._on_watchdog)
-
-    def _periodic(self) -> None:
-        """Sampling, late drains, fresh-spawn re-checks, and the blocked-loop check."""
-        now = time.monotonic()
-        self.holding = True
-        try:
-            self._tick_work(now)
-            self._check_blocked(now)
-        finally:
-            self.holding = False
-            self._flush_sessions()
-
-    def _check_blocked(self, now: float) -> None:
-        """A tick overdue by more than ``block_threshold`` means the host loop is
-        blocked right now; the first tick after it, that it is free again."""
-        last = self._host_last
-        if last is None:
-            return
-        overdue = now - last - self.heartbeat
-        if self._blocked_since is None:
-            if overdue > self.block_threshold:
-                self._blocked_since = last + self.heartbeat
-                self._block_lag = 0.0
-                self._report_blocked(overdue)
-        elif last >= self._blocked_since:
-            self._publish(
-                {
-                    "ev": "loop_unblocked",
-                    "pid": self._blocked_pid,
-                    "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
-                    "time": time.time(),
-                }
-            )
-            self._blocked_since = None
-            self._blocked_pid = None
-
-    def _tick_work(self, now: float) -> None:
-        if any(s.ready for s in self.sessions) and now >= self._next_sample:
-            # samples at sample_hz on average (on the tick's grid), and at
-            # most ~5% of a core on sampling, whatever the node's size
-            period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
-            cost = self._sample_once()
-            nxt = max(self._next_sample + period, now + cost * 20 - self.heartbeat / 2)
-            self._next_sample = nxt if nxt >= now else now + period
-        if self.collector.buf and now - self._last_drain >= self.heartbeat:
-            # nobody attached (no wake-ups), or the host loop is blocked and
-            # cannot run its hand-off: drain on our own clock
-            self._drain()
-        elif self._fresh and any(s.ready for s in self.sessions):
-            self._recheck_fresh()
-
-    def _host_tick(self) -> None:
-        """Runs on the host loop every ``heartbeat``: how late was it? Then it
-        wakes the agent's periodic work (sampling, the blocked-loop check) and
-        hands it the GIL for a moment (bounded like every hand-off)."""
-        now = time.monotonic()
-        due = self._tick_due
-        if due is not None:
-            lag = max(0.0, now - due)
-            self._lag_last = lag
-            if lag > self._lag_max:
-                self._lag_max = lag
-            if lag > self._block_lag:
-                self._block_lag = lag  # the late tick after a block: how long it was
-        self._host_last = now
-        if self._stopping:
-            return
-        self._tick_due = now + self.heartbeat
-        self._tick_handle = self.node.loop.call_later(self.heartbeat, self._host_tick)
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._on_tick)
-            except RuntimeError:  # the agent's loop is closed: it is stopping
-                return
-            self.collector.tick_handoff()
-
-    def _report_blocked(self, waited: float) -> None:
-        pid = name = None
-        task = None
-        try:
-            task = asyncio.current_task(self.node.loop)
-        except Exception:
-            pass
-        if task is not None:
-            for p in self.node.iter_processes():
-                if p._task is task:
-                    pid, name = str(p.pid), p.name or p.label
-                    break
-        stack: list[dict[str, Any]] = []
-        frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
-        while frame is not None and len(stack) < 40:
-            code = frame.f_code
-            stack.append({"function": code.co_qualname, "file": code.co_filename, "line": frame.f_lineno})
-            frame = frame.f_back
-        stack.reverse()
-        self._blocked_pid = pid
-        self._publish(
-            {
-                "ev": "loop_blocked",
-                "pid": pid,
-                "name": name,
-                "blocked_ms": round(waited * 1000, 1),
-                "stack": stack,
-                "time": time.time(),
-            }
-        )
-        log.warning("agent: host event loop blocked for %.0f ms (process %s %s)", waited * 1000, pid, name or "")
