@@ -7,6 +7,7 @@ from typing import Any
 
 import actors
 from agent._collector import Collector
+from tests.conftest import wait_until
 
 
 async def test_a_stuck_agent_costs_the_host_at_most_the_handoff_budget() -> None:
@@ -56,6 +57,6 @@ async def test_past_its_budget_the_host_wakes_the_agent_but_does_not_wait() -> N
     c.handoff_enabled = True
     ev: Any = actors.Suspended(actors.Pid(0, 1), 0.0)
     c.put(ev)
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: c.handoffs == 1, what="the hand-off")
     assert c.handoffs == 1 and c.handoff_skipped == 1
     assert woken == [1] and c.handoff_waits == 0 and c.handoff_wait_s == 0.0

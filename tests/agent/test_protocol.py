@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import ssl
@@ -18,6 +17,7 @@ import actors
 import agent
 from agent import protocol as P
 from agent.client import AgentClient, AgentError
+from tests.conftest import wait_until
 
 
 def test_frames_round_trip_through_the_incremental_decoder() -> None:
@@ -220,7 +220,7 @@ async def _agent_frames() -> list[dict[str, Any]]:
         child = (await actors.which_children(node, sup))[0].pid
         assert child is not None
         node.cast(child, "crash")
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: any(isinstance(e, actors.Restarted) for e in events.events), what="the restart")
         out = [{"t": "snapshot_chunk", "seq": 1, "procs": [process_record(p) for p in node.iter_processes()]}]
         for ev in events.events:
             d = event_dict(ev, node, policy, lambda v: red.encode(v).data)
