@@ -71,18 +71,25 @@ def test_tree_draws_exactly_the_processes_the_agent_reports(rw_page: Any, rw_ser
     page.goto(f"{rw_server.base}/nodes/demo/tree")
     page.wait_for_function("() => window.observer?.view?.stats?.()?.items > 5")
     # the demo is alive (sessions log in and out): compare when the API agrees with itself around a drawing
+    # (the same count is not enough: a process replaced in between keeps it, so
+    # the pids must not change around the drawing, and the drawing may be one
+    # batch behind them)
     for _ in range(40):
         total_before, pids = all_pids(page, rw_server)
         drawn = page.evaluate(DRAWN)
-        total_after, _ = all_pids(page, rw_server)
+        total_after, pids_after = all_pids(page, rw_server)
         st = drawn["stats"]
-        if total_before == total_after == st["processes"] == len(drawn["pids"]) + drawn["grouped"]:
-            assert set(drawn["pids"]) <= pids
+        stable = total_before == total_after and pids == pids_after
+        counts = st["processes"] == total_before == len(drawn["pids"]) + drawn["grouped"]
+        if stable and counts and set(drawn["pids"]) <= pids:  # drawn exactly the agent's processes
             assert set(st["pids"]) == set(drawn["pids"]), "every process of the tree is in the DOM"
             break
         page.evaluate(NEXT_RENDER, "tree")
     else:
-        raise AssertionError(f"tree never matched the agent: drawn {st['processes']}, agent {total_before}")
+        missing = set(drawn["pids"]) - pids
+        raise AssertionError(
+            f"tree never matched the agent: drawn {st['processes']}, agent {total_before}, not the agent's: {missing}"
+        )
     assert drawn["groups"] >= 1, "the demo's 50 SessionWorkers are grouped"
     # expanding the group draws its processes one by one, and the count still adds up
     page.click("#tree svg g[data-group] text")
