@@ -288,7 +288,7 @@ let flightNote = "";
 async function loadCrashes() {
   let list = [];
   try {
-    const data = await ctx.api.request("GET", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/crashes`);
+    const data = await ctx.api.processCrashes(ctx.node, ctx.pid);
     list = data.crashes || [];
   } catch {
     list = [];
@@ -315,7 +315,7 @@ async function loadCrashes() {
     b.addEventListener("click", async () => {
       const subtree = document.getElementById("fr-subtree").checked;
       try {
-        const res = await ctx.api.request("POST", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/flight_recorder`, { body: { on, subtree, size: 20 } });
+        const res = await ctx.api.flightRecorder(ctx.node, ctx.pid, { on, subtree, size: 20 });
         flightNote = `${on ? "on" : "off"} for ${(res.result && res.result.pids ? res.result.pids.length : 0)} process(es)`;
       } catch (err) {
         flightNote = err.message;
