@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from examples.demo_system import PAYMENTS, conn_name
@@ -217,3 +218,13 @@ def test_keyed_feed_items_coalesce_and_lazy_ones_are_read_when_they_go_out(web: 
     else:
         raise AssertionError("an unknown feed is refused")
     sio.disconnect(namespace=NAMESPACE)
+
+
+def test_pages_fed_by_pushes_keep_no_polling_timer() -> None:
+    """Crashes, Audit, the cluster table and Chaos (and the tree's chaos flashes)
+    start from their JSON twin and follow the /live feeds: no repeating timer."""
+    views = Path(__file__).resolve().parents[2] / "web" / "static" / "js" / "views"
+    for name in ("crashes.js", "audit.js", "cluster.js", "chaos.js", "chaos_flash.js"):
+        text = (views / name).read_text(encoding="utf-8")
+        assert "setInterval" not in text and "setTimeout" not in text, name
+        assert "feed" in text, name
