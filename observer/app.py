@@ -234,12 +234,12 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     hub.shared = config.message_queue is not None
     state.hub = hub
     app.extensions["chaos"] = ChaosService(state, publish=hub.publish)
+    hub.publishes_nodes = config.live_publisher
     if config.live_publisher:
         state.manager.on_change(hub.on_change)
-        state.store.on_commit(hub.on_commit)
+    state.store.on_commit(hub.on_commit)
     socketio.on_namespace(LiveNamespace(hub, state))
-    if config.live_publisher:
-        hub.start()
+    hub.start()
     state.attach_all()
     if config.listen_agents:
         role = P.ROLE_OPERATOR if state.allow_destructive else P.ROLE_READ

@@ -50,7 +50,7 @@ __all__ = ["FEEDS", "NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "feed_r
 log = logging.getLogger("observer.live")
 
 NAMESPACE = "/live"
-VIEWS = frozenset({"overview", "tree", "processes", "events", "process", "crashes", "crash", "audit", "chaos"})
+VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
 FEEDS = frozenset({"crashes", "audit", "chaos", "cluster"})
 """Rooms not tied to a node (see the module docstring)."""
 FEED_CAP = 1000
@@ -158,6 +158,10 @@ class LiveHub:
         self.shared = False
         """With a message queue shared by several servers: push every node's
         batches, whether or not this server has a subscriber (another may)."""
+        self.publishes_nodes = True
+        """Whether this server pushes what every server sharing the message queue
+        sees alike (node batches, crash reports); each pushes its own audit rows,
+        experiments and node changes."""
 
     # -- producer side (attach loop thread) ------------------------------------------------------
 
@@ -189,7 +193,7 @@ class LiveHub:
         the ``audit`` feed, crash reports to ``crashes``."""
         if kind in ("audit", "audit_result"):
             self.publish("audit", {"kind": kind, "row": row})
-        elif kind == "crash":
+        elif kind == "crash" and self.publishes_nodes:
             self.publish("crashes", row)
 
     # -- subscribers (handler threads) -----------------------------------------------------------
