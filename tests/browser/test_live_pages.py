@@ -58,8 +58,7 @@ def test_a_crash_appears_on_the_crashes_page_without_reload(rw_page: Any, rw_ser
     row.wait_for(timeout=15_000)
     assert page.evaluate(NOT_RELOADED), "the page was reloaded"
     assert victim in row.inner_text() and row.locator("td.num").inner_text() == "1"
-    newest = page.locator("#cr-rows tr[data-group]").first
-    assert newest.get_attribute("data-signature") == f"exit {reason} of PaymentWorker"
+    assert row.get_attribute("data-signature") == f"exit {reason} of PaymentWorker"
     assert page.evaluate("() => window.__intervals") == [], "the page polls"
 
 
@@ -109,3 +108,18 @@ def test_the_overviews_recent_panel_is_filled_from_history_on_load(rw_page: Any,
     )
     assert "Nothing yet" not in page.inner_text("#feed")
     assert page.locator("#feed li .pill.k-restart").count() >= 1
+
+
+def test_the_inspector_shows_its_processs_crash_without_reload(rw_page: Any, rw_server: DemoServer) -> None:
+    page = rw_page
+    name = room_name("support")
+    pid = page.request.get(f"{rw_server.base}/api/nodes/demo/processes/{urllib.parse.quote(name)}").json()["pid"]
+    page.goto(f"{rw_server.base}/nodes/demo/processes/{urllib.parse.quote(pid, safe='')}")
+    page.wait_for_selector("#insp-crashes")
+    _live(page)
+    page.evaluate(MARK)
+    reason = f"inspected-{secrets.token_hex(3)}"
+    assert _kill(page, rw_server, pid, reason).ok
+    page.wait_for_selector("#insp-crash-link", timeout=15_000)  # pushed: this process's report is stored
+    assert page.evaluate(NOT_RELOADED), "the page was reloaded"
+    assert reason in page.inner_text("#insp-crashes") and pid in page.inner_text("#insp-crashes")

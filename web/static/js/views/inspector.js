@@ -255,7 +255,14 @@ async function run(fn, what) {
   reload();
 }
 
+export const feeds = ["crashes"]; // the "Latest crash" panel follows new reports of this process or its slot
+
 export function update(state, delta) {
+  if (delta.kind === "feed" && delta.feed === "crashes" && proc) {
+    const slot = (c) => c.supervisor && c.supervisor === proc.supervisor && c.child_id != null && String(c.child_id) === String(proc.child_id);
+    if (delta.items.some((c) => c.node === ctx.node && (c.pid === ctx.pid || slot(c)))) loadCrashes();
+    return;
+  }
   if (delta.kind !== "batch" || delta.node !== ctx.node) return;
   const banner = document.getElementById("insp-banner");
   let mine = false;
