@@ -108,6 +108,8 @@ def test_tls_flags_are_tls_cert_tls_key_and_tls_ca(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--tls-cert and --tls-key go together" in res.output
     res = CliRunner().invoke(main, [*base, "--host", "0.0.0.0"], env=env)
     assert res.exit_code == 2 and "give --tls-cert/--tls-key" in res.output
+    res = CliRunner().invoke(main, ["demo", "--host", "0.0.0.0", "--no-browser"])
+    assert res.exit_code == 2 and "refusing plain HTTP" in res.output  # before the demo process starts
     res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--agents-tls-ca", str(pem)], env=env)
     assert res.exit_code == 2 and "need --agents-tls-cert" in res.output
     res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--agents-tls-cert", str(pem)], env=env)
