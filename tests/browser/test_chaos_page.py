@@ -42,6 +42,6 @@ def test_start_watch_and_stop_an_experiment_from_the_chaos_page(rw_page: Any, rw
     )
     assert "hypothesis held" in page.inner_text("#chaos-status")
     assert page.locator("#chaos-history li[data-id]").count() >= 1
-    # the tree page polls the kills of running experiments without errors
+    # the tree page follows the kills of running experiments (the chaos feed) without errors
     page.goto(f"{rw_server.base}/nodes/demo/tree")
     page.wait_for_function("() => window.observer && window.observer.view")
