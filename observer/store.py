@@ -31,6 +31,7 @@ Time travel
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -308,7 +309,14 @@ class HistoryStore:
         block; one that raises is logged and kept."""
         self._listeners.append(listener)
 
-    def _committed(self, kind: str, row: dict[str, Any]) -> None:
+    def _committed(self, kind: str, build: Callable[[], dict[str, Any]]) -> None:
+        """Tell the listeners (writer thread); a row that cannot be built (an audit
+        result cut at 10,000 characters is not JSON) or a listener that raises is logged."""
+        try:
+            row = build()
+        except Exception:
+            log.exception("history store: could not describe a committed %s row", kind)
+            return
         for listener in list(self._listeners):
             try:
                 listener(kind, row)
@@ -525,11 +533,9 @@ class HistoryStore:
         if self._listeners:
             for stmt, r in rows:
                 if stmt == "audit_result":
-                    done = {"id": r[3], "result": json.loads(r[0]), "ok": r[1], "done_time": r[2]}
-                    self._committed("audit_result", done)
+                    self._committed("audit_result", functools.partial(_result_row, r))
                 elif stmt == "crash_report":
-                    cols = ("node", "signature", "seq", "time", "pid", "name", "supervisor", "child_id", "exception")
-                    self._committed("crash", dict(zip(cols, r, strict=False)) | {"reason": r[9]})
+                    self._committed("crash", functools.partial(_crash_row, r))
         if self._error is not None:
             log.warning(
                 "history store %s is writable again (%s); %d rows were dropped meanwhile",
@@ -550,9 +556,7 @@ class HistoryStore:
             )
             aid = int(cur.lastrowid or 0)
             fut.set_result(aid)
-            cols = ("time", "who", "from_addr", "node", "action", "target")
-            new = dict(zip(cols, row, strict=False)) | {"id": aid, "args": json.loads(row[6])}
-            self._committed("audit", new | {"ok": None, "result": None, "done_time": None})
+            self._committed("audit", lambda: _audit_row(aid, row))
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             fut.set_exception(AuditError(str(exc)))
@@ -815,6 +819,27 @@ class HistoryStore:
         ):
             out[int(b)]["crashes"] = n
         return {"node": node, "start": start, "end": end, "bucket_width": width, "buckets": out, "checkpoints": cps}
+
+
+def _audit_row(aid: int, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A new audit row as :meth:`HistoryStore.audits` gives it (for commit listeners)."""
+    cols = ("time", "who", "from_addr", "node", "action", "target")
+    return dict(zip(cols, row, strict=False)) | {
+        "id": aid,
+        "args": json.loads(row[6]),
+        "ok": None,
+        "result": None,
+        "done_time": None,
+    }
+
+
+def _result_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[3], "result": json.loads(r[0]), "ok": r[1], "done_time": r[2]}
+
+
+def _crash_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    cols = ("node", "signature", "seq", "time", "pid", "name", "supervisor", "child_id", "exception", "reason")
+    return dict(zip(cols, r, strict=False))
 
 
 def _filters(node: str | None, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:

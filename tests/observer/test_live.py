@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.demo_system import PAYMENTS, conn_name
+from observer import HistoryStore
 from observer.live import NAMESPACE, LiveHub, coalesce
 from observer.model import Change
 from tests.observer import wait_for
@@ -228,3 +229,29 @@ def test_pages_fed_by_pushes_keep_no_polling_timer() -> None:
         text = (views / name).read_text(encoding="utf-8")
         assert "setInterval" not in text and "setTimeout" not in text, name
         assert "feed" in text, name
+
+
+def test_a_failing_commit_listener_never_stops_the_history_writer(tmp_path: Path) -> None:
+    store = HistoryStore(str(tmp_path / "history.sqlite3"), batch_interval=0.01)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def broken(kind: str, row: dict[str, Any]) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    store.on_commit(broken)
+    store.on_commit(lambda kind, row: seen.append((kind, row)))
+    try:
+        aid = store.audit("me/1", "127.0.0.1", "kill", "<0.1.0>", {"reason": "kill"}, node="n")
+        store.audit_result(aid, "x" * 20_000, ok=True)  # stored cut at 10,000 characters: no longer JSON
+        store.audit_result(aid, {"pid": "<0.1.0>"}, ok=True)
+        assert store.flush()
+        later = store.audit("me/1", "127.0.0.1", "suspend", "<0.2.0>", {}, node="n")  # the writer goes on
+        assert store.flush()
+    finally:
+        store.close()
+    assert [(k, r["id"]) for k, r in seen] == [("audit", aid), ("audit_result", aid), ("audit", later)]
+    assert seen[0][1] | {"time": 0} == {
+        "id": aid, "time": 0, "who": "me/1", "from_addr": "127.0.0.1", "node": "n", "action": "kill",
+        "target": "<0.1.0>", "args": {"reason": "kill"}, "ok": None, "result": None, "done_time": None,
+    }  # fmt: skip
+    assert seen[1][1]["result"] == {"pid": "<0.1.0>"} and seen[1][1]["ok"] == 1
