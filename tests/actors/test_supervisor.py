@@ -680,12 +680,13 @@ async def test_simple_one_for_one_dynamic_children() -> None:
         assert len(rows) == 3 and p2 not in [r.pid for r in rows]
         assert starts(log)[-1] == (2,)
         assert events.restarts[-1].old_pid == p2 and events.restarts[-1].child_id is None
-        # terminate_child by pid; ids are not accepted
+        # terminate_child by pid (again, once gone: still ok, as OTP); ids are not accepted
         await A.terminate_child(node, sup, p1)
         assert p1 not in [r.pid for r in await A.which_children(node, sup)]
+        await A.terminate_child(node, sup, p1)
         with pytest.raises(A.SupervisorError) as ei:
-            await A.terminate_child(node, sup, p1)
-        assert ei.value.reason == "not_found"
+            await A.terminate_child(node, sup, "tpl")
+        assert ei.value.reason == "simple_one_for_one"
         for op in (A.restart_child, A.delete_child):
             with pytest.raises(A.SupervisorError) as ei:
                 await op(node, sup, "tpl")
