@@ -182,18 +182,15 @@ class Supervisor(GenServer):
         if isinstance(children, Ignore):
             return children
         specs = list(children)
-        for s in specs:
-            err = spec_error(s, self.auto_shutdown) if isinstance(s, ChildSpec) else ("invalid_child_spec", repr(s))
-            if err is not None:
-                return Stop(("start_spec", err))
-        if self.strategy == "simple_one_for_one":
-            if len(specs) != 1:
-                return Stop(("bad_child_specs", "simple_one_for_one needs exactly one child spec"))
+        simple = self.strategy == "simple_one_for_one"
+        if simple and len(specs) != 1:
+            return Stop(("bad_start_spec", specs))  # exactly one: the template
+        err = _check_startspec(specs, self.auto_shutdown)
+        if err is not None:
+            return Stop(("start_spec", err))
+        if simple:
             self._template = specs[0]
             return None
-        ids = [s.id for s in specs]
-        if len(set(ids)) != len(ids):
-            return Stop(("bad_child_specs", "duplicate child id"))
         for spec in specs:
             child = _Child(spec)
             self._children[spec.id] = child
@@ -426,7 +423,7 @@ class Supervisor(GenServer):
                 return _error(_reason(exc))
         spec = arg
         if not isinstance(spec, ChildSpec):
-            raise _SupError(("bad_child_spec", repr(spec)))
+            raise _SupError(("invalid_child_spec", spec))
         err = spec_error(spec, self.auto_shutdown)
         if err is not None:
             raise _SupError(err)
@@ -528,10 +525,14 @@ class Supervisor(GenServer):
         return self.child_rows()
 
     async def _call_count_children(self) -> Any:
+        # as OTP: a static child counts as active only if its process is alive
+        # (its EXIT may still wait in the mailbox); dynamic ones are not checked
         rows = self.child_rows()
+        simple = self.strategy == "simple_one_for_one"
+        alive = self.proc.node.is_alive
         return {
-            "specs": 1 if self.strategy == "simple_one_for_one" else len(rows),
-            "active": sum(1 for r in rows if r.pid is not None),
+            "specs": 1 if simple else len(rows),
+            "active": sum(1 for r in rows if r.pid is not None and (simple or alive(r.pid))),
             "supervisors": sum(1 for r in rows if r.type == "supervisor"),
             "workers": sum(1 for r in rows if r.type == "worker"),
         }
@@ -561,6 +562,21 @@ class _SupError(Exception):
     def __init__(self, reason: Any) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _check_startspec(specs: list[Any], auto_shutdown: str) -> Any:
+    """Why these init specs cannot start (OTP's check_startspec), or None."""
+    seen: set[Hashable] = set()
+    for s in specs:
+        if not isinstance(s, ChildSpec):
+            return ("invalid_child_spec", s)
+        err = spec_error(s, auto_shutdown)
+        if err is not None:
+            return err
+        if s.id in seen:
+            return ("duplicate_child_name", s.id)  # OTP's name for it, kept for compatibility there
+        seen.add(s.id)
+    return None
 
 
 def _error(reason: Any) -> tuple[str, Any]:

@@ -413,7 +413,7 @@ async def test_start_child_adds_a_child_after_the_others() -> None:
         assert ei.value.reason == ("already_started", pid)
         with pytest.raises(A.SupervisorError) as ei:
             await A.start_child(node, sup, "not a spec")
-        assert ei.value.reason[0] == "bad_child_spec"
+        assert ei.value.reason == ("invalid_child_spec", "not a spec")
         await A.stop_server(node, sup)
         assert stops(log) == ["b", "a"]
 
@@ -497,7 +497,7 @@ async def test_duplicate_child_ids_fail_the_start() -> None:
     async with A.Node() as node:
         with pytest.raises(A.StartError) as ei:
             await A.start_supervisor(node, specs([], "a", "a"))
-        assert ei.value.reason[0] == "bad_child_specs"
+        assert ei.value.reason == ("start_spec", ("duplicate_child_name", "a"))
 
 
 # -- ignore and start failures --------------------------------------------------------------------------------
@@ -697,8 +697,9 @@ async def test_simple_one_for_one_dynamic_children() -> None:
 
 async def test_simple_one_for_one_needs_exactly_one_spec() -> None:
     async with A.Node() as node:
-        with pytest.raises(A.StartError):
+        with pytest.raises(A.StartError) as ei:
             await A.start_supervisor(node, specs([], "a", "b"), strategy="simple_one_for_one")
+        assert ei.value.reason[0] == "bad_start_spec" and len(ei.value.reason[1]) == 2
 
 
 async def test_simple_one_for_one_temporary_children_are_not_restarted() -> None:

@@ -251,6 +251,31 @@ async def _idle(proc: A.Process) -> None:
     await proc.receive()
 
 
+# -- child_specs: faulty specs get OTP's reasons ------------------------------------------------------
+
+
+async def test_child_specs() -> None:
+    async with A.Node() as node:
+        sup = await A.start_supervisor(node, [])
+        with pytest.raises(A.SupervisorError) as ei:
+            await A.start_child(node, sup, "hej")
+        assert ei.value.reason == ("invalid_child_spec", "hej")
+        c = child("child")
+        faulty: list[tuple[list[Any], Any]] = [
+            ([c, c], ("start_spec", ("duplicate_child_name", "child"))),
+            (["child4"], ("start_spec", ("invalid_child_spec", "child4"))),
+        ]
+        for bad, reason in faulty:
+            with pytest.raises(A.StartError) as e2:
+                await A.start_supervisor(node, bad)
+            assert e2.value.reason == reason
+        # simple_one_for_one needs exactly one child spec
+        for bad in ([], [c, c]):
+            with pytest.raises(A.StartError) as e2:
+                await A.start_supervisor(node, bad, strategy="simple_one_for_one")
+            assert e2.value.reason == ("bad_start_spec", bad)
+
+
 # -- simple_one_for_one child administration ----------------------------------------------------------
 
 
