@@ -84,8 +84,8 @@ class _TryAgainDynamic:
 
 
 class Supervisor(GenServer):
-    """The supervisor behaviour. Start one with :func:`start_supervisor` /
-    :func:`start_supervisor_link` or nest it with :func:`supervisor_spec`.
+    """The supervisor behaviour. Start one with :func:`start_supervisor`, or
+    nest it with :func:`supervisor_spec` or :meth:`child_spec`.
 
     Subclass and override :meth:`children` to build the child specs from the
     start arguments, or pass ``children=`` to the start functions.
