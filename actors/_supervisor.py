@@ -48,7 +48,7 @@ from ._child_spec import (
     spec_error,
     without_start,
 )
-from ._errors import ReceiveTimeout, StartError
+from ._errors import NameTaken, ReceiveTimeout, StartError
 from ._events import Restarted, SupervisorGaveUp
 from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, start_link
 from ._messages import From
@@ -584,7 +584,12 @@ def _error(reason: Any) -> tuple[str, Any]:
 
 
 def _reason(exc: BaseException) -> Any:
-    return exc.reason if isinstance(exc, StartError) else exc
+    """A failed start as OTP's reason: the start's own, and a name already
+    taken as ``("already_started", holder)``."""
+    if isinstance(exc, StartError):
+        return exc.reason
+    holder = getattr(exc, "pid", None) if isinstance(exc, NameTaken) else None
+    return ("already_started", holder) if holder is not None else exc
 
 
 def _should_restart(restart: str, reason: Any) -> bool:
