@@ -31,7 +31,15 @@ StartFn = Callable[..., Awaitable[Pid | None]]
 """``async def start(parent: Process, *extra) -> Pid | None``: start a child
 linked to ``parent`` and return its pid (None means ignore)."""
 
-_BY_TYPE: Any = object()  # ChildSpec.shutdown's default: chosen by the child's type
+
+class _ByType:
+    """ChildSpec.shutdown's default: chosen by the child's type."""
+
+    def __repr__(self) -> str:
+        return "<5.0 for a worker, 'infinity' for a supervisor>"
+
+
+_BY_TYPE: Any = _ByType()
 
 
 @dataclass(frozen=True)
