@@ -114,14 +114,16 @@ async def test_sup_start_ignore_init() -> None:
         async def caller(proc: A.Process) -> None:
             proc.trap_exit = True
             out["result"] = await A.start_link(proc, IgnoringSup(), label="ignoring")
-            await proc.receive()
+            await proc.receive(lambda m: m == "stop")  # leaves any Exit in the mailbox
 
         pid = node.spawn(caller)
         exited = await wait_until(lambda: [e for e in log.exits if e.label == "ignoring"], what="the supervisor's exit")
+        await wait_until(lambda: "result" in out, what="start_link to return")
         assert out == {"result": None}
         assert [e.reason for e in exited] == [A.NORMAL]
-        assert node.process(pid).mailbox_peek() == []  # no EXIT(Sup, normal) is delivered
-        node.exit(pid, A.KILL)
+        assert node.process(pid).mailbox_peek() == []  # no EXIT(Sup, normal) was delivered
+        node.send(pid, "stop")
+        await wait_until(lambda: not node.is_alive(pid))
 
 
 async def test_sup_start_ignore_child() -> None:
