@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -343,7 +343,7 @@ def kid_lists(draw: st.DrawFn) -> list[Kid]:
 )
 def test_auto_shutdown_follows_the_model(strategy: str, mode: str, kids: list[Kid], steps: list[Any]) -> None:
     async def scenario() -> None:
-        model = AutoShutdownModel(strategy, mode, kids)
+        model = AutoShutdownModel(strategy, mode, [replace(k) for k in kids])  # drawn values stay as drawn
         specs = [A.worker(k.id, ends_by_message, restart=k.restart, significant=k.significant) for k in kids]
         async with A.Node(clock=FakeClock(), log_crashes=False) as node:
             sup = await A.start_supervisor(node, specs, strategy=strategy, intensity=10**6, auto_shutdown=mode)
