@@ -432,6 +432,30 @@ async def test_hanging_restart_loop_simple() -> None:
         assert proc.exit_reason == A.SHUTDOWN and node.process_count() == 0
 
 
+class StillClock:
+    """A clock that does not move: every restart falls in the same period."""
+
+    def __call__(self) -> float:
+        return 1000.0
+
+
+async def test_simple_one_for_one_escalation() -> None:
+    """A dynamic child whose restarts keep failing uses up the intensity: the
+    supervisor stops its other children and exits ``shutdown``."""
+    async with A.Node(clock=StillClock(), log_crashes=False) as node:
+        plan = {"fail": False, "attempts": 0}
+        sup = await A.start_supervisor(node, [flaky(plan)], strategy="simple_one_for_one", intensity=4)
+        proc = node.process(sup)
+        cpid1 = await A.start_child(node, sup, [])
+        cpid2 = await A.start_child(node, sup, [])
+        assert cpid2 is not None
+        plan["fail"] = True
+        await end(node, cpid1, "kill")
+        assert await exits_shutdown(node, proc)
+        assert plan["attempts"] == 2 + 4  # two starts, then 4 failed restarts within intensity 4
+        assert not node.is_alive(cpid2) and node.process_count() == 0
+
+
 async def test_hanging_restart_loop_simple_counts_restarting_children() -> None:
     """count_restarting_children: the restarting child counts as a spec
     (worker) but not as active; once its restart succeeds it is active again."""
