@@ -36,6 +36,9 @@ from ._errors import (
     format_reason,
 )
 from ._events import (
+    CallReplied,
+    CallReturned,
+    CallSent,
     Demonitored,
     Event,
     Exited,
@@ -56,7 +59,7 @@ from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, rep
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
 from ._introspect import ProcessInfo, StackFrame
-from ._messages import From
+from ._messages import CallMsg, CastMsg, From
 from ._node import Node
 from ._process import Process
 from ._supervisor import Supervisor
@@ -93,7 +96,12 @@ __all__ = [
     "Ancestor",
     "Budget",
     "CallError",
+    "CallMsg",
+    "CallReplied",
+    "CallReturned",
+    "CallSent",
     "CallTimeout",
+    "CastMsg",
     "ChainLink",
     "ChildInfo",
     "ChildSpec",

@@ -225,6 +225,58 @@ class MessageReceived:
     hook = "message_received"
 
 
+@dataclass(frozen=True, slots=True)
+class CallSent:
+    """A traced process called a gen_server with ``Process.call`` (only for
+    traced callers). The server's side shows the same call as a
+    :class:`MessageReceived` whose message is a ``CallMsg`` with this ``request``
+    (the very object)."""
+
+    pid: Pid
+    """The traced caller."""
+    to: Pid | str
+    """The server as the caller named it."""
+    request: Any
+    """The request (a reference, not a copy)."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "call_sent"
+
+
+@dataclass(frozen=True, slots=True)
+class CallReturned:
+    """A traced caller's ``Process.call`` ended: the reply came (``ok``), or the
+    call failed and ``value`` is the exception it raises."""
+
+    pid: Pid
+    """The traced caller."""
+    to: Pid | str
+    """The server as the caller named it."""
+    value: Any
+    """The reply, or the exception."""
+    ok: bool
+    """Whether a reply came."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "call_returned"
+
+
+@dataclass(frozen=True, slots=True)
+class CallReplied:
+    """A traced gen_server replied to a call from ``handle_call`` (a deferred
+    reply sent later through ``From.reply`` is not traced)."""
+
+    pid: Pid
+    """The traced server."""
+    reply_to: Any
+    """The call's ``From``: the same object as in the ``CallMsg`` it received."""
+    value: Any
+    """The reply (a reference, not a copy)."""
+    time: float
+    """Wall-clock time of the event."""
+    hook = "call_replied"
+
+
 Event = (
     Spawned
     | Exited
@@ -239,6 +291,9 @@ Event = (
     | SupervisorGaveUp
     | MessageSent
     | MessageReceived
+    | CallSent
+    | CallReturned
+    | CallReplied
 )
 
 
@@ -288,3 +343,12 @@ class Instrument:
 
     def message_received(self, event: MessageReceived) -> None:
         """A traced process received a message."""
+
+    def call_sent(self, event: CallSent) -> None:
+        """A traced process called a gen_server."""
+
+    def call_returned(self, event: CallReturned) -> None:
+        """A traced process's call returned or failed."""
+
+    def call_replied(self, event: CallReplied) -> None:
+        """A traced gen_server replied to a call."""

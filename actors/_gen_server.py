@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._errors import CallTimeout, NoProcess, ProcessExit, ServerDied, StartError
+from ._events import CallReplied
 from ._messages import CallMsg, CastMsg, From, SysMsg
 from ._process import Process
 from ._types import NORMAL, Exit, Pid
@@ -258,6 +260,8 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                 r = await server.handle_call(msg.request, msg.reply_to, state)
                 if isinstance(r, Reply):
                     msg.reply_to.reply(r.value)
+                    if proc.traced:
+                        proc.node._emit(CallReplied(proc.pid, msg.reply_to, r.value, time.time()))
                     state = r.state
                 elif isinstance(r, NoReply):
                     state = r.state

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import NoProcess, ProcessExit, ReceiveTimeout
 from ._events import MessageReceived, MessageSent
+from ._tracing import traced_call
 from ._types import Pid, Ref
 
 if TYPE_CHECKING:
@@ -333,6 +334,8 @@ class Process:
     async def call(self, dest: Pid | str, request: Any, *, timeout: float | None = 5.0) -> Any:
         """``call`` a gen_server from this process (see :meth:`Node.call`)."""
         self.msgs_out += 1
+        if self.traced:
+            return await traced_call(self, dest, request, timeout)
         return await self.node.call(dest, request, timeout=timeout)
 
     def cast(self, dest: Pid | str, msg: Any) -> None:

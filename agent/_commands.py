@@ -20,6 +20,7 @@ from actors._introspect import process_stack
 from . import _crash
 from . import protocol as P
 from ._encode import budget_dict, child_id_str, process_record
+from ._trace import TraceError
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -277,6 +278,11 @@ class Commands:
             raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
 
     async def trace(self, session: Session, args: dict[str, Any]) -> Any:
+        if "id" in args:  # a trace session with limits (agent/_trace.py)
+            try:
+                return await self.agent.tracer.command(self.on_host, session, args)
+            except TraceError as exc:
+                raise CommandError(exc.code, str(exc)) from None
         pids = args.get("pids")
         on = args.get("on", True)
         if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):
