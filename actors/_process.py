@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import NoProcess, ProcessExit, ReceiveTimeout
 from ._events import MessageReceived, MessageSent
+from ._messages import CastMsg
 from ._tracing import traced_call
 from ._types import Pid, Ref
 
@@ -341,6 +342,8 @@ class Process:
     def cast(self, dest: Pid | str, msg: Any) -> None:
         """``cast`` to a gen_server from this process (see :meth:`Node.cast`)."""
         self.msgs_out += 1
+        if self.traced:
+            self.node._emit(MessageSent(self.pid, dest, CastMsg(msg), time.time()))
         self.node.cast(dest, msg)
 
     # -- life cycle ---------------------------------------------------------------

@@ -283,6 +283,8 @@ class Commands:
                 return await self.agent.tracer.command(self.on_host, session, args)
             except TraceError as exc:
                 raise CommandError(exc.code, str(exc)) from None
+        if session.role != P.ROLE_OPERATOR:
+            raise CommandError(P.E_NOT_PERMITTED, "an untimed trace needs the operator role; give an 'id' and limits")
         pids = args.get("pids")
         on = args.get("on", True)
         if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):

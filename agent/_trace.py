@@ -299,23 +299,20 @@ class Tracer:
                 tr._calls += 1
                 _put(tr._by_from, id(msg.reply_to), (msg.reply_to, tr._calls, None, ev.time))
                 self._arrow(tr, "call", None, me, msg.request, ev.time, call=tr._calls)
-            elif mt is actors.CastMsg:
-                self._arrow(tr, "cast", None, me, msg.request, ev.time)
             else:
-                q2 = tr._sent.get(id(msg))
-                if q2:
-                    for i, obj in enumerate(q2):
-                        if obj is msg:
-                            del q2[i]
-                            if not q2:
-                                del tr._sent[id(msg)]
-                            return  # the traced sender drew it
-                self._arrow(tr, "send", None, me, msg, ev.time)
+                cast = mt is actors.CastMsg
+                body = msg.request if cast else msg
+                if self._seen_sent(tr, body):
+                    return  # the traced sender drew it
+                self._arrow(tr, "cast" if cast else "send", None, me, body, ev.time)
         elif t is actors.MessageSent:
             to = self._resolve(ev.to)
+            msg = ev.message
+            cast = type(msg) is actors.CastMsg
+            body = msg.request if cast else msg
             if to in tr.keys:
-                _append(tr._sent, id(ev.message), ev.message)
-            self._arrow(tr, "send", me, to, ev.message, ev.time)
+                _append(tr._sent, id(body), body)
+            self._arrow(tr, "cast" if cast else "send", me, to, body, ev.time)
         elif t is actors.CallSent:
             tr._calls += 1
             _append(tr._by_request, id(ev.request), (ev.request, tr._calls, me, ev.time))
@@ -348,6 +345,19 @@ class Tracer:
                 call=o[0] if o else None,
                 latency=(ev.time - o[1]) if o else None,
             )
+
+    @staticmethod
+    def _seen_sent(tr: Trace, body: Any) -> bool:
+        """Whether a traced sender already drew the arrow of this message (and forget it)."""
+        q = tr._sent.get(id(body))
+        if q:
+            for i, obj in enumerate(q):
+                if obj is body:
+                    del q[i]
+                    if not q:
+                        del tr._sent[id(body)]
+                    return True
+        return False
 
     def _resolve(self, to: Any) -> str:
         if isinstance(to, str):

@@ -12,7 +12,7 @@ Beside the node rooms there are **feeds**, one room each (:data:`FEEDS`):
 result was written), ``chaos`` (an experiment's progress) and ``cluster``
 (a node was added or removed). Producers call :meth:`LiveHub.publish`
 (the store's commit listener :meth:`LiveHub.on_commit`, the chaos service,
-the cluster routes); at most one ``feed`` message per feed goes out every
+the cluster routes, the trace service's arrows: observer/trace.py); at most one ``feed`` message per feed goes out every
 ``urgent_gap``: ``{"feed", "items": [...], "truncated"?}``. An item given a
 ``key`` replaces the pending one with the same key, and may be a function
 called when the message goes out (the chaos journal's head is read then,
@@ -51,7 +51,7 @@ log = logging.getLogger("observer.live")
 
 NAMESPACE = "/live"
 VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
-FEEDS = frozenset({"crashes", "audit", "chaos", "cluster"})
+FEEDS = frozenset({"crashes", "audit", "chaos", "cluster", "trace"})
 """Rooms not tied to a node (see the module docstring)."""
 FEED_CAP = 1000
 """Items one ``feed`` message carries at most; beyond that it says ``truncated`` (the browser refetches)."""

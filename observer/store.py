@@ -47,6 +47,8 @@ from .crashes import SCHEMA as _CRASH_SCHEMA
 from .crashes import SQL as _CRASH_SQL
 from .crashes import rows_for as _crash_rows
 from .model import pid_key
+from .trace import SCHEMA as _TRACE_SCHEMA
+from .trace import SQL as _TRACE_SQL
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError", "replay"]
 
@@ -119,6 +121,7 @@ _SQL = {
     "VALUES (?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM events), ?, ?)",
     "audit_result": "UPDATE audit SET result = ?, ok = ?, done_time = ? WHERE id = ?",
     **_CRASH_SQL,
+    **_TRACE_SQL,
 }
 
 _SLIM = (
@@ -303,6 +306,12 @@ class HistoryStore:
             return
         self._q.put(("msg", node, msg, time.time()))
 
+    def write_rows(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Queue ``(statement name, row)`` pairs for the writer (the trace tables of
+        :mod:`observer.trace`; the database layer's migrations will own them). Never blocks."""
+        if rows and not self._closed:
+            self._q.put(("rows", rows))
+
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener(kind, row)`` on the writer thread once audit rows, audit
         results and crash reports are committed (for live pushes). It must not
@@ -400,7 +409,7 @@ class HistoryStore:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count={max(8, int(self.max_bytes) // int(page))}")
             conn.execute("BEGIN")
-            for stmt in (_SCHEMA + _CRASH_SCHEMA).split(";"):
+            for stmt in (_SCHEMA + _CRASH_SCHEMA + _TRACE_SCHEMA).split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
             row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -445,6 +454,9 @@ class HistoryStore:
                         self._write_audit(it[1], it[2])
                     elif kind == "audit_result":
                         self._push("audit_result", it[1])
+                    elif kind == "rows":
+                        for stmt, row in it[1]:
+                            self._push(stmt, row)
                     elif kind == "flush":
                         waiters.append(it[1])
                     elif kind == "close":

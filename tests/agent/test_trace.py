@@ -195,3 +195,38 @@ async def test_untraced_processes_stay_untraced_and_a_closed_session_ends_its_tr
         await asyncio.sleep(0.01)
     assert host.run(lambda: host.node.process(a).traced) is False
     assert host.agent.tracer.traces == {}
+
+
+async def test_casts_are_told_apart_and_drawn_once(host: Host) -> None:
+    server = _start_server(host)
+
+    async def caster(proc: actors.Process) -> None:
+        await proc.receive()
+        proc.cast(server, {"refund": 1, "password": "pw"})
+        await proc.receive()
+
+    c = host.spawn(caster)
+    client = await connect(host)
+    try:
+        await client.command("trace", id="cast", pids=[str(c), str(server)], dir="out", max_msgs=1)
+        host.run(lambda: host.node.send(c, "go"))
+        msgs, _ = await frames(client, "cast")
+        assert [(m["kind"], m["from"], m["to"]) for m in msgs] == [("cast", str(c), str(server))]
+        assert msgs[0]["msg"]["password"] == "***"
+    finally:
+        await client.close()
+
+
+async def test_a_read_only_session_may_run_a_bounded_trace_only(host: Host) -> None:
+    a = host.spawn(idle)
+    client = await connect(host, role="read")
+    try:
+        got = await client.command("trace", id="ro", pids=[str(a)], max_msgs=1)
+        assert got["pids"] == [str(a)]
+        try:
+            await client.command("trace", pids=[str(a)], on=True)
+            raise AssertionError("a read-only session started an unbounded trace")
+        except AgentError as exc:
+            assert exc.code == "not_permitted"
+    finally:
+        await client.close()
