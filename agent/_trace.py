@@ -312,12 +312,13 @@ class Tracer:
             body = msg.request if cast else msg
             if to in tr.keys:
                 _append(tr._sent, id(body), body)
-            self._arrow(tr, "cast" if cast else "send", me, to, body, ev.time)
+            self._arrow(tr, "cast" if cast else "send", me, to, body, ev.time, to_name=_name(ev.to))
         elif t is actors.CallSent:
             tr._calls += 1
             _append(tr._by_request, id(ev.request), (ev.request, tr._calls, me, ev.time))
             _put(tr._open, me, [tr._calls, ev.time, False])
-            self._arrow(tr, "call", me, self._resolve(ev.to), ev.request, ev.time, call=tr._calls)
+            to = self._resolve(ev.to)
+            self._arrow(tr, "call", me, to, ev.request, ev.time, call=tr._calls, to_name=_name(ev.to))
         elif t is actors.CallReplied:
             pending = tr._by_from.pop(id(ev.reply_to), None)
             if pending is None or pending[0] is not ev.reply_to:
@@ -376,6 +377,7 @@ class Tracer:
         *,
         call: int | None = None,
         latency: float | None = None,
+        to_name: str | None = None,
     ) -> None:
         if tr.ended is not None:
             return
@@ -392,20 +394,21 @@ class Tracer:
         tr._win_n += 1
         tr.count += 1
         enc = self.agent.trace_redactor.encode(payload)
-        tr.out.append(
-            {
-                "n": tr.count,
-                "time": when,
-                "kind": kind,
-                "from": frm,
-                "to": to,
-                "msg": enc.data,
-                "masked": enc.masked,
-                "truncated": enc.truncated,
-                "call": call,
-                "latency_ms": None if latency is None else round(latency * 1000.0, 3),
-            }
-        )
+        arrow = {
+            "n": tr.count,
+            "time": when,
+            "kind": kind,
+            "from": frm,
+            "to": to,
+            "msg": enc.data,
+            "masked": enc.masked,
+            "truncated": enc.truncated,
+            "call": call,
+            "latency_ms": None if latency is None else round(latency * 1000.0, 3),
+        }
+        if to_name is not None and to_name != to:
+            arrow["to_name"] = to_name
+        tr.out.append(arrow)
         if tr.count >= tr.max_msgs:
             self.end(tr, "msgs")
 
@@ -428,6 +431,11 @@ class Tracer:
             frame["end"] = end
         tr.out = []
         tr.owner.push_event(frame)
+
+
+def _name(to: Any) -> str | None:
+    """The registered name a message was sent to (None for a pid)."""
+    return to[:200] if isinstance(to, str) else None
 
 
 def _put(d: dict[Any, Any], key: Any, value: Any) -> None:
