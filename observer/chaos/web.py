@@ -53,7 +53,7 @@ class ChaosService:
         self.state = state
         self.lock = threading.Lock()
         self.engines: dict[str, Engine] = {}
-        self.history = ChaosHistory(state.store.path)
+        self.history = ChaosHistory(state.store.db)
 
     def running(self, node: str | None = None) -> list[Engine]:
         with self.lock:
