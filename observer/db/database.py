@@ -24,7 +24,10 @@ Failure
     If the database cannot be written (disk full, read-only file, size cap
     reached), the error is logged once, buffered rows are kept in memory (up
     to ``max_pending``; older ones are then dropped and counted), and the
-    writer retries every ``retry_interval`` seconds; callers keep running. A
+    writer retries every ``retry_interval`` seconds; callers keep running.
+    The queue to the writer is bounded too: past ``max_queued`` waiting items,
+    :meth:`Database.call_soon` and :meth:`Database.write_nowait` drop what
+    they are given (counted with the dropped rows, logged once). A
     blocking write (:meth:`Database.execute_write_fn`) raises
     :class:`StoreError` instead, so that its caller can refuse what it was
     about to do. A function raising on the writer thread is logged and does
@@ -80,6 +83,7 @@ class Database:
         max_pending: int = 100_000,
         retry_interval: float = 5.0,
         readers: int = 4,
+        max_queued: int = 1_000_000,
         open_timeout: float = 30.0,
     ) -> None:
         self.backend = backend
@@ -88,6 +92,7 @@ class Database:
         self.max_pending = max_pending
         self.retry_interval = retry_interval
         self.readers = readers
+        self.max_queued = max_queued
         self._errors: tuple[type[BaseException], ...] = (*backend.errors, OSError)
         self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._backlog: deque[tuple[str, tuple[Any, ...]]] = deque()
@@ -102,6 +107,8 @@ class Database:
         self._dropped = 0
         self._written = 0
         self._closed = False
+        self._overflowing = False
+        self._in_write = False
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._run, name="observer-db-writer", daemon=True)
         self._thread.start()
@@ -113,15 +120,35 @@ class Database:
     # -- writing (any thread) -------------------------------------------------------------------
 
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the writer thread, after what was queued before. Never blocks.
+        """Run ``fn(*args)`` on the writer thread, after what was queued before. Never
+        blocks: past ``max_queued`` waiting items the call is dropped (and counted).
         ``fn`` may :meth:`buffer` rows; what it raises is logged."""
-        if not self._closed:
-            self._q.put((_CALL, fn, args))
+        if self._closed:
+            return
+        if self._q.qsize() >= self.max_queued:
+            self._overflow()
+            return
+        self._q.put((_CALL, fn, args))
 
     def write_nowait(self, sql: str, row: tuple[Any, ...]) -> None:
-        """Queue one write-behind statement (committed with the next batch). Never blocks."""
-        if not self._closed:
-            self._q.put((_ROW, sql, row))
+        """Queue one write-behind statement (committed with the next batch). Never
+        blocks; dropped (and counted) past ``max_queued`` waiting items."""
+        if self._closed:
+            return
+        if self._q.qsize() >= self.max_queued:
+            self._overflow()
+            return
+        self._q.put((_ROW, sql, row))
+
+    def _overflow(self) -> None:
+        self._dropped += 1
+        if not self._overflowing:
+            self._overflowing = True
+            log.error(
+                "database %s: the writer is %d items behind; dropping new ones until it catches up",
+                self.backend.describe(),
+                self.max_queued,
+            )
 
     def execute_write_fn(self, fn: Callable[[Connection], T], *, timeout: float = 5.0) -> T:
         """Run ``fn(conn)`` on the writer thread in its own transaction, committed
@@ -225,6 +252,9 @@ class Database:
                     batch.append(self._q.get_nowait())
                 except queue.Empty:
                     break
+            if self._overflowing and self._q.qsize() < self.max_queued // 2:
+                self._overflowing = False
+                log.warning("database %s: the writer caught up", self.backend.describe())
             waiters: list[threading.Event] = []
             for it in batch:
                 kind = it[0]
@@ -359,10 +389,14 @@ class Database:
         self._recovered()
 
     def _write_fn(self, fn: Callable[[Connection], T], fut: Future[T]) -> None:
+        if self._in_write and self._conn is not None:  # called from a write function: its transaction
+            fut.set_result(fn(self._conn))
+            return
         conn = self._ensure_conn()
         if conn is None:
             fut.set_exception(StoreError(self._error or f"the database {self.backend.describe()} is unavailable"))
             return
+        self._in_write = True
         try:
             conn.execute("BEGIN")
             result = fn(conn)
@@ -378,6 +412,8 @@ class Database:
                 conn.execute("ROLLBACK")
             fut.set_exception(exc)
             return
+        finally:
+            self._in_write = False
         self._recovered()
         fut.set_result(result)
 

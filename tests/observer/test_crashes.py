@@ -92,6 +92,7 @@ def test_identical_crashes_group_by_signature_in_the_store_and_the_api(make_web:
     assert one["tree_url"] == f"/nodes/demo/tree?path={sup},{pids[-1]}"
     assert one["group"]["count"] == 3 and len(one["recent"]) == 3
     assert c.get("/api/crashes/999999").status_code == 404
+    assert c.get("/api/crashes/99999999999999999999999").status_code == 404  # past SQL's integers: no 500
     # the pages, and the links the events page and the inspector use
     assert c.get("/crashes").status_code == 200
     page = c.get(f"/crash/{rid}")

@@ -420,3 +420,29 @@ def test_another_backend_plugs_in_without_touching_the_callers(tmp_path: Path) -
         assert backend.translated > 10
     finally:
         s.close()
+
+
+def test_a_writer_that_falls_behind_drops_new_items_instead_of_blocking(tmp_path: Path) -> None:
+    db = Database(SQLiteBackend(str(tmp_path / "q.db")), max_queued=100)
+    release = threading.Event()
+    try:
+        db.call_soon(lambda: release.wait(10) and None)  # the writer is busy...
+        t0 = time.monotonic()
+        for i in range(1000):
+            db.write_nowait("INSERT INTO audit (time, action) VALUES (?, ?)", (float(i), "q"))
+        assert time.monotonic() - t0 < 1.0  # ...and nobody waited for it
+        assert db.stats()["dropped"] >= 850
+        release.set()
+        assert db.flush()
+        assert 90 <= db.execute("SELECT COUNT(*) AS n FROM audit")[0]["n"] <= 101
+    finally:
+        release.set()
+        db.close()
+
+
+def test_a_write_function_may_write_through_the_layer_again(db: Database) -> None:
+    def outer(conn: Connection) -> int:
+        conn.execute("INSERT INTO audit (time, action) VALUES (?, ?)", (1.0, "outer"))
+        return db.execute_write_fn(lambda c: c.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+    assert db.execute_write_fn(outer) == 1  # the inner one ran in the outer's transaction
