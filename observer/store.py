@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .db import SCHEMA_VERSION, AuditError, Database, SQLiteBackend, StoreError
@@ -50,6 +50,11 @@ __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError", "replay
 
 log = logging.getLogger("observer.store")
 audit_log = logging.getLogger("observer.audit")
+
+CommitListener = Callable[[str, dict[str, Any]], None]
+"""``listener(kind, row)`` after a commit: ``audit`` (a new row), ``audit_result``
+(``{"id", "ok", "result", "done_time"}``) or ``crash`` (a crash's columns, without
+its report and traceback)."""
 
 _SLIM = (
     "pid",
@@ -205,8 +210,10 @@ class HistoryStore:
                 retry_interval=retry_interval,
             )
         )
+        self._listeners: list[CommitListener] = []
         self._call_soon = self.db.call_soon
         self.db.on_tick(self._tick)
+        self.db.on_commit(self._rows_committed)
 
     # -- writing (any thread) -------------------------------------------------------------------
 
@@ -219,6 +226,34 @@ class HistoryStore:
         if t == "ev" and msg.get("ev") == "trace" and not self.store_traces:
             return
         self._call_soon(self._ingest, node, msg, time.time())
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call ``listener(kind, row)`` on the writer thread once audit rows, audit
+        results and crashes are committed (for live pushes). It must not block;
+        one that raises is logged and kept."""
+        self._listeners.append(listener)
+
+    def _committed(self, kind: str, row: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(kind, row)
+            except Exception:
+                log.exception("history store: commit listener failed")
+
+    def _rows_committed(self, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        if not self._listeners:
+            return
+        for sql, r in rows:
+            if sql == history_db.AUDIT_RESULT_SQL:
+                try:
+                    result = json.loads(r[0])
+                except ValueError:  # cut at 10,000 characters: no longer JSON, not pushed
+                    continue
+                self._committed("audit_result", {"id": r[3], "result": result, "ok": r[1], "done_time": r[2]})
+            elif sql == crash_db.INSERT_SQL:
+                row = dict(zip(crash_db.INSERTED, r, strict=True))
+                del row["report"], row["traceback"]
+                self._committed("crash", row)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is committed (or failed). True if it was written."""
@@ -248,12 +283,17 @@ class HistoryStore:
         try:
             if self._closed:
                 raise StoreError("the history store is closed")
-            return int(self.db.execute_write_fn(lambda conn: conn.execute(sql, row).fetchone()[0], timeout=timeout))
+            aid = int(self.db.execute_write_fn(lambda conn: conn.execute(sql, row).fetchone()[0], timeout=timeout))
         except Exception as exc:
             if self.require_audit:
                 raise AuditError(f"audit log unavailable, action refused: {exc}") from exc
             log.error("audit row for %s %s not written: %s", action, target, exc)
             return -1
+        if self._listeners:
+            cols = ("time", "who", "from_addr", "node", "action", "target")
+            new = dict(zip(cols, row, strict=False)) | {"id": aid, "args": json.loads(row[6])}
+            self._call_soon(self._committed, "audit", new | {"ok": None, "result": None, "done_time": None})
+        return aid
 
     def audit_result(self, audit_id: int, result: Any, ok: bool = True) -> None:
         """Record the outcome of an audited action (queued; committed with the next batch)."""

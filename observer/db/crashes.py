@@ -33,13 +33,43 @@ from ._where import like
 from ._where import window as _window
 from .database import Database
 
-__all__ = ["GROUP_SQL", "INSERT_SQL", "find", "groups", "of_process", "report", "rows_for", "signature", "window"]
+__all__ = [
+    "GROUP_SQL",
+    "INSERTED",
+    "INSERT_SQL",
+    "find",
+    "groups",
+    "of_process",
+    "report",
+    "rows_for",
+    "signature",
+    "window",
+]
 
 INSERT_SQL = (
     "INSERT INTO crashes (node, seq, time, pid, name, label, supervisor, child_id, reason_kind, exception, "
     "reason, traceback, signature, frame, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 """One crash (the parameters :func:`rows_for` gives)."""
+
+INSERTED = (
+    "node",
+    "seq",
+    "time",
+    "pid",
+    "name",
+    "label",
+    "supervisor",
+    "child_id",
+    "reason_kind",
+    "exception",
+    "reason",
+    "traceback",
+    "signature",
+    "frame",
+    "report",
+)
+"""The columns :data:`INSERT_SQL` fills, in order."""
 
 GROUP_SQL = (
     "INSERT INTO crash_groups (node, signature, exception, frame, count, first_seen, last_seen) "

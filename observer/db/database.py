@@ -97,6 +97,7 @@ class Database:
         self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._backlog: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._ticks: list[Callable[[float], None]] = []
+        self._commit_hooks: list[Callable[[list[tuple[str, tuple[Any, ...]]]], None]] = []
         self._sql: dict[str, str] = {}
         self._conn: Connection | None = None
         self._pool: list[Connection] = []
@@ -184,6 +185,12 @@ class Database:
         """Call ``fn(time.monotonic())`` on the writer thread after each round of
         queued work, and at least every ``batch_interval`` seconds."""
         self._ticks.append(fn)
+
+    def on_commit(self, fn: Callable[[list[tuple[str, tuple[Any, ...]]]], None]) -> None:
+        """Call ``fn(rows)`` on the writer thread after each commit of buffered rows,
+        with those ``(sql, row)`` pairs (for live pushes: it must not block; what it
+        raises is logged)."""
+        self._commit_hooks.append(fn)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is buffered, stop the writer, close every connection. Idempotent."""
@@ -387,6 +394,11 @@ class Database:
             self._backlog.popleft()
         self._written += len(rows)
         self._recovered()
+        for hook in self._commit_hooks:
+            try:
+                hook(rows)
+            except Exception:
+                log.exception("database writer: commit hook %r failed", hook)
 
     def _write_fn(self, fn: Callable[[Connection], T], fut: Future[T]) -> None:
         if self._in_write and self._conn is not None:  # called from a write function: its transaction

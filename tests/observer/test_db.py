@@ -446,3 +446,28 @@ def test_a_write_function_may_write_through_the_layer_again(db: Database) -> Non
         return db.execute_write_fn(lambda c: c.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
     assert db.execute_write_fn(outer) == 1  # the inner one ran in the outer's transaction
+
+
+def test_commit_listeners_hear_audit_rows_results_and_crashes_after_they_are_committed(tmp_path: Path) -> None:
+    s = HistoryStore(str(tmp_path / "l.db"), batch_interval=0.01)
+    seen: list[tuple[str, dict[str, Any], int]] = []
+
+    def listener(kind: str, row: dict[str, Any]) -> None:
+        with contextlib.closing(sqlite3.connect(s.path)) as conn:  # committed: another connection sees it
+            table = "crashes" if kind == "crash" else "audit"
+            seen.append((kind, row, conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]))
+
+    s.on_commit(lambda kind, row: 1 / 0)  # a broken one is logged and the others still hear
+    s.on_commit(listener)
+    try:
+        aid = s.audit("ada", "1.2.3.4", "kill", P(2), {"reason": "kill"}, node="n")
+        s.audit_result(aid, {"pid": P(2)})
+        s.record("n", ev("exit", 1, pid=P(2), reason="boom", reason_kind="exception", exception="ValueError"))
+        assert s.flush()
+    finally:
+        s.close()
+    assert [(k, n) for k, _r, n in seen] == [("audit", 1), ("audit_result", 1), ("crash", 1)]
+    assert seen[0][1]["id"] == aid and seen[0][1]["args"] == {"reason": "kill"} and seen[0][1]["ok"] is None
+    assert seen[1][1] | {"done_time": 0} == {"id": aid, "result": {"pid": P(2)}, "ok": 1, "done_time": 0}
+    crash = seen[2][1]
+    assert crash["pid"] == P(2) and crash["signature"] == "ValueError at ?" and "report" not in crash
