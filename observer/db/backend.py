@@ -68,6 +68,11 @@ class Backend(Protocol):
     written now (disk full, read-only, locked): the layer keeps rows in memory
     and retries instead of failing; on a reader they become :class:`StoreError`."""
 
+    migration_begin: str
+    """The statement opening the migration transaction, taking the write lock
+    at once (two observers opening one file: the second waits, then finds the
+    migrations done)."""
+
     def describe(self) -> str:
         """Where the data is (a path, or a DSN without its password), for messages."""
         ...

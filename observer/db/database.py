@@ -307,7 +307,7 @@ class Database:
     def _migrate(self, conn: Connection) -> None:
         steps = list(self.backend.migrations())
         latest = steps[-1].number if steps else 0
-        conn.execute("BEGIN")
+        conn.execute(self.backend.migration_begin)
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()

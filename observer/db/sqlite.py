@@ -234,6 +234,7 @@ class SQLiteBackend:
 
     name = "sqlite"
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    migration_begin = "BEGIN IMMEDIATE"
 
     def __init__(self, path: str, *, max_bytes: int | None = None, timeout: float = 5.0) -> None:
         self.path = str(path)

@@ -477,3 +477,29 @@ def test_commit_listeners_hear_audit_rows_results_and_crashes_after_they_are_com
     assert seen[1][1] | {"done_time": 0} == {"id": aid, "result": {"pid": P(2)}, "ok": 1, "done_time": 0}
     crash = seen[2][1]
     assert crash["pid"] == P(2) and crash["signature"] == "ValueError at ?" and "report" not in crash
+
+
+def test_two_observers_opening_one_old_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    make_v1_file(path)
+    opened: list[HistoryStore] = []
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(HistoryStore(str(path)))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(opened) == 2
+        assert all(s.stats()["healthy"] for s in opened)
+        assert len(opened[0].crashes(limit=100)) == len(opened[1].crashes(limit=100)) == 3
+    finally:
+        for s in opened:
+            s.close()
