@@ -4,6 +4,7 @@ Real SQLite files throughout."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import json
@@ -503,3 +504,20 @@ def test_two_observers_opening_one_old_file_at_once_migrate_it_once(tmp_path: Pa
     finally:
         for s in opened:
             s.close()
+
+
+def test_the_data_layer_imports_no_route_module() -> None:
+    """observer/db/ and the history store know nothing of Flask or the views."""
+    root = Path(__file__).resolve().parents[2] / "observer"
+    for path in [*sorted((root / "db").glob("*.py")), root / "store.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            for name in names:
+                assert not re.match(r"(flask|flask_socketio|observer\.(views|app|live)|\.+(views|app|live)\b)", name), (
+                    f"{path.name} imports {name}"
+                )
