@@ -299,7 +299,7 @@ class Agent(Sampling, Clock):
         node = self.node
 
         def off() -> None:
-            p = node._get(pid)
+            p = actors.find_process(node, pid)
             if p is not None:
                 p.traced = False
             self.collector.forget_trace(pid)
@@ -456,7 +456,7 @@ class Agent(Sampling, Clock):
     def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
         """Note the meta an observer was just sent, so a later change yields an ``update``."""
         if p is None:
-            p = self.node._get(pid)
+            p = actors.find_process(self.node, pid)
             if p is None:
                 return
         ent = self._cache.get(pid.id)

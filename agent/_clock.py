@@ -176,11 +176,9 @@ class Clock:
             task = asyncio.current_task(self.node.loop)
         except Exception:
             pass
-        if task is not None:
-            for p in self.node.iter_processes():
-                if p._task is task:
-                    pid, name = str(p.pid), p.name or p.label
-                    break
+        p = actors.task_process(self.node, task)
+        if p is not None:
+            pid, name = str(p.pid), p.name or p.label
         stack: list[dict[str, Any]] = []
         frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
         while frame is not None and len(stack) < 40:

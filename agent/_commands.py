@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import actors
-from actors._introspect import process_stack
+from actors import process_stack
 
 from . import _crash
 from . import protocol as P
@@ -165,7 +165,7 @@ class Commands:
             b = p.behaviour
             rec["_state"] = b.state if isinstance(b, actors.GenServer) else _NO_STATE
             rec["_mailbox"] = p.mailbox_peek(peek)
-            fl = p._flight
+            fl = actors.flight_recorder_info(p)
             rec["flight_recorder"] = None if fl is None else {"size": fl.size, "subtree": fl.subtree}
             if isinstance(b, actors.Supervisor):
                 rec["children"] = [
@@ -288,7 +288,7 @@ class Commands:
         def do() -> list[str]:
             done = []
             for t in targets:
-                p = node._get(t)
+                p = actors.find_process(node, t)
                 if p is None:
                     continue
                 key = str(p.pid)

@@ -10,8 +10,7 @@ import math
 from typing import Any
 
 import actors
-from actors._crash import capture_chain, format_chain
-from actors._introspect import process_kind, process_status
+from actors import process_kind, process_status
 
 from ._redact import RedactionPolicy, redact_text
 
@@ -49,7 +48,7 @@ def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
     if not isinstance(reason, BaseException):
         return None
     try:
-        text = format_chain(capture_chain(reason))
+        text = actors.format_exception_chain(reason)
     except Exception as exc:  # a broken __str__ on the exception, say
         text = f"<traceback unavailable: {type(exc).__name__}>"
     if len(text) > MAX_TRACEBACK:
@@ -74,8 +73,8 @@ def _budget_json(b: tuple[Any, ...] | None) -> dict[str, Any] | None:
 
 def process_record(p: actors.Process) -> dict[str, Any]:
     """One process as in a snapshot (see ``protocol.PROCESS_FIELDS``)."""
-    links = p._links
-    mons = p._monitoring
+    links = actors.process_links(p)
+    mons = actors.process_monitors(p)
     return {
         "pid": str(p.pid),
         "name": p.name,
@@ -91,8 +90,8 @@ def process_record(p: actors.Process) -> dict[str, Any]:
         "msgs_out": p.msgs_out,
         "handled": p.handled,
         "handler_time": round(p.handler_time, 6),
-        "links": [str(x) for x in tuple(links)] if links else [],
-        "monitors": [str(x) for x in tuple(mons.values())] if mons else [],
+        "links": [str(x) for x in links],
+        "monitors": [str(x) for x in mons],
         "trap_exit": p.trap_exit,
         "started_at": p.started_at,
         "budget": budget_dict(p),
@@ -153,7 +152,7 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "parent": pid_str(ev.parent),
             "time": ev.time,
         }
-        p = node._get(ev.pid)
+        p = actors.find_process(node, ev.pid)
         if p is not None:
             d.update(meta_dict(meta_of(p)))
         return d

@@ -12,7 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import actors
-from actors._introspect import estimate_memory
+from actors import estimate_memory, find_process, process_status
 
 from ._encode import meta_dict, meta_of
 
@@ -67,7 +67,7 @@ class Sampling:
             fresh.popleft()
         node, cache = self.node, self._cache
         for _, pid in fresh:
-            p = node._get(pid)
+            p = find_process(node, pid)
             ent = cache.get(pid.id)
             if p is None or ent is None or not p.alive:
                 continue
@@ -129,16 +129,14 @@ class Sampling:
                     mem = ent[1][7] if ent is not None and ent[1] is not None else None
             else:
                 mem = ent[1][7]
-            mb = p._mb
-            st = "suspended" if p._suspended is not None else ("waiting" if p._waiter is not None else "running")
             row = [
                 None,
-                len(mb) if mb is not None else 0,
+                p.mailbox_len,
                 p.msgs_in,
                 p.msgs_out,
                 p.handled,
                 round(p.handler_time, 6),
-                st,
+                process_status(p),
                 mem,
             ]
             if ent is None:
