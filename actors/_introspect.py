@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._crash import capture_chain, format_chain
 from ._types import Pid
@@ -149,7 +149,10 @@ def format_exception_chain(exc: BaseException) -> str:
     return format_chain(capture_chain(exc))
 
 
-def process_status(p: Process) -> str:
+ProcessStatus = Literal["running", "waiting", "suspended", "exiting"]
+
+
+def process_status(p: Process) -> ProcessStatus:
     """``running``, ``waiting`` (in receive), ``suspended`` or ``exiting``."""
     if not p.alive:
         return "exiting"

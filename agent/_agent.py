@@ -405,7 +405,9 @@ class Agent(Sampling, Clock):
                 log.exception("agent session %s: write failed", s.id)
                 s.wake_writer()
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: P.Event | dict[str, Any]) -> None:
+        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
+        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
         self.seq += 1
         d["t"] = "ev"
         d["seq"] = self.seq
@@ -425,7 +427,7 @@ class Agent(Sampling, Clock):
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
-    def node_meta(self) -> dict[str, Any]:
+    def node_meta(self) -> P.NodeMeta:
         node = self.node
         return {
             "node_id": node.node_id,
@@ -441,7 +443,7 @@ class Agent(Sampling, Clock):
     def node_processes(self) -> list[actors.Process]:
         return list(self.node.iter_processes())
 
-    def records(self, procs: list[actors.Process]) -> list[dict[str, Any]]:
+    def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
         for p in procs:
             if not p.alive:

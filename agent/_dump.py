@@ -176,7 +176,7 @@ class Dumper(actors.Instrument):
         out = []
         for p in procs:
             try:
-                rec = process_record(p)
+                rec: dict[str, Any] = {**process_record(p)}
             except Exception:  # changed under our feet: skip it
                 continue
             path = [str(p.pid)]
@@ -193,8 +193,9 @@ class Dumper(actors.Instrument):
             except Exception:
                 rec["stack"] = []
             out.append(rec)
+        meta: dict[str, Any]
         try:
-            meta = ag.node_meta()
+            meta = {**ag.node_meta()}
         except Exception:
             meta = {"node_id": node.node_id}
         crash_log = getattr(ag, "crash_log", None)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import actors
 from actors import estimate_memory, find_process, process_status
 
+from . import messages as M
 from ._encode import meta_dict, meta_of
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class Sampling:
             rows, msgs = [], 0
         cost = time.perf_counter() - t0
         self.messages_total += msgs
-        stats = {
+        stats: M.NodeStats = {
             "time": time.time(),
             "process_count": self.node.process_count(),
             "messages": msgs,
@@ -129,7 +130,7 @@ class Sampling:
                     mem = ent[1][7] if ent is not None and ent[1] is not None else None
             else:
                 mem = ent[1][7]
-            row = [
+            row: list[Any] = [
                 None,
                 p.mailbox_len,
                 p.msgs_in,
