@@ -260,7 +260,8 @@ class Agent(Sampling, Clock):
         except Exception:
             pass
         if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}))
+            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
+            writer.write(P.encode_frame(busy))
             writer.close()
             return
         session = Session(self, reader, writer)

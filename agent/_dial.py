@@ -147,7 +147,8 @@ class Dialer:
             writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         session = Session(self.agent, reader, writer)
         try:
-            writer.write(P.encode_frame({"t": "dial", "protocol": P.PROTOCOL, "name": self.name}))
+            dial: P.DialMsg = {"t": "dial", "protocol": P.PROTOCOL, "name": self.name}
+            writer.write(P.encode_frame(dial))
             await writer.drain()
         except (OSError, ConnectionError):
             writer.close()

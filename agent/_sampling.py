@@ -50,7 +50,7 @@ class Sampling:
     _fresh_checked: float
     _scans: int
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _recheck_fresh(self) -> None:
