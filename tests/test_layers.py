@@ -185,6 +185,27 @@ def test_the_scan_finds_an_import_inside_a_function(tmp_path: Path) -> None:
     ]
 
 
+# -- the agent reads the runtime through its public API only --------------------------------------------
+
+_RUNTIME_OBJECTS = {"p", "proc", "process", "b", "behaviour", "sup", "ev", "event", "report", "task"}
+"""Names the agent gives runtime objects (``p = actors.find_process(...)``, ``ev``: an event)."""
+
+
+def test_the_agent_reads_no_private_field_of_the_runtime() -> None:
+    """``p._mb``, ``node._get(...)``: the public introspection API
+    (``actors.find_process``, ``process_status``, ...) has what the agent
+    needs. A heuristic on names (a runtime object is called ``p``, ``proc``,
+    ``...node``, ...): import-linter sees modules, not attributes."""
+    bad = []
+    for path in sorted((ROOT / "agent").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                base = ast.unparse(node.value).split(".")[-1]
+                if base in _RUNTIME_OBJECTS or base.endswith("node"):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert bad == []
+
+
 # -- the agent needs only the standard library ------------------------------------------------------
 
 OPTIONAL_FOR_THE_AGENT = {"orjson"}
