@@ -91,9 +91,7 @@ def test_every_module_imports_alone() -> None:
 
 KNOWN_LATE_IMPORTS = {
     # Known when the rule came in (issue #12). Each is an import cycle (or a
-    # start-up cost) dodged by importing late; the cycles in observer/cli.py,
-    # observer/chaos/cli.py and observer/dump.py go with the observer/cli/
-    # package. Shrink this list; never grow it.
+    # start-up cost) dodged by importing late. Shrink this list; never grow it.
     "actors/_gen_server.py: from ._supervisor import ChildSpec",
     "agent/__init__.py: from . import _agent",
     "agent/__init__.py: from ._agent import Agent",
@@ -106,22 +104,13 @@ KNOWN_LATE_IMPORTS = {
     "observer/app.py: from . import api, auditlog, cluster, crashes, pages",
     "observer/app.py: from .chaos import web as chaos_web",
     "observer/app.py: from .dialin import DialInListener",
-    "observer/chaos/cli.py: from .experiment import DEFAULT_PROTECTED",
-    "observer/chaos/cli.py: from ..attach import parse_address",
-    "observer/chaos/cli.py: from ..cli import read_agent_tokens",
-    "observer/chaos/cli.py: from .runner import attached, run",
     "observer/chaos/web.py: from ..pages import page_config",
-    "observer/cli.py: from .dump import open_cmd",
-    "observer/cli.py: from .chaos.cli import chaos as chaos_cmd",
     "observer/crashes.py: from .store import StoreError",
     "observer/crashes.py: from agent.client import AgentError",
     "observer/crashes.py: from . import api",
     "observer/crashes.py: from .pages import page_config",
     "observer/crashes.py: from .permissions import is_operator, refuse",
     "observer/crashes.py: from .store import AuditError",
-    "observer/dump.py: from . import cli",
-    "observer/dump.py: from .app import ObserverConfig, ObserverState, create_app",
-    "observer/dump.py: from .serve import bind_socket, serve",
     "observer/pages/__init__.py: from ..app import WEB_DIR",
     "observer/permissions.py: from .store import AuditError",
     "observer/security.py: from .pages import render_login",
