@@ -170,10 +170,12 @@ async def _capture() -> list[Frame]:
         fwd = h.spawn(_forwarder, b)
         await client.command("trace", pids=[str(fwd)], on=True)
         h.run(lambda: node.send(fwd, {"hello": "world"}))
+        await _until(client, lambda m: m.get("ev") == "trace" and m.get("dir") == "out", "trace out")
         # an update, a normal exit, a crash with its report and a restart, a supervisor giving up
         late = h.spawn(_late_trapper)
         await _until(client, lambda m: m.get("ev") == "spawn" and m.get("pid") == str(late), "spawn")
         h.run(lambda: node.send(late, "go"))
+        await _until(client, lambda m: m.get("ev") == "update" and m.get("pid") == str(late), "update")
         h.run(lambda: node.send(b, "stop"))
         sup = h.run_async(actors.start_supervisor(node, [_Server.child_spec(id="s")], intensity=5, period=5))
         child = h.run_async(actors.which_children(node, sup))[0].pid
