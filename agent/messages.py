@@ -4,9 +4,11 @@ TypedDicts (plain dicts at run time: building one costs nothing more than a
 dict): the agent builds its frames as these, the observer reads them through
 :mod:`agent.protocol`'s ``read_*`` functions, and ``docs/protocol.schema.json``
 is generated from them (``python -m agent.schema``; the tests check real
-frames of every kind against it). ``Annotated[..., {...}]`` adds JSON Schema
-keywords to a field's type. :data:`EVENTS` and :data:`AGENT_FRAMES` list
-every kind; ``docs/protocol.md`` is the prose.
+frames of every kind against it). ``Annotated[T, Schema(...)]`` adds JSON
+Schema keywords to a field's type. :data:`EVENTS`, :data:`AGENT_FRAMES` and
+:data:`OBSERVER_FRAMES` list every kind; ``docs/protocol.md`` is the prose.
+One module of declarations on purpose (~600 lines): the whole protocol reads
+in one place.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import typing
 from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 
 __all__ = [
+    "AGENT_FRAMES",
     "EVENTS",
+    "OBSERVER_FRAMES",
+    "PUSH_TYPES",
     "AuthMsg",
     "Budget",
     "ChildId",

@@ -99,7 +99,6 @@ KNOWN_LATE_IMPORTS = {
     "agent/_agent.py: from ._dump import Dumper",
     "agent/_crash.py: from ._commands import CommandError, _int_arg, _target",
     "agent/_crash.py: from ._commands import CommandError",
-    "agent/_dial.py: from ._agent import WRITE_HIGH_WATER",
     "observer/app.py: from .store import HistoryStore",
     "observer/app.py: from . import api, auditlog, cluster, crashes, pages",
     "observer/app.py: from .chaos import web as chaos_web",
