@@ -18,11 +18,13 @@ from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 
 __all__ = [
     "AGENT_FRAMES",
+    "COMMAND_ARGS",
     "EVENTS",
     "OBSERVER_FRAMES",
     "PUSH_TYPES",
     "AuthMsg",
     "Budget",
+    "ChildArgs",
     "ChildId",
     "CommandMsg",
     "CrashReport",
@@ -37,18 +39,25 @@ __all__ = [
     "ExitEvent",
     "Finite",
     "FlightRecord",
+    "FlightRecorderArgs",
     "GapMsg",
     "GaveUpEvent",
     "HelloMsg",
+    "InspectArgs",
+    "KillArgs",
     "LinkEvent",
     "LoopBlockedEvent",
     "LoopUnblockedEvent",
+    "MailboxArgs",
     "MonitorEvent",
+    "NoArgs",
     "NodeMeta",
     "NodeStats",
+    "PidArgs",
     "PidText",
     "ProcessMeta",
     "ProcessRecord",
+    "ProcessesArgs",
     "PushMsg",
     "ReasonKind",
     "RedactedValue",
@@ -64,6 +73,7 @@ __all__ = [
     "SampleRow",
     "SamplesMsg",
     "Schema",
+    "SendArgs",
     "SnapshotBeginMsg",
     "SnapshotChunkMsg",
     "SnapshotEndMsg",
@@ -71,7 +81,9 @@ __all__ = [
     "StackEntry",
     "Status",
     "SuspendEvent",
+    "Target",
     "Time",
+    "TraceArgs",
     "TraceEvent",
     "UnlinkEvent",
     "UpdateEvent",
@@ -617,6 +629,93 @@ class CommandMsg(TypedDict):
     id: int | str
     cmd: str
     args: dict[str, Any]
+
+
+# -- each command's arguments (docs/protocol.md section 7 has their results) ------------------------
+
+Target = Annotated[
+    str,
+    Schema(name="Target", minLength=1, maxLength=200, description="a pid (<0.42.0>) or a registered name"),
+]
+
+
+def _int(lo: int, hi: int) -> Schema:
+    return Schema(minimum=lo, maximum=hi)
+
+
+class NoArgs(TypedDict):
+    """No arguments: ``{}``."""
+
+
+class ProcessesArgs(TypedDict):
+    limit: NotRequired[Annotated[int, _int(0, 10_000)]]
+    offset: NotRequired[Annotated[int, _int(0, 1 << 40)]]
+
+
+class PidArgs(TypedDict):
+    pid: Target
+
+
+class InspectArgs(TypedDict):
+    pid: Target
+    mailbox_limit: NotRequired[Annotated[int, _int(0, 100)]]
+
+
+class MailboxArgs(TypedDict):
+    pid: Target
+    limit: NotRequired[Annotated[int, _int(0, 200)]]
+
+
+class KillArgs(TypedDict):
+    pid: Target
+    reason: NotRequired[Annotated[str, Schema(minLength=1, maxLength=200)]]
+
+
+class SendArgs(TypedDict):
+    """``message``: any JSON (arrays arrive as tuples)."""
+
+    to: Target
+    message: Any
+
+
+class ChildArgs(TypedDict):
+    """``child_id``: the child's id, its wire form, or a simple_one_for_one child's pid."""
+
+    supervisor: Target
+    child_id: Annotated[str, Schema(minLength=1)]
+
+
+class TraceArgs(TypedDict):
+    pids: Annotated[list[Target], Schema(minItems=1, maxItems=100)]
+    on: NotRequired[bool]
+
+
+class FlightRecorderArgs(TypedDict):
+    pid: Target
+    on: NotRequired[bool]
+    size: NotRequired[Annotated[int, _int(1, 1000)]]
+    subtree: NotRequired[bool]
+
+
+COMMAND_ARGS: Final[dict[str, type]] = {
+    "ping": NoArgs,
+    "snapshot": NoArgs,
+    "info": PidArgs,
+    "inspect": InspectArgs,
+    "mailbox": MailboxArgs,
+    "processes": ProcessesArgs,
+    "kill": KillArgs,
+    "suspend": PidArgs,
+    "resume": PidArgs,
+    "send": SendArgs,
+    "restart_child": ChildArgs,
+    "terminate_child": ChildArgs,
+    "trace": TraceArgs,
+    "flight_recorder": FlightRecorderArgs,
+    "dump": NoArgs,
+}
+"""Each command and the shape of its ``args`` (the schema's ``CommandMsg`` is one
+of these pairings; the agent checks arguments itself and answers ``bad_args``)."""
 
 
 PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | ErrorMsg

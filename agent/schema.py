@@ -77,6 +77,8 @@ class _Builder:
 
     def _object(self, shape: type) -> dict[str, Any]:
         name = shape.__name__
+        if shape is M.CommandMsg and name not in self.defs:
+            self.defs[name] = self._commands()
         if name not in self.defs:
             self.defs[name] = {}  # a placeholder while its fields are built
             props: dict[str, Any] = {}
@@ -95,6 +97,27 @@ class _Builder:
             body |= {"properties": props, "required": required, "additionalProperties": False}
             self.defs[name] = body
         return self.ref(name)
+
+    def _commands(self) -> dict[str, Any]:
+        """``cmd`` frames: one variant per command, each with its own ``args``
+        (:data:`messages.COMMAND_ARGS`; ``CommandMsg`` itself says ``args`` is
+        an object, for the Python side)."""
+        fields = M.fields(M.CommandMsg)
+        variants = []
+        for cmd, args in M.COMMAND_ARGS.items():
+            props = {key: self.of(tp) for key, (tp, _) in fields.items()}
+            props["cmd"] = {"const": cmd}
+            props["args"] = self.of(args)
+            variants.append(
+                {
+                    "type": "object",
+                    "properties": props,
+                    "required": [k for k, (_, req) in fields.items() if req],
+                    "additionalProperties": False,
+                }
+            )
+        doc = " ".join((M.CommandMsg.__doc__ or "").split())
+        return {"description": doc, "anyOf": variants}
 
 
 def schema() -> dict[str, Any]:

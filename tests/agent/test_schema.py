@@ -166,6 +166,16 @@ async def _capture() -> list[Frame]:
         h.run(wire)
         await client.command("suspend", pid=str(a))
         await client.command("resume", pid=str(a))
+        # every other command once (the replies' shapes are the commands' own: docs/protocol.md)
+        await client.command("info", pid=str(a))
+        await client.command("inspect", pid=str(a), mailbox_limit=5)
+        await client.command("mailbox", pid=str(a), limit=5)
+        await client.command("processes", limit=10, offset=0)
+        await client.command("send", to=str(a), message=["hi", 1])
+        await client.command("flight_recorder", pid=str(a), on=True, size=5, subtree=False)
+        with pytest.raises(AgentError):  # no dump directory: an error reply
+            await client.command("dump")
+        await client.command("snapshot")
         # trace in and out
         fwd = h.spawn(_forwarder, b)
         await client.command("trace", pids=[str(fwd)], on=True)
@@ -180,6 +190,10 @@ async def _capture() -> list[Frame]:
         sup = h.run_async(actors.start_supervisor(node, [_Server.child_spec(id="s")], intensity=5, period=5))
         child = h.run_async(actors.which_children(node, sup))[0].pid
         h.run(lambda: node.cast(child, "crash"))
+        await _until(client, _ev("restart"), "restart")
+        await client.command("terminate_child", supervisor=str(sup), child_id="s")
+        restarted = await client.command("restart_child", supervisor=str(sup), child_id="s")
+        await client.command("kill", pid=restarted["pid"], reason="kill")
         weak = h.run_async(actors.start_supervisor(node, [_Server.child_spec(id="w")], intensity=0, period=5))
         wchild = h.run_async(actors.which_children(node, weak))[0].pid
         h.run(lambda: node.cast(wchild, "crash"))
@@ -242,12 +256,15 @@ def _kind(frame: dict[str, Any]) -> str:
         return f"ev:{frame['ev']}"
     if frame["t"] == "reply":
         return f"reply:{'ok' if frame['ok'] else 'error'}"
+    if frame["t"] == "cmd":
+        return f"cmd:{frame['cmd']}"
     return str(frame["t"])
 
 
 def test_frames_of_every_kind_were_captured(frames: list[Frame]) -> None:
-    want = {t for t in M.AGENT_FRAMES if t not in ("ev", "reply")} | set(M.OBSERVER_FRAMES)
+    want = {t for t in M.AGENT_FRAMES if t not in ("ev", "reply")} | {"auth"}
     want |= {f"ev:{k}" for k in M.EVENTS} | {"reply:ok", "reply:error"}
+    want |= {f"cmd:{c}" for c in P.ALL_COMMANDS}
     assert want - {_kind(f) for _, f in frames} == set()
     exits = [f for _, f in frames if f["t"] == "ev" and f["ev"] == "exit"]
     assert any(f["report"] for f in exits) and any(f["report"] is None for f in exits)
@@ -265,18 +282,31 @@ def _shape(who: str, frame: dict[str, Any]) -> str:
     return (M.AGENT_FRAMES if who == "agent" else M.OBSERVER_FRAMES)[t][0].__name__
 
 
+def test_every_command_has_an_args_shape() -> None:
+    assert set(M.COMMAND_ARGS) == set(P.ALL_COMMANDS)
+
+
 def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
     doc = json.loads(SCHEMA_FILE.read_text())
     whole = jsonschema.Draft202012Validator(doc)
     defs = {k: v for k, v in doc.items() if k != "anyOf"}
     validators: dict[str, jsonschema.Draft202012Validator] = {}
     bad = []
+    unknown = [f for _, f in frames if f["t"] == "cmd" and f["cmd"] not in M.COMMAND_ARGS]
+    assert unknown and not any(whole.is_valid(f) for f in unknown), "an unknown command is not in the schema"
     for who, frame in frames:
+        if frame in unknown:
+            continue
         # the frame's own shape first (readable errors), then the whole schema, as a user would
         name = _shape(who, frame)
         if name not in validators:
             validators[name] = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{name}"})
         errors = list(validators[name].iter_errors(frame))
+        if frame["t"] == "cmd":  # the args against their own shape too: readable errors
+            args = M.COMMAND_ARGS[frame["cmd"]].__name__
+            if args not in validators:
+                validators[args] = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{args}"})
+            errors += validators[args].iter_errors(frame["args"])
         bad += [f"{_kind(frame)} ({name}): {e.message} at {list(e.absolute_path)}" for e in errors]
         if not errors and not whole.is_valid(frame):
             bad.append(f"{_kind(frame)}: matches {name} but not the whole schema")
