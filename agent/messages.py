@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 __all__ = [
     "AGENT_FRAMES",
     "COMMAND_ARGS",
+    "COMMAND_RESULTS",
     "EVENTS",
     "OBSERVER_FRAMES",
     "PUSH_TYPES",
@@ -26,11 +27,14 @@ __all__ = [
     "Budget",
     "ChildArgs",
     "ChildId",
+    "ChildRow",
     "CommandMsg",
     "CrashReport",
     "CrashReportError",
     "DemonitorEvent",
     "DialMsg",
+    "DumpResult",
+    "EncodedValue",
     "ErrorBody",
     "ErrorMsg",
     "Event",
@@ -40,24 +44,33 @@ __all__ = [
     "Finite",
     "FlightRecord",
     "FlightRecorderArgs",
+    "FlightRecorderResult",
+    "FlightRecorderSettings",
     "GapMsg",
     "GaveUpEvent",
     "HelloMsg",
+    "InfoResult",
     "InspectArgs",
+    "InspectResult",
     "KillArgs",
+    "KillResult",
     "LinkEvent",
     "LoopBlockedEvent",
     "LoopUnblockedEvent",
     "MailboxArgs",
+    "MailboxPeek",
+    "MailboxResult",
     "MonitorEvent",
     "NoArgs",
     "NodeMeta",
     "NodeStats",
     "PidArgs",
     "PidText",
+    "PingResult",
     "ProcessMeta",
     "ProcessRecord",
     "ProcessesArgs",
+    "ProcessesResult",
     "PushMsg",
     "ReasonKind",
     "RedactedValue",
@@ -68,23 +81,30 @@ __all__ = [
     "ReportAncestor",
     "ReportException",
     "ReportFrame",
+    "RestartChildResult",
     "RestartEvent",
     "ResumeEvent",
+    "ResumeResult",
     "SampleRow",
     "SamplesMsg",
     "Schema",
     "SendArgs",
+    "SendResult",
     "SnapshotBeginMsg",
     "SnapshotChunkMsg",
     "SnapshotEndMsg",
+    "SnapshotResult",
     "SpawnEvent",
     "StackEntry",
     "Status",
     "SuspendEvent",
+    "SuspendResult",
     "Target",
+    "TerminateChildResult",
     "Time",
     "TraceArgs",
     "TraceEvent",
+    "TraceResult",
     "UnlinkEvent",
     "UpdateEvent",
     "Value",
@@ -716,6 +736,142 @@ COMMAND_ARGS: Final[dict[str, type]] = {
 }
 """Each command and the shape of its ``args`` (the schema's ``CommandMsg`` is one
 of these pairings; the agent checks arguments itself and answers ``bad_args``)."""
+
+
+# -- each command's result (the ``result`` of its ``ReplyOk``) ---------------------------------------
+
+
+class PingResult(TypedDict):
+    pong: Literal[True]
+    seq: int
+
+
+class SnapshotResult(TypedDict):
+    """A fresh snapshot follows on the stream."""
+
+    resync: Literal[True]
+
+
+class ProcessesResult(TypedDict):
+    count: int
+    offset: int
+    procs: list[ProcessRecord]
+
+
+class InfoResult(ProcessRecord):
+    """A process record, with its coroutine chain, memory estimate and monitors."""
+
+    stack: list[StackEntry]
+    memory: int
+    monitored_by: list[PidText]
+
+
+class EncodedValue(TypedDict):
+    value: Value
+    truncated: bool
+    masked: int
+
+
+class MailboxPeek(TypedDict):
+    messages: list[Value]
+    truncated: bool
+    masked: int
+
+
+class FlightRecorderSettings(TypedDict):
+    size: int
+    subtree: bool
+
+
+class ChildRow(TypedDict):
+    id: str | None
+    pid: PidText | None
+    type: str
+    restarts: int
+
+
+class InspectResult(InfoResult):
+    """``info`` and the state (null for a plain worker), a mailbox peek, the
+    flight recorder's settings (null: off) and a supervisor's children."""
+
+    state: EncodedValue | None
+    mailbox_peek: MailboxPeek
+    flight_recorder: FlightRecorderSettings | None
+    children: NotRequired[list[ChildRow]]
+
+
+class MailboxResult(TypedDict):
+    messages: list[Value]
+    total: int
+    truncated: bool
+    masked: int
+
+
+class KillResult(TypedDict):
+    pid: PidText
+    reason: str
+
+
+class SuspendResult(TypedDict):
+    suspended: Literal[True]
+
+
+class ResumeResult(TypedDict):
+    resumed: Literal[True]
+
+
+class SendResult(TypedDict):
+    sent: Literal[True]
+
+
+class RestartChildResult(TypedDict):
+    """The new child's pid (null: its start returned ignore)."""
+
+    pid: PidText | None
+
+
+class TerminateChildResult(TypedDict):
+    terminated: Literal[True]
+
+
+class TraceResult(TypedDict):
+    """``traced`` (``on``) or ``untraced``: the live processes switched."""
+
+    traced: NotRequired[list[PidText]]
+    untraced: NotRequired[list[PidText]]
+    rate_limit_per_s: float
+
+
+class FlightRecorderResult(TypedDict):
+    on: bool
+    size: int
+    subtree: bool
+    pids: list[PidText]
+
+
+class DumpResult(TypedDict):
+    path: str
+
+
+COMMAND_RESULTS: Final[dict[str, type]] = {
+    "ping": PingResult,
+    "snapshot": SnapshotResult,
+    "info": InfoResult,
+    "inspect": InspectResult,
+    "mailbox": MailboxResult,
+    "processes": ProcessesResult,
+    "kill": KillResult,
+    "suspend": SuspendResult,
+    "resume": ResumeResult,
+    "send": SendResult,
+    "restart_child": RestartChildResult,
+    "terminate_child": TerminateChildResult,
+    "trace": TraceResult,
+    "flight_recorder": FlightRecorderResult,
+    "dump": DumpResult,
+}
+"""Each command and the shape of its result (a reply does not name its command:
+the observer knows which ``id`` it sent; the schema has each as a definition)."""
 
 
 PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | ErrorMsg

@@ -126,9 +126,14 @@ def schema() -> dict[str, Any]:
     b = _Builder()
     agent_refs = [b.of(shape) for shapes in M.AGENT_FRAMES.values() for shape in shapes]
     observer_refs = [b.of(shape) for shapes in M.OBSERVER_FRAMES.values() for shape in shapes]
+    results = [b.of(shape) for shape in M.COMMAND_RESULTS.values()]
     defs = dict(sorted(b.defs.items()))
     defs["AgentFrame"] = {"description": "A frame the agent sends.", "anyOf": agent_refs}
     defs["ObserverFrame"] = {"description": "A frame the observer sends.", "anyOf": observer_refs}
+    defs["CommandResult"] = {
+        "description": "The result of a ReplyOk: that of the command its id was sent with (messages.COMMAND_RESULTS).",
+        "anyOf": results,
+    }
     return {
         "$schema": SCHEMA_DIALECT,
         "title": f"{P.PROTOCOL} wire protocol, version {P.VERSION}",

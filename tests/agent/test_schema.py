@@ -282,8 +282,8 @@ def _shape(who: str, frame: dict[str, Any]) -> str:
     return (M.AGENT_FRAMES if who == "agent" else M.OBSERVER_FRAMES)[t][0].__name__
 
 
-def test_every_command_has_an_args_shape() -> None:
-    assert set(M.COMMAND_ARGS) == set(P.ALL_COMMANDS)
+def test_every_command_has_an_args_and_a_result_shape() -> None:
+    assert set(M.COMMAND_ARGS) == set(P.ALL_COMMANDS) == set(M.COMMAND_RESULTS)
 
 
 def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
@@ -312,6 +312,23 @@ def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
             bad.append(f"{_kind(frame)}: matches {name} but not the whole schema")
     assert bad == []
     assert len(frames) > 50
+
+
+def test_every_reply_carries_its_commands_result(frames: list[Frame]) -> None:
+    doc = json.loads(SCHEMA_FILE.read_text())
+    defs = {k: v for k, v in doc.items() if k != "anyOf"}
+    sent = {f["id"]: f["cmd"] for who, f in frames if who == "observer" and f["t"] == "cmd"}
+    checked, bad = set(), []
+    for who, f in frames:
+        if who != "agent" or f["t"] != "reply" or not f["ok"]:
+            continue
+        cmd = sent[f["id"]]
+        shape = M.COMMAND_RESULTS[cmd].__name__
+        v = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{shape}"})
+        bad += [f"{cmd} ({shape}): {e.message} at {list(e.absolute_path)}" for e in v.iter_errors(f["result"])]
+        checked.add(cmd)
+    assert bad == []
+    assert set(P.ALL_COMMANDS) - checked == {"dump"}  # no dump directory here: its reply is an error
 
 
 def test_every_real_frame_reads_at_the_boundary(frames: list[Frame]) -> None:
