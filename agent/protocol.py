@@ -32,6 +32,7 @@ from ._framing import FrameDecoder as FrameDecoder
 from ._framing import FrameError as FrameError
 from ._framing import decode_payload as decode_payload
 from ._framing import encode_frame as encode_frame
+from .command_shapes import *  # noqa: F403 - each command's args and result shapes
 from .messages import *  # noqa: F403 - the message shapes are part of this module's surface
 
 PROTOCOL: Final = "observer-agent"

@@ -1,4 +1,5 @@
-"""The JSON Schema of the wire protocol, generated from :mod:`agent.messages`.
+"""The JSON Schema of the wire protocol, generated from :mod:`agent.messages`
+and :mod:`agent.command_shapes`.
 
     python -m agent.schema > docs/protocol.schema.json
 
@@ -20,6 +21,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
+from . import command_shapes as C
 from . import messages as M
 from . import protocol as P
 
@@ -100,11 +102,11 @@ class _Builder:
 
     def _commands(self) -> dict[str, Any]:
         """``cmd`` frames: one variant per command, each with its own ``args``
-        (:data:`messages.COMMAND_ARGS`; ``CommandMsg`` itself says ``args`` is
+        (:data:`command_shapes.COMMAND_ARGS`; ``CommandMsg`` itself says ``args`` is
         an object, for the Python side)."""
         fields = M.fields(M.CommandMsg)
         variants = []
-        for cmd, args in M.COMMAND_ARGS.items():
+        for cmd, args in C.COMMAND_ARGS.items():
             props = {key: self.of(tp) for key, (tp, _) in fields.items()}
             props["cmd"] = {"const": cmd}
             props["args"] = self.of(args)
@@ -126,12 +128,14 @@ def schema() -> dict[str, Any]:
     b = _Builder()
     agent_refs = [b.of(shape) for shapes in M.AGENT_FRAMES.values() for shape in shapes]
     observer_refs = [b.of(shape) for shapes in M.OBSERVER_FRAMES.values() for shape in shapes]
-    results = [b.of(shape) for shape in M.COMMAND_RESULTS.values()]
+    results = [b.of(shape) for shape in C.COMMAND_RESULTS.values()]
     defs = dict(sorted(b.defs.items()))
     defs["AgentFrame"] = {"description": "A frame the agent sends.", "anyOf": agent_refs}
     defs["ObserverFrame"] = {"description": "A frame the observer sends.", "anyOf": observer_refs}
     defs["CommandResult"] = {
-        "description": "The result of a ReplyOk: that of the command its id was sent with (messages.COMMAND_RESULTS).",
+        "description": (
+            "The result of a ReplyOk: that of the command its id was sent with (command_shapes.COMMAND_RESULTS)."
+        ),
         "anyOf": results,
     }
     return {
@@ -139,7 +143,8 @@ def schema() -> dict[str, Any]:
         "title": f"{P.PROTOCOL} wire protocol, version {P.VERSION}",
         "description": (
             "Each frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON: one of these objects. "
-            "Generated from agent/messages.py by `python -m agent.schema`; docs/protocol.md explains it."
+            "Generated from agent/messages.py and agent/command_shapes.py by `python -m agent.schema`; "
+            "docs/protocol.md explains it."
         ),
         "anyOf": [b.ref("AgentFrame"), b.ref("ObserverFrame")],
         "$defs": defs,

@@ -17,6 +17,7 @@ import pytest
 
 import actors
 import agent
+from agent import command_shapes as C
 from agent import messages as M
 from agent import protocol as P
 from agent import schema
@@ -283,7 +284,7 @@ def _shape(who: str, frame: dict[str, Any]) -> str:
 
 
 def test_every_command_has_an_args_and_a_result_shape() -> None:
-    assert set(M.COMMAND_ARGS) == set(P.ALL_COMMANDS) == set(M.COMMAND_RESULTS)
+    assert set(C.COMMAND_ARGS) == set(P.ALL_COMMANDS) == set(C.COMMAND_RESULTS)
 
 
 def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
@@ -292,7 +293,7 @@ def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
     defs = {k: v for k, v in doc.items() if k != "anyOf"}
     validators: dict[str, jsonschema.Draft202012Validator] = {}
     bad = []
-    unknown = [f for _, f in frames if f["t"] == "cmd" and f["cmd"] not in M.COMMAND_ARGS]
+    unknown = [f for _, f in frames if f["t"] == "cmd" and f["cmd"] not in C.COMMAND_ARGS]
     assert unknown and not any(whole.is_valid(f) for f in unknown), "an unknown command is not in the schema"
     for who, frame in frames:
         if frame in unknown:
@@ -303,7 +304,7 @@ def test_every_real_frame_matches_the_schema(frames: list[Frame]) -> None:
             validators[name] = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{name}"})
         errors = list(validators[name].iter_errors(frame))
         if frame["t"] == "cmd":  # the args against their own shape too: readable errors
-            args = M.COMMAND_ARGS[frame["cmd"]].__name__
+            args = C.COMMAND_ARGS[frame["cmd"]].__name__
             if args not in validators:
                 validators[args] = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{args}"})
             errors += validators[args].iter_errors(frame["args"])
@@ -323,7 +324,7 @@ def test_every_reply_carries_its_commands_result(frames: list[Frame]) -> None:
         if who != "agent" or f["t"] != "reply" or not f["ok"]:
             continue
         cmd = sent[f["id"]]
-        shape = M.COMMAND_RESULTS[cmd].__name__
+        shape = C.COMMAND_RESULTS[cmd].__name__
         v = jsonschema.Draft202012Validator({**defs, "$ref": f"#/$defs/{shape}"})
         bad += [f"{cmd} ({shape}): {e.message} at {list(e.absolute_path)}" for e in v.iter_errors(f["result"])]
         checked.add(cmd)
