@@ -13,6 +13,7 @@ module of declarations on purpose (~650 lines): the frames read in one place.
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 
@@ -659,6 +660,7 @@ def fields(shape: type) -> dict[str, tuple[Any, bool]]:
     return out
 
 
+@functools.cache
 def required_keys(shape: type) -> frozenset[str]:
-    """The keys a frame of this shape must have."""
+    """The keys a frame of this shape must have (worked out once per shape)."""
     return frozenset(k for k, (_, req) in fields(shape).items() if req)

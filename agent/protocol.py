@@ -19,6 +19,7 @@ session may use. The token itself never crosses the wire.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from typing import Any, Final, cast
@@ -110,8 +111,13 @@ SAMPLE_FIELDS: Final = M.SAMPLE_FIELDS
 # frame; values are checked by the schema in the tests, not at run time).
 
 
-_PUSH_REQUIRED: Final = {t: M.required_keys(M.AGENT_FRAMES[t][0]) for t in M.PUSH_TYPES if t != "ev"}
-_EVENT_REQUIRED: Final = {kind: M.required_keys(shape) | {"t", "seq"} for kind, shape in M.EVENTS.items()}
+@functools.cache
+def _push_required() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """The required keys of each pushed frame type and of each event kind (built
+    at the first read: the agent, which only builds frames, never pays for it)."""
+    push = {t: M.required_keys(M.AGENT_FRAMES[t][0]) for t in M.PUSH_TYPES if t != "ev"}
+    events = {kind: M.required_keys(shape) | {"t", "seq"} for kind, shape in M.EVENTS.items()}
+    return push, events
 
 
 def _missing(obj: dict[str, Any], required: frozenset[str], what: str) -> None:
@@ -126,12 +132,12 @@ def read_push(obj: dict[str, Any]) -> M.PushMsg:
     t = obj.get("t")
     if t == "ev":
         kind = obj.get("ev")
-        req = _EVENT_REQUIRED.get(kind) if isinstance(kind, str) else None
+        req = _push_required()[1].get(kind) if isinstance(kind, str) else None
         if req is None:
             raise FrameError(f"unknown event kind {str(kind)[:40]!r}")
         _missing(obj, req, f"{kind} event")
     else:
-        req = _PUSH_REQUIRED.get(t) if isinstance(t, str) else None
+        req = _push_required()[0].get(t) if isinstance(t, str) else None
         if req is None:
             raise FrameError(f"unexpected frame type {str(t)[:40]!r}")
         _missing(obj, req, str(t))
