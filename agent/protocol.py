@@ -2,10 +2,12 @@
 
 ``docs/protocol.md`` is the prose; this module is the code both sides use:
 the constants, the error codes, the handshake's MACs and the shape of every
-message (TypedDicts: the agent builds its frames as these, the observer reads
-them with :func:`read_push`, :func:`read_hello`, ... which check them at the
-boundary). ``docs/protocol.schema.json`` is generated from the shapes
-(``python -m agent.schema``). Frames are a 4-byte big-endian length followed
+message (TypedDicts, declared in :mod:`agent.messages` and, for each
+command's arguments and result, :mod:`agent.command_shapes`; re-exported
+here). The agent builds its frames as these, the observer reads them with
+:func:`read_push`, :func:`read_hello`, ... which check them at the boundary.
+``docs/protocol.schema.json`` is generated from the shapes (``python -m
+agent.schema``). Frames are a 4-byte big-endian length followed
 by that many bytes of UTF-8 JSON, one object per frame, each with a ``t``
 (type) field (the bytes: ``agent/_framing.py``, re-exported here).
 
@@ -98,6 +100,8 @@ E_BUSY: Final = "busy"
 EVENT_KINDS: Final = M.EVENT_KINDS
 """``ev`` values of ``{"t": "ev", "seq": n, "ev": kind, ...}`` messages (see :data:`messages.EVENTS`)."""
 CHANGE_KINDS: Final = M.CHANGE_KINDS
+"""What an observer tells its browsers changed: each event kind, ``reset``,
+``samples``, ``gap``, ``status``, ``error`` (see :data:`messages.CHANGE_KINDS`)."""
 PROCESS_FIELDS: Final = M.PROCESS_FIELDS
 """Fields of one process record in a snapshot (:class:`messages.ProcessRecord`)."""
 SAMPLE_FIELDS: Final = M.SAMPLE_FIELDS
