@@ -99,20 +99,7 @@ KNOWN_LATE_IMPORTS = {
     "agent/_agent.py: from ._dump import Dumper",
     "agent/_crash.py: from ._commands import CommandError, _int_arg, _target",
     "agent/_crash.py: from ._commands import CommandError",
-    "observer/app.py: from .store import HistoryStore",
-    "observer/app.py: from . import api, auditlog, cluster, crashes, pages",
-    "observer/app.py: from .chaos import web as chaos_web",
-    "observer/app.py: from .dialin import DialInListener",
-    "observer/chaos/web.py: from ..pages import page_config",
     "observer/crashes.py: from .store import StoreError",
-    "observer/crashes.py: from agent.client import AgentError",
-    "observer/crashes.py: from . import api",
-    "observer/crashes.py: from .pages import page_config",
-    "observer/crashes.py: from .permissions import is_operator, refuse",
-    "observer/crashes.py: from .store import AuditError",
-    "observer/pages/__init__.py: from ..app import WEB_DIR",
-    "observer/permissions.py: from .store import AuditError",
-    "observer/security.py: from .pages import render_login",
 }
 
 
