@@ -175,11 +175,11 @@ class Tracer:
                     target: actors.Pid | str = actors.Pid.parse(key) if key.startswith("<") else key
                 except ValueError:
                     continue
-                p = node._get(target)
+                p = actors.find_process(node, target)
                 if p is None or not p.alive:
                     continue
                 found[p.pid] = p.name or p.label or str(p.pid)
-                p.traced = True
+                node.trace(p.pid, True)
             return found
 
         pids = await on_host(do)
@@ -240,9 +240,9 @@ class Tracer:
             for pid in pids:
                 if pid in self.by_pid:  # traced again meanwhile
                     continue
-                p = node._get(pid)
+                p = actors.find_process(node, pid)
                 if p is not None:
-                    p.traced = False
+                    node.trace(pid, False)
                 collector.forget_trace(pid)
 
         try:

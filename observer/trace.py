@@ -11,12 +11,11 @@ database, and pushed to the browsers on the ``trace`` feed
 (:mod:`observer.live`) -- never polled.
 
 Storage
-    Two tables (:data:`SCHEMA`), written by the history store's writer thread
-    (:meth:`observer.store.HistoryStore.write_rows`) until the database layer
-    takes them over with a numbered migration: ``traces`` (one row per trace,
-    its spec, counts and end) and ``trace_messages`` (its arrows). Bounded:
-    the newest :data:`KEEP_TRACES` traces are kept, each with at most
-    ``max_stored`` arrows (the count says how many there were).
+    :mod:`observer.db.traces` (migration 4): ``traces`` (one row per trace,
+    its spec, counts and end) and ``trace_messages`` (its arrows), written
+    behind by the database's writer thread. Bounded: the newest
+    :data:`KEEP_TRACES` traces are kept, each with at most ``max_stored``
+    arrows (the count says how many there were).
 
 Export
     :func:`as_text` writes the lines an Erlang user knows from dbg and redbug::
@@ -35,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -44,21 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from agent.client import AgentError
 
+from .db import traces as trace_db
+
 if TYPE_CHECKING:
     from .attach import AttachManager
     from .store import HistoryStore
 
-__all__ = [
-    "KEEP_TRACES",
-    "MAX_STORED",
-    "SCHEMA",
-    "SQL",
-    "TraceService",
-    "as_text",
-    "install",
-    "load",
-    "load_list",
-]
+__all__ = ["KEEP_TRACES", "MAX_STORED", "TraceService", "as_text", "install", "load", "stored"]
 
 log = logging.getLogger("observer.trace")
 
@@ -66,40 +56,6 @@ KEEP_TRACES = 50
 """Traces kept in the history database (older ones are deleted at each start)."""
 MAX_STORED = 5000
 """Arrows kept per trace (live and stored)."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS traces (
-    id TEXT PRIMARY KEY,
-    node TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    end_reason TEXT,
-    who TEXT,
-    spec TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0,
-    stored INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS traces_node_started ON traces (node, started);
-CREATE TABLE IF NOT EXISTS trace_messages (
-    trace TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    time REAL NOT NULL,
-    json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trace_messages_trace ON trace_messages (trace, n);
-"""
-"""This module's tables (created by the history store with its own)."""
-
-SQL = {
-    "trace_new": "INSERT OR REPLACE INTO traces (id, node, started, who, spec) VALUES (?, ?, ?, ?, ?)",
-    "trace_msg": "INSERT INTO trace_messages (trace, n, time, json) VALUES (?, ?, ?, ?)",
-    "trace_update": "UPDATE traces SET count = ?, dropped = ?, stored = ?, ended = ?, end_reason = ? WHERE id = ?",
-    "trace_prune_msgs": "DELETE FROM trace_messages WHERE trace NOT IN "
-    "(SELECT id FROM traces ORDER BY started DESC LIMIT ?)",
-    "trace_prune": "DELETE FROM traces WHERE id NOT IN (SELECT id FROM traces ORDER BY started DESC LIMIT ?)",
-}
-"""Statements the history store's writer runs for this module's rows."""
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -139,7 +95,7 @@ class TraceService:
     """Starts, stops and follows traces (see the module docstring).
 
     ``command(node, cmd, timeout=, **args)`` runs an agent command (blocking);
-    ``store`` is the history store (audit rows, :meth:`HistoryStore.write_rows`);
+    ``store`` is the history store (audit rows; its ``db`` holds the traces);
     ``publish(feed, item)`` pushes to the browsers."""
 
     def __init__(
@@ -196,13 +152,9 @@ class TraceService:
         with self._lock:
             tr.spec = {**args, "pids": got.get("pids", pids), "names": got.get("names", {})}
             tr.started = float(got.get("started") or tr.started)
-            rows: list[tuple[str, tuple[Any, ...]]] = [
-                ("trace_new", (tid, node, tr.started, who, json.dumps(tr.spec, default=str))),
-                ("trace_prune_msgs", (self.keep,)),
-                ("trace_prune", (self.keep,)),
-            ]
             summary = tr.summary()
-        store.write_rows(rows)
+        trace_db.begin(store.db, tid, node, tr.started, who, tr.spec)
+        trace_db.prune(store.db, self.keep)
         store.audit_result(audit_id, {"trace": tid, "pids": tr.spec["pids"]})
         self._publish("trace", {"trace": tid, "node": node, "start": summary})
         self._trim()
@@ -260,7 +212,6 @@ class TraceService:
     def _frame(self, node: str, m: dict[str, Any]) -> None:
         tid = str(m.get("trace"))
         msgs = [x for x in (m.get("msgs") or []) if isinstance(x, dict)]
-        rows: list[tuple[str, tuple[Any, ...]]] = []
         with self._lock:
             tr = self._traces.get(tid)
             if tr is None or tr.node != node or tr.end is not None:
@@ -270,10 +221,8 @@ class TraceService:
             tr.msgs.extend(keep)
             tr.count = int(m.get("count") or tr.count)
             tr.dropped = int(m.get("dropped") or 0)
-            for x in keep:
-                rows.append(("trace_msg", (tid, int(x.get("n") or 0), float(x.get("time") or 0.0), _dumps(x))))
-        if rows:
-            self.store.write_rows(rows)
+        if keep:
+            trace_db.add_messages(self.store.db, tid, keep)
         self._publish("trace", {"trace": tid, "node": node, "msgs": msgs, "count": tr.count, "dropped": tr.dropped})
         if "end" in m:
             self._ended(tr, str(m["end"]), tr.count, tr.dropped)
@@ -304,7 +253,9 @@ class TraceService:
                 tr.dropped = dropped
             self._dec(tr.node)
             summary = tr.summary()
-        self.store.write_rows([("trace_update", (tr.count, tr.dropped, len(tr.msgs), tr.ended, reason, tr.id))])
+        trace_db.end(
+            self.store.db, tr.id, count=tr.count, dropped=tr.dropped, stored=len(tr.msgs), ended=tr.ended, reason=reason
+        )
         self._publish("trace", {"trace": tr.id, "node": tr.node, "end": reason, "summary": summary})
         if reason != "stopped":
             # a stop is audited by stop(); a trace that ended by itself is audited
@@ -353,56 +304,14 @@ def install(manager: AttachManager, store: HistoryStore, publish: Publish) -> Tr
     return svc
 
 
-def _dumps(x: Any) -> str:
-    return json.dumps(x, default=str, separators=(",", ":"))
-
-
-# -- history (request threads: their own read-only connection) -----------------------------------
-
-
-def _read(path: str, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
-
-
-def _row_summary(r: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "node": r["node"],
-        "who": r["who"],
-        "started": r["started"],
-        "ended": r["ended"],
-        "end": r["end_reason"],
-        "count": r["count"],
-        "dropped": r["dropped"],
-        "stored": r["stored"],
-        "spec": json.loads(r["spec"]),
-        "running": r["end_reason"] is None,
-    }
-
-
-def load_list(path: str, node: str | None = None, limit: int = KEEP_TRACES) -> list[dict[str, Any]]:
+def stored(store: HistoryStore, node: str | None = None) -> list[dict[str, Any]]:
     """Stored traces, newest first."""
-    where, params = ("WHERE node = ?", (node,)) if node else ("", ())
-    rows = _read(path, f"SELECT * FROM traces {where} ORDER BY started DESC LIMIT ?", (*params, limit))
-    return [_row_summary(r) for r in rows]
+    return trace_db.list_traces(store.db, node=node, limit=KEEP_TRACES)
 
 
-def load(path: str, tid: str) -> dict[str, Any] | None:
+def load(store: HistoryStore, tid: str) -> dict[str, Any] | None:
     """A stored trace and its arrows, or None."""
-    rows = _read(path, "SELECT * FROM traces WHERE id = ?", (tid,))
-    if not rows:
-        return None
-    msgs = _read(path, "SELECT json FROM trace_messages WHERE trace = ? ORDER BY n", (tid,))
-    return {"trace": _row_summary(rows[0]), "msgs": [json.loads(m["json"]) for m in msgs]}
+    return trace_db.get(store.db, tid)
 
 
 # -- export ------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def api_traces() -> Any:
     st = state()
     live = st.traces.live(node)
     running = {t["id"] for t in live}
-    stored = [t for t in T.load_list(st.store.path, node) if t["id"] not in running]
+    stored = [t for t in T.stored(st.store, node) if t["id"] not in running]
     return {"live": live, "stored": stored, "can_trace": permitted("trace")}
 
 
@@ -142,7 +142,7 @@ def _find(tid: str) -> dict[str, Any]:
     if len(tid) > 64:
         raise NotFound("no such trace", code="unknown_trace")
     st = state()
-    data = st.traces.snapshot(tid) or T.load(st.store.path, tid)
+    data = st.traces.snapshot(tid) or T.load(st.store, tid)
     if data is None:
         raise NotFound(f"no trace {tid!r}", code="unknown_trace")
     return dict(data)
