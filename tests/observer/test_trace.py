@@ -190,3 +190,13 @@ def test_text_export_reads_like_redbug() -> None:
     assert lines[1].endswith("<0.4.0>(pay) << {'$gen_call',#1,{a,1}} from outside")
     assert lines[2].endswith("<0.4.0>(pay) >> {'$gen_reply',#1,ok} (0.1 ms) to outside")
     assert lines[-1] == "% ... 3 messages dropped (limits cut in)"
+
+
+def test_a_node_going_down_ends_its_traces_as_detached_and_audited(tweb: TraceWeb) -> None:
+    c = tweb.client(TRACER)
+    r = c.post("/api/nodes/demo/traces", json={"pids": [PAYMENTS], "duration": 60}, headers=tweb.headers(c))
+    tid = r.get_json()["trace"]["id"]
+    tweb.host.agent.stop()
+    wait_for(lambda: c.get(f"/api/traces/{tid}").get_json()["trace"]["end"] == "detached", what="detached")
+    wait_for(lambda: any(a["result"] for a in _audits(tweb, "trace_end")), what="the end audited")
+    assert _audits(tweb, "trace_end")[0]["result"]["end"] == "detached"
