@@ -75,8 +75,11 @@ class _Bench:
         self.client = await AgentClient.connect("127.0.0.1", self.agent.port, token=TOKEN, role="operator")
         self._reader = asyncio.get_running_loop().create_task(self._read())
         run = self.node.run_threadsafe
-        self.server_a = run(actors.start_server(self.node, _Echo)).result(10)
-        self.server_b = run(actors.start_server(self.node, _Echo)).result(10)
+        a = run(actors.start_server(self.node, _Echo)).result(10)
+        b = run(actors.start_server(self.node, _Echo)).result(10)
+        assert a is not None and b is not None
+        self.server_a: actors.Pid = a
+        self.server_b: actors.Pid = b
 
     async def _read(self) -> None:
         """The observer reading: every frame taken off the socket."""
