@@ -2,7 +2,7 @@
 
 A login token file holds one token per line, optionally with its grant::
 
-    # TOKEN [role=read|operator] [actions=inspect,kill,suspend,send,chaos] [name=LABEL]
+    # TOKEN [role=read|operator] [actions=inspect,kill,suspend,send,chaos,trace] [name=LABEL]
     3kq...  role=operator actions=kill,suspend name=alice
     Zx9...  role=read name=dashboard
 
