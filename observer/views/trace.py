@@ -29,7 +29,7 @@ from flask import Blueprint, Response, request
 from agent.client import AgentError
 
 from .. import trace as T
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..permissions import permitted, who
 from ..store import AuditError
 from .common import arg_str, body, find_node, find_pid, refuse, render_page, state
@@ -65,8 +65,15 @@ def one_trace_page(tid: str) -> Any:
 # -- JSON ------------------------------------------------------------------------------------------
 
 
+def _may_read() -> None:
+    """Messages are what a process holds: reading traces needs ``inspect`` or ``trace``."""
+    if not (permitted("inspect") or permitted("trace")):
+        raise Forbidden("this login token allows neither inspect nor trace", code="not_permitted")
+
+
 @blueprint.get("/api/traces")
 def api_traces() -> Any:
+    _may_read()
     node = arg_str("node")
     st = state()
     live = st.traces.live(node)
@@ -139,6 +146,7 @@ def api_export(tid: str) -> Any:
 
 
 def _find(tid: str) -> dict[str, Any]:
+    _may_read()
     if len(tid) > 64:
         raise NotFound("no such trace", code="unknown_trace")
     st = state()

@@ -26,19 +26,20 @@ ORIGIN = f"http://127.0.0.1:{PORT}"
 OPS = "ops-token-for-trace-tests"
 TRACER = "tracer-token-for-tests"
 VIEWER = "viewer-token-for-tests"
+BLIND = "blind-token-for-tests"
 
 
 class TraceWeb:
     """The demo tree (no traffic) with its agent, attached read-only, and logins with grants."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: str = "") -> None:
         self.host = Host()
         self.host.run_async(build(self.host.node, seed=7, traffic=False))
         self.store = HistoryStore(str(tmp / "history.sqlite3"), batch_interval=0.02)
         self.manager = AttachManager(self.store, change_interval=0.02)
         grants = parse_login_tokens(
             f"{OPS} role=operator name=ops\n{TRACER} role=read actions=inspect,trace name=tracer\n"
-            f"{VIEWER} role=read name=viewer\n"
+            f"{VIEWER} role=read name=viewer\n{extra}"
         )
         self.config = ObserverConfig(
             host="127.0.0.1",
@@ -200,3 +201,17 @@ def test_a_node_going_down_ends_its_traces_as_detached_and_audited(tweb: TraceWe
     wait_for(lambda: c.get(f"/api/traces/{tid}").get_json()["trace"]["end"] == "detached", what="detached")
     wait_for(lambda: any(a["result"] for a in _audits(tweb, "trace_end")), what="the end audited")
     assert _audits(tweb, "trace_end")[0]["result"]["end"] == "detached"
+
+
+def test_a_login_without_inspect_or_trace_reads_no_trace(tmp_path: Path) -> None:
+    w = TraceWeb(tmp_path, extra=f"{BLIND} role=read actions= name=blind\n")
+    try:
+        c = w.client(BLIND)
+        assert c.get("/api/traces").status_code == 403
+        sio = w.socketio.test_client(w.app, namespace=NAMESPACE, flask_test_client=c)
+        sio.emit("subscribe", {"feed": "trace"}, namespace=NAMESPACE)
+        acks = [m["args"][0] for m in sio.get_received(NAMESPACE) if m["name"] == "ack"]
+        assert acks == [{"ok": False, "error": "not_permitted", "feed": "trace"}]
+        sio.disconnect(namespace=NAMESPACE)
+    finally:
+        w.close()
