@@ -37,13 +37,38 @@ from ._events import (
     Suspended,
     Unlinked,
 )
-from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, reply, start_link
+from ._gen_server import (
+    HIBERNATE,
+    TIMEOUT,
+    Continue,
+    GenServer,
+    Hibernate,
+    Ignore,
+    NoReply,
+    Reply,
+    Stop,
+    get_state,
+    reply,
+    start_link,
+    start_monitor,
+)
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
 from ._introspect import ProcessInfo, StackFrame
-from ._messages import From
+from ._messages import From, ReplyMsg
 from ._node import Node
 from ._process import Process
+from ._requests import (
+    NO_REPLY,
+    RequestId,
+    RequestIds,
+    Response,
+    abandon,
+    check_response,
+    receive_response,
+    send_request,
+    wait_response,
+)
 from ._supervisor import (
     BRUTAL_KILL,
     INFINITY,
@@ -70,14 +95,17 @@ from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref
 
 __all__ = [
     "BRUTAL_KILL",
+    "HIBERNATE",
     "INFINITY",
     "KILL",
     "KILLED",
     "NOPROC",
     "NORMAL",
+    "NO_REPLY",
     "PERMANENT",
     "SHUTDOWN",
     "TEMPORARY",
+    "TIMEOUT",
     "TRANSIENT",
     "ActorError",
     "Ancestor",
@@ -87,6 +115,7 @@ __all__ = [
     "ChainLink",
     "ChildInfo",
     "ChildSpec",
+    "Continue",
     "CrashReport",
     "Demonitored",
     "Down",
@@ -97,6 +126,7 @@ __all__ = [
     "FlightEntry",
     "From",
     "GenServer",
+    "Hibernate",
     "Ignore",
     "Instrument",
     "Linked",
@@ -115,6 +145,10 @@ __all__ = [
     "Ref",
     "Registered",
     "Reply",
+    "ReplyMsg",
+    "RequestId",
+    "RequestIds",
+    "Response",
     "Restarted",
     "Resumed",
     "ServerDied",
@@ -128,21 +162,27 @@ __all__ = [
     "Suspended",
     "TraceFrame",
     "Unlinked",
+    "abandon",
     "budget",
+    "check_response",
     "count_children",
     "delete_child",
     "format_reason",
     "get_state",
     "is_normal_shutdown",
+    "receive_response",
     "reply",
     "restart_child",
+    "send_request",
     "start_child",
     "start_link",
+    "start_monitor",
     "start_server",
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
     "terminate_child",
+    "wait_response",
     "which_children",
     "worker",
 ]

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import format_reason
+from ._errors import _short, format_reason
 from ._messages import CallMsg, CastMsg, SysMsg
 from ._types import Pid
 
@@ -444,6 +444,31 @@ def build_report(node: Node, proc: Process, reason: Any, own: bool) -> CrashRepo
 
 
 _MISSING: Any = object()
+_LOG_REPR = 2000
+"""Characters of the last message and of the state kept in an exit log entry."""
+
+
+def exit_log_text(proc: Process, reason: Any) -> str:
+    """The text of the error logged when ``proc`` ends itself abnormally
+    (OTP's error report): who it is, its last message and, for a gen_server,
+    its state, then the reason. Reads references only; never raises on an
+    unprintable value."""
+    who = f"{proc.pid} ({proc.name or proc.label})" if (proc.name or proc.label) else str(proc.pid)
+    b = proc.behaviour
+    kind = str(getattr(b, "kind", "gen_server")) if b is not None else "process"
+    lines = [f"{kind} {who} terminating"]
+    if proc.handled > 0:
+        message, message_kind = unwrap(proc.last_message)
+        lines.append(f"** Last message in was ({message_kind}): {_short(message, _LOG_REPR)}")
+    else:
+        lines.append("** Last message in was: none (no message handled)")
+    if b is not None and hasattr(b, "state"):
+        before = getattr(b, "_crash_state_before", _MISSING)
+        state = before if before is not _MISSING else getattr(b, "state", None)
+        lines.append(f"** When server state == {_short(state, _LOG_REPR)}")
+    text = format_reason(reason) if isinstance(reason, str | BaseException) else _short(reason, _LOG_REPR)
+    lines.append(f"** Reason for termination == {text}")
+    return "\n".join(lines)
 
 
 def descendants(node: Node, root: Process) -> list[Process]:

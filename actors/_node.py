@@ -16,12 +16,13 @@ import itertools
 import logging
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants
-from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
+from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants, exit_log_text
+from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ProcessExit, ServerDied, check_timeout
 from ._events import (
     Demonitored,
     Event,
@@ -137,13 +138,22 @@ class Node:
         """Schedule ``coro`` on the node's loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call_threadsafe(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
-        """Run ``fn()`` on the node's loop from another thread and return its result."""
+    def apply_threadsafe(self, fn: Callable[[], T], *, timeout: float | None = 10.0) -> T:
+        """Run the plain function ``fn()`` on the node's loop from another thread,
+        wait (up to ``timeout`` seconds) and return its result or raise its
+        exception. Never call it from the loop's own thread: it would wait on
+        itself. (Not a gen_server call: that is :meth:`call`.)"""
 
         async def run() -> T:
             return fn()
 
         return self.run_threadsafe(run()).result(timeout)
+
+    def call_threadsafe(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
+        """Deprecated alias of :meth:`apply_threadsafe` (the name read like a
+        thread-safe gen_server :meth:`call`)."""
+        warnings.warn("Node.call_threadsafe is deprecated; use Node.apply_threadsafe", DeprecationWarning, stacklevel=2)
+        return self.apply_threadsafe(fn, timeout=timeout)
 
     def stop_thread(self, timeout: float = 10.0) -> None:
         """Shut the tree down and stop the loop started by :meth:`start_in_thread`."""
@@ -173,7 +183,7 @@ class Node:
         link: bool,
     ) -> Pid:
         if name is not None and name in self._names:
-            raise NameTaken(f"name already registered: {name!r}")
+            raise NameTaken(name, self._names[name].pid)
         loop = self._loop
         if loop is None:
             loop = self.loop
@@ -254,18 +264,36 @@ class Node:
             p._deliver(msg)
 
     def exit(self, pid: Pid | str, reason: Any, *, sender: Pid | None = None) -> None:
-        """Send an exit signal to ``pid``, as Erlang's ``exit/2``.
+        """Send an exit signal to ``pid``, as Erlang's ``exit/2``: the one way to
+        send one (a process ends itself with :meth:`Process.exit`).
 
         ``kill`` kills it unconditionally (it exits with ``killed``); ``normal``
         is ignored unless the target traps exits; any other reason kills it
         unless it traps exits, in which case it gets an :class:`Exit` message.
         A dead pid is ignored. ``sender`` is the pid the target sees the
-        signal come from (default ``<0.0.0>``, the node itself).
+        signal come from (default ``<0.0.0>``, the node itself); a process
+        signalling another passes its own pid.
+
+        A process signalling itself (called from its own body) is handled at
+        once, as in Erlang: unless it traps exits (then it gets the
+        :class:`Exit` message; ``kill`` is never trapped) it ends here, with
+        ``reason`` (``normal`` included) or ``killed`` for ``kill``.
         """
         p = self._get(pid)
         if p is None:
             return
+        task = p._task
+        if task is not None and task is asyncio.current_task(self._loop):
+            is_kill = type(reason) is str and reason == KILL
+            if p.trap_exit and not is_kill:
+                p._deliver(Exit(p.pid if sender is None else sender, reason))
+                return
+            raise ProcessExit(KILLED if is_kill else reason)
         self._signal(p, sender if sender is not None else Pid(self.node_id, 0), reason, False)
+
+    def _exit_from_node(self, p: Process, reason: Any) -> None:
+        """An exit signal from the node itself (shutdown), never raising."""
+        self._signal(p, Pid(self.node_id, 0), reason, False)
 
     # -- registry --------------------------------------------------------------------
 
@@ -274,10 +302,11 @@ class Node:
         p = self._get(pid)
         if p is None:
             raise NoProcess(pid)
-        if name in self._names:
-            raise NameTaken(f"name already registered: {name!r}")
+        holder = self._names.get(name)
+        if holder is not None:
+            raise NameTaken(name, holder.pid)
         if p.name is not None:
-            raise NameTaken(f"{pid} is already registered as {p.name!r}")
+            raise NameTaken(name, p.pid, f"{pid} is already registered as {p.name!r}")
         self._names[name] = p
         p.name = name
         if self._instruments:
@@ -308,8 +337,12 @@ class Node:
             return
         other = self._get(pid)
         if other is None:
-            self._signal(proc, pid, NOPROC, True)
-            return
+            # Erlang's link/1: noproc is an error raised in the caller, unless
+            # it traps exits (then it is an EXIT message)
+            if proc.trap_exit:
+                proc._deliver(Exit(pid, NOPROC))
+                return
+            raise NoProcess(pid)
         if proc._links is None:
             proc._links = set()
         if pid in proc._links:
@@ -455,14 +488,14 @@ class Node:
                 other = self._procs.get(tpid.id)
                 if other is not None and other._monitors is not None:
                     other._monitors.pop(ref, None)
-        if self.log_crashes and isinstance(reason, BaseException):
-            log.error(
-                "process %s%s crashed: %s",
-                pid,
-                f" ({proc.name or proc.label})" if (proc.name or proc.label) else "",
-                format_reason(reason),
-                exc_info=reason if isinstance(reason, Exception) else None,
-            )
+        if self.log_crashes and own and not is_normal_shutdown(reason):
+            # OTP's error report: every exit the process made itself with a
+            # reason other than normal / shutdown (killed by a signal: none)
+            try:
+                text = exit_log_text(proc, reason)
+            except Exception:  # an unprintable state must not break the exit
+                text = f"process {pid} exited: <unprintable report>"
+            log.error("%s", text, exc_info=reason if isinstance(reason, Exception) else None)
         if self._instruments:
             report = None
             if self.crash_reports and not is_normal_shutdown(reason):
@@ -479,8 +512,12 @@ class Node:
 
         Raises :class:`CallTimeout` if no reply comes within ``timeout`` seconds
         (None waits forever) and :class:`ServerDied` if the server is not alive
-        or exits before replying. Never hangs on a dead server.
+        or exits before replying. Never hangs on a dead server. A timeout that
+        is not None or a number >= 0 raises ``ValueError`` / ``TypeError``
+        before anything is sent.
         """
+        if timeout is not None and timeout != 5.0:
+            check_timeout(timeout)
         p = self._get(dest)
         if p is None:
             raise ServerDied(dest, NOPROC)
@@ -493,7 +530,7 @@ class Node:
         if mons is None:
             mons = p._monitors = {}
         mons[ref] = _CallWatch(fut, dest)  # the server's death fails the call
-        p._deliver(CallMsg(request, From(fut, ref)))
+        p._deliver(CallMsg(request, From(fut, ref, p)))
         handle = None
         calls = self._calls
         if timeout is not None:
@@ -531,8 +568,11 @@ class Node:
             self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep_calls)
 
     def cast(self, dest: Pid | str, request: Any) -> None:
-        """Send an asynchronous request to a gen_server. Never blocks; a dead pid drops it."""
-        self.send(dest, CastMsg(request))
+        """Send an asynchronous request to a gen_server. Never blocks, never
+        raises: a dead pid or a name nobody holds drops it (OTP's fire and forget)."""
+        p = self._get(dest)
+        if p is not None:
+            p._deliver(CastMsg(request))
 
     # -- suspend / resume / trace ------------------------------------------------------------
 
@@ -639,18 +679,18 @@ class Node:
             if not p.alive:
                 continue
             done = p._task
-            self.exit(p.pid, SHUTDOWN)
+            self._exit_from_node(p, SHUTDOWN)
             if p.alive and done is not None:
                 # asyncio.wait, not wait_for: a body ending with ProcessExit (a
                 # BaseException: every trapping gen_server / supervisor) or
                 # cancelled must not escape from shutdown()
                 await asyncio.wait({done}, timeout=timeout)
             if p.alive:
-                self.exit(p.pid, KILL)
+                self._exit_from_node(p, KILL)
         rest = list(self._procs.values())
         tasks.extend(p._task for p in rest if p._task is not None and p._task is not current)
         for p in rest:
-            self.exit(p.pid, KILL)
+            self._exit_from_node(p, KILL)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

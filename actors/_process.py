@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -298,8 +299,10 @@ class Process:
         return pid, self.monitor(pid)
 
     def link(self, pid: Pid) -> None:
-        """Link to ``pid`` (both ways). If it is not alive, this process gets an
-        exit signal with reason ``noproc`` (a message if it traps exits)."""
+        """Link to ``pid`` (both ways). If it is not alive: a process trapping
+        exits gets an ``Exit(pid, "noproc")`` message; any other gets
+        :class:`NoProcess` raised here, which it may catch (Erlang's ``noproc``
+        error from ``link/1``)."""
         self.node._link(self, pid)
 
     def unlink(self, pid: Pid) -> None:
@@ -318,12 +321,19 @@ class Process:
         self.node._demonitor(self, ref, flush)
 
     def send_exit(self, pid: Pid | str, reason: Any) -> None:
-        """Send an exit signal to another process, from this one (Erlang's
-        ``exit(Pid, Reason)``; see :meth:`Node.exit`)."""
+        """Deprecated: use ``node.exit(pid, reason, sender=proc.pid)``, the one
+        way to send an exit signal (:meth:`Node.exit`)."""
+        warnings.warn(
+            "Process.send_exit is deprecated; use node.exit(pid, reason, sender=proc.pid)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.node.exit(pid, reason, sender=self.pid)
 
     def exit(self, reason: Any = "normal") -> None:
-        """End this process now with ``reason`` (raises :class:`ProcessExit`)."""
+        """End this process now with ``reason`` (Erlang's ``exit/1``: raises
+        :class:`ProcessExit`, which the runtime turns into the exit reason).
+        Not a signal: to signal a process, :meth:`Node.exit`."""
         raise ProcessExit(reason)
 
     def register(self, name: str) -> None:
@@ -336,7 +346,8 @@ class Process:
         return await self.node.call(dest, request, timeout=timeout)
 
     def cast(self, dest: Pid | str, msg: Any) -> None:
-        """``cast`` to a gen_server from this process (see :meth:`Node.cast`)."""
+        """``cast`` to a gen_server from this process (see :meth:`Node.cast`:
+        never raises, a dead or unknown destination drops it)."""
         self.msgs_out += 1
         self.node.cast(dest, msg)
 
