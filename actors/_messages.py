@@ -21,13 +21,16 @@ class From:
     sends it.
     """
 
-    __slots__ = ("_fut", "_server", "ref")
+    __slots__ = ("_fut", "_server", "dest", "ref")
 
-    def __init__(self, fut: Any, ref: Ref, server: Any = None) -> None:
+    def __init__(self, fut: Any, ref: Ref | None, server: Any = None, dest: Any = None) -> None:
         self._fut = fut
         self.ref = ref
+        """The request's reference (None for a plain ``call``: it waits on a future)."""
         self._server = server
         """The server's :class:`Process`, whose ``msgs_out`` the reply counts in."""
+        self.dest = dest
+        """The server as the caller named it (pid or name), for errors."""
 
     def reply(self, value: Any) -> None:
         """Send ``value`` to the caller. Never blocks, never raises."""
@@ -52,6 +55,7 @@ class RequestFrom(From):
 
     def __init__(self, to: Any, ref: Ref, server: Any) -> None:
         super().__init__(None, ref, server)
+        self.ref: Ref = ref
         self._to = to
         self.active = True
 

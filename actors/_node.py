@@ -85,7 +85,7 @@ class Node:
         self._signals: deque[tuple[Process, Pid, Any, bool]] = deque()
         self._draining = False
         self._dying: set[asyncio.Task[Any]] = set()
-        self._calls: dict[Ref, tuple[float, asyncio.Future[Any], Any, Any, float]] = {}
+        self._calls: dict[CallMsg, tuple[float, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -475,8 +475,8 @@ class Node:
                         watcher._monitoring.pop(ref, None)
                     if watcher.alive:
                         watcher._deliver(Down(ref, pid, reason))
-                elif type(watcher) is _CallWatch:
-                    fut = watcher.fut
+                elif type(watcher) is From:
+                    fut = watcher._fut
                     if not fut.done():
                         fut.set_exception(ServerDied(watcher.dest, reason))
                 else:
@@ -518,26 +518,35 @@ class Node:
         """
         if timeout is not None and timeout != 5.0:
             check_timeout(timeout)
-        p = self._get(dest)
+        if type(dest) is Pid:
+            p = self._procs.get(dest.id)
+            if p is not None and p.pid is not dest and p.pid != dest:
+                p = None
+        else:
+            p = self._names.get(dest)  # type: ignore[arg-type]
         if p is None:
             raise ServerDied(dest, NOPROC)
         loop = self._loop or self.loop
-        if p._task is not None and p._task is asyncio.current_task(loop):
+        task = p._task
+        if task is not None and task is asyncio.current_task(loop):
             raise CallError(dest, "calling_self")  # it could never answer: fail now, as OTP does
         fut: asyncio.Future[Any] = loop.create_future()
-        ref = Ref(self.node_id, next(self._refs))
+        # the From is also the call's watch on the server: its death fails the
+        # call (one object per call, no Ref: the From is its own key)
+        from_ = From(fut, None, p, dest)
         mons = p._monitors
         if mons is None:
             mons = p._monitors = {}
-        mons[ref] = _CallWatch(fut, dest)  # the server's death fails the call
-        p._deliver(CallMsg(request, From(fut, ref, p)))
+        mons[from_] = from_
+        msg = CallMsg(request, from_)
+        p._deliver(msg)
         handle = None
         calls = self._calls
         if timeout is not None:
             if timeout >= _SWEPT_TIMEOUT:
                 # long timeouts (the 5 s default) are checked by one sweeper
                 # timer per node instead of one timer per call
-                calls[ref] = (_monotonic() + timeout, fut, dest, request, timeout)
+                calls[msg] = (_monotonic() + timeout, timeout)
                 if self._sweeper is None:
                     self._sweeper = loop.call_later(_SWEEP_EVERY, self._sweep_calls)
             else:
@@ -548,10 +557,10 @@ class Node:
             if handle is not None:
                 handle.cancel()
             elif timeout is not None:
-                calls.pop(ref, None)
+                calls.pop(msg, None)
             mons = p._monitors
             if mons is not None:
-                mons.pop(ref, None)
+                mons.pop(from_, None)
 
     def _sweep_calls(self) -> None:
         """Fail the calls whose deadline passed; re-arm while calls are pending."""
@@ -560,10 +569,11 @@ class Node:
         if not calls:
             return
         now = _monotonic()
-        for ref, (deadline, fut, dest, request, timeout) in list(calls.items()):
+        for msg, (deadline, timeout) in list(calls.items()):
             if deadline <= now:
-                del calls[ref]
-                _call_timeout(fut, dest, request, timeout)
+                del calls[msg]
+                from_ = msg.reply_to
+                _call_timeout(from_._fut, from_.dest, msg.request, timeout)
         if calls:
             self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep_calls)
 
@@ -705,16 +715,6 @@ _SWEPT_TIMEOUT = 1.0
 _SWEEP_EVERY = 0.05
 """Sweeper period: such timeouts fire up to this late."""
 _monotonic = time.monotonic
-
-
-class _CallWatch:
-    """An internal monitor held by a pending call (not listed in ``monitored_by``)."""
-
-    __slots__ = ("dest", "fut")
-
-    def __init__(self, fut: asyncio.Future[Any], dest: object) -> None:
-        self.fut = fut
-        self.dest = dest
 
 
 def _call_timeout(fut: asyncio.Future[Any], dest: object, request: object, timeout: float) -> None:

@@ -102,7 +102,9 @@ class Process:
         self._waiter: asyncio.Future[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._links: set[Pid] | None = None
-        self._monitors: dict[Ref, Any] | None = None
+        self._monitors: dict[Any, Any] | None = None
+        """Who watches this process: monitor ref -> watcher (a Process, a call's
+        From keyed by itself, or a callback)."""
         self._monitoring: dict[Ref, Pid] | None = None
         self._suspended: asyncio.Future[None] | None = None
         self._t0 = 0.0
@@ -170,12 +172,13 @@ class Process:
         """
         t0 = self._t0
         if t0:
-            dt = _perf() - t0
-            self.handler_time += dt
+            now = _perf()
+            self.handler_time += now - t0
             self._t0 = 0.0
-            fl = self._flight
-            if fl is not None:
-                fl.entries.append((t0, dt, self.last_message))
+            if self._flight is not None:
+                self._flight.entries.append((t0, now - t0, self.last_message))
+        else:
+            now = 0.0
         if match is None and timeout is None:
             # fast path: plain receive
             while True:
@@ -189,11 +192,14 @@ class Process:
                     fut = self.node._loop.create_future()  # type: ignore[union-attr]
                     self._waiter = fut
                     await fut
+                    now = 0.0
                 else:
                     await asyncio.shield(self._suspended)
+                    now = 0.0
             self.handled += 1
             self.last_message = msg
-            self._t0 = _perf()
+            # a message already there: handling starts at the instant already read
+            self._t0 = now or _perf()
             if self.traced:
                 self.node._emit(MessageReceived(self.pid, msg, time.time()))
             return msg
@@ -267,8 +273,10 @@ class Process:
                 w = p._waiter
                 if w is not None:
                     p._waiter = None
-                    if not w.done():
+                    try:
                         w.set_result(None)
+                    except asyncio.InvalidStateError:
+                        pass  # a wait that was cancelled (or timed out) left a done future
         else:
             p = node._names.get(dest)  # type: ignore[arg-type]
             if p is None:
