@@ -10,7 +10,10 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
 * ``bytes_per_idle_process`` (and the bare-asyncio peer
   ``bytes_per_idle_asyncio_task``): the larger of the tracemalloc and the RSS
   delta per idle process, 100,000 of them, each in a fresh interpreter;
-* ``spawn_us`` and ``spawn_vs_create_task``;
+* ``spawn_us`` and ``spawn_vs_create_task``; ``spawn_first_step_vs_create_task``:
+  the same including each process's first step (up to its first ``receive``)
+  over ``create_task`` including the bare task's first step (up to its first
+  ``Queue.get``): what a new process really costs before it can take a message;
 * ``restart_p50_ms`` / ``restart_p99_ms``: crash-to-running-again latency of a
   child of a one_for_one supervisor with 1,000 children;
 * ``million_idle_processes_gb``: 1,000,000 idle processes, measured (RSS) or
@@ -27,6 +30,15 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
   with ``crash_reports=False``, both with an instrument registered (the
   agent's case: reports are built only then); alternating blocks, median.
   What the node's loop pays to build a report for each crash.
+
+* ``uvloop``: the throughput and spawn ratios again, every one measured on
+  uvloop's event loop (its own ``asyncio.Queue`` pair and ``create_task`` as
+  the baselines), in the same run; ``{"skipped": ...}`` if uvloop is not
+  installed.
+
+The pykka ratios keep being reported, without a target: Pykka's ``ask`` is
+~4.7x slower than the bare ``asyncio.Queue`` pair, so the old ">= 8x Pykka"
+target is out of reach of any asyncio runtime and was retired (issue #16).
 
 The last line printed is one JSON object; everything before it is progress.
 """
@@ -77,10 +89,9 @@ from ._util import (
 perf = time.perf_counter
 
 TARGETS: dict[str, tuple[str, float]] = {
-    "pingpong_vs_asyncio_queue": (">=", 1.0),
-    "call_vs_asyncio_queue": (">=", 0.6),
-    "pingpong_vs_pykka_ask": (">=", 8.0),
-    "call_vs_pykka_ask": (">=", 8.0),
+    "pingpong_vs_asyncio_queue": (">=", 1.1),
+    "call_vs_asyncio_queue": (">=", 0.8),
+    "spawn_first_step_vs_create_task": ("<=", 1.1),
     "bytes_per_idle_process": ("<=", 2616.0),
     "restart_p99_ms": ("<=", 1.0),
     "crash_reports_call_ratio": (">=", 0.97),
@@ -537,6 +548,7 @@ async def spawn_cost(cfg: Config) -> dict[str, Any]:
     return {
         "spawn_us": median([x["actors"] for x in rows]),
         "spawn_vs_create_task": median([x["actors"] / x["asyncio"] for x in rows]),
+        "spawn_first_step_vs_create_task": median([x["actors_started"] / x["asyncio_started"] for x in rows]),
         "details": {
             "n": n,
             "rounds": cfg.spawn_rounds,
@@ -734,9 +746,44 @@ async def restarts(cfg: Config) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------------
 
 
+_LOOP_RATIOS = (
+    "pingpong_vs_asyncio_queue",
+    "call_vs_asyncio_queue",
+    "pingpong_vs_pykka_ask",
+    "call_vs_pykka_ask",
+    "crash_reports_call_ratio",
+    "flight_recorder_call_ratio",
+)
+"""The throughput ratios, measured again on uvloop."""
+
+
+def on_uvloop(cfg: Config) -> dict[str, Any]:
+    """The throughput and spawn ratios measured on uvloop's loop, or why not."""
+    try:
+        import uvloop  # optional: a dev dependency
+    except ImportError:
+        return {"skipped": "uvloop is not installed"}
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        tp = runner.run(throughput(cfg))
+        sp = runner.run(spawn_cost(cfg))
+    result: dict[str, Any] = {k: tp[k] for k in _LOOP_RATIOS}
+    for k in ("spawn_vs_create_task", "spawn_first_step_vs_create_task"):
+        result[k] = sp[k]
+    result = {k: rnd(v, 4) for k, v in result.items()}
+    result["targets"] = _targets(result)
+    result["details"] = {
+        "uvloop": getattr(uvloop, "__version__", "?"),
+        "throughput": tp["details"],
+        "spawn": sp["details"],
+    }
+    return result
+
+
 def _targets(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (op, target) in TARGETS.items():
+        if key not in result:
+            continue
         value = result[key]
         met = value >= target if op == ">=" else value <= target
         out[key] = {"target": f"{op} {target:g}", "value": rnd(value), "met": met}
@@ -771,6 +818,7 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
     sp = asyncio.run(spawn_cost(cfg))
     result["spawn_us"] = sp["spawn_us"]
     result["spawn_vs_create_task"] = sp["spawn_vs_create_task"]
+    result["spawn_first_step_vs_create_task"] = sp["spawn_first_step_vs_create_task"]
     details["spawn"] = sp["details"]
 
     progress(f"restart: one_for_one supervisor with {cfg.siblings:,} children")
@@ -790,8 +838,12 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
     result["million_idle_processes_gb"] = mi["million_idle_processes_gb"]
     details["million"] = mi["details"]
 
+    progress("uvloop: the throughput and spawn ratios again, on uvloop's event loop")
+    uv = on_uvloop(cfg)
+
     result = {k: rnd(v, 4) for k, v in result.items()}
     details["elapsed_s"] = rnd(perf() - started)
+    result["uvloop"] = uv
     result["targets"] = _targets(result)
     result["details"] = details
     return result
