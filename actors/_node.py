@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import itertools
 import logging
 import threading
@@ -210,7 +211,10 @@ class Node:
                 parent._links.add(pid)
         task: asyncio.Task[Any] = loop.create_task(fn(proc, *args))  # type: ignore[arg-type]
         proc._task = task
-        task.add_done_callback(proc)  # Process.__call__: no bound method to allocate per spawn
+        # Process.__call__: no bound method to allocate per spawn; and an empty
+        # context shared by every process (the callback reads no context
+        # variable), not a copy of the spawner's made for each
+        task.add_done_callback(proc, context=_EMPTY_CONTEXT)
         if self._instruments:
             now = time.time()
             self._emit(Spawned(pid, name, proc.label, proc.parent, now))
@@ -710,6 +714,8 @@ class Node:
             await asyncio.wait(pending, timeout=timeout)
 
 
+_EMPTY_CONTEXT = contextvars.Context()
+"""The context process-exit callbacks run in (they read no context variable)."""
 _SWEPT_TIMEOUT = 1.0
 """Call timeouts of at least this many seconds are enforced by the sweeper."""
 _SWEEP_EVERY = 0.05

@@ -170,39 +170,45 @@ class Process:
         (matching) arrives in time; ``timeout=0`` only looks at what is there.
         While the process is suspended, receive does not return.
         """
+        # The plain receive is the hot path: this coroutine keeps few locals
+        # (its frame is built for every message); the rest is _receive.
         t0 = self._t0
+        now = 0.0
         if t0:
             now = _perf()
             self.handler_time += now - t0
             self._t0 = 0.0
             if self._flight is not None:
                 self._flight.entries.append((t0, now - t0, self.last_message))
-        else:
+        if match is not None or timeout is not None:
+            msg = await self._receive(match, timeout)
             now = 0.0
-        if match is None and timeout is None:
-            # fast path: plain receive
+        else:
             while True:
                 if self._suspended is None:
                     mb = self._mb
                     if mb:
                         msg = mb.popleft()
                         break
-                    # _deliver clears _waiter before waking us; a cancelled
-                    # wait leaves a done future there, which _deliver skips
+                    # send clears _waiter before waking us; a cancelled wait
+                    # leaves a done future there, which send skips
                     fut = self.node._loop.create_future()  # type: ignore[union-attr]
                     self._waiter = fut
                     await fut
-                    now = 0.0
                 else:
                     await asyncio.shield(self._suspended)
-                    now = 0.0
-            self.handled += 1
-            self.last_message = msg
-            # a message already there: handling starts at the instant already read
-            self._t0 = now or _perf()
-            if self.traced:
-                self.node._emit(MessageReceived(self.pid, msg, time.time()))
-            return msg
+                now = 0.0
+        self.handled += 1
+        self.last_message = msg
+        # a message already there: handling starts at the instant already read
+        self._t0 = now or _perf()
+        if self.traced:
+            self.node._emit(MessageReceived(self.pid, msg, time.time()))
+        return msg
+
+    async def _receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
+        """Selective and timed receive: returns the message taken (the
+        caller, :meth:`receive`, does the accounting)."""
         handle: asyncio.TimerHandle | None = None
         scanned = 0
         try:
@@ -213,19 +219,13 @@ class Process:
                 mb = self._mb
                 if mb:
                     if match is None:
-                        msg = mb.popleft()
-                        break
-                    found = -1
+                        return mb.popleft()
                     i = 0
                     for item in mb:
                         if i >= scanned and match(item):
-                            found = i
-                            break
+                            del mb[i]
+                            return item
                         i += 1
-                    if found >= 0:
-                        msg = mb[found]
-                        del mb[found]
-                        break
                     scanned = len(mb)
                 loop = self.node.loop
                 fut = loop.create_future()
@@ -244,12 +244,6 @@ class Process:
         finally:
             if handle is not None:
                 handle.cancel()
-        self.handled += 1
-        self.last_message = msg
-        self._t0 = _perf()
-        if self.traced:
-            self.node._emit(MessageReceived(self.pid, msg, time.time()))
-        return msg
 
     # -- signals out ------------------------------------------------------------
 
