@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._child_spec import ChildSpec
 from ._errors import CallTimeout, NoProcess, ProcessExit, ReceiveTimeout, ServerDied, StartError, check_timeout
 from ._messages import CallMsg, CastMsg, From, SysMsg
 from ._process import Process
@@ -52,7 +53,6 @@ from ._types import NORMAL, Exit, Pid, Ref
 
 if TYPE_CHECKING:
     from ._node import Node
-    from ._supervisor import ChildSpec
 
 log = logging.getLogger("actors.gen_server")
 _NO_REPLY: Any = object()
@@ -207,7 +207,6 @@ class GenServer:
         label: str | None = None,
     ) -> ChildSpec:
         """A supervisor child spec that starts this server with ``init(*args)``."""
-        from ._supervisor import ChildSpec
 
         async def start_fn(parent: Process, *extra: Any) -> Pid | None:
             return await start_link(parent, cls, *args, *extra, name=name, label=label)
