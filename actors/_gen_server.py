@@ -46,7 +46,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._child_spec import ChildSpec
-from ._errors import CallTimeout, NoProcess, ProcessExit, ReceiveTimeout, ServerDied, StartError, check_timeout
+from ._errors import (
+    CallError,
+    CallTimeout,
+    NoProcess,
+    ProcessExit,
+    ReceiveTimeout,
+    ServerDied,
+    StartError,
+    check_timeout,
+)
 from ._messages import CallMsg, CastMsg, From, SysMsg
 from ._process import Process
 from ._types import NORMAL, Exit, Pid, Ref
@@ -378,9 +387,10 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     pending: Any = None
     while True:
         if then is None:
+            pending = None
             msg = await receive()
         else:
-            pending = then
+            pending = then  # what a system message restarts (see get_state below)
             msg, then = await _next(proc, then)
         if copy_state is not None:
             server._crash_state_before = copy_state(state)  # type: ignore[attr-defined]
@@ -431,7 +441,6 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                 else:
                     state = r
             if then is not None:
-                pending = None
                 then = _check_then(then)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and not proc.alive:
@@ -500,6 +509,8 @@ async def _sys(node: Node, dest: Pid | str, kind: str, arg: Any, timeout: float 
     if p is None:
         raise NoProcess(dest)
     loop = node.loop
+    if p._task is not None and p._task is asyncio.current_task(loop):
+        raise CallError(dest, "calling_self")  # it would wait on itself (OTP: calling_self)
     fut: asyncio.Future[Any] = loop.create_future()
     ref = node.make_ref()
     done: asyncio.Future[Any] = loop.create_future()

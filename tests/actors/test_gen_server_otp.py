@@ -173,6 +173,35 @@ async def test_stop_with_an_invalid_timeout_raises_and_the_server_lives(timeout:
         assert ("terminate", "normal") not in server.log
 
 
+async def test_a_server_stopping_itself_with_stop_fails_with_calling_self() -> None:
+    class SelfStopper(Script):
+        async def handle_cast(self, request: Any, state: Any) -> Any:
+            try:
+                await A.stop_server(self.proc.node, self.proc.pid)
+            except A.CallError as exc:
+                self.log.append(exc.reason)
+            return state
+
+    async with A.Node() as node:
+        server = SelfStopper()
+        pid = await _start(node, server)
+        node.cast(pid, "stop yourself")
+        assert await node.call(pid, "get") == 0
+        assert "calling_self" in server.log
+
+
+async def test_the_error_report_of_a_huge_state_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="actors")
+    async with A.Node() as node:
+        pid = await _start(node, Script({i: "x" * 100 for i in range(100_000)}))
+        proc = node.process(pid)
+        node.cast(pid, ("stop", "bad"))
+        await wait_until(lambda: not proc.alive)
+    [record] = [r for r in caplog.records if "terminating" in r.getMessage()]
+    assert len(record.getMessage()) < 5_000
+    assert "When server state == {0: 'xxx" in record.getMessage()
+
+
 async def test_call_with_an_invalid_timeout_raises_before_sending() -> None:
     async with A.Node() as node:
         server = Script()
@@ -353,6 +382,21 @@ async def test_a_message_already_queued_cancels_the_timeout() -> None:
         await node.call(pid, "get")
         assert ("info", A.TIMEOUT) not in server.log
         assert server.log[-2:] == [("cast", "next"), ("call", "get")]
+
+
+async def test_a_system_message_restarts_a_pending_timeout_and_leaves_no_phantom_one() -> None:
+    async with A.Node() as node:
+        server = Script()
+        pid = await _start(node, server)
+        node.cast(pid, ("then", 0.02))
+        assert await A.get_state(node, pid) == 0  # answered while the timeout is pending...
+        await wait_until(lambda: ("info", A.TIMEOUT) in server.log)  # ...which still fires
+        node.cast(pid, ("then", 0))
+        await wait_until(lambda: server.log.count(("info", A.TIMEOUT)) == 2)
+        # no timeout is pending now: a system message must not bring the old one back
+        assert await A.get_state(node, pid) == 0
+        assert await node.call(pid, "get") == 0
+        assert server.log.count(("info", A.TIMEOUT)) == 2
 
 
 async def test_a_bad_action_crashes_the_server_through_terminate() -> None:
