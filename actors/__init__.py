@@ -52,21 +52,7 @@ from ._events import (
     Suspended,
     Unlinked,
 )
-from ._gen_server import (
-    HIBERNATE,
-    TIMEOUT,
-    Continue,
-    GenServer,
-    Hibernate,
-    Ignore,
-    NoReply,
-    Reply,
-    Stop,
-    get_state,
-    reply,
-    start_link,
-    start_monitor,
-)
+from ._gen_server import GenServer, get_state, reply, start_link, start_monitor
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
 from ._introspect import ProcessInfo, StackFrame
@@ -84,6 +70,7 @@ from ._requests import (
     send_request,
     wait_response,
 )
+from ._returns import HIBERNATE, TIMEOUT, Continue, Hibernate, Ignore, NoReply, Reply, Stop
 from ._supervisor import Supervisor
 from ._supervisor_api import (
     budget,
