@@ -55,7 +55,22 @@ from ._events import (
 from ._gen_server import GenServer, get_state, reply, start_link, start_monitor
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
-from ._introspect import ProcessInfo, StackFrame
+from ._introspect import (
+    FlightRecorderInfo,
+    ProcessInfo,
+    StackFrame,
+    estimate_memory,
+    find_process,
+    flight_recorder_info,
+    format_exception_chain,
+    process_info,
+    process_kind,
+    process_links,
+    process_monitors,
+    process_stack,
+    process_status,
+    task_process,
+)
 from ._messages import From, ReplyMsg
 from ._node import Node
 from ._process import Process
@@ -121,6 +136,7 @@ __all__ = [
     "Exit",
     "Exited",
     "FlightEntry",
+    "FlightRecorderInfo",
     "From",
     "GenServer",
     "Hibernate",
@@ -164,10 +180,20 @@ __all__ = [
     "check_response",
     "count_children",
     "delete_child",
+    "estimate_memory",
+    "find_process",
+    "flight_recorder_info",
+    "format_exception_chain",
     "format_reason",
     "get_childspec",
     "get_state",
     "is_normal_shutdown",
+    "process_info",
+    "process_kind",
+    "process_links",
+    "process_monitors",
+    "process_stack",
+    "process_status",
     "receive_response",
     "reply",
     "restart_child",
@@ -179,6 +205,7 @@ __all__ = [
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
+    "task_process",
     "terminate_child",
     "wait_response",
     "which_child",
