@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants, exit_log_text
-from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ProcessExit, ServerDied, check_timeout
+from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, check_timeout
 from ._events import (
     Demonitored,
     Event,
@@ -280,8 +280,10 @@ class Node:
 
         A process signalling itself (called from its own body) is handled at
         once, as in Erlang: unless it traps exits (then it gets the
-        :class:`Exit` message; ``kill`` is never trapped) it ends here, with
-        ``reason`` (``normal`` included) or ``killed`` for ``kill``.
+        :class:`Exit` message; ``kill`` is never trapped) it is dead when the
+        call returns control, with ``reason`` (``normal`` included) or
+        ``killed`` for ``kill``: the call raises ``CancelledError`` to unwind
+        its body, as for any process a signal kills.
         """
         p = self._get(pid)
         if p is None:
@@ -292,7 +294,12 @@ class Node:
             if p.trap_exit and not is_kill:
                 p._deliver(Exit(p.pid if sender is None else sender, reason))
                 return
-            raise ProcessExit(KILLED if is_kill else reason)
+            # killed by its own signal: dead now (links and monitors told),
+            # and its body unwinds from here, as any process a signal kills
+            # (a gen_server's terminate does not run; no crash is logged)
+            self._die(p, KILLED if is_kill else reason)
+            self._drain()
+            raise asyncio.CancelledError
         self._signal(p, sender if sender is not None else Pid(self.node_id, 0), reason, False)
 
     def _exit_from_node(self, p: Process, reason: Any) -> None:

@@ -600,6 +600,23 @@ async def test_exit_self_normal_terminates_a_non_trapping_caller_with_normal() -
         assert after == []
 
 
+async def test_a_server_signalling_itself_dies_without_terminate() -> None:
+    class SelfSignal(Script):
+        async def handle_cast(self, request: Any, state: Any) -> Any:
+            self.proc.node.exit(self.proc.pid, ("shot", "myself"))
+            self.log.append("after the signal")
+            return state
+
+    async with A.Node() as node:
+        server = SelfSignal()
+        pid = await _start(node, server)
+        proc = node.process(pid)
+        node.cast(pid, "go")
+        await wait_until(lambda: not proc.alive)
+        assert proc.exit_reason == ("shot", "myself")
+        assert server.log == ["init"]  # a signal kills: no terminate, as in OTP
+
+
 async def test_exit_self_normal_is_a_message_to_a_trapping_caller() -> None:
     got: list[Any] = []
 
