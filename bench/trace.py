@@ -58,7 +58,7 @@ def _client(node: actors.Node, server: actors.Pid, n: int) -> tuple[actors.Pid, 
             await call(server, i)
         done.set_result(n / (time.perf_counter() - t0))
 
-    return node.call_threadsafe(lambda: node.spawn(body)), done
+    return node.apply_threadsafe(lambda: node.spawn(body)), done
 
 
 class _Bench:
@@ -122,7 +122,7 @@ class _Bench:
         elif other:
             idle, _ = _client(self.node, self.server_a, 1)
             tid = await self._trace([idle, self.server_a])
-        self.node.call_threadsafe(lambda: self.node.send(pid, "go"))
+        self.node.apply_threadsafe(lambda: self.node.send(pid, "go"))
         rate = await asyncio.wrap_future(done)
         if tid is not None:
             await self._untrace(tid)
@@ -161,6 +161,9 @@ async def _run(calls: int, pairs: int) -> dict[str, Any]:
             "untraced_call_rt_per_s": round(median(plain)),
             "frames_read": b.frames,
             "trace_events_dropped_by_the_rate_cap": b.agent.collector.trace_dropped,
+            "clock": "wall (perf_counter)",
+            "calls_per_block": calls,
+            "pairs": pairs,
         }
     finally:
         await b.close()

@@ -114,3 +114,34 @@ async def test_untraced_processes_emit_nothing_and_a_failed_call_returns_not_ok(
 @pytest.mark.parametrize("hook", ["call_sent", "call_returned", "call_replied"])
 def test_the_no_op_instrument_has_every_call_hook(hook: str) -> None:
     assert callable(getattr(A.Instrument(), hook))
+
+
+class Later(A.GenServer):
+    """Replies to a call only when told to (a deferred reply)."""
+
+    async def init(self, *args: Any) -> Any:
+        return None
+
+    async def handle_call(self, request: Any, from_: A.From, state: Any) -> Any:
+        return A.NoReply(from_)
+
+    async def handle_info(self, msg: Any, state: Any) -> Any:
+        if state is not None:
+            state.reply(("late", msg))
+        return A.NoReply(None)
+
+
+async def test_a_deferred_reply_is_traced_at_the_server_and_paired_by_its_from() -> None:
+    rec = Recorder()
+    async with A.Node(log_crashes=False) as node:
+        server = await A.start_server(node, Later)
+        assert server is not None
+        node.add_instrument(rec)
+        node.trace(server)
+        task = node.loop.create_task(node.call(server, "q"))
+        await wait_until(lambda: any(type(e) is A.MessageReceived for e in rec.events), what="the call received")
+        node.send(server, "now")
+        assert await task == ("late", "now")
+        got = next(e for e in rec.events if type(e) is A.MessageReceived and type(e.message) is A.CallMsg)
+        replied = [e for e in rec.events if type(e) is A.CallReplied]
+        assert len(replied) == 1 and replied[0].reply_to is got.message.reply_to and replied[0].value == ("late", "now")
