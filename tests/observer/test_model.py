@@ -358,7 +358,7 @@ def test_tidy_layout_of_a_deep_chain_and_of_the_model_tree() -> None:
     assert layout["height"] == 9999 and layout["width"] == 0
     m = big_sup_tree(100)
     t = m.tree(expanded={f"{P(1)}/SessionWorker"})
-    _check_layout(t, NodeModel.tidy_layout(t))
+    _check_layout(t, tidy_layout(t))
 
 
 # -- process table ------------------------------------------------------------------------------------
