@@ -156,15 +156,6 @@ def _body() -> dict[str, Any]:
 # -- reads --------------------------------------------------------------------------------------
 
 
-def _historic_tree(procs: list[dict[str, Any]], names: dict[str, str], group_threshold: int) -> dict[str, Any]:
-    """The nested tree (as the live ``/tree``) of a stored process table."""
-    m = NodeModel("history")
-    m.apply({"t": "snapshot_begin", "seq": 0, "count": len(procs), "node": {}})
-    m.apply({"t": "snapshot_chunk", "seq": 0, "procs": procs})
-    m.apply({"t": "snapshot_end", "seq": 0, "names": names})
-    return m.tree(group_threshold=group_threshold)
-
-
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -299,11 +290,11 @@ def register(app: Flask) -> None:
         assert t is not None
         if state.attachment(node) is None and node not in state.store.nodes():
             raise ApiError(404, "unknown_node", f"no node {node!r}")
-        snap = state.store.tree_at(node, t)
+        threshold, expanded = _int("group_threshold", 20, 1, 1_000_000), _list("expanded") or []
+        snap = state.store.tree_at(node, t, group_threshold=threshold, expanded=expanded)
         if snap is None:
             raise ApiError(404, "no_history", f"nothing stored for {node} at or before {t}")
-        tree = _historic_tree(snap["procs"], snap["names"], _int("group_threshold", 20, 1, 1_000_000))
-        return snap | {"tree": tree, **({"layout": tidy_layout(tree)} if _int("layout", 1, 0, 1) else {})}
+        return snap | ({"layout": tidy_layout(snap["tree"])} if _int("layout", 1, 0, 1) else {})
 
     @app.get("/api/audit")
     def api_audit() -> Any:
