@@ -78,7 +78,7 @@ def checkpoint(state: State) -> dict[str, Any]:
         "procs": list(g._node.values()),
         "edges": edges,
         "names": state.names,
-        "cid_order": [[sup, list(order.items())] for sup, order in state.cid_order.items()],
+        "cid_order": [[sup, [[cid, i] for cid, i in order.items()]] for sup, order in state.cid_order.items()],
         "node": state.node_meta,
         "status": state.status,
         "reason": state.status_reason,
