@@ -271,7 +271,10 @@ def _after(t: float) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HistoryStore]:
-    s = HistoryStore(str(tmp_path_factory.mktemp("history") / "history.db"), checkpoint_events=4)
+    # checkpoints every 4 messages and at each snapshot (never by the clock: the same stream, the same checkpoints)
+    s = HistoryStore(
+        str(tmp_path_factory.mktemp("history") / "history.db"), checkpoint_events=4, checkpoint_interval=1e9
+    )
     yield s
     s.close()
 
