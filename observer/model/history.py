@@ -11,8 +11,8 @@ rates, mailboxes, counters, memory -- is not stored, and stays live-only).
 Checkpoint format (``CHECKPOINT_VERSION`` 2), a JSON object::
 
     {"v": 2,
-     "procs": [record, ...],                  # every record field, in graph order
-     "edges": [[u, v, {"sup": true, "link": true, "monitor": 2}], ...],
+     "procs": [record, ...],       # in graph order, without fields at their default value
+     "edges": [[u, v, flags], ...],  # flags: 1 if sup, + 2 if link, + 4 * monitors
      "names": {name: pid},
      "cid_order": [[supervisor, [[child_id, position], ...]], ...],
      "node": {...}, "status": "up", "reason": null,
@@ -33,11 +33,12 @@ from typing import Any
 
 from .reducer import reduce
 from .snapshot import replace_picture
-from .state import RESTART_HISTORY, State, flags_kind, pid_key
+from .state import DEFAULTS, RESTART_HISTORY, State, flags_kind, pid_key
 
 __all__ = ["CHECKPOINT_VERSION", "PROC_FIELDS", "checkpoint", "history_state", "proc_table", "replay", "restore"]
 
 CHECKPOINT_VERSION = 2
+_MISSING = object()
 
 PROC_FIELDS = (
     "pid",
@@ -72,11 +73,10 @@ def replay(rows: Iterable[tuple[dict[str, Any], float]], state: State | None = N
 def checkpoint(state: State) -> dict[str, Any]:
     """A JSON-able copy of what history keeps of ``state`` (see the module docstring)."""
     g = state.graph
-    edges = [[u, v, {k: x for k, x in d.items() if k != "kind"}] for u, v, d in g.edges(data=True)]
     return {
         "v": CHECKPOINT_VERSION,
-        "procs": list(g._node.values()),
-        "edges": edges,
+        "procs": [_compact(rec) for rec in g._node.values()],
+        "edges": [[u, v, _bits(d)] for u, v, d in g.edges(data=True)],
         "names": state.names,
         "cid_order": [[sup, [[cid, i] for cid, i in order.items()]] for sup, order in state.cid_order.items()],
         "node": state.node_meta,
@@ -109,8 +109,13 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
     if body["v"] != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {body['v']} is not {CHECKPOINT_VERSION}")
     g = st.graph
-    g.add_nodes_from((str(r["pid"]), r) for r in body["procs"])
-    for u, v, flags in body["edges"]:
+    g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
+    for u, v, bits in body["edges"]:
+        flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
+        if bits & 2:
+            flags["link"] = True
+        if bits >> 2:
+            flags["monitor"] = bits >> 2
         g.add_edge(u, v, **flags, kind=flags_kind(flags))
     st.names = dict(body["names"])
     st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
@@ -124,6 +129,20 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
     st.gave_up.extend(body["gave_up"])
     st.blocked = body["blocked"]
     return st
+
+
+def _compact(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record without the fields at their default value (of the same type: 0 is not 0.0)."""
+    out = {}
+    for k, v in rec.items():
+        d = DEFAULTS.get(k, _MISSING)
+        if d is _MISSING or v != d or type(v) is not type(d):
+            out[k] = v
+    return out
+
+
+def _bits(d: dict[str, Any]) -> int:
+    return (1 if d.get("sup") else 0) + (2 if d.get("link") else 0) + 4 * int(d.get("monitor") or 0)
 
 
 def proc_table(state: State) -> list[dict[str, Any]]:

@@ -80,6 +80,11 @@ class GraphView:
         """Every pid, in graph order."""
         return self._g._node.keys()
 
+    def items(self) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        """Every (pid, record), in graph order."""
+        items: Iterable[tuple[str, Mapping[str, Any]]] = self._g._node.items()
+        return items
+
     def record(self, pid: str) -> Mapping[str, Any]:
         """The record of ``pid`` (KeyError if it is not in the picture)."""
         rec: Mapping[str, Any] = self._g._node[pid]
@@ -304,8 +309,7 @@ def search(view: GraphView, q: str, limit: int = 50) -> list[dict[str, Any]]:
     if not needle:
         return []
     hits = []
-    for pid in view.pids():
-        rec = view.record(pid)
+    for pid, rec in view.items():
         if (
             needle in pid
             or needle in (rec.get("name") or "").lower()

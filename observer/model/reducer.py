@@ -33,7 +33,7 @@ Idempotence
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import rates
@@ -160,13 +160,18 @@ def _info(state: State, msg: dict[str, Any], now: float) -> list[Change]:
     if isinstance(children, list):
         ids = [c.get("id") for c in children if isinstance(c, dict) and c.get("id") is not None]
         if ids:
-            state.cid_order[pid] = {cid: i for i, cid in enumerate(ids)}
+            state.cid_order[pid] = _positions(ids)
     return []
 
 
 def _child_order(state: State, msg: dict[str, Any], now: float) -> list[Change]:
-    state.cid_order[str(msg.get("supervisor"))] = {cid: i for i, cid in enumerate(msg.get("ids") or ())}
+    state.cid_order[str(msg.get("supervisor"))] = _positions(msg.get("ids") or ())
     return []
+
+
+def _positions(ids: Iterable[Any]) -> dict[Any, int]:
+    """Child id -> its position (0..n-1; a repeated id keeps its first)."""
+    return {cid: i for i, cid in enumerate(dict.fromkeys(ids))}
 
 
 _MESSAGES: dict[str, _Handler] = {
@@ -389,4 +394,4 @@ def _note_order(state: State, sup: str, cid: Any) -> None:
         return
     mine = state.cid_order.setdefault(sup, {})
     if cid not in mine:
-        mine[cid] = max(mine.values(), default=-1) + 1
+        mine[cid] = len(mine)  # positions are 0..n-1: the next one is n

@@ -140,5 +140,5 @@ def _child_order(state: State, g: nx.DiGraph) -> dict[str, dict[Any, int]]:
             if mine is None:
                 mine = order[sup] = dict(state.cid_order.get(sup, {}))
             if cid not in mine:
-                mine[cid] = max(mine.values(), default=-1) + 1
+                mine[cid] = len(mine)
     return order

@@ -146,7 +146,8 @@ class State:
     names: dict[str, str] = field(default_factory=dict)
     """Registered name -> pid."""
     cid_order: dict[str, dict[Any, int]] = field(default_factory=dict)
-    """Per supervisor: child id -> start position (child spec order, for the tree and previews)."""
+    """Per supervisor: child id -> start position (child spec order, for the tree and previews).
+    The positions of one supervisor are always 0..n-1, so a new child id takes n."""
     node_meta: dict[str, Any] = field(default_factory=dict)
     """What the agent says about its node (hello, welcome, snapshot)."""
     status: str = "connecting"
