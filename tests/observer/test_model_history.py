@@ -385,3 +385,39 @@ def test_an_old_light_checkpoint_is_still_read(tmp_path: Path) -> None:
         assert top["pid"] == P(1) and [c["pid"] for c in top["children"]] == [P(2), P(3)]
     finally:
         s.close()
+
+
+SAMPLED = ("status", "mailbox", "rate", "status_counts", "mailbox_total", "mailbox_max", "rate_total")
+
+
+def structure(tree: dict[str, Any]) -> dict[str, Any]:
+    """The tree without what samples add (history does not store samples)."""
+    out = {k: v for k, v in tree.items() if k not in SAMPLED or tree.get("node")}
+    out["children"] = [structure(c) for c in tree["children"]]
+    return out
+
+
+def test_samples_stay_live_only_and_the_structure_still_agrees(tmp_path: Path) -> None:
+    s = HistoryStore(str(tmp_path / "h.db"))
+    m = NodeModel("n")
+    recs = linked([sup(P(1), name="top"), *(rec(P(i), supervisor=P(1), label="W") for i in range(2, 8))])
+    now = time.time()
+    msgs = [
+        *snapshot(recs, seq=1),
+        {"t": "samples", "rows": [[P(i), i, 10 * i, 0, 0, 0.0, "running"] for i in range(2, 8)], "node": None},
+        ev("spawn", 2, pid=P(9), label="W", supervisor=P(1), child_id="n9", time=now),
+        {"t": "samples", "rows": [[P(9), 3, 5, 0, 0, 0.0, "running"]], "node": {"time": now, "process_count": 7}},
+    ]
+    try:
+        for msg in msgs:
+            s.record("n", msg)
+            m.apply(msg)
+        assert s.flush()
+        hist = s.tree_at("n", time.time() + 1, group_threshold=3)
+        assert hist is not None
+        live = m.tree(group_threshold=3)
+        assert hist["tree"] != live  # mailboxes and statuses from samples are live-only...
+        assert structure(hist["tree"]) == structure(live)  # ...the tree itself is the same
+        assert live["children"][0]["children"][0]["mailbox_total"] == sum(range(2, 8)) + 3
+    finally:
+        s.close()
