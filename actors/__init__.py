@@ -7,6 +7,20 @@ instrument hook for observers. Start with :class:`Node`.
 
 from __future__ import annotations
 
+from ._child_spec import (
+    ALL_SIGNIFICANT,
+    ANY_SIGNIFICANT,
+    BRUTAL_KILL,
+    INFINITY,
+    NEVER,
+    PERMANENT,
+    TEMPORARY,
+    TRANSIENT,
+    Budget,
+    ChildInfo,
+    ChildSpec,
+    worker,
+)
 from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
 from ._errors import (
     ActorError,
@@ -18,6 +32,7 @@ from ._errors import (
     ReceiveTimeout,
     ServerDied,
     StartError,
+    SupervisorError,
     format_reason,
 )
 from ._events import (
@@ -40,39 +55,49 @@ from ._events import (
 from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, reply, start_link
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
-from ._introspect import ProcessInfo, StackFrame
+from ._introspect import (
+    FlightRecorderInfo,
+    ProcessInfo,
+    StackFrame,
+    estimate_memory,
+    find_process,
+    flight_recorder_info,
+    format_exception_chain,
+    process_info,
+    process_kind,
+    process_links,
+    process_monitors,
+    process_stack,
+    process_status,
+    task_process,
+)
 from ._messages import From
 from ._node import Node
 from ._process import Process
-from ._supervisor import (
-    BRUTAL_KILL,
-    INFINITY,
-    PERMANENT,
-    TEMPORARY,
-    TRANSIENT,
-    Budget,
-    ChildInfo,
-    ChildSpec,
-    Supervisor,
-    SupervisorError,
+from ._supervisor import Supervisor
+from ._supervisor_api import (
     budget,
     count_children,
     delete_child,
+    get_childspec,
     restart_child,
     start_child,
     start_supervisor,
     supervisor_spec,
     terminate_child,
+    which_child,
     which_children,
-    worker,
 )
 from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 __all__ = [
+    "ALL_SIGNIFICANT",
+    "ANY_SIGNIFICANT",
     "BRUTAL_KILL",
     "INFINITY",
     "KILL",
     "KILLED",
+    "NEVER",
     "NOPROC",
     "NORMAL",
     "PERMANENT",
@@ -95,6 +120,7 @@ __all__ = [
     "Exit",
     "Exited",
     "FlightEntry",
+    "FlightRecorderInfo",
     "From",
     "GenServer",
     "Ignore",
@@ -131,9 +157,20 @@ __all__ = [
     "budget",
     "count_children",
     "delete_child",
+    "estimate_memory",
+    "find_process",
+    "flight_recorder_info",
+    "format_exception_chain",
     "format_reason",
+    "get_childspec",
     "get_state",
     "is_normal_shutdown",
+    "process_info",
+    "process_kind",
+    "process_links",
+    "process_monitors",
+    "process_stack",
+    "process_status",
     "reply",
     "restart_child",
     "start_child",
@@ -142,7 +179,9 @@ __all__ = [
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
+    "task_process",
     "terminate_child",
+    "which_child",
     "which_children",
     "worker",
 ]
