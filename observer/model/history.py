@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .reducer import reduce
-from .snapshot import replace_picture
+from .snapshot import no_gc, replace_picture
 from .state import DEFAULTS, RESTART_HISTORY, State, flags_kind, pid_key
 
 __all__ = ["CHECKPOINT_VERSION", "PROC_FIELDS", "checkpoint", "history_state", "proc_table", "replay", "restore"]
@@ -73,10 +73,13 @@ def replay(rows: Iterable[tuple[dict[str, Any], float]], state: State | None = N
 def checkpoint(state: State) -> dict[str, Any]:
     """A JSON-able copy of what history keeps of ``state`` (see the module docstring)."""
     g = state.graph
+    with no_gc():
+        procs = [_compact(rec) for rec in g._node.values()]
+        edges = [[u, v, _bits(d)] for u, nbrs in g._succ.items() for v, d in nbrs.items()]
     return {
         "v": CHECKPOINT_VERSION,
-        "procs": [_compact(rec) for rec in g._node.values()],
-        "edges": [[u, v, _bits(d)] for u, v, d in g.edges(data=True)],
+        "procs": procs,
+        "edges": edges,
         "names": state.names,
         "cid_order": [[sup, [[cid, i] for cid, i in order.items()]] for sup, order in state.cid_order.items()],
         "node": state.node_meta,
@@ -109,14 +112,15 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
     if body["v"] != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {body['v']} is not {CHECKPOINT_VERSION}")
     g = st.graph
-    g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
-    for u, v, bits in body["edges"]:
-        flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
-        if bits & 2:
-            flags["link"] = True
-        if bits >> 2:
-            flags["monitor"] = bits >> 2
-        g.add_edge(u, v, **flags, kind=flags_kind(flags))
+    with no_gc():
+        g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
+        for u, v, bits in body["edges"]:
+            flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
+            if bits & 2:
+                flags["link"] = True
+            if bits >> 2:
+                flags["monitor"] = bits >> 2
+            g.add_edge(u, v, **flags, kind=flags_kind(flags))
     st.names = dict(body["names"])
     st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
     st.node_meta = dict(body["node"])
@@ -133,12 +137,9 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
 
 def _compact(rec: dict[str, Any]) -> dict[str, Any]:
     """The record without the fields at their default value (of the same type: 0 is not 0.0)."""
-    out = {}
-    for k, v in rec.items():
-        d = DEFAULTS.get(k, _MISSING)
-        if d is _MISSING or v != d or type(v) is not type(d):
-            out[k] = v
-    return out
+    return {
+        k: v for k, v in rec.items() if (d := DEFAULTS.get(k, _MISSING)) is not v and (v != d or type(v) is not type(d))
+    }
 
 
 def _bits(d: dict[str, Any]) -> int:

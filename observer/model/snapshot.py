@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import networkx as nx
@@ -12,7 +14,20 @@ import networkx as nx
 from . import rates
 from .state import DEFAULTS, Change, State, add_flag, pid_key
 
-__all__ = ["build_graph", "normalize", "replace_picture"]
+__all__ = ["build_graph", "no_gc", "normalize", "replace_picture"]
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic collector off for a while: building 100,000 fresh (acyclic) dicts
+    would trigger many full collections, each walking the whole heap."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
@@ -31,9 +46,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
 
 def build_graph(procs: list[dict[str, Any]]) -> nx.DiGraph:
     """The graph of a snapshot's records (nodes in pid order; edges of supervisors, links, monitors)."""
-    gc_was_on = gc.isenabled()
-    gc.disable()  # 100,000 fresh dicts would trigger many full collections
-    try:
+    with no_gc():
         g = nx.DiGraph()
         procs = sorted(procs, key=lambda r: pid_key(str(r.get("pid"))))
         links: list[tuple[str, str]] = []
@@ -59,10 +72,7 @@ def build_graph(procs: list[dict[str, Any]]) -> nx.DiGraph:
         for w, tgt in mons:
             if w in g and tgt in g:
                 add_flag(g, w, tgt, "monitor")
-        return g
-    finally:
-        if gc_was_on:
-            gc.enable()
+    return g
 
 
 def replace_picture(state: State, msg: dict[str, Any], now: float) -> tuple[State, list[Change]]:
