@@ -13,6 +13,7 @@ Checkpoint format (``CHECKPOINT_VERSION`` 2), a JSON object::
     {"v": 2,
      "procs": [record, ...],       # in graph order, without fields at their default value
      "edges": [[u, v, flags], ...],  # flags: 1 if sup, + 2 if link, + 4 * monitors
+     "unpaired": [pid, ...],       # children not joined to their supervisor by just sup+link / link
      "names": {name: pid},
      "cid_order": [[supervisor, [[child_id, position], ...]], ...],
      "node": {...}, "status": "up", "reason": null,
@@ -20,6 +21,11 @@ Checkpoint format (``CHECKPOINT_VERSION`` 2), a JSON object::
      "last_seen": t, "connected_at": t, "down_since": null,
      "restart_hist": {pid: [entry, ...]}, "sup_restarts": {pid: [t, ...]},
      "gave_up": [...], "blocked": null}
+
+A child whose supervisor is in the picture is usually joined to it by the
+edges sup+link (supervisor -> child) and link (child -> supervisor): those
+pairs are left out of ``edges`` (most of a tree's edges), except for the
+children in ``unpaired``, whose edges are all listed as they are.
 
 A version 1 checkpoint (``{"procs": [records with "links"], "names"}``, no
 ``"v"``) is read as a snapshot of those records.
@@ -72,14 +78,23 @@ def replay(rows: Iterable[tuple[dict[str, Any], float]], state: State | None = N
 
 def checkpoint(state: State) -> dict[str, Any]:
     """A JSON-able copy of what history keeps of ``state`` (see the module docstring)."""
-    g = state.graph
+    nodes, succ = state.graph._node, state.graph._succ
     with no_gc():
-        procs = [_compact(rec) for rec in g._node.values()]
-        edges = [[u, v, _bits(d)] for u, nbrs in g._succ.items() for v, d in nbrs.items()]
+        procs = [_compact(rec) for rec in nodes.values()]
+        # a child and its supervisor: the edges sup+link and link, implied unless the child is "unpaired"
+        paired = {c for c, rec in nodes.items() if _paired(succ, rec.get("supervisor"), c)}
+        edges = [
+            [u, v, _bits(d)]
+            for u, nbrs in succ.items()
+            for v, d in nbrs.items()
+            if not ((v in paired and nodes[v]["supervisor"] == u) or (u in paired and nodes[u]["supervisor"] == v))
+        ]
+        unpaired = [c for c, rec in nodes.items() if c not in paired and rec.get("supervisor") in nodes]
     return {
         "v": CHECKPOINT_VERSION,
         "procs": procs,
         "edges": edges,
+        "unpaired": unpaired,
         "names": state.names,
         "cid_order": [[sup, [[cid, i] for cid, i in order.items()]] for sup, order in state.cid_order.items()],
         "node": state.node_meta,
@@ -114,6 +129,12 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
     g = st.graph
     with no_gc():
         g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
+        unpaired = set(body["unpaired"])
+        for c, rec in g._node.items():
+            s = rec["supervisor"]
+            if s in g._node and c not in unpaired:
+                g.add_edge(s, c, sup=True, link=True, kind="sup")
+                g.add_edge(c, s, link=True, kind="link")
         for u, v, bits in body["edges"]:
             flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
             if bits & 2:
@@ -140,6 +161,14 @@ def _compact(rec: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v for k, v in rec.items() if (d := DEFAULTS.get(k, _MISSING)) is not v and (v != d or type(v) is not type(d))
     }
+
+
+def _paired(succ: dict[str, dict[str, dict[str, Any]]], sup: Any, child: str) -> bool:
+    """``child`` and its supervisor are joined by exactly sup+link (sup -> child) and link (child -> sup)."""
+    if sup is None or sup not in succ or sup == child:
+        return False
+    there, back = succ[sup].get(child), succ[child].get(sup)
+    return there is not None and back is not None and _bits(there) == 3 and _bits(back) == 2
 
 
 def _bits(d: dict[str, Any]) -> int:

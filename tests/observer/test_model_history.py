@@ -342,6 +342,8 @@ def test_a_checkpoint_restores_the_state_it_was_made_of() -> None:
         ev("spawn", 5, pid=P(9), label="W", supervisor=P(7), child_id="z"),  # its supervisor is not there
         ev("spawn", 6, pid=P(7), label="S", kind="supervisor"),
         ev("register", 7, name="nine", pid=P(9)),
+        ev("unlink", 8, a=P(2), b=P(1)),  # a child joined to its supervisor by sup alone
+        ev("monitor", 9, watcher=P(3), target=P(1)),  # ...by sup+link and a monitor
     ]
     m.apply_many(msgs)
     state = replay([(msg, 100.0) for msg in msgs])
@@ -353,6 +355,7 @@ def test_a_checkpoint_restores_the_state_it_was_made_of() -> None:
         assert list(g.nodes) == list(again.graph.nodes)
     assert again.cid_order == {P(1): {"b": 0, "a": 1}}  # start order (pid order in the snapshot), kept
     assert not again.graph.has_edge(P(7), P(9))  # no sup edge to a supervisor that came later, as live
+    assert sorted(checkpoint(state)["unpaired"]) == [P(2), P(3), P(9)]
     assert [c["id"] for c in m.tree()["children"]] == [P(1), P(4), P(7), P(9)]  # so it is drawn at the top
 
 
