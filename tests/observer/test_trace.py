@@ -72,7 +72,9 @@ class TraceWeb:
                 await proc.call(PAYMENTS, ("status", {"charge_id": f"ch_{i}", "card_token": "tok_4242_secret"}))
             await proc.receive()
 
-        return self.host.spawn(body, name="checkout")
+        pid = self.host.spawn(body, name="checkout")
+        wait_for(lambda: "checkout" in self.model.names(), what="the observer knows the checkout")
+        return pid
 
     def close(self) -> None:
         self.state.close()
