@@ -167,28 +167,39 @@ class Tracer:
         max_rate = _num(args, "max_rate", 100, 1, 10_000)
         duration = float(_num(args, "duration", 60, 0.05, 3600, real=True))
         node = self.agent.node
-
-        def do() -> dict[actors.Pid, str]:
-            found: dict[actors.Pid, str] = {}
-            for key in raw:
-                try:
-                    target: actors.Pid | str = actors.Pid.parse(key) if key.startswith("<") else key
-                except ValueError:
-                    continue
-                p = actors.find_process(node, target)
-                if p is None or not p.alive:
-                    continue
-                found[p.pid] = p.name or p.label or str(p.pid)
-                node.trace(p.pid, True)
-            return found
-
-        pids = await on_host(do)
+        pids: dict[actors.Pid, str] = {}
+        for key in raw:  # resolved here (find_process is safe from any thread) ...
+            try:
+                target: actors.Pid | str = actors.Pid.parse(key) if key.startswith("<") else key
+            except ValueError:
+                continue
+            p = actors.find_process(node, target)
+            if p is not None and p.alive:
+                pids[p.pid] = p.name or p.label or str(p.pid)
         if not pids:
             raise TraceError(P.E_NO_SUCH_PROCESS, "none of the processes is alive")
+        # ... and registered before the flags go on: no event of theirs comes unclaimed
         tr = Trace(tid, session, pids, direction, int(max_msgs), int(max_rate), duration)
         self.traces[tid] = tr
         for pid in pids:
             self.by_pid.setdefault(pid, []).append(tr)
+
+        def on() -> set[actors.Pid]:
+            alive = set()
+            for pid in pids:
+                if actors.find_process(node, pid) is not None:
+                    node.trace(pid, True)
+                    alive.add(pid)
+            return alive
+
+        try:
+            tr.alive = await on_host(on)
+        except BaseException:
+            self.end(tr, "failed", send=False)
+            raise
+        if not tr.alive:
+            self.end(tr, "exited", send=False)
+            raise TraceError(P.E_NO_SUCH_PROCESS, "none of the processes is alive")
         tr.timer = asyncio.get_running_loop().call_later(duration, self._expire, tid)
         self._collector_dropped = self.agent.collector.trace_dropped
         audit.info("agent: trace %s started on %s by %s (%s)", tid, ",".join(sorted(tr.keys)), session.peer, session.id)
@@ -202,8 +213,9 @@ class Tracer:
 
     # -- ending -------------------------------------------------------------------------------------
 
-    def end(self, tr: Trace, reason: str) -> None:
-        """Stop ``tr``: unflag its processes (unless traced otherwise), send the end frame."""
+    def end(self, tr: Trace, reason: str, *, send: bool = True) -> None:
+        """Stop ``tr``: unflag its processes (unless traced otherwise), send the
+        end frame (``send``: not for a trace whose start failed)."""
         if tr.ended is not None:
             return
         tr.ended = reason
@@ -221,6 +233,8 @@ class Tracer:
                         off.append(pid)
         if off:
             self._untrace(off)
+        if not send:
+            return
         self._send(tr, end=reason)
         audit.info(
             "agent: trace %s ended (%s): %d messages, %d dropped, for %s (%s)",
