@@ -851,9 +851,8 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
     result["exception_crash_reports_ratio"] = cs["exception_crash_reports_ratio"]
     details["crash_storm"] = cs["details"]
 
-    trace_pairs = max(3, cfg.pairs // 4)
-    progress(f"tracing: {trace_pairs} pairs of blocks of {cfg.call_rt:,} calls traced / untraced, an observer attached")
-    tr = trace_ratios(calls=cfg.call_rt, pairs=trace_pairs, clock=clock)
+    progress(f"tracing: {cfg.pairs} pairs of blocks of {cfg.pair_rt:,} calls traced / untraced, an observer attached")
+    tr = trace_ratios(calls=cfg.pair_rt, pairs=cfg.pairs, clock=clock)
     for k in ("traced_call_ratio", "untraced_call_ratio_while_tracing_others"):
         result[k] = tr.pop(k)
     details["trace"] = tr

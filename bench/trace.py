@@ -178,7 +178,7 @@ async def _run(calls: int, pairs: int, clock: Clock) -> dict[str, Any]:
         await b.close()
 
 
-def trace_ratios(*, calls: int = 20_000, pairs: int = 5, clock: Clock = time.perf_counter) -> dict[str, Any]:
+def trace_ratios(*, calls: int = 5_000, pairs: int = 20, clock: Clock = time.perf_counter) -> dict[str, Any]:
     """The two figures (and their rates), for ``python -m bench actors`` to carry.
     ``clock``: ``time.process_time`` counts the CPU of the whole process (the
     agent's thread and the observer client's too), steadier on a busy machine."""
@@ -190,7 +190,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (seconds; figures are rough)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time the blocks by wall or CPU time")
     args = parser.parse_args(argv)
-    calls, pairs = (2_000, 3) if args.quick else (20_000, 5)
+    calls, pairs = (2_000, 3) if args.quick else (5_000, 20)
     progress(f"{pairs} pairs of blocks of {calls:,} calls (the machine is shared: figures are noisy)")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     figures = trace_ratios(calls=calls, pairs=pairs, clock=clock)
