@@ -90,7 +90,8 @@ class Commands:
             args = {}
         if not isinstance(args, dict):
             return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
-        destructive = cmd in P.OPERATOR_COMMANDS
+        # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
+        destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
         try:
             result = await self.handlers[cmd](session, args)
         except CommandError as exc:
