@@ -131,10 +131,12 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
     return row
 
 
-def measure_sustained(rate: int, seconds: float, seed: int, *, recovery_ms: float = 5000.0) -> dict[str, Any]:
+def measure_sustained(
+    rate: int, seconds: float, seed: int, *, groups: int = _sustained.GROUPS, recovery_ms: float = 5000.0
+) -> dict[str, Any]:
     """The sustained workload (:mod:`bench._sustained`, budgets sized for the rate) under ``rate`` kills/s."""
     token = secrets.token_urlsafe(24)
-    proc, address = _start_node("bench._sustained", token, {})
+    proc, address = _start_node("bench._sustained", token, {"BENCH_GROUPS": str(groups)})
     try:
         with attached(address, token, timeout=60.0) as (mgr, att):
             exp = _experiment(f"sustained workload under {rate} kills/s", rate, seconds, seed, recovery_ms, 10.0)
@@ -170,6 +172,12 @@ def main(argv: list[str]) -> int:
         help=f"seconds of killing per rate, sustained workload (default {SUSTAINED_SECONDS})",
     )
     ap.add_argument("--sustained-only", action="store_true", help="only the sustained workload (no demo runs)")
+    ap.add_argument(
+        "--groups",
+        type=int,
+        default=_sustained.GROUPS,
+        help=f"supervisors of the sustained workload, {_sustained.PER} children each (default {_sustained.GROUPS})",
+    )
     ap.add_argument("--rates", default=None, help="sustained rates to run, comma-separated (default 10,100,1000)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
@@ -189,7 +197,7 @@ def main(argv: list[str]) -> int:
         if secs is None:
             secs = 1.0 if args.quick else SUSTAINED_SECONDS.get(rate, 10.0)
         progress(f"sustained workload under {rate} kills/s for {secs:g} s (within budget)")
-        srows[str(rate)] = row = measure_sustained(rate, secs, args.seed, recovery_ms=recovery_ms)
+        srows[str(rate)] = row = measure_sustained(rate, secs, args.seed, groups=args.groups, recovery_ms=recovery_ms)
         _say("sustained", row)
     sustained = {
         "recovery_p50_ms": {k: v["recovery_ms"]["p50"] for k, v in srows.items()},
@@ -201,6 +209,12 @@ def main(argv: list[str]) -> int:
         "sustained_give_ups": sum(v["give_ups"] for v in srows.values()),
         "skipped_other": sum(v["skipped_other"] for v in srows.values()),
         "hypothesis_held": all(v["hypothesis_held"] for v in srows.values()),
+        "workload": {
+            "supervisors": args.groups,
+            "killable": args.groups * _sustained.PER,
+            "intensity": _sustained.INTENSITY,
+            "period_s": _sustained.PERIOD,
+        },
         "details": srows,
     }
     p99 = sustained["recovery_p99_ms"]
