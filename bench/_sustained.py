@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -91,7 +92,7 @@ async def build(
     )
 
 
-async def run(token: str, *, groups: int, per: int, intensity: int, period: float) -> int:
+async def run(token: str, *, groups: int, per: int, intensity: int, period: float, freeze: bool = True) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +110,9 @@ async def run(token: str, *, groups: int, per: int, intensity: int, period: floa
     async with actors.Node(log_crashes=False) as node:
         await build(node, groups=groups, per=per, intensity=intensity, period=period)
         ag = agent.start(node, "127.0.0.1:0", token=token)
+        if freeze:
+            gc.collect()
+            gc.freeze()  # the start-up heap is long-lived: full collections no longer walk it
         try:
             print(f"agent 127.0.0.1:{ag.port} processes={len(node.processes())}", flush=True)
             await stop.wait()
@@ -131,6 +135,7 @@ def main() -> int:
             per=int(env("BENCH_PER") or PER),
             intensity=int(env("BENCH_INTENSITY") or INTENSITY),
             period=float(env("BENCH_PERIOD") or PERIOD),
+            freeze=env("BENCH_GC_FREEZE", "1") not in ("0", "no", "false"),
         )
     )
 
