@@ -36,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import random
 import secrets
 import time
@@ -308,6 +309,10 @@ class Engine(KillTracker):
         while not self._stop:
             now = loop.time()
             if spec.duration_s is not None and now - start >= spec.duration_s:
+                step = spec.interval_ms / 1000.0
+                end = start + spec.duration_s
+                if spec.policy != "sequence" and step > 0 and next_at < end:  # behind at the end: owed
+                    self._late(spec, math.ceil((end - next_at) / step))
                 break
             if spec.kills is not None and self._launched >= spec.kills:
                 break
@@ -354,12 +359,16 @@ class Engine(KillTracker):
             floor = loop.time() - 1.0  # never a backlog over 1 s: attempts further behind are dropped
             if next_at < floor:
                 if step > 0:
-                    lost = int((floor - next_at) / step)
-                    if lost:
-                        with self.journal.lock:
-                            self.journal.attempted += lost
-                            self.journal.skipped["late"] = self.journal.skipped.get("late", 0) + lost
+                    self._late(spec, int((floor - next_at) / step))
                 next_at = floor
+
+    def _late(self, spec: KillSpec, slots: int) -> None:
+        """``slots`` times the schedule owed were never reached: the engine fell behind."""
+        n = slots * (spec.burst_size if spec.policy == "burst" else 1)
+        if n > 0:
+            with self.journal.lock:
+                self.journal.attempted += n
+                self.journal.skipped["late"] = self.journal.skipped.get("late", 0) + n
 
     def _skip(self, why: str) -> None:
         with self.journal.lock:
