@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from bench import _sustained
-from bench._util import ROOT, emit, machine, progress, stop_process
+from bench._util import ROOT, emit, machine, proc_cpu_seconds, progress, rnd, stop_process
 from observer.chaos.experiment import Experiment, Probe, kill_spec
 from observer.chaos.journal import percentiles
 from observer.chaos.runner import attached, run
@@ -140,11 +140,17 @@ def measure_sustained(
     try:
         with attached(address, token, timeout=60.0) as (mgr, att):
             exp = _experiment(f"sustained workload under {rate} kills/s", rate, seconds, seed, recovery_ms, 10.0)
+            cpu0 = (proc_cpu_seconds("/proc/self/stat"), proc_cpu_seconds(f"/proc/{proc.pid}/stat"))
             _, j = run(mgr, att, exp)
+            cpu1 = (proc_cpu_seconds("/proc/self/stat"), proc_cpu_seconds(f"/proc/{proc.pid}/stat"))
     finally:
         stop_process(proc)
     row = _row(rate, seconds, j)
     row["ack_ms"] = percentiles([k["ack_ms"] for k in j["kills"] if k.get("ack_ms") is not None])
+    made = max(1, row["carried_out"])
+    for key, a, b in (("observer", cpu0[0], cpu1[0]), ("node", cpu0[1], cpu1[1])):
+        # CPU for the whole experiment (checks and settling included) per kill carried out
+        row[f"{key}_cpu_ms_per_kill"] = rnd((b - a) * 1000.0 / made) if a is not None and b is not None else None
     peak = max((b["peak_used"] for b in j["budgets"].values()), default=0)
     row["supervisors_touched"] = len(j["budgets"])
     row["peak_budget_use"] = f"{peak}/{_sustained.INTENSITY} per {_sustained.PERIOD:g} s"
@@ -203,6 +209,9 @@ def main(argv: list[str]) -> int:
         "recovery_p50_ms": {k: v["recovery_ms"]["p50"] for k, v in srows.items()},
         "recovery_p99_ms": {k: v["recovery_ms"]["p99"] for k, v in srows.items()},
         "recovery_max_ms": {k: v["recovery_ms"]["max"] for k, v in srows.items()},
+        "ack_p99_ms": {k: v["ack_ms"]["p99"] for k, v in srows.items()},
+        "observer_cpu_ms_per_kill": {k: v["observer_cpu_ms_per_kill"] for k, v in srows.items()},
+        "node_cpu_ms_per_kill": {k: v["node_cpu_ms_per_kill"] for k, v in srows.items()},
         "attempted": {k: v["attempted"] for k, v in srows.items()},
         "carried_out": {k: v["carried_out"] for k, v in srows.items()},
         "sustained_kills": sum(v["carried_out"] for v in srows.values()),

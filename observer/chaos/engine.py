@@ -311,8 +311,8 @@ class Engine(KillTracker):
             if spec.duration_s is not None and now - start >= spec.duration_s:
                 step = spec.interval_ms / 1000.0
                 end = start + spec.duration_s
-                if spec.policy != "sequence" and step > 0 and next_at < end:  # behind at the end: owed
-                    self._late(spec, math.ceil((end - next_at) / step))
+                if spec.policy != "sequence" and step > 0:  # behind at the end: the slots still owed
+                    self._late(spec, math.ceil((end - next_at) / step - 1e-6))  # (not a rounding error's)
                 break
             if spec.kills is not None and self._launched >= spec.kills:
                 break
