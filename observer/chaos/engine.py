@@ -358,9 +358,12 @@ class Engine(KillTracker):
             next_at += max(step, 0.0)
             floor = loop.time() - 1.0  # never a backlog over 1 s: attempts further behind are dropped
             if next_at < floor:
-                if step > 0:
-                    self._late(spec, int((floor - next_at) / step))
-                next_at = floor
+                if step > 0:  # whole slots: the schedule stays on its grid, every slot is made or counted
+                    lost = math.ceil((floor - next_at) / step)
+                    self._late(spec, lost)
+                    next_at += lost * step
+                else:
+                    next_at = floor
 
     def _late(self, spec: KillSpec, slots: int) -> None:
         """``slots`` times the schedule owed were never reached: the engine fell behind."""
