@@ -16,6 +16,16 @@ the journal's format:
   first few dozen, so the percentiles there cover those kills, made at that rate;
 * ``within_budget_kills`` (carried out, all rates) and
   ``within_budget_give_ups`` (supervisors that gave up: must be 0).
+
+Then the same three rates against the sustained workload (:mod:`bench._sustained`:
+10,000 processes under 1,000 supervisors whose budgets allow 1,000 kills/s),
+20, 20 and 10 s, a fresh node per rate; the ``sustained`` object holds
+``recovery_p50_ms``/``recovery_p99_ms``/``recovery_max_ms`` by rate,
+``sustained_kills`` (carried out, all rates), ``sustained_give_ups``,
+``skipped_other`` (anything skipped but for the budget: ``late`` when the
+engine fell behind), ``ack_p99_ms`` (the kill command's round trip), CPU per
+kill of this process (the observer side) and of the node, and its targets.
+``--sustained-only`` leaves the demo runs out; ``--quick`` is 1 s per rate.
 """
 
 from __future__ import annotations
