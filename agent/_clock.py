@@ -19,6 +19,7 @@ import actors
 if TYPE_CHECKING:
     from ._collector import Collector
     from ._session import Session
+    from ._source import Source
 
 log = logging.getLogger("agent")
 
@@ -26,7 +27,7 @@ log = logging.getLogger("agent")
 class Clock:
     """Needs the agent's node, sessions, collector, loop and the methods below."""
 
-    node: actors.Node
+    source: Source
     sessions: list[Session]
     collector: Collector
     heartbeat: float
@@ -108,8 +109,8 @@ class Clock:
         """A tick overdue by more than ``block_threshold`` means the host loop is
         blocked right now; the first tick after it, that it is free again."""
         last = self._host_last
-        if last is None:
-            return
+        if last is None or (self._blocked_since is None and not self.source.loop.is_running()):
+            return  # no host loop running (between two asyncio.run calls, say): nothing is blocked
         overdue = now - last - self.heartbeat
         if self._blocked_since is None:
             if overdue > self.block_threshold:
@@ -140,8 +141,8 @@ class Clock:
             # nobody attached (no wake-ups), or the host loop is blocked and
             # cannot run its hand-off: drain on our own clock
             self._drain()
-        elif self._fresh and any(s.ready for s in self.sessions):
-            self._recheck_fresh()
+        elif any(s.ready for s in self.sessions):
+            self.source.recheck()
 
     def _host_tick(self) -> None:
         """Runs on the host loop every ``heartbeat``: how late was it? Then it
@@ -160,7 +161,7 @@ class Clock:
         if self._stopping:
             return
         self._tick_due = now + self.heartbeat
-        self._tick_handle = self.node.loop.call_later(self.heartbeat, self._host_tick)
+        self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
         loop = self._loop
         if loop is not None:
             try:
@@ -170,17 +171,15 @@ class Clock:
             self.collector.tick_handoff()
 
     def _report_blocked(self, waited: float) -> None:
-        pid = name = None
         task = None
         try:
-            task = asyncio.current_task(self.node.loop)
+            task = asyncio.current_task(self.source.loop)
         except Exception:
             pass
-        if task is not None:
-            for p in self.node.iter_processes():
-                if p._task is task:
-                    pid, name = str(p.pid), p.name or p.label
-                    break
+        try:
+            pid, name = self.source.owner(task)
+        except Exception:
+            pid = name = None
         stack: list[dict[str, Any]] = []
         frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
         while frame is not None and len(stack) < 40:

@@ -19,6 +19,7 @@ from ._encode import meta_dict, meta_of
 if TYPE_CHECKING:
     from ._collector import Collector
     from ._session import Session
+    from ._source import Source
 
 log = logging.getLogger("agent")
 
@@ -36,6 +37,7 @@ class Sampling:
     """Needs the agent's node, sessions, counters and ``_publish``."""
 
     node: actors.Node
+    source: Source
     sessions: list[Session]
     collector: Collector
     seq: int
@@ -83,7 +85,7 @@ class Sampling:
         """One sampling scan pushed to every session; returns its cost in seconds."""
         t0 = time.perf_counter()
         try:
-            rows, msgs = self._scan()
+            rows, msgs = self.source.scan()
         except Exception:
             log.exception("agent: sampling failed")
             rows, msgs = [], 0
@@ -91,7 +93,7 @@ class Sampling:
         self.messages_total += msgs
         stats = {
             "time": time.time(),
-            "process_count": self.node.process_count(),
+            "process_count": self.source.count(),
             "messages": msgs,
             "messages_total": self.messages_total,
             "restarts": self.restarts,
@@ -101,6 +103,7 @@ class Sampling:
             "trace_dropped": self.collector.trace_dropped,
             "seq": self.seq,
             "sample_cost_ms": round(cost * 1000, 3),
+            **self.source.stats(),
         }
         self._lag_max = 0.0
         for s in self.sessions:

@@ -245,7 +245,7 @@ class Session:
             await self._fail(P.E_BUSY, "too many observers attached")
             return False
         self.role = role
-        self.commands = P.commands_for(role)
+        self.commands = tuple(c for c in P.commands_for(role) if c in agent.source.commands)
         audit.info("agent: %s attached from %s as %s", self.id, self.peer, role)
         await self._send_now(
             {
@@ -256,6 +256,7 @@ class Session:
                 "session": self.id,
                 "commands": list(self.commands),
                 "sample_hz": agent.sample_hz,
+                "node_kind": agent.source.kind,
             }
         )
         self.ready = True
@@ -412,7 +413,7 @@ class Session:
         procs = agent.node_processes()
         await self._write({"t": "snapshot_begin", "seq": seq, "count": len(procs), "node": agent.node_meta()})
         for i in range(0, len(procs), SNAPSHOT_CHUNK):
-            chunk = agent.records(procs[i : i + SNAPSHOT_CHUNK])
+            chunk = agent.node_records(procs[i : i + SNAPSHOT_CHUNK])
             await self._write({"t": "snapshot_chunk", "seq": seq, "procs": chunk})
             while self.replies:
                 await self._write(self.replies.popleft())

@@ -56,6 +56,7 @@ OPERATOR_COMMANDS: Final = (
     "trace",
     "flight_recorder",
     "dump",
+    "cancel",
 )
 """Commands that change the system: offered to and accepted from operators only."""
 ALL_COMMANDS: Final = READ_COMMANDS + OPERATOR_COMMANDS
