@@ -329,6 +329,7 @@ class AsyncioSource(Source):
         del self.live[tid]
         self.finished_total += 1
         try:
+            rec.name = _task_name(task)  # final: create_task(name=...) names it after the factory
             if task.cancelled():
                 state, exc = "cancelled", None
             else:
@@ -501,7 +502,8 @@ class AsyncioSource(Source):
         placed = rec.sup is not None
         report = None
         if exc is not None:
-            ag.crashes += 1
+            if not publish:  # else counted by Agent._publish
+                ag.crashes += 1
             report = self._report(rec, exc, when)
             ag.crash_log.ring.append(report)
             ag.crash_log.total += 1
@@ -587,7 +589,8 @@ class AsyncioSource(Source):
         reported (a callback's, a protocol's): a crash of a short-lived
         ``callback`` node under the loop, so it is listed like any crash."""
         ag = self._ag()
-        ag.crashes += 1
+        if not publish:  # else counted by Agent._publish
+            ag.crashes += 1
         key = self._key()
         label = (message or "exception in the event loop")[:120]
         report = ins.crash_report(
