@@ -145,6 +145,7 @@ class AsyncioSource(Source):
         loop's exception handler does not report them twice."""
         self._prev_factory: Any = None
         self._prev_handler: Any = None
+        self._prev_record_factory: Any = None
         self._on = False
         self.created_total = 0
         self.finished_total = 0
@@ -164,6 +165,8 @@ class AsyncioSource(Source):
     def attach(self, agent: Agent) -> None:
         self.agent = agent
         self._on = True
+        self._prev_record_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(self._make_record)
         self._install_soon(self.loop)
 
     def _install_soon(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -214,6 +217,8 @@ class AsyncioSource(Source):
 
     def detach(self) -> None:
         self._on = False
+        if logging.getLogRecordFactory() == self._make_record:
+            logging.setLogRecordFactory(self._prev_record_factory)
         loop = self.loop
         if loop.is_closed():
             return
@@ -374,6 +379,34 @@ class AsyncioSource(Source):
         else:
             loop.default_exception_handler(context)
 
+    def _make_record(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        """The log-record factory (chained): an error logged with its exception
+        on the host loop -- a framework reporting a failed request handler,
+        say -- becomes a crash report under the task that logged it. Logging
+        itself is unchanged."""
+        record: logging.LogRecord = self._prev_record_factory(*args, **kwargs)
+        if record.levelno >= logging.ERROR and record.exc_info and self._on:
+            try:
+                self._logged(record)
+            except Exception:
+                self._hook_failed()
+        return record
+
+    def _logged(self, record: logging.LogRecord) -> None:
+        try:
+            if asyncio.get_running_loop() is not self.loop:
+                return
+        except RuntimeError:
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BaseException) or id(exc) in self._crashed:
+            return
+        self._note_crash(exc)
+        task = asyncio.current_task(self.loop)
+        trec = self._rec_of(task) if task is not None else None
+        msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        self._put(("logged", trec, exc, f"{record.name}: {msg[:200]}", time.time()))
+
     # -- agent side: events --------------------------------------------------------------------
 
     def _ag(self) -> Agent:
@@ -404,6 +437,8 @@ class AsyncioSource(Source):
             return self._exit(ev[1], ev[2], ev[3], ev[4], publish=True)
         if kind == "loop_exc":
             return self._loop_exception(ev[1], ev[2], ev[3], publish=True)
+        if kind == "logged":
+            return self._loop_exception(ev[3], ev[2], ev[4], publish=True, task=ev[1])
         if kind == "loop":
             return self._loop_changed(ev[1])
         return None
@@ -414,6 +449,8 @@ class AsyncioSource(Source):
             self._exit(ev[1], ev[2], ev[3], ev[4], publish=False)
         elif kind == "loop_exc":
             self._loop_exception(ev[1], ev[2], ev[3], publish=False)
+        elif kind == "logged":
+            self._loop_exception(ev[3], ev[2], ev[4], publish=False, task=ev[1])
         elif kind == "loop":
             self._loop_changed(ev[1], publish=False)
 
@@ -583,15 +620,19 @@ class AsyncioSource(Source):
         )
 
     def _loop_exception(
-        self, message: str | None, exc: BaseException, when: float, *, publish: bool
+        self, message: str | None, exc: BaseException, when: float, *, publish: bool, task: TaskRec | None = None
     ) -> dict[str, Any] | None:
-        """An error the loop's exception handler saw outside any task we
-        reported (a callback's, a protocol's): a crash of a short-lived
-        ``callback`` node under the loop, so it is listed like any crash."""
+        """An error seen outside a task's own end: one the loop's exception
+        handler saw (a callback's, a protocol's: kind ``callback``, under the
+        loop), or one logged with its exception on the loop (kind ``logged``,
+        under the task that logged it). It becomes the crash of a short-lived
+        node, so it is listed, grouped and kept like any crash."""
         ag = self._ag()
         if not publish:  # else counted by Agent._publish
             ag.crashes += 1
         key = self._key()
+        kind = "callback" if task is None else "logged"
+        sup = task.key if task is not None and task.key in self.shown else self.root_key
         label = (message or "exception in the event loop")[:120]
         report = ins.crash_report(
             exc,
@@ -599,19 +640,18 @@ class AsyncioSource(Source):
             name=None,
             label=label,
             when=when,
-            kind="callback",
-            supervisor=self.root_key,
-            ancestry=[{"pid": self.root_key, "name": "loop"}, {"pid": key, "name": None}],
+            kind=kind,
+            supervisor=sup,
+            ancestry=[*self._ancestry(sup), {"pid": key, "name": None}],
             policy=ag.policy,
-            extra={"message_text": message},
+            extra={"message_text": message, "task": None if task is None else task.key},
         )
         ag.crash_log.ring.append(report)
         ag.crash_log.total += 1
         if not publish:
             return None
         self._publish(
-            {"ev": "spawn", "pid": key, "name": None, "label": label, "parent": None, "time": when}
-            | _meta(self.root_key, "callback")
+            {"ev": "spawn", "pid": key, "name": None, "label": label, "parent": None, "time": when} | _meta(sup, kind)
         )
         return {
             "ev": "exit",
