@@ -21,6 +21,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from . import client, protocol
+from ._env import refuse_renamed_env
 from ._redact import RedactionPolicy, Redactor
 
 if TYPE_CHECKING:
@@ -66,17 +67,17 @@ def _parse_bind(bind: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def _tls(cert: str | None, key: str | None, client_ca: str | None) -> ssl.SSLContext | None:
+def _tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
     if not cert:
-        if key or client_ca:
+        if key or ca:
             raise ValueError("TLS options given without a certificate (tls_cert)")
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    if client_ca:
+    if ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(client_ca)
+        ctx.load_verify_locations(ca)
     return ctx
 
 
@@ -106,7 +107,7 @@ def start(
     read_token: str | bytes | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
-    tls_client_ca: str | None = None,
+    tls_ca: str | None = None,
     **options: object,
 ) -> Agent:
     """Start an agent for ``node`` in a thread of its own and return it once listening.
@@ -119,7 +120,7 @@ def start(
 
     ``token`` grants the operator role (every command), ``read_token`` the
     read-only role. Without a token one is generated (``agent.token``).
-    ``tls_cert``/``tls_key`` turn on TLS; ``tls_client_ca`` also requires
+    ``tls_cert``/``tls_key`` turn on TLS; ``tls_ca`` also requires
     client certificates signed by that CA (mutual TLS). Other options are
     :class:`Agent`'s keyword arguments (``sample_hz``, ``event_limit``, ...).
     Call from the node's loop thread or any other thread once the node's
@@ -135,7 +136,7 @@ def start(
         port=port,
         token=tok,
         read_token=_bytes(read_token),
-        ssl_context=_tls(tls_cert, tls_key, tls_client_ca),
+        ssl_context=_tls(tls_cert, tls_key, tls_ca),
         **options,  # type: ignore[arg-type]
     )
     return agent.start()
@@ -181,16 +182,18 @@ def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) 
     ``OBSERVER_AGENT_BIND`` (HOST:PORT), ``OBSERVER_AGENT_TOKEN`` or
     ``OBSERVER_AGENT_TOKEN_FILE`` (operator), ``OBSERVER_AGENT_READ_TOKEN`` or
     ``OBSERVER_AGENT_READ_TOKEN_FILE`` (read-only), ``OBSERVER_AGENT_TLS_CERT``,
-    ``OBSERVER_AGENT_TLS_KEY``, ``OBSERVER_AGENT_TLS_CLIENT_CA``,
+    ``OBSERVER_AGENT_TLS_KEY``, ``OBSERVER_AGENT_TLS_CA``,
     ``OBSERVER_AGENT_SAMPLE_HZ``.
 
     Dial-out (see :func:`dial`): ``OBSERVER_DIAL`` (HOST:PORT of the
     observer's agent listener; the agent then listens on loopback only unless
     ``OBSERVER_AGENT_BIND`` says otherwise), ``OBSERVER_DIAL_NAME`` (default:
     the host name), ``OBSERVER_DIAL_TLS`` (1: TLS, verified against the system
-    store), ``OBSERVER_DIAL_CA``, ``OBSERVER_DIAL_CERT``, ``OBSERVER_DIAL_KEY``,
-    ``OBSERVER_DIAL_SERVER_NAME``.
+    store), ``OBSERVER_DIAL_TLS_CA``, ``OBSERVER_DIAL_TLS_CERT``,
+    ``OBSERVER_DIAL_TLS_KEY``, ``OBSERVER_DIAL_SERVER_HOSTNAME``.
+    A variable renamed in 0.2.0 is refused with its new name (:mod:`._env`).
     """
+    refuse_renamed_env()
     dial_to = os.environ.get("OBSERVER_DIAL")
     bind = os.environ.get("OBSERVER_AGENT_BIND") or ("127.0.0.1:0" if dial_to else None)
     if not bind:
@@ -208,7 +211,7 @@ def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) 
         read_token=_env_secret("OBSERVER_AGENT_READ_TOKEN"),
         tls_cert=os.environ.get("OBSERVER_AGENT_TLS_CERT"),
         tls_key=os.environ.get("OBSERVER_AGENT_TLS_KEY"),
-        tls_client_ca=os.environ.get("OBSERVER_AGENT_TLS_CLIENT_CA"),
+        tls_ca=os.environ.get("OBSERVER_AGENT_TLS_CA"),
         **opts,
     )
     if dial_to:
@@ -218,10 +221,10 @@ def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) 
                 dial_to,
                 name=os.environ.get("OBSERVER_DIAL_NAME") or socket.gethostname(),
                 tls=os.environ.get("OBSERVER_DIAL_TLS", "") in ("1", "true", "yes"),
-                tls_ca=os.environ.get("OBSERVER_DIAL_CA") or None,
-                tls_cert=os.environ.get("OBSERVER_DIAL_CERT") or None,
-                tls_key=os.environ.get("OBSERVER_DIAL_KEY") or None,
-                server_hostname=os.environ.get("OBSERVER_DIAL_SERVER_NAME") or None,
+                tls_ca=os.environ.get("OBSERVER_DIAL_TLS_CA") or None,
+                tls_cert=os.environ.get("OBSERVER_DIAL_TLS_CERT") or None,
+                tls_key=os.environ.get("OBSERVER_DIAL_TLS_KEY") or None,
+                server_hostname=os.environ.get("OBSERVER_DIAL_SERVER_HOSTNAME") or None,
             )
         except BaseException:
             ag.stop()

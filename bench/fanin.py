@@ -168,7 +168,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 "--port",
                 "0",
                 "--no-browser",
-                "--token-file",
+                "--node-token-file",
                 str(tokens),
             ]
             cmd += ["--allow-destructive-actions"]  # the nodes have an operator token only
@@ -176,7 +176,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 cmd += ["--attach", f"n{i}={a}"]
             progress("starting the observer")
             observer = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, text=True, env=env | {"OBSERVER_TOKEN": login}, cwd=ROOT
+                cmd, stdout=subprocess.PIPE, text=True, env=env | {"OBSERVER_LOGIN_TOKEN": login}, cwd=ROOT
             )
             base = _read_until(observer, URL_RE, 120).group(1)
             http = requests.Session()

@@ -1,4 +1,6 @@
 # The observer: `observer serve ...` (gunicorn gthread worker, see observer/serve.py).
+# Secrets from files (Docker secrets): --node-token-file, --login-token-file, or the
+# OBSERVER_NODE_TOKEN_FILE / OBSERVER_LOGIN_TOKEN_FILE environment variables.
 # Build from the repository root:  docker build -f docker/observer.Dockerfile -t observer .
 # The browser's socket.io client comes from npm (web/package-lock.json), in a build stage.
 

@@ -87,9 +87,9 @@ class ObserverConfig:
     """``host:port`` to accept agents that dial in (:mod:`observer.dialin`)."""
     listen_agents_ssl: Any = None
     """Server ``ssl.SSLContext`` for that listener (:func:`observer.dialin.server_ssl_context`)."""
-    certfile: str | None = None
+    tls_cert: str | None = None
     """HTTPS certificate (``tls`` is then True); served by gunicorn."""
-    keyfile: str | None = None
+    tls_key: str | None = None
     message_queue: str | None = None
     """``redis://...``: Flask-SocketIO's message queue, so several servers share the fan-out."""
     live_publisher: bool = True

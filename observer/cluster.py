@@ -4,18 +4,21 @@ removed at run time.
 The config file (``observer serve --config FILE``) is TOML::
 
     [tls]                         # defaults for nodes with tls = true (optional)
-    ca_file = "ca.pem"            # verify the agents' certificates with this CA
-    cert_file = "observer.pem"    # our client certificate (mutual TLS, optional)
-    key_file = "observer.key"
+    ca = "ca.pem"                 # verify the agents' certificates with this CA
+    cert = "observer.pem"         # our client certificate (mutual TLS, optional)
+    key = "observer.key"
 
     [[nodes]]
     name = "payments-1"           # the node's name in URLs (default: the address)
     address = "10.0.0.5:4711"
     token_file = "/run/secrets/payments-1"   # or token_env = "PAYMENTS_1_TOKEN"
-    tls = true                    # or a table: {ca_file, cert_file, key_file, server_hostname}
+    tls = true                    # or a table: {ca, cert, key, server_hostname}
 
 Relative paths are relative to the file. A ``token`` key is refused: tokens
-come from files or the environment only.
+come from files or the environment only. The TLS triple is spelled ``cert``,
+``key``, ``ca`` here as everywhere (``--tls-cert``, ``OBSERVER_AGENT_TLS_CERT``,
+``agent.start(tls_cert=...)``); the names before 0.2.0 (``ca_file``,
+``cert_file``, ``key_file``) are refused with the new name.
 
 Run time (operator role only, CSRF-checked like every state change, audited
 before they act): ``POST /api/nodes`` ``{"name", "address", "token"?, "tls"?}``
@@ -51,15 +54,25 @@ __all__ = ["ClusterConfig", "agent_ssl_context", "cluster_health", "load_config"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
 """Node names: they go into URLs and Socket.IO rooms."""
 
+TLS_KEYS = ("ca", "cert", "key", "server_hostname")
+"""The keys of a ``tls`` table."""
+
+RENAMED_TLS_KEYS = {"ca_file": "ca", "cert_file": "cert", "key_file": "key"}
+"""Keys of a ``tls`` table before 0.2.0, and their names now."""
+
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     """Client-side TLS for agent links."""
 
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca: str | None = None
+    """Verify the agent's certificate against this CA file (None: the system store)."""
+    cert: str | None = None
+    """Our client certificate (mutual TLS)."""
+    key: str | None = None
+    """The private key of ``cert``."""
     server_hostname: str | None = None
+    """The name the agent's certificate must carry (None: the address's host)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +94,13 @@ class ClusterConfig:
 
 def agent_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     """A client context for an agent link: verify the agent's certificate against
-    ``ca_file`` (the system store without it), present ``cert_file`` when given."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    ``ca`` (the system store without it), present ``cert`` when given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    elif tls.key_file:
-        raise ValueError("key_file given without cert_file")
+    if tls.cert:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    elif tls.key:
+        raise ValueError("a TLS key given without a cert")
     return ctx
 
 
@@ -106,17 +119,21 @@ def _path(base: Path, value: Any, what: str) -> str | None:
 def _tls(base: Path, raw: Any, where: str) -> TlsSettings:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where} must be a table")
-    unknown = set(raw) - {"ca_file", "cert_file", "key_file", "server_hostname"}
+    renamed = sorted(set(raw) & set(RENAMED_TLS_KEYS))
+    if renamed:
+        new = ", ".join(f"{old} is now {RENAMED_TLS_KEYS[old]}" for old in renamed)
+        raise ValueError(f"{where}: renamed key(s) in 0.2.0: {new}")
+    unknown = set(raw) - set(TLS_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     hostname = raw.get("server_hostname")
     if hostname is not None and not isinstance(hostname, str):
         raise ValueError(f"{where}.server_hostname must be a string")
     return TlsSettings(
-        _path(base, raw.get("ca_file"), f"{where}.ca_file"),
-        _path(base, raw.get("cert_file"), f"{where}.cert_file"),
-        _path(base, raw.get("key_file"), f"{where}.key_file"),
-        hostname,
+        ca=_path(base, raw.get("ca"), f"{where}.ca"),
+        cert=_path(base, raw.get("cert"), f"{where}.cert"),
+        key=_path(base, raw.get("key"), f"{where}.key"),
+        server_hostname=hostname,
     )
 
 

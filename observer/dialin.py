@@ -4,7 +4,7 @@ For nodes behind NAT or in containers the agent opens the connection
 (:mod:`agent._dial`); only the set-up is reversed. :class:`DialInListener`
 accepts on the attach manager's loop, optionally upgrades to TLS (mutual
 TLS when a client CA is given), reads the agent's ``dial`` frame (its node
-name), picks that node's token (``--token-file`` lines ``NAME TOKEN``, or
+name), picks that node's token (``--node-token-file`` lines ``NAME TOKEN``, or
 the ``*`` token) and runs the ordinary handshake as the authenticating side
 (:meth:`agent.client.AgentClient.over`): the agent must prove it holds the
 token too. The authenticated client is handed to the node's
@@ -45,15 +45,15 @@ MAX_PENDING = 64
 """Connections still in TLS or the handshake at once; more are closed at once (and counted)."""
 
 
-def server_ssl_context(cert: str, key: str | None, client_ca: str | None = None) -> ssl.SSLContext:
-    """The listener's TLS context; ``client_ca`` requires agents to present a
+def server_ssl_context(cert: str, key: str | None, ca: str | None = None) -> ssl.SSLContext:
+    """The listener's TLS context; ``ca`` requires agents to present a
     certificate signed by it (mutual TLS)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    if client_ca:
+    if ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(client_ca)
+        ctx.load_verify_locations(ca)
     return ctx
 
 

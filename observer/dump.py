@@ -1,4 +1,4 @@
-"""``observer open DUMP``: a post-mortem dump served in the usual UI, as a frozen node.
+"""A post-mortem dump served in the usual UI, as a frozen node (``observer open DUMP``).
 
 The dump (written by the agent, see ``agent/_dump.py`` and docs/protocol.md)
 is read once; its processes feed a :class:`NodeModel` exactly as an agent's
@@ -19,12 +19,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import secrets
-import signal
 from collections.abc import Callable
 from typing import Any
-
-import click
 
 from agent import protocol as P
 from agent.client import AgentError
@@ -33,7 +29,7 @@ from .attach import E_NOT_CONNECTED, AttachManager
 from .model import Change, NodeModel
 from .store import HistoryStore
 
-__all__ = ["FrozenAttachment", "install", "load", "model_from_dump", "open_cmd"]
+__all__ = ["FrozenAttachment", "install", "load", "model_from_dump"]
 
 FROZEN_REASON = "post-mortem dump (frozen: no agent)"
 
@@ -176,65 +172,3 @@ def install(manager: AttachManager, store: HistoryStore | None, path: str, name:
             store.record(key, m)
     manager.adopt(att)
     return att
-
-
-def _login_token(path: str | None) -> str:
-    if path:
-        with open(path, encoding="utf-8") as f:
-            text = f.read().strip()
-        if not text:
-            raise click.UsageError(f"{path} is empty")
-        return text
-    return os.environ.get("OBSERVER_TOKEN") or secrets.token_urlsafe(24)
-
-
-@click.command(name="open")
-@click.argument("dump", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", default=None, help="the node's name in the UI (default: dump-<node>-<ospid>)")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (loopback by default)")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite history (default: temporary)")
-@click.option("--login-token-file", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--no-browser", is_flag=True, help="do not open a browser")
-def open_cmd(
-    dump: str, name: str | None, port: int, host: str, db: str | None, login_token_file: str | None, no_browser: bool
-) -> None:
-    """Serve a post-mortem DUMP in the observer, as a frozen node (read-only)."""
-    import webbrowser
-
-    from . import cli
-    from .app import ObserverConfig, ObserverState, create_app
-    from .serve import bind_socket, serve
-
-    try:
-        load(dump)  # a clear error before binding anything
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    sock = bind_socket(host, port)
-    config = ObserverConfig(
-        host=host,
-        port=int(sock.getsockname()[1]),
-        login_token=_login_token(login_token_file),
-        allow_destructive_actions=False,
-        db=db,
-    )
-    url = f"{config.url()}/login?token={config.login_token}"
-    click.echo(f"observer: post-mortem dump {dump} (frozen, read-only)")
-    click.echo(f"observer: open {url}", nl=True)
-    if not no_browser:
-        webbrowser.open(url)
-    signal.signal(signal.SIGTERM, cli._raise_exit)
-    states: list[ObserverState] = []
-
-    def factory() -> Any:
-        app, socketio = create_app(config)
-        state = app.extensions["observer"]
-        states.append(state)
-        install(state.manager, state.store, dump, name)
-        return app, socketio
-
-    def on_exit() -> None:
-        for s in states:
-            s.close()
-
-    serve(factory, sock, async_mode=config.async_mode, on_exit=on_exit)

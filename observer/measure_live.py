@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=50)
     ap.add_argument("--modes", default="threading,eventlet")
     args = ap.parse_args()
-    os.environ.pop("OBSERVER_TOKEN", None)
+    os.environ.pop("OBSERVER_LOGIN_TOKEN", None)
     for mode in args.modes.split(","):
         print(json.dumps(measure(mode, args.kills)), flush=True)
     return 0

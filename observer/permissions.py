@@ -7,7 +7,7 @@ A login token file holds one token per line, optionally with its grant::
     Zx9...  role=read name=dashboard
 
 A file with one bare token (the single-token form of ``--login-token-file``
-and ``OBSERVER_TOKEN``) grants the operator role with every action.
+and ``OBSERVER_LOGIN_TOKEN``) grants the operator role with every action.
 ``role=read`` allows ``inspect`` only (and can be narrowed to nothing with
 ``actions=``); ``role=operator`` allows every action unless ``actions=``
 lists fewer, and is the only role that may add or remove nodes.

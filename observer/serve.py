@@ -98,11 +98,11 @@ def serve(
     threads: int = 64,
     on_exit: Callable[[], None] | None = None,
     log_level: str = "warning",
-    certfile: str | None = None,
-    keyfile: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """Serve the app built by ``factory`` on the listening ``sock`` until stopped
-    (HTTPS with ``certfile``/``keyfile``, threading mode only)."""
+    (HTTPS with ``tls_cert``/``tls_key``, threading mode only)."""
     if async_mode == "eventlet" and not gunicorn_has_eventlet():
         _serve_eventlet(factory, sock, on_exit)
         return
@@ -120,8 +120,8 @@ def serve(
         "preload_app": False,
         "proc_name": "observer",
     }
-    if certfile:
-        options.update({"certfile": certfile, "keyfile": keyfile})
+    if tls_cert:
+        options.update({"certfile": tls_cert, "keyfile": tls_key})
     ObserverGunicorn(factory, options, on_exit).run()
 
 

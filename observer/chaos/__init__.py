@@ -11,7 +11,7 @@ observer's SQLite history).
   :mod:`.targets` -- victim selection; :mod:`.hypothesis` -- the checks;
 * :mod:`.journal` -- the journal and its SQLite table; :mod:`.runner` -- a run
   with an attach manager of its own (CLI, chaostoolkit, bench);
-* :mod:`.cli` -- ``observer chaos``; :mod:`.web` -- the Chaos page and ``/api/chaos``.
+* :mod:`.web` -- the Chaos page and ``/api/chaos`` (``observer chaos`` is in :mod:`observer.cli.chaos`).
 """
 
 from .engine import Engine

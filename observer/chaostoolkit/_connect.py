@@ -3,7 +3,8 @@
 Configuration keys: ``observer_agent`` (``HOST:PORT``, or env ``OBSERVER_AGENT``),
 ``observer_token_file`` (a file holding the operator token). Secrets: an
 ``observer`` secret with a ``token`` key (give ``secrets: ["observer"]`` in the
-provider). Otherwise ``OBSERVER_AGENT_TOKEN_FILE`` / ``OBSERVER_AGENT_TOKEN``.
+provider). Otherwise ``OBSERVER_NODE_TOKEN_FILE`` / ``OBSERVER_NODE_TOKEN`` (the
+observer's token for reaching agents, as for ``observer serve``).
 A token never appears in the experiment or the journal.
 """
 
@@ -25,17 +26,17 @@ def _token(configuration: dict[str, Any], secrets: dict[str, Any]) -> str:
     tok = secrets.get("token") if isinstance(secrets, dict) else None
     if isinstance(tok, str) and tok.strip():
         return tok.strip()
-    path = configuration.get("observer_token_file") or os.environ.get("OBSERVER_AGENT_TOKEN_FILE")
+    path = configuration.get("observer_token_file") or os.environ.get("OBSERVER_NODE_TOKEN_FILE")
     if path:
         text = Path(str(path)).read_text(encoding="utf-8").strip()
         if text:
             return text
-    env = os.environ.get("OBSERVER_AGENT_TOKEN", "").strip()
+    env = os.environ.get("OBSERVER_NODE_TOKEN", "").strip()
     if env:
         return env
     raise ValueError(
         "no agent token: set the observer_token_file configuration, an 'observer' secret with a token, "
-        "or OBSERVER_AGENT_TOKEN(_FILE)"
+        "or OBSERVER_NODE_TOKEN(_FILE)"
     )
 
 

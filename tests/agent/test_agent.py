@@ -475,6 +475,23 @@ async def test_agent_start_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: A
         node.stop_thread()
 
 
+def test_start_from_env_refuses_variables_renamed_in_0_2_with_their_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old TLS variable is an error, never ignored: mutual TLS must not be silently off."""
+    monkeypatch.setenv("OBSERVER_AGENT_BIND", "127.0.0.1:0")
+    monkeypatch.setenv("OBSERVER_AGENT_TOKEN", "env-token-123456")
+    monkeypatch.setenv("OBSERVER_AGENT_TLS_CLIENT_CA", "/etc/ca.pem")
+    monkeypatch.setenv("OBSERVER_DIAL_CERT", "/etc/cert.pem")
+    node = actors.Node.start_in_thread()
+    try:
+        with pytest.raises(ValueError) as err:
+            agent.start_from_env(node)
+        msg = str(err.value)
+        assert "OBSERVER_AGENT_TLS_CLIENT_CA is now OBSERVER_AGENT_TLS_CA" in msg
+        assert "OBSERVER_DIAL_CERT is now OBSERVER_DIAL_TLS_CERT" in msg
+    finally:
+        node.stop_thread()
+
+
 async def _churn(proc: actors.Process) -> None:
     while True:
         child = proc.node.spawn(idle)

@@ -148,7 +148,7 @@ async def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
         token="mtls-token-0123456789",
         tls_cert=str(cert),
         tls_key=str(key),
-        tls_client_ca=str(ccert),
+        tls_ca=str(ccert),
     )
     try:
         ctx = ssl.create_default_context(cafile=str(cert))
@@ -176,7 +176,7 @@ def test_tls_options_without_a_certificate_are_an_error() -> None:
     node = actors.Node.start_in_thread()
     try:
         with pytest.raises(ValueError):
-            agent.start(node, "127.0.0.1:0", token="x" * 20, tls_client_ca="/nonexistent")
+            agent.start(node, "127.0.0.1:0", token="x" * 20, tls_ca="/nonexistent")
     finally:
         node.stop_thread()
 

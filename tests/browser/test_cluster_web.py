@@ -27,7 +27,7 @@ class ClusterServer:
         self.nodes = {"a": NodeProcess(seed=1), "b": NodeProcess(seed=2)}
         (tmp / "logins").write_text(f"{OPERATOR} role=operator name=op\n{READER} role=read name=reader\n")
         (tmp / "agents").write_text(READ_TOKEN)
-        argv = [sys.executable, "-m", "observer", "serve", "--port", "0", "--no-browser", "--token-file",
+        argv = [sys.executable, "-m", "observer", "serve", "--port", "0", "--no-browser", "--node-token-file",
                 str(tmp / "agents"), "--login-token-file", str(tmp / "logins")]  # fmt: skip
         for name, n in self.nodes.items():
             argv += ["--attach", f"{name}={n.address}"]

@@ -35,7 +35,7 @@ def chaos_run(tmp_path: Path, experiment: dict[str, Any]) -> tuple[subprocess.Co
     exp = tmp_path / "experiment.json"
     exp.write_text(json.dumps(experiment))
     journal = tmp_path / "journal.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_AGENT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBSERVER_AGENT", "OBSERVER_NODE"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
         [str(CHAOS), "--no-version-check", "--no-log-file", "run", str(exp), "--journal-path", str(journal)],

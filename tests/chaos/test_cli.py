@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import actors
 from observer.cli import main
+from observer.cli.chaos import chaos, experiment_from_options
 from tests.chaos.conftest import READ_TOKEN, TOKEN, DemoHost
 from tests.chaos.test_engine import idle
 
@@ -62,7 +63,7 @@ def test_an_experiment_file_that_holds_exits_0_and_writes_the_journal(
     exp = tmp_path / "exp.yaml"
     exp.write_text(YAML)
     out = tmp_path / "journal.json"
-    args = ["chaos", "--attach", demo_host.address, "--token-file", token_file, "--experiment", str(exp)]
+    args = ["chaos", "--attach", demo_host.address, "--node-token-file", token_file, "--experiment", str(exp)]
     res = CliRunner().invoke(main, [*args, "--journal", str(out)])
     assert res.exit_code == 0, res.output
     assert "hypothesis HELD" in res.output
@@ -81,14 +82,27 @@ def test_an_unbounded_run_on_a_fragile_tree_exits_1_with_the_evidence(
     fragile: DemoHost, token_file: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "journal.json"
-    args = ["chaos", "--attach", fragile.address, "--token-file", token_file, "--root", "fragile"]
-    args += ["--mode", "unbounded", "--rate", "50", "--kills", "20", "--settle", "2", "--journal", str(out), "--quiet"]
+    args = ["chaos", "--attach", fragile.address, "--node-token-file", token_file, "--root", "fragile"]
+    args += [
+        "--mode",
+        "unbounded",
+        "--rate",
+        "50",
+        "--kills",
+        "20",
+        "--settle-s",
+        "2",
+        "--journal",
+        str(out),
+        "--quiet",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1, res.output
     assert "hypothesis NOT HELD" in res.output
     assert "DEVIATION" in res.output and "gave up" in res.output
     j = json.loads(out.read_text())
     assert j["status"] == "deviated"
+    assert j["experiment"]["settle_s"] == 2
     assert j["gave_up"][0]["intensity"] == 1
     budgets = list(j["budgets"].values())
     assert budgets[0]["name"] == "fragile" and budgets[0]["gave_up"] is True
@@ -97,21 +111,28 @@ def test_an_unbounded_run_on_a_fragile_tree_exits_1_with_the_evidence(
 
 def test_usage_errors_exit_2(demo_host: DemoHost, token_file: str, tmp_path: Path) -> None:
     r = CliRunner()
-    res = r.invoke(main, ["chaos", "--attach", "nonsense", "--token-file", token_file, "--kills", "1"])
+    res = r.invoke(main, ["chaos", "--attach", "nonsense", "--node-token-file", token_file, "--kills", "1"])
     assert res.exit_code == 2 and "HOST:PORT" in res.output
     bad = tmp_path / "bad.json"
     provider = {"type": "observer", "func": "kill", "arguments": {"policy": "x", "kills": 1}}
     action = {"type": "action", "provider": provider}
     bad.write_text(json.dumps({"title": "x", "method": [action]}))
-    res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--token-file", token_file, "--experiment", str(bad)])
+    res = r.invoke(
+        main, ["chaos", "--attach", demo_host.address, "--node-token-file", token_file, "--experiment", str(bad)]
+    )
     assert res.exit_code == 2 and "method[0].provider.arguments: policy must be one of" in res.output
-    res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--token-file", token_file])
+    res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--node-token-file", token_file])
     assert res.exit_code == 2 and "give kills or duration_s" in res.output
-    res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--kills", "1"], env={"OBSERVER_AGENT_TOKEN": ""})
-    assert res.exit_code == 2 and "no agent token" in res.output
+    env = {"OBSERVER_NODE_TOKEN": "", "OBSERVER_NODE_TOKEN_FILE": "", "OBSERVER_AGENT_TOKEN": "agent-own-token"}
+    res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--kills", "1"], env=env)
+    assert res.exit_code == 2 and "no token for" in res.output and "--node-token-file" in res.output
+    assert "OBSERVER_AGENT_TOKEN is the agent's own token" in res.output
+    for old in (["--duration", "5"], ["--settle", "1"], ["--token-file", token_file]):
+        res = r.invoke(main, ["chaos", "--attach", demo_host.address, "--kills", "1", *old])
+        assert res.exit_code == 2 and "No such option" in res.output, old
     notyaml = tmp_path / "x.yaml"
     notyaml.write_text("title: [unclosed\n")
-    args = ["chaos", "--attach", demo_host.address, "--token-file", token_file]
+    args = ["chaos", "--attach", demo_host.address, "--node-token-file", token_file]
     res = r.invoke(main, [*args, "--experiment", str(notyaml)])
     assert res.exit_code == 2 and "not valid YAML" in res.output
 
@@ -119,6 +140,22 @@ def test_usage_errors_exit_2(demo_host: DemoHost, token_file: str, tmp_path: Pat
 def test_a_read_only_token_cannot_run_an_experiment(demo_host: DemoHost, tmp_path: Path) -> None:
     p = tmp_path / "read-token"
     p.write_text(READ_TOKEN)
-    res = CliRunner().invoke(main, ["chaos", "--attach", demo_host.address, "--token-file", str(p), "--kills", "1"])
+    res = CliRunner().invoke(
+        main, ["chaos", "--attach", demo_host.address, "--node-token-file", str(p), "--kills", "1"]
+    )
     assert res.exit_code == 3
     assert "cannot attach" in res.output or "not an operator token" in res.output
+
+
+def test_duration_flags_carry_their_unit_like_the_experiment_file() -> None:
+    args = ["--attach", "127.0.0.1:1", "--duration-s", "2.5", "--settle-s", "0.5", "--interval-ms", "40"]
+    args += ["--jitter-ms", "5", "--recovery-ms", "1500"]
+    with chaos.make_context("chaos", args) as ctx:
+        exp = experiment_from_options(ctx.params | {"_policy_given": False})
+    (spec,) = exp.method
+    assert (spec.duration_s, spec.interval_ms, spec.jitter_ms, exp.settle_s) == (2.5, 40.0, 5.0, 0.5)
+    assert exp.to_dict()["settle_s"] == 0.5
+    assert [p.tolerance for p in exp.probes if p.func == "recovery_ms"] == [1500.0]
+    with chaos.make_context("chaos", ["--attach", "127.0.0.1:1", "--rate", "20", "--kills", "3"]) as ctx:
+        (spec,) = experiment_from_options(ctx.params | {"_policy_given": False}).method
+    assert spec.interval_ms == 50.0 and spec.kills == 3

@@ -14,43 +14,119 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import requests
 import socketio
 from click.testing import CliRunner
 
-from observer.cli import main, read_agent_tokens
+from observer.cli import main
+from observer.cli.helpers import login_tokens, read_node_tokens
 from observer.serve import eventlet_available
 from tests.observer import wait_for
 
 URL_RE = re.compile(r"(http://127\.0\.0\.1:\d+)/login\?token=(\S+)")
+NO_NODE_TOKEN = {"OBSERVER_NODE_TOKEN": "", "OBSERVER_NODE_TOKEN_FILE": "", "OBSERVER_AGENT_TOKEN": ""}
 
 
 def test_help_lists_the_commands() -> None:
     out = CliRunner().invoke(main, ["--help"]).output
-    assert "demo" in out and "serve" in out
+    assert all(cmd in out for cmd in ("demo", "serve", "open", "chaos"))
     assert "--allow-destructive-actions" in CliRunner().invoke(main, ["demo", "--help"]).output
 
 
-def test_serve_needs_an_agent_token_from_a_file_or_the_environment(tmp_path: Path) -> None:
-    env = {"OBSERVER_AGENT_TOKEN": "", "OBSERVER_AGENT_TOKEN_FILE": ""}
-    res = CliRunner().invoke(main, ["serve", "--attach", "127.0.0.1:1", "--no-browser"], env=env)
-    assert res.exit_code == 2 and "no token" in res.output
-    res = CliRunner().invoke(main, ["serve", "--attach", "nonsense", "--no-browser"], env=env)
+def test_python_dash_m_observer_is_the_same_command() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "observer", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "Usage: observer [OPTIONS] COMMAND" in res.stdout and "chaos" in res.stdout
+
+
+def test_serve_needs_a_node_token_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["serve", "--attach", "127.0.0.1:1", "--no-browser"], env=NO_NODE_TOKEN)
+    assert res.exit_code == 2 and "no token for 127.0.0.1:1" in res.output and "--node-token-file" in res.output
+    res = CliRunner().invoke(main, ["serve", "--attach", "nonsense", "--no-browser"], env=NO_NODE_TOKEN)
     assert res.exit_code == 2 and "HOST:PORT" in res.output
-    assert "token" not in CliRunner().invoke(main, ["serve", "--help"]).output.split("--token-file")[0].lower()
+    assert "token" not in CliRunner().invoke(main, ["serve", "--help"]).output.split("--node-token-file")[0].lower()
 
 
-def test_agent_tokens_are_read_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_agents_own_token_is_not_a_node_token_and_the_error_says_so() -> None:
+    env = NO_NODE_TOKEN | {"OBSERVER_AGENT_TOKEN": "the-agents-own-token"}
+    res = CliRunner().invoke(main, ["serve", "--attach", "127.0.0.1:1", "--no-browser"], env=env)
+    assert res.exit_code == 2
+    assert "OBSERVER_AGENT_TOKEN is the agent's own token, not read by the observer" in res.output
+
+
+def test_node_tokens_are_read_from_files_then_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     one = tmp_path / "one"
     one.write_text("secret\n")
-    assert read_agent_tokens(str(one)) == {"*": "secret"}
+    assert read_node_tokens(str(one)) == {"*": "secret"}
     many = tmp_path / "many"
     many.write_text("# staging\nstaging-1 s1\n10.0.0.2:4711 s2\n")
-    assert read_agent_tokens(str(many)) == {"staging-1": "s1", "10.0.0.2:4711": "s2"}
-    monkeypatch.delenv("OBSERVER_AGENT_TOKEN_FILE", raising=False)
-    monkeypatch.setenv("OBSERVER_AGENT_TOKEN", "from-env")
-    assert read_agent_tokens(None) == {"*": "from-env"}
+    assert read_node_tokens(str(many)) == {"staging-1": "s1", "10.0.0.2:4711": "s2"}
+    monkeypatch.setenv("OBSERVER_AGENT_TOKEN", "the-agents-own")
+    monkeypatch.delenv("OBSERVER_NODE_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("OBSERVER_NODE_TOKEN", raising=False)
+    assert read_node_tokens(None) == {}
+    monkeypatch.setenv("OBSERVER_NODE_TOKEN", "from-env")
+    assert read_node_tokens(None) == {"*": "from-env"}
+    monkeypatch.setenv("OBSERVER_NODE_TOKEN_FILE", str(many))
+    assert read_node_tokens(None) == {"staging-1": "s1", "10.0.0.2:4711": "s2"}
+    bad = tmp_path / "bad"
+    bad.write_text("a b c\nd e\n")
+    with pytest.raises(click.UsageError, match="NAME_OR_HOST:PORT TOKEN"):
+        read_node_tokens(str(bad))
+
+
+def test_login_token_comes_from_observer_login_token_and_the_old_name_is_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for k in ("OBSERVER_LOGIN_TOKEN", "OBSERVER_LOGIN_TOKEN_FILE", "OBSERVER_TOKEN", "OBSERVER_TOKEN_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OBSERVER_LOGIN_TOKEN", "login-from-env-123")
+    assert login_tokens(None) == ("login-from-env-123", ())
+    f = tmp_path / "logins"
+    f.write_text("AAAAAAAA role=read name=r\n")
+    monkeypatch.setenv("OBSERVER_LOGIN_TOKEN_FILE", str(f))
+    token, grants = login_tokens(None)
+    assert token == "AAAAAAAA" and grants[0].role == "read"
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("OBSERVER_LOGIN_TOKEN_FILE")
+    monkeypatch.delenv("OBSERVER_LOGIN_TOKEN")
+    monkeypatch.setenv("OBSERVER_TOKEN", "old-name-token")
+    token, _ = login_tokens(None)
+    assert token != "old-name-token"  # not read: a fresh one
+    assert "OBSERVER_TOKEN is not read since 0.2.0: it is now OBSERVER_LOGIN_TOKEN" in capsys.readouterr().err
+
+
+def test_tls_flags_are_tls_cert_tls_key_and_tls_ca(tmp_path: Path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("not a certificate\n")
+    env = NO_NODE_TOKEN | {"OBSERVER_NODE_TOKEN": "t" * 20}
+    base = ["serve", "--attach", "127.0.0.1:1", "--no-browser"]
+    res = CliRunner().invoke(main, [*base, "--tls-cert", str(pem)], env=env)
+    assert res.exit_code == 2 and "--tls-cert and --tls-key go together" in res.output
+    res = CliRunner().invoke(main, [*base, "--host", "0.0.0.0"], env=env)
+    assert res.exit_code == 2 and "give --tls-cert/--tls-key" in res.output
+    res = CliRunner().invoke(main, ["demo", "--host", "0.0.0.0", "--no-browser"])
+    assert res.exit_code == 2 and "refusing plain HTTP" in res.output  # before the demo process starts
+    res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--agents-tls-ca", str(pem)], env=env)
+    assert res.exit_code == 2 and "need --agents-tls-cert" in res.output
+    res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--agents-tls-cert", str(pem)], env=env)
+    assert res.exit_code == 2 and "--agents-tls-cert:" in res.output  # not a PEM: a clear error, no traceback
+    for old in ("--certfile", "--keyfile", "--agents-certfile", "--agents-keyfile", "--agents-client-ca"):
+        res = CliRunner().invoke(main, [*base, old, str(pem)], env=env)
+        assert res.exit_code == 2 and "No such option" in res.output, old
+    for cmd in (["serve"], ["demo"], ["open", str(pem)]):
+        out = CliRunner().invoke(main, [*cmd, "--help"]).output
+        assert "--tls-cert" in out and "--tls-key" in out and "certfile" not in out, cmd
+
+
+def test_open_refuses_a_file_that_is_not_a_dump_before_binding(tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello\n")
+    res = CliRunner().invoke(main, ["open", str(f), "--port", "0", "--no-browser"])
+    assert res.exit_code == 1 and "is not a post-mortem dump" in res.output
 
 
 # -- end to end ---------------------------------------------------------------------------------

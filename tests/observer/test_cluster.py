@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from observer import AttachManager, HistoryStore
 from observer.app import AttachSpec, ObserverConfig, create_app
+from observer.cli import main
 from observer.cluster import load_config
 from observer.permissions import Grant, parse_login_tokens
 from tests.observer import READ_TOKEN, wait_for
@@ -251,7 +253,7 @@ def test_config_file_nodes_tokens_and_tls_settings(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("B_TOKEN", "token-b")
     cfg = tmp_path / "cluster.toml"
     cfg.write_text(
-        '[tls]\nca_file = "ca.pem"\n\n'
+        '[tls]\nca = "ca.pem"\n\n'
         '[[nodes]]\nname = "a"\naddress = "10.0.0.1:4711"\ntoken_file = "a.token"\ntls = true\n\n'
         '[[nodes]]\naddress = "10.0.0.2:4711"\ntoken_env = "B_TOKEN"\n'
     )
@@ -260,7 +262,7 @@ def test_config_file_nodes_tokens_and_tls_settings(tmp_path: Path, monkeypatch: 
         ("a", "10.0.0.1:4711", "token-a"),
         ("10.0.0.2:4711", "10.0.0.2:4711", "token-b"),
     ]
-    assert loaded.nodes[0].tls is not None and loaded.nodes[0].tls.ca_file == str(tmp_path / "ca.pem")
+    assert loaded.nodes[0].tls is not None and loaded.nodes[0].tls.ca == str(tmp_path / "ca.pem")
     assert loaded.nodes[1].tls is None
     for bad, msg in [
         ('[[nodes]]\naddress = "h:1"\ntoken = "inline"\n', "tokens are not written in the config"),
@@ -268,6 +270,8 @@ def test_config_file_nodes_tokens_and_tls_settings(tmp_path: Path, monkeypatch: 
         ('[[nodes]]\naddress = "h:1"\n', "token_file or token_env is required"),
         ('[[nodes]]\naddress = "h:1"\ntoken_env = "UNSET_VAR_X"\n', "is not set"),
         ('[[nodes]]\naddress = "h:1"\ntoken_env = "B_TOKEN"\nport = 3\n', "unknown key"),
+        ('[tls]\nca_file = "ca.pem"\ncert_file = "ca.pem"\n', "renamed key.*ca_file is now ca, cert_file is now cert"),
+        ('[tls]\ncertfile = "ca.pem"\n', "unknown key"),
         ("[[nodes]\n", "not valid TOML"),
         (
             '[[nodes]]\nname="x"\naddress = "h:1"\ntoken_env = "B_TOKEN"\n[[nodes]]\nname="x"\naddress = "h:2"\n'
@@ -299,11 +303,7 @@ def test_login_token_file_grants() -> None:
 
 
 def test_serve_rejects_bad_cluster_options_with_clear_errors(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from observer.cli import main
-
-    env = {"OBSERVER_AGENT_TOKEN": "", "OBSERVER_AGENT_TOKEN_FILE": ""}
+    env = {"OBSERVER_NODE_TOKEN": "", "OBSERVER_NODE_TOKEN_FILE": ""}
     cfg = tmp_path / "cluster.toml"
     cfg.write_text('[[nodes]]\naddress = "127.0.0.1:1"\ntoken = "inline-secret"\n')
     res = CliRunner().invoke(main, ["serve", "--config", str(cfg), "--no-browser"], env=env)
@@ -312,10 +312,10 @@ def test_serve_rejects_bad_cluster_options_with_clear_errors(tmp_path: Path) -> 
     res = CliRunner().invoke(main, ["serve", "--no-browser"], env=env)
     assert res.exit_code == 2 and "nothing to observe" in res.output
     res = CliRunner().invoke(main, ["serve", "--listen-agents", "127.0.0.1:0", "--no-browser"], env=env)
-    assert res.exit_code == 2 and "needs agent tokens" in res.output
+    assert res.exit_code == 2 and "needs node tokens" in res.output
     res = CliRunner().invoke(main, ["serve", "--listen-agents", "nowhere", "--no-browser"], env=env)
     assert res.exit_code == 2 and "HOST:PORT" in res.output
-    env["OBSERVER_AGENT_TOKEN"] = "t" * 20
+    env["OBSERVER_NODE_TOKEN"] = "t" * 20
     res = CliRunner().invoke(
         main, ["serve", "--attach", "127.0.0.1:1", "--message-queue", "amqp://x", "--no-browser"], env=env
     )

@@ -58,9 +58,9 @@ class Server:
         tokens = tmp / "agent.token"
         tokens.write_text(READ_TOKEN)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "observer", "serve", "--attach", f"n1={node.address}", "--token-file", str(tokens),
-             "--message-queue", redis_url, "--port", "0", "--no-browser", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(OBSERVER_TOKEN=LOGIN),
+            [sys.executable, "-m", "observer", "serve", "--attach", f"n1={node.address}",
+             "--node-token-file", str(tokens), "--message-queue", redis_url, "--port", "0", "--no-browser", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(OBSERVER_LOGIN_TOKEN=LOGIN),
         )  # fmt: skip
         assert self.proc.stdout is not None
         m, _ = read_line(self.proc.stdout, re.compile(r"open (http://127\.0\.0\.1:\d+)/login"), 60, "the URL")

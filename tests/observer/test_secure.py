@@ -60,26 +60,26 @@ def test_agent_links_over_tls_and_mutual_tls_attach_and_bad_certificates_are_ref
     tmp_path: Path, pki: Pki, hosts: list[Host]
 ) -> None:
     tls = _host(hosts, tls_cert=pki.server_cert, tls_key=pki.server_key)
-    mtls = _host(hosts, tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca)
+    mtls = _host(hosts, tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca)
     expired = _host(hosts, tls_cert=pki.expired_cert, tls_key=pki.expired_key)
     rogue = _host(hosts, tls_cert=pki.rogue_cert, tls_key=pki.rogue_key)
     # the config file path: [tls] defaults with our client certificate
     cfg = tmp_path / "cluster.toml"
     (tmp_path / "token").write_text(READ_TOKEN)
     cfg.write_text(
-        f'[tls]\nca_file = "{pki.ca}"\ncert_file = "{pki.client_cert}"\nkey_file = "{pki.client_key}"\n\n'
+        f'[tls]\nca = "{pki.ca}"\ncert = "{pki.client_cert}"\nkey = "{pki.client_key}"\n\n'
         f'[[nodes]]\nname = "mtls"\naddress = "127.0.0.1:{mtls.agent.port}"\ntoken_file = "token"\ntls = true\n'
     )
     node = load_config(cfg).nodes[0]
     assert node.tls is not None
     specs = (
-        _spec("tls", tls, TlsSettings(ca_file=pki.ca)),
+        _spec("tls", tls, TlsSettings(ca=pki.ca)),
         AttachSpec(node.name, node.address, node.token, agent_ssl_context(node.tls)),
-        _spec("mtls-nocert", mtls, TlsSettings(ca_file=pki.ca)),
-        _spec("expired", expired, TlsSettings(ca_file=pki.ca)),
-        _spec("rogue", rogue, TlsSettings(ca_file=pki.ca)),
+        _spec("mtls-nocert", mtls, TlsSettings(ca=pki.ca)),
+        _spec("expired", expired, TlsSettings(ca=pki.ca)),
+        _spec("rogue", rogue, TlsSettings(ca=pki.ca)),
         _spec("plain-to-tls", tls, None),
-        _spec("wrong-token", tls, TlsSettings(ca_file=pki.ca), token="not-the-agent-token-0000"),
+        _spec("wrong-token", tls, TlsSettings(ca=pki.ca), token="not-the-agent-token-0000"),
     )
     cluster = Cluster(tmp_path, {}, specs=specs)
     try:
@@ -186,11 +186,11 @@ def test_agents_dialling_in_over_mutual_tls_and_without_a_client_certificate(tmp
     good = NodeProcess(
         OBSERVER_DIAL=listen,
         OBSERVER_DIAL_NAME="edge-tls",
-        OBSERVER_DIAL_CA=pki.ca,
-        OBSERVER_DIAL_CERT=pki.client_cert,
-        OBSERVER_DIAL_KEY=pki.client_key,
+        OBSERVER_DIAL_TLS_CA=pki.ca,
+        OBSERVER_DIAL_TLS_CERT=pki.client_cert,
+        OBSERVER_DIAL_TLS_KEY=pki.client_key,
     )
-    nocert = NodeProcess(OBSERVER_DIAL=listen, OBSERVER_DIAL_NAME="edge-nocert", OBSERVER_DIAL_CA=pki.ca)
+    nocert = NodeProcess(OBSERVER_DIAL=listen, OBSERVER_DIAL_NAME="edge-nocert", OBSERVER_DIAL_TLS_CA=pki.ca)
     try:
         c = cluster.client()
         wait_for(lambda: cluster.health(c).get("edge-tls", {}).get("status") == "up", timeout=60, what="mTLS dial-in")
@@ -204,11 +204,11 @@ def test_agents_dialling_in_over_mutual_tls_and_without_a_client_certificate(tmp
 
 
 def test_plain_http_on_a_non_loopback_address_is_refused_unless_explicit(tmp_path: Path, pki: Pki) -> None:
-    env = {"OBSERVER_AGENT_TOKEN": "x" * 20}
+    env = {"OBSERVER_NODE_TOKEN": "x" * 20}
     res = CliRunner().invoke(main, ["serve", "--attach", "127.0.0.1:1", "--host", "0.0.0.0", "--no-browser"], env=env)
     assert res.exit_code == 2 and "refusing plain HTTP" in res.output
     res = CliRunner().invoke(
-        main, ["serve", "--attach", "127.0.0.1:1", "--certfile", pki.server_cert, "--no-browser"], env=env
+        main, ["serve", "--attach", "127.0.0.1:1", "--tls-cert", pki.server_cert, "--no-browser"], env=env
     )
     assert res.exit_code == 2 and "go together" in res.output
 
@@ -220,9 +220,9 @@ def test_https_serving_with_a_login_token_file(tmp_path: Path, pki: Pki) -> None
     agent_tokens = tmp_path / "agents"
     agent_tokens.write_text(READ_TOKEN)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "observer", "serve", "--attach", f"n1={node.address}", "--token-file",
+        [sys.executable, "-m", "observer", "serve", "--attach", f"n1={node.address}", "--node-token-file",
          str(agent_tokens), "--login-token-file", str(tokens), "--port", "0", "--no-browser",
-         "--certfile", pki.server_cert, "--keyfile", pki.server_key],
+         "--tls-cert", pki.server_cert, "--tls-key", pki.server_key],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(),
     )  # fmt: skip
     try:

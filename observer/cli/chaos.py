@@ -1,12 +1,16 @@
 """``observer chaos``: run a chaos experiment against an agent, from a terminal or CI.
 
-    observer chaos --attach HOST:PORT [--token-file F] [--experiment FILE | options] [--journal OUT.json]
+    observer chaos --attach HOST:PORT [--node-token-file F] [--experiment FILE | options] [--journal OUT.json]
 
 Exit status: 0 the steady-state hypothesis held; 1 it did not (or did not
 hold before the method: nothing was killed); 2 usage error (bad option or
 experiment file); 3 the experiment could not run (cannot attach, not an
-operator token). The agent token comes from ``--token-file`` or
-``OBSERVER_AGENT_TOKEN(_FILE)``, never from the command line.
+operator token). The node token comes from ``--node-token-file`` or
+``OBSERVER_NODE_TOKEN(_FILE)``, never from the command line.
+
+Durations carry their unit in the option's name, as in the experiment file:
+``--interval-ms``, ``--jitter-ms``, ``--recovery-ms``; ``--duration-s``,
+``--settle-s``.
 
 Threading rules
     The command runs in the main thread; the experiment on the attach loop
@@ -21,9 +25,13 @@ import time
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from .experiment import Experiment, ExperimentError, Probe, kill_spec, load
-from .journal import save_json
+from ..attach import parse_address
+from ..chaos.experiment import DEFAULT_PROTECTED, Experiment, ExperimentError, Probe, kill_spec, load
+from ..chaos.journal import save_json
+from ..chaos.runner import attached, run
+from . import helpers as h
 
 __all__ = ["chaos", "experiment_from_options", "summary_lines"]
 
@@ -46,15 +54,13 @@ def experiment_from_options(opts: dict[str, Any]) -> Experiment:
         args["interval_ms"] = 1000.0 / opts["rate"]
     else:
         args["interval_ms"] = opts["interval_ms"]
-    for key, opt in (("root", "root"), ("kills", "kills"), ("duration_s", "duration"), ("seed", "seed")):
+    for key, opt in (("root", "root"), ("kills", "kills"), ("duration_s", "duration_s"), ("seed", "seed")):
         if opts[opt] is not None:
             args[key] = opts[opt]
     for key, opt in (("names", "name"), ("labels", "label"), ("kinds", "kind"), ("sequence", "target")):
         if opts[opt]:
             args[key] = list(opts[opt])
     if opts["protect"]:
-        from .experiment import DEFAULT_PROTECTED
-
         args["protected"] = [*DEFAULT_PROTECTED, *opts["protect"]]
     if opts["target"] and not opts.get("_policy_given"):
         args["policy"] = "sequence"
@@ -86,7 +92,7 @@ def experiment_from_options(opts: dict[str, Any]) -> Experiment:
         probes=tuple(probes),
         method=(spec,),
         abort_on_deviation=not opts["no_abort"],
-        settle_s=opts["settle"],
+        settle_s=opts["settle_s"],
     )
 
 
@@ -133,7 +139,7 @@ def summary_lines(j: dict[str, Any]) -> list[str]:
 
 _OPTIONS = [
     click.option("--attach", required=True, help="HOST:PORT of the agent"),
-    click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None, help="operator token"),
+    click.option("--node-token-file", type=h.FILE, default=None, help="operator token, or OBSERVER_NODE_TOKEN(_FILE)"),
     click.option("--experiment", "experiment_file", type=click.Path(dir_okay=False), help="JSON or YAML experiment"),
     click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="write the journal (JSON) here"),
     click.option("--title", default=None),
@@ -151,7 +157,7 @@ _OPTIONS = [
     click.option("--jitter-ms", type=float, default=0.0, show_default=True),
     click.option("--burst", type=int, default=1, show_default=True, help="victims per burst (burst policy)"),
     click.option("--reason", default="kill", show_default=True, help="exit reason"),
-    click.option("--duration", type=float, default=None, help="seconds"),
+    click.option("--duration-s", type=float, default=None, help="seconds of killing"),
     click.option("--kills", type=int, default=None, help="kill attempts"),
     click.option(
         "--mode", type=click.Choice(["within_budget", "unbounded"]), default="within_budget", show_default=True
@@ -164,7 +170,7 @@ _OPTIONS = [
     click.option("--mailbox", multiple=True, help="NAME=MAX mailbox bound (repeatable)"),
     click.option("--alive", multiple=True, help="registered name that must be alive (repeatable)"),
     click.option("--no-abort", is_flag=True, help="keep killing after a deviation"),
-    click.option("--settle", type=float, default=10.0, show_default=True, help="seconds to heal after the method"),
+    click.option("--settle-s", type=float, default=10.0, show_default=True, help="seconds to heal after the method"),
     click.option("--quiet", is_flag=True, help="no progress bar"),
 ]
 
@@ -180,19 +186,15 @@ def _with_options(fn: Any) -> Any:
 @click.pass_context
 def chaos(ctx: click.Context, **opts: Any) -> None:
     """Kill processes of a running system by an experiment and check that it heals."""
-    from ..attach import parse_address
-    from ..cli import read_agent_tokens
-    from .runner import attached, run
-
     try:
         parse_address(opts["attach"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--attach") from None
-    tokens = read_agent_tokens(opts["token_file"])
+    tokens = h.read_node_tokens(opts["node_token_file"])
     token = tokens.get(opts["attach"]) or tokens.get("*")
     if not token:
-        raise click.UsageError("no agent token: use --token-file or OBSERVER_AGENT_TOKEN(_FILE)")
-    policy_given = ctx.get_parameter_source("policy") == click.core.ParameterSource.COMMANDLINE
+        raise h.no_node_token(opts["attach"])
+    policy_given = ctx.get_parameter_source("policy") == ParameterSource.COMMANDLINE
     try:
         if opts["experiment_file"]:
             experiment = load(opts["experiment_file"])
