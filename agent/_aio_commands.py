@@ -8,7 +8,9 @@ agent's command timeout; encoding runs on the agent's thread.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+import types
 from typing import TYPE_CHECKING, Any
 
 from . import _aio_inspect as ins
@@ -86,6 +88,8 @@ class TaskCommands:
                 "waits_on": waits,
                 "awaitable": None if end is None else ins.short_type(end),
                 "status": _status(task, _current(self.loop)),
+                "memory": _memory(task, frames),
+                "cancel_preview": self._cancel_preview(trec, task),
                 **self._task_fields(trec, task),
             }
 
@@ -97,9 +101,37 @@ class TaskCommands:
         rec.update(live)
         rec["age_s"] = round(time.time() - trec.created, 3)
         rec["scope"] = None if trec.scope is None else {"pid": trec.scope.key, "kind": trec.scope.kind}
-        rec["memory"] = None
         rec["state_value"] = None
         return rec
+
+    def _cancel_preview(self, trec: TaskRec, task: asyncio.Task[Any]) -> list[str]:
+        """What cancelling the task would do, as structured concurrency goes (host loop)."""
+        out = []
+        n = _cancelling(task)
+        if n:
+            out.append(f"cancellation already requested {n} time(s)")
+        recs = list(self.live.values())
+        scope = trec.scope
+        if scope is not None:
+            others = sum(1 for r in recs if r.scope is scope) - 1
+            if scope.kind == "taskgroup":
+                out.append(
+                    f"its TaskGroup {scope.key} goes on: a cancelled child does not cancel its {others} sibling(s); "
+                    f"if the task turns the cancellation into another exception, the group cancels them and "
+                    f"raises an ExceptionGroup in {scope.sup}"
+                )
+            else:
+                out.append(
+                    f"gather {scope.key} ends with CancelledError: the task awaiting it ({scope.sup}) gets it "
+                    f"unless it passed return_exceptions=True; the other {others} child(ren) go on"
+                )
+        for r in recs:
+            t = r.ref()
+            if t is not None and t is not task and getattr(t, "_fut_waiter", None) is task:
+                out.append(f"{r.key} ({r.name}) awaits it and gets CancelledError, unless it catches it")
+        if not out:
+            out.append("the task gets CancelledError where it waits; no task awaits it")
+        return out
 
     def _key_of(self, task: asyncio.Task[Any]) -> str | None:
         rec = self._rec_of(task)
@@ -129,3 +161,19 @@ class TaskCommands:
 
 class _Gone(Exception):
     pass
+
+
+def _memory(task: asyncio.Task[Any], frames: list[types.FrameType]) -> int:
+    """A shallow estimate in bytes: the task, its suspended frames and what
+    their locals refer to directly (sizes of builtin objects only: no
+    ``__sizeof__`` of the application's own runs)."""
+    total = sys.getsizeof(task)
+    for fr in frames:
+        total += sys.getsizeof(fr)
+        try:
+            values = list(fr.f_locals.values())[:200]
+        except Exception:
+            continue
+        for v in values:
+            total += sys.getsizeof(v) if type(v).__module__ == "builtins" else object.__sizeof__(v)
+    return total

@@ -115,6 +115,7 @@ async def test_huge_and_hostile_objects_in_frames_and_exceptions_cost_nothing(ai
         info = await client.command("inspect", pid=rec["pid"])
         assert time.monotonic() - t0 < 2.0
         assert info["waits_on"]["kind"] == "sleep" and "slow" not in str(info)
+        assert info["memory"] > 50 << 20  # the frame's 50 MB, counted without calling SlowRepr's methods
         aio.spawn(bad_str, name="bad-str")
         aio.spawn(huge_message, name="huge")
         await pic.until(lambda p: p.exits(name="bad-str") and p.exits(name="huge"), what="both crashes")

@@ -94,6 +94,8 @@ async def test_taskgroup_is_a_scope_and_a_failing_child_cancels_its_siblings(aio
         assert scope["kind"] == "taskgroup" and scope["supervisor"] == own["pid"]
         assert pic.by_name("failing")["supervisor"] == scope["pid"]  # type: ignore[index]
         fail_pid = pic.by_name("failing")["pid"]  # type: ignore[index]
+        preview = (await client.command("inspect", pid=s1["pid"]))["cancel_preview"]
+        assert any(f"TaskGroup {scope['pid']}" in line and "2 sibling(s)" in line for line in preview), preview
         aio.call(lambda: host_go[0].set())
         go.set()
         await pic.until(lambda p: p.exits(name="owner"), what="the owner's exit")
