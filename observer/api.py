@@ -39,13 +39,15 @@ __all__ = ["ApiError", "register"]
 
 log = logging.getLogger("observer.api")
 
-ACTIONS = ("kill", "suspend", "resume", "send")
+ACTIONS = ("kill", "suspend", "resume", "send", "cancel")
+"""``cancel`` is an asyncio node's kill (its agent offers no kill, suspend or send)."""
 _AGENT_STATUS = {
     P.E_NO_SUCH_PROCESS: 404,
     P.E_BAD_ARGS: 400,
     P.E_NOT_PERMITTED: 403,
     P.E_TIMEOUT: 504,
     P.E_BUSY: 503,
+    P.E_UNKNOWN_COMMAND: 400,  # e.g. suspend on an asyncio node
     E_NOT_CONNECTED: 503,
 }
 
@@ -330,6 +332,11 @@ def _action_args(action: str, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         if "message" not in body:
             raise ApiError(400, "bad_args", "'message' is required (any JSON value)")
         return {"to": pid, "message": body["message"]}
+    if action == "cancel":
+        reason = body.get("reason", "cancelled by an operator")
+        if not isinstance(reason, str) or not reason or len(reason) > 200:
+            raise ApiError(400, "bad_args", "'reason' must be a short string")
+        return {"pid": pid, "reason": reason}
     return {"pid": pid}
 
 

@@ -55,6 +55,7 @@ export function createApi(config) {
     suspend: (node, pid) => request("POST", `${p(node, pid)}/suspend`, { body: {} }),
     resume: (node, pid) => request("POST", `${p(node, pid)}/resume`, { body: {} }),
     send: (node, pid, message) => request("POST", `${p(node, pid)}/send`, { body: { message } }),
+    cancel: (node, pid, reason) => request("POST", `${p(node, pid)}/cancel`, { body: { reason } }),
     events: (params) => request("GET", "/api/events", { params }),
     timeline: (node) => request("GET", `${n(node)}/timeline`),
     treeAt: (node, t) => request("GET", `${n(node)}/tree_at`, { params: { t, layout: 0 } }),
