@@ -16,8 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import _aio_inspect as ins
-from ._aio_records import TaskRec, _site, _task_name
+from ._aio_records import TaskRec, _coro_of, _site, _task_name
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -195,11 +194,6 @@ class HostHooks:
                 prec = self._track(parent, None, origin="adopted", parent=None)
             pkey = prec.key if prec is not None else None
         rec = TaskRec(self._key(), task, self.root_key, pkey, origin)
-        rec.name = _task_name(task)
-        try:
-            rec.coro = ins.coro_name(task.get_coro())
-        except Exception:
-            rec.coro = None
         if frame is not None:
             rec.where, rec.origin = _site(frame, origin)
         self.live[tid] = rec
@@ -217,6 +211,8 @@ class HostHooks:
         self.finished_total += 1
         try:
             rec.name = _task_name(task)  # final: create_task(name=...) names it after the factory
+            if rec.coro is None:
+                rec.coro = _coro_of(task)
             if task.cancelled():
                 state, exc = "cancelled", None
             else:

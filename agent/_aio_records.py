@@ -9,6 +9,8 @@ import time
 import weakref
 from typing import Any
 
+from ._aio_inspect import coro_name
+
 _SKIP_DIRS = (os.path.dirname(asyncio.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
 """Walking up from the factory, this frame means "created from a loop callback"."""
@@ -38,6 +40,7 @@ class TaskRec:
         "pos",
         "row",
         "spawned",
+        "ended",
         "__weakref__",
     )
 
@@ -58,6 +61,7 @@ class TaskRec:
         self.pos: tuple[int, int] | None = None
         self.row: list[Any] | None = None
         self.spawned = 0.0
+        self.ended = False
 
 
 class ScopeRec:
@@ -96,6 +100,13 @@ def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str]:
 
 def _where(w: tuple[str, int, str] | None) -> str | None:
     return None if w is None else f"{w[0]}:{w[1]} in {w[2]}"
+
+
+def _coro_of(task: asyncio.Task[Any]) -> str | None:
+    try:
+        return coro_name(task.get_coro())
+    except Exception:
+        return None
 
 
 def _task_name(task: asyncio.Task[Any]) -> str | None:

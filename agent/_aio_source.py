@@ -42,6 +42,7 @@ from ._aio_records import (
     ScopeRec,
     TaskRec,
     _cancelling,
+    _coro_of,
     _current,
     _meta,
     _record,
@@ -123,6 +124,11 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         if kind == "spawn":
             rec: TaskRec = ev[1]
             if rec.sup is None:  # else placed by a snapshot: sessions attached before it are told now
+                task = rec.ref()
+                if task is None or task.done():
+                    # it ended before the agent looked (a few ms): counted in the
+                    # node's figures, drawn only if it failed (see _exit)
+                    return None
                 self._place(rec)
             rec.spawned = time.monotonic()
             self._fresh.append(rec)
@@ -167,6 +173,8 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             rec.sup = rec.root
         if task is not None:
             rec.name = _task_name(task)  # it may have been renamed since
+            if rec.coro is None:
+                rec.coro = _coro_of(task)
         self.shown[rec.key] = (rec.sup, rec.name)
 
     def _scope_of(self, task: asyncio.Task[Any], rec: TaskRec) -> ScopeRec | None:
@@ -230,6 +238,11 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         self, rec: TaskRec, state: str, exc: BaseException | None, when: float, *, publish: bool
     ) -> dict[str, Any] | None:
         ag = self._ag()
+        rec.ended = True
+        if publish and rec.sup is None and exc is not None:
+            # a task that failed before the agent drew it: drawn now, to carry its crash
+            self._place(rec)
+            self._publish(self._spawn_dict(rec))
         placed = rec.sup is not None
         report = None
         if exc is not None:
@@ -326,6 +339,10 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             ag.crashes += 1
         key = self._key()
         kind = "callback" if task is None else "logged"
+        if publish and task is not None and task.sup is None and not task.ended:
+            # the task that logged it was not drawn yet (it is short): draw it, to hang the crash on
+            self._place(task)
+            self._publish(self._spawn_dict(task))
         sup = task.key if task is not None and task.key in self.shown else self.root_key
         label = (message or "exception in the event loop")[:120]
         report = ins.crash_report(
