@@ -155,7 +155,7 @@ def _scope_over(s: ScopeRec) -> bool:
 
 
 def _meta(sup: str | None, kind: str) -> dict[str, Any]:
-    return {"supervisor": sup, "child_id": None, "kind": kind, "restarts": 0, "trap_exit": None, "budget": None}
+    return {"supervisor": sup, "child_id": None, "kind": kind, "restarts": 0, "trap_exit": False, "budget": None}
 
 
 def _record(
@@ -185,7 +185,7 @@ def _record(
         "handler_time": 0.0,
         "links": [],
         "monitors": [],
-        "trap_exit": None,
+        "trap_exit": False,
         "started_at": started,
         "budget": None,
     }

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -74,7 +73,8 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         self.loop = loop
         self.agent: Agent | None = None
         self.started_at = time.time()
-        self.node_id = f"asyncio-{os.getpid()}"
+        self.node_id = 0
+        """The pids' first number, as for an actors node (this process's id is in ``os_pid``)."""
         self._ids = itertools.count(1)
         self.root_key = self._key()
         self.live: dict[int, TaskRec] = {}
@@ -438,7 +438,14 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
                 rec.sup = scope.key
                 self.shown[rec.key] = (rec.sup, rec.name)
                 self._publish(
-                    {"ev": "update", "pid": rec.key, "name": rec.name, "label": rec.coro, **_meta(rec.sup, "task")}
+                    {
+                        "ev": "update",
+                        "pid": rec.key,
+                        "name": rec.name,
+                        "label": rec.coro,
+                        **_meta(rec.sup, "task"),
+                        "time": time.time(),
+                    }
                 )
 
     # -- agent side: snapshots and samples ---------------------------------------------------------
