@@ -69,9 +69,12 @@ def short_type(obj: object) -> str:
     return f"{t.__module__}.{t.__qualname__}" if t.__module__ not in ("builtins", None) else t.__qualname__
 
 
+_GENERATORS = (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)
+
+
 def coro_name(coro: object) -> str:
     """The coroutine's qualified name, without calling anything of the object's own."""
-    if isinstance(coro, types.CoroutineType | types.GeneratorType | types.AsyncGeneratorType):
+    if isinstance(coro, _GENERATORS):
         try:
             return str(coro.__qualname__)[:200]
         except Exception:

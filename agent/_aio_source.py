@@ -98,6 +98,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         self._rate_at = time.monotonic()
         self._rate_counts = (0, 0)
         self._rescan_at = 0.0
+        self._scanned_at = time.monotonic()
 
     def _key(self) -> str:
         return f"<0.{next(self._ids)}.0>"
@@ -478,7 +479,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
     def _task_fields(self, rec: TaskRec, task: asyncio.Task[Any]) -> dict[str, Any]:
         return {
             "handled": rec.steps,
-            "handler_time": round(rec.time_s, 6),
+            "handler_time": rec.time_s,
             "coro": rec.coro,
             "created_at": _where(rec.where),
             "origin": rec.origin,
@@ -488,6 +489,15 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
 
     def scan(self) -> tuple[list[list[Any]], int]:
         cur = _current(self.loop)
+        now = time.monotonic()
+        period, self._scanned_at = now - self._scanned_at, now
+        if cur is not None:
+            # the host is in the middle of a step of ``cur`` (the agent runs
+            # while it holds the GIL only when the step outlasts the switch
+            # interval): a sampling profiler's estimate of its time in steps
+            crec = self._rec_of(cur)
+            if crec is not None:
+                crec.time_s = round(crec.time_s + min(period, 1.0), 3)
         rows: list[list[Any]] = []
         steps = 0
         gone = []
@@ -508,7 +518,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
                 rec.steps += 1
                 steps += 1
             rec.pos = pos
-            row = [rec.key, 0, 0, 0, rec.steps, round(rec.time_s, 6), _status(task, cur), None]
+            row = [rec.key, 0, 0, 0, rec.steps, rec.time_s, _status(task, cur), None]
             if row != rec.row:
                 rec.row = row
                 rows.append(row)

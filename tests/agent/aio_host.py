@@ -117,6 +117,10 @@ class Picture:
         if m.get("t") == "samples":
             if m.get("node"):
                 self.stats = m["node"]
+            for row in m.get("rows") or ():
+                rec = self.procs.get(row[0])
+                if rec is not None:  # protocol.SAMPLE_FIELDS
+                    rec.update(handled=row[4], handler_time=row[5], status=row[6])
             return
         if m.get("t") != "ev":
             return

@@ -147,6 +147,8 @@ async def test_a_loop_blocked_for_seconds_is_reported_and_commands_time_out() ->
         with pytest.raises(AgentError) as e:
             await client.command("inspect", pid=rec["pid"])
         assert e.value.code == P.E_TIMEOUT
+        # sampled while it held the loop: its time in steps
+        await pic.until(lambda p: (p.procs.get(rec["pid"]) or {}).get("handler_time", 0) > 0, what="time in steps")
         release.set()
         await pic.until(lambda p: [e for e in p.events if e["ev"] == "loop_unblocked"], what="loop_unblocked")
         await client.close()
