@@ -210,9 +210,6 @@ class HostHooks:
         del self.live[tid]
         self.finished_total += 1
         try:
-            rec.name = _task_name(task)  # final: create_task(name=...) names it after the factory
-            if rec.coro is None:
-                rec.coro = _coro_of(task)
             if task.cancelled():
                 state, exc = "cancelled", None
             else:
@@ -222,6 +219,12 @@ class HostHooks:
                 state = "failed" if exc is not None else "done"
                 if exc is not None:
                     self._note_crash(exc)
+            if rec.sup is not None or exc is not None:
+                # drawn, or about to be with its crash: its final name
+                # (create_task(name=...) names a task after the factory)
+                rec.name = _task_name(task)
+                if rec.coro is None:
+                    rec.coro = _coro_of(task)
             self._put(("exit", rec, state, exc, time.time()))
         except Exception:
             self._hook_failed()
@@ -282,5 +285,7 @@ class HostHooks:
         self._note_crash(exc)
         task = asyncio.current_task(self.loop)
         trec = self._rec_of(task) if task is not None else None
+        if trec is not None and task is not None and trec.sup is None:
+            trec.name, trec.coro = _task_name(task), _coro_of(task)  # it may be gone when the agent draws it
         msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         self._put(("logged", trec, exc, f"{record.name}: {msg[:200]}", time.time()))
