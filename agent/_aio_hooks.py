@@ -39,6 +39,7 @@ class HostHooks:
     created_total: int
     finished_total: int
     hook_errors: int
+    lazy_delay: float
 
     def _key(self) -> str:
         raise NotImplementedError
@@ -152,6 +153,11 @@ class HostHooks:
         if self.hook_errors <= 5:
             log.warning("agent: an asyncio hook failed (%d so far)", self.hook_errors, exc_info=True)
 
+    def _put_lazy(self, ev: Any) -> None:
+        ag = self.agent
+        if ag is not None:
+            ag.collector.put_lazy(ev, self.lazy_delay)
+
     def _put(self, ev: Any) -> None:
         ag = self.agent
         if ag is not None:
@@ -199,7 +205,7 @@ class HostHooks:
         self.live[tid] = rec
         self.created_total += 1
         task.add_done_callback(self._on_done)
-        self._put(("spawn", rec))
+        self._put_lazy(("spawn", rec))
         return rec
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
@@ -225,7 +231,10 @@ class HostHooks:
                 rec.name = _task_name(task)
                 if rec.coro is None:
                     rec.coro = _coro_of(task)
-            self._put(("exit", rec, state, exc, time.time()))
+            if exc is None:
+                self._put_lazy(("exit", rec, state, exc, time.time()))
+            else:
+                self._put(("exit", rec, state, exc, time.time()))
         except Exception:
             self._hook_failed()
 

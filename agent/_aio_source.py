@@ -57,6 +57,10 @@ if TYPE_CHECKING:
     from ._agent import Agent
 
 _GATHER_CB = "gather.<locals>._done_callback"
+LAZY_DELAY = 0.02
+"""A task's start and ordinary end reach the agent at most this late (its
+crash at once): fewer GIL hand-overs for the host under a stream of tasks; a
+task shorter than about this is counted, not drawn (see ``encode``)."""
 RECHECK_S = 1.0
 """How long after its spawn a task's scope is looked for again (a TaskGroup
 adds its done callback right after the factory returns)."""
@@ -99,6 +103,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         self._rate_counts = (0, 0)
         self._rescan_at = 0.0
         self._scanned_at = time.monotonic()
+        self.lazy_delay = LAZY_DELAY
 
     def _key(self) -> str:
         return f"<0.{next(self._ids)}.0>"
