@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent")
 
+ADOPT_CHUNK = 2000
+"""Tasks adopted per loop step (see ``HostHooks._adopt_some``)."""
+
 
 class HostHooks:
     """Needs the source's loop, agent, records and counters."""
@@ -39,6 +42,7 @@ class HostHooks:
     created_total: int
     finished_total: int
     hook_errors: int
+    _done_cb: Any
     lazy_delay: float
 
     def _key(self) -> str:
@@ -93,9 +97,20 @@ class HostHooks:
         pending = [t for t in tasks if self._rec_of(t) is None]
         # parents first, so that children find them
         pending.sort(key=lambda t: id(t) in awaited_by)
-        for t in pending:
-            w = awaited_by.get(id(t))
-            self._track(t, None, origin="adopted", parent=w)
+        self._adopt_some(loop, pending, awaited_by, 0)
+
+    def _adopt_some(
+        self, loop: asyncio.AbstractEventLoop, pending: list[Any], awaited_by: dict[int, Any], start: int
+    ) -> None:
+        """Adopt ``ADOPT_CHUNK`` tasks, and the rest in later loop steps (a loop of
+        100,000 tasks is not held for the whole adoption)."""
+        if not self._on or loop is not self.loop:
+            return
+        for t in pending[start : start + ADOPT_CHUNK]:
+            if not t.done():
+                self._track(t, None, origin="adopted", parent=awaited_by.get(id(t)))
+        if start + ADOPT_CHUNK < len(pending):
+            loop.call_soon(self._adopt_some, loop, pending, awaited_by, start + ADOPT_CHUNK)
 
     def detach(self) -> None:
         self._on = False
@@ -204,7 +219,7 @@ class HostHooks:
             rec.where, rec.origin = _site(frame, origin)
         self.live[tid] = rec
         self.created_total += 1
-        task.add_done_callback(self._on_done)
+        task.add_done_callback(self._done_cb)
         self._put_lazy(("spawn", rec))
         return rec
 

@@ -103,6 +103,8 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         self._rate_counts = (0, 0)
         self._rescan_at = 0.0
         self._scanned_at = time.monotonic()
+        self._done_cb = self._on_done
+        """The one bound method given to every task (recognised by identity)."""
         self.lazy_delay = LAZY_DELAY
 
     def _key(self) -> str:
@@ -188,8 +190,12 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             cbs = task._callbacks
         except Exception:
             return None
-        for item in list(cbs or ()):
+        if not cbs or (len(cbs) == 1 and isinstance(cbs[0], tuple) and cbs[0][0] is self._done_cb):
+            return None  # only the agent's own callback
+        for item in list(cbs):
             cb = item[0] if isinstance(item, tuple) else item
+            if cb is self._done_cb:
+                continue
             owner = getattr(cb, "__self__", None)
             if isinstance(owner, asyncio.TaskGroup):
                 parent = getattr(owner, "_parent_task", None)
@@ -476,9 +482,34 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
                 task = u.ref()
                 if task is None or u.sup is None:
                     continue
-                r = _record(u.key, u.name, u.coro, u.sup, u.parent, _status(task, cur), u.created, "task")
-                r.update(self._task_fields(u, task))
-                out.append(r)
+                out.append(
+                    {
+                        "pid": u.key,
+                        "name": u.name,
+                        "label": u.coro,
+                        "kind": "task",
+                        "status": "running" if task is cur else "waiting",
+                        "supervisor": u.sup,
+                        "parent": u.parent,
+                        "child_id": None,
+                        "restarts": 0,
+                        "mailbox": 0,
+                        "msgs_in": 0,
+                        "msgs_out": 0,
+                        "handled": u.steps,
+                        "handler_time": u.time_s,
+                        "links": [],
+                        "monitors": [],
+                        "trap_exit": False,
+                        "started_at": u.created,
+                        "budget": None,
+                        "coro": u.coro,
+                        "created_at": _where(u.where),
+                        "origin": u.origin,
+                        "state": _state(task),
+                        "cancelling": _cancelling(task),
+                    }
+                )
         return out
 
     def _task_fields(self, rec: TaskRec, task: asyncio.Task[Any]) -> dict[str, Any]:

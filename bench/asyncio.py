@@ -40,11 +40,20 @@ from bench._util import ROOT, emit, machine, median, percentile, progress, rnd, 
 
 TOKEN = "bench-token-0123456789abcdef"
 TARGETS = {
-    "http_rps_with_agent_ratio": ">= 0.95",
-    "task_churn_with_agent_ratio": ">= 0.90",
-    "task_crash_to_observer_p99_ms": "<= 10",
-    "tasks_100k_snapshot_s": "<= 1",
+    "http_rps_with_agent_ratio": (">=", 0.95),
+    "task_churn_with_agent_ratio": (">=", 0.90),
+    "task_crash_to_observer_p99_ms": ("<=", 10.0),
+    "tasks_100k_snapshot_s": ("<=", 1.0),
 }
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, (op, target) in TARGETS.items():
+        value = result[key]
+        met = value >= target if op == ">=" else value <= target
+        out[key] = {"target": f"{op} {target:g}", "value": value, "met": met}
+    return out
 
 
 def _spawn(mode: str, tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
@@ -164,8 +173,12 @@ async def churn_ratio(
             f"{res[True]['work_per_s']:.0f}/s with the agent"
         )
         top = {on: await _churn_once(tmp, on, seconds, 0) for on in order}
-        most.append({"plain_tasks_per_s": rnd(top[False]["tasks_per_s"]), "agent_tasks_per_s": rnd(top[True]["tasks_per_s"])})
-        progress(f"max churn round {i + 1}: {most[-1]['plain_tasks_per_s']} tasks/s plain, {most[-1]['agent_tasks_per_s']} with the agent")
+        most.append(
+            {"plain_tasks_per_s": rnd(top[False]["tasks_per_s"]), "agent_tasks_per_s": rnd(top[True]["tasks_per_s"])}
+        )
+        progress(
+            f"max churn round {i + 1}: {most[-1]['plain_tasks_per_s']} tasks/s plain, {most[-1]['agent_tasks_per_s']} with the agent"
+        )
     ratio = median([r["agent_work_per_s"] / r["plain_work_per_s"] for r in steady])
     return ratio, steady, most
 
@@ -221,12 +234,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         p99, crash_details = await crash_latency(tmp, args.crashes)
         progress(f"snapshot of {args.pending} pending tasks")
         snap_s, snap_details = await snapshot_time(tmp, args.pending)
-    return {
+    result: dict[str, Any] = {
         "http_rps_with_agent_ratio": rnd(http),
         "task_churn_with_agent_ratio": rnd(churn),
         "task_crash_to_observer_p99_ms": rnd(p99),
         "tasks_100k_snapshot_s": rnd(snap_s),
-        "targets": TARGETS,
+    }
+    return result | {
+        "targets": _targets(result),
         "details": {
             "http_rounds": http_rounds,
             "churn_rounds": churn_rounds,
