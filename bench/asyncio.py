@@ -177,7 +177,8 @@ async def churn_ratio(
             {"plain_tasks_per_s": rnd(top[False]["tasks_per_s"]), "agent_tasks_per_s": rnd(top[True]["tasks_per_s"])}
         )
         progress(
-            f"max churn round {i + 1}: {most[-1]['plain_tasks_per_s']} tasks/s plain, {most[-1]['agent_tasks_per_s']} with the agent"
+            f"max churn round {i + 1}: {most[-1]['plain_tasks_per_s']} tasks/s plain, "
+            f"{most[-1]['agent_tasks_per_s']} with the agent"
         )
     ratio = median([r["agent_work_per_s"] / r["plain_work_per_s"] for r in steady])
     return ratio, steady, most
