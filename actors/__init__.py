@@ -7,6 +7,20 @@ instrument hook for observers. Start with :class:`Node`.
 
 from __future__ import annotations
 
+from ._child_spec import (
+    ALL_SIGNIFICANT,
+    ANY_SIGNIFICANT,
+    BRUTAL_KILL,
+    INFINITY,
+    NEVER,
+    PERMANENT,
+    TEMPORARY,
+    TRANSIENT,
+    Budget,
+    ChildInfo,
+    ChildSpec,
+    worker,
+)
 from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
 from ._errors import (
     ActorError,
@@ -18,6 +32,7 @@ from ._errors import (
     ReceiveTimeout,
     ServerDied,
     StartError,
+    SupervisorError,
     format_reason,
 )
 from ._events import (
@@ -37,47 +52,72 @@ from ._events import (
     Suspended,
     Unlinked,
 )
-from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, reply, start_link
+from ._gen_server import GenServer, get_state, reply, start_link, start_monitor
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
-from ._introspect import ProcessInfo, StackFrame
-from ._messages import From
+from ._introspect import (
+    FlightRecorderInfo,
+    ProcessInfo,
+    StackFrame,
+    estimate_memory,
+    find_process,
+    flight_recorder_info,
+    format_exception_chain,
+    process_info,
+    process_kind,
+    process_links,
+    process_monitors,
+    process_stack,
+    process_status,
+    task_process,
+)
+from ._messages import From, ReplyMsg
 from ._node import Node
 from ._process import Process
-from ._supervisor import (
-    BRUTAL_KILL,
-    INFINITY,
-    PERMANENT,
-    TEMPORARY,
-    TRANSIENT,
-    Budget,
-    ChildInfo,
-    ChildSpec,
-    Supervisor,
-    SupervisorError,
+from ._requests import (
+    NO_REPLY,
+    RequestId,
+    RequestIds,
+    Response,
+    abandon,
+    check_response,
+    receive_response,
+    send_request,
+    wait_response,
+)
+from ._returns import HIBERNATE, TIMEOUT, Continue, Hibernate, Ignore, NoReply, Reply, Stop
+from ._supervisor import Supervisor
+from ._supervisor_api import (
     budget,
     count_children,
     delete_child,
+    get_childspec,
     restart_child,
     start_child,
     start_supervisor,
     supervisor_spec,
     terminate_child,
+    which_child,
     which_children,
-    worker,
 )
 from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 __all__ = [
+    "ALL_SIGNIFICANT",
+    "ANY_SIGNIFICANT",
     "BRUTAL_KILL",
+    "HIBERNATE",
     "INFINITY",
     "KILL",
     "KILLED",
+    "NEVER",
     "NOPROC",
     "NORMAL",
+    "NO_REPLY",
     "PERMANENT",
     "SHUTDOWN",
     "TEMPORARY",
+    "TIMEOUT",
     "TRANSIENT",
     "ActorError",
     "Ancestor",
@@ -87,6 +127,7 @@ __all__ = [
     "ChainLink",
     "ChildInfo",
     "ChildSpec",
+    "Continue",
     "CrashReport",
     "Demonitored",
     "Down",
@@ -95,8 +136,10 @@ __all__ = [
     "Exit",
     "Exited",
     "FlightEntry",
+    "FlightRecorderInfo",
     "From",
     "GenServer",
+    "Hibernate",
     "Ignore",
     "Instrument",
     "Linked",
@@ -115,6 +158,10 @@ __all__ = [
     "Ref",
     "Registered",
     "Reply",
+    "ReplyMsg",
+    "RequestId",
+    "RequestIds",
+    "Response",
     "Restarted",
     "Resumed",
     "ServerDied",
@@ -128,21 +175,40 @@ __all__ = [
     "Suspended",
     "TraceFrame",
     "Unlinked",
+    "abandon",
     "budget",
+    "check_response",
     "count_children",
     "delete_child",
+    "estimate_memory",
+    "find_process",
+    "flight_recorder_info",
+    "format_exception_chain",
     "format_reason",
+    "get_childspec",
     "get_state",
     "is_normal_shutdown",
+    "process_info",
+    "process_kind",
+    "process_links",
+    "process_monitors",
+    "process_stack",
+    "process_status",
+    "receive_response",
     "reply",
     "restart_child",
+    "send_request",
     "start_child",
     "start_link",
+    "start_monitor",
     "start_server",
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
+    "task_process",
     "terminate_child",
+    "wait_response",
+    "which_child",
     "which_children",
     "worker",
 ]

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import actors
 
@@ -270,7 +270,8 @@ class Agent(Sampling, Clock):
         except Exception:
             pass
         if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}))
+            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
+            writer.write(P.encode_frame(busy))
             writer.close()
             return
         session = Session(self, reader, writer)
@@ -309,7 +310,7 @@ class Agent(Sampling, Clock):
         node = self.node
 
         def off() -> None:
-            p = node._get(pid)
+            p = actors.find_process(node, pid)
             if p is not None:
                 p.traced = False
             self.collector.forget_trace(pid)
@@ -393,7 +394,9 @@ class Agent(Sampling, Clock):
                 log.exception("agent session %s: write failed", s.id)
                 s.wake_writer()
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: P.Event | dict[str, Any]) -> None:
+        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
+        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
         self.seq += 1
         d["t"] = "ev"
         d["seq"] = self.seq
@@ -413,8 +416,8 @@ class Agent(Sampling, Clock):
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
-    def node_meta(self) -> dict[str, Any]:
-        return {
+    def node_meta(self) -> P.NodeMeta:
+        meta = {
             **self.source.meta(),
             "node_kind": self.source.kind,
             "os_pid": os.getpid(),
@@ -423,6 +426,7 @@ class Agent(Sampling, Clock):
             "agent_version": AGENT_VERSION,
             "sample_hz": self.sample_hz,
         }
+        return cast(P.NodeMeta, meta)
 
     def node_processes(self) -> list[Any]:
         """The source's units for a snapshot (processes, or tasks and scopes)."""
@@ -431,7 +435,7 @@ class Agent(Sampling, Clock):
     def node_records(self, units: list[Any]) -> list[dict[str, Any]]:
         return self.source.records(units)
 
-    def records(self, procs: list[actors.Process]) -> list[dict[str, Any]]:
+    def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
         for p in procs:
             if not p.alive:
@@ -446,7 +450,7 @@ class Agent(Sampling, Clock):
     def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
         """Note the meta an observer was just sent, so a later change yields an ``update``."""
         if p is None:
-            p = self.node._get(pid)
+            p = actors.find_process(self.node, pid)
             if p is None:
                 return
         ent = self._cache.get(pid.id)

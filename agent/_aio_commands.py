@@ -101,7 +101,7 @@ class TaskCommands:
         rec.update(live)
         rec["age_s"] = round(time.time() - trec.created, 3)
         rec["scope"] = None if trec.scope is None else {"pid": trec.scope.key, "kind": trec.scope.kind}
-        rec["state_value"] = None
+        rec["state"] = None  # no gen_server state: a task has its task_state
         return rec
 
     def _cancel_preview(self, trec: TaskRec, task: asyncio.Task[Any]) -> list[str]:
@@ -127,7 +127,7 @@ class TaskCommands:
                 )
         for r in recs:
             t = r.ref()
-            if t is not None and t is not task and getattr(t, "_fut_waiter", None) is task:
+            if t is not None and t is not task and ins.task_waiter(t) is task:
                 out.append(f"{r.key} ({r.name}) awaits it and gets CancelledError, unless it catches it")
         if not out:
             out.append("the task gets CancelledError where it waits; no task awaits it")

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import _aio_inspect as ins
 from ._aio_records import TaskRec, _coro_of, _site, _task_name
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class HostHooks:
             return
         awaited_by: dict[int, asyncio.Task[Any]] = {}
         for t in tasks:
-            fut = getattr(t, "_fut_waiter", None)
+            fut = ins.task_waiter(t)
             if isinstance(fut, asyncio.Task):
                 awaited_by[id(fut)] = t
             elif fut is not None and type(fut).__name__ == "_GatheringFuture":
@@ -236,7 +237,7 @@ class HostHooks:
             else:
                 # the attribute, not task.exception(): that would mark the
                 # exception retrieved and silence asyncio's own warning
-                exc = task._exception
+                exc = ins.task_exception(task)
                 state = "failed" if exc is not None else "done"
                 if exc is not None:
                     self._note_crash(exc)

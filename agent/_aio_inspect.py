@@ -59,6 +59,29 @@ _WAITS: dict[str, str] = {
 """asyncio functions (``co_qualname``) a task may be suspended in, and what that means."""
 
 
+# -- what asyncio keeps private: read here only, never written ---------------------------------------
+
+
+def task_waiter(task: asyncio.Task[Any]) -> object | None:
+    """The future the task is suspended on (``Task._fut_waiter``; no public accessor)."""
+    return getattr(task, "_fut_waiter", None)
+
+
+def task_exception(task: asyncio.Task[Any]) -> BaseException | None:
+    """A done task's exception, without retrieving it: ``Task.exception()``
+    would mark it retrieved and silence asyncio's own "exception was never
+    retrieved" warning (``Future._exception``)."""
+    exc = getattr(task, "_exception", None)
+    return exc if isinstance(exc, BaseException) else None
+
+
+def task_callbacks(task: asyncio.Task[Any]) -> list[Any]:
+    """The done callbacks, ``(callback, context)`` pairs (``Future._callbacks``):
+    where a TaskGroup's or a gather's hold on the task shows."""
+    cbs = getattr(task, "_callbacks", None)
+    return list(cbs) if cbs else []
+
+
 def is_own(filename: str) -> bool:
     """Application code: not asyncio, the standard library or an installed package."""
     return not filename.startswith(_LIB_DIRS) and not filename.startswith("<")
@@ -137,7 +160,7 @@ def waits_on(task: asyncio.Task[Any], frames: list[types.FrameType], key_of: Any
     if task.done():
         return None
     try:
-        fut = task._fut_waiter  # type: ignore[attr-defined]
+        fut = task_waiter(task)
     except Exception:
         fut = None
     inner = None

@@ -32,7 +32,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _aio_inspect as ins
 from ._aio_commands import TaskCommands
@@ -187,7 +187,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
 
     def _scope_of(self, task: asyncio.Task[Any], rec: TaskRec) -> ScopeRec | None:
         try:
-            cbs = task._callbacks
+            cbs = ins.task_callbacks(task)
         except Exception:
             return None
         if not cbs or (len(cbs) == 1 and isinstance(cbs[0], tuple) and cbs[0][0] is self._done_cb):
@@ -261,7 +261,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             if not publish:  # else counted by Agent._publish
                 ag.crashes += 1
             report = self._report(rec, exc, when)
-            ag.crash_log.ring.append(report)
+            ag.crash_log.ring.append(cast(Any, report))
             ag.crash_log.total += 1
         self.shown.pop(rec.key, None)
         scope = rec.scope
@@ -369,7 +369,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             policy=ag.policy,
             extra={"message_text": message, "task": None if task is None else task.key},
         )
-        ag.crash_log.ring.append(report)
+        ag.crash_log.ring.append(cast(Any, report))
         ag.crash_log.total += 1
         if not publish:
             return None
@@ -506,7 +506,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
                         "coro": u.coro,
                         "created_at": _where(u.where),
                         "origin": u.origin,
-                        "state": _state(task),
+                        "task_state": _state(task),
                         "cancelling": _cancelling(task),
                     }
                 )
@@ -519,7 +519,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             "coro": rec.coro,
             "created_at": _where(rec.where),
             "origin": rec.origin,
-            "state": _state(task),
+            "task_state": _state(task),
             "cancelling": _cancelling(task),
         }
 
@@ -544,7 +544,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
                 continue
             if rec.sup is None:
                 continue
-            fut = getattr(task, "_fut_waiter", None)
+            fut = ins.task_waiter(task)
             try:
                 fr = task.get_coro().cr_frame  # type: ignore[union-attr]
                 pos = (id(fut), fr.f_lasti if fr is not None else -1)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import actors
-from actors._introspect import estimate_memory
+from actors import estimate_memory, find_process, process_status
 
+from . import messages as M
 from ._encode import meta_dict, meta_of
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Sampling:
     _fresh_checked: float
     _scans: int
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _recheck_fresh(self) -> None:
@@ -69,7 +70,7 @@ class Sampling:
             fresh.popleft()
         node, cache = self.node, self._cache
         for _, pid in fresh:
-            p = node._get(pid)
+            p = find_process(node, pid)
             ent = cache.get(pid.id)
             if p is None or ent is None or not p.alive:
                 continue
@@ -91,7 +92,7 @@ class Sampling:
             rows, msgs = [], 0
         cost = time.perf_counter() - t0
         self.messages_total += msgs
-        stats = {
+        stats: M.NodeStats = {
             "time": time.time(),
             "process_count": self.source.count(),
             "messages": msgs,
@@ -103,8 +104,8 @@ class Sampling:
             "trace_dropped": self.collector.trace_dropped,
             "seq": self.seq,
             "sample_cost_ms": round(cost * 1000, 3),
-            **self.source.stats(),
         }
+        cast(dict[str, Any], stats).update(self.source.stats())  # the source's own figures (NotRequired fields)
         self._lag_max = 0.0
         for s in self.sessions:
             s.push_samples(rows, stats)
@@ -132,16 +133,14 @@ class Sampling:
                     mem = ent[1][7] if ent is not None and ent[1] is not None else None
             else:
                 mem = ent[1][7]
-            mb = p._mb
-            st = "suspended" if p._suspended is not None else ("waiting" if p._waiter is not None else "running")
-            row = [
+            row: list[Any] = [
                 None,
-                len(mb) if mb is not None else 0,
+                p.mailbox_len,
                 p.msgs_in,
                 p.msgs_out,
                 p.handled,
                 round(p.handler_time, 6),
-                st,
+                process_status(p),
                 mem,
             ]
             if ent is None:

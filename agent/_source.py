@@ -66,14 +66,14 @@ class Source:
         """The units for a snapshot, in a stable order (records are built in chunks)."""
         raise NotImplementedError
 
-    def records(self, units: list[Any]) -> list[dict[str, Any]]:
+    def records(self, units: list[Any]) -> list[Any]:
         """Snapshot records (``protocol.PROCESS_FIELDS``, plus kind-specific fields)."""
         raise NotImplementedError
 
     def names(self) -> dict[str, str]:
         return {}
 
-    def encode(self, ev: Any) -> dict[str, Any] | None:
+    def encode(self, ev: Any) -> Any:
         """One queued host event as a wire event (without ``seq``), or None."""
         raise NotImplementedError
 
@@ -138,7 +138,7 @@ class ActorsSource(Source):
     def units(self) -> list[Any]:
         return list(self.node.iter_processes())
 
-    def records(self, units: list[Any]) -> list[dict[str, Any]]:
+    def records(self, units: list[Any]) -> list[Any]:
         return self._agent().records(units)
 
     def names(self) -> dict[str, str]:
@@ -156,7 +156,7 @@ class ActorsSource(Source):
             if ev.report is not None:
                 ag.crash_log.note(ev.report)
 
-    def encode(self, ev: Any) -> dict[str, Any] | None:
+    def encode(self, ev: Any) -> Any:
         ag = self._agent()
         d = event_dict(ev, self.node, ag.policy, ag._encode_value)
         if d is None:
@@ -184,9 +184,5 @@ class ActorsSource(Source):
             ag._recheck_fresh()
 
     def owner(self, task: asyncio.Task[Any] | None) -> tuple[str | None, str | None]:
-        if task is None:
-            return None, None
-        for p in self.node.iter_processes():
-            if p._task is task:
-                return str(p.pid), p.name or p.label
-        return None, None
+        p = actors.task_process(self.node, task)
+        return (str(p.pid), p.name or p.label) if p is not None else (None, None)

@@ -1,6 +1,8 @@
 """Put on ``PYTHONPATH`` by ``observer-agent run``: starts the agent inside the
 program it launches (see ``agent/_bootstrap.py``), then runs any other
-``sitecustomize`` the environment has, as Python would have without us."""
+``sitecustomize`` the environment has, as Python would have without us.
+Nothing here may stop the program from starting: a failure is one line on
+stderr."""
 
 from __future__ import annotations
 
@@ -8,14 +10,12 @@ import importlib
 import os
 import sys
 
+try:
+    from agent import _bootstrap
 
-def _start() -> None:
-    try:
-        from agent import _bootstrap
-
-        _bootstrap.install()
-    except Exception as exc:  # never stop the program from starting
-        print(f"observer-agent: not started: {type(exc).__name__}: {exc}", file=sys.stderr)
+    _bootstrap.install()
+except Exception as exc:  # never stop the program from starting
+    print(f"observer-agent: not started: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _chain() -> None:
@@ -33,5 +33,4 @@ def _chain() -> None:
             sys.modules["sitecustomize"] = mine
 
 
-_start()
 _chain()

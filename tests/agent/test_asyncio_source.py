@@ -214,7 +214,7 @@ async def test_inspect_shows_the_await_chain_and_what_it_waits_on(aio: LoopHost)
             "test_inspect_shows_the_await_chain_and_what_it_waits_on.<locals>.middle",
             "sleep",
         ]
-        assert n["state"] == "pending" and n["cancelling"] == 0 and n["age_s"] >= 0
+        assert n["task_state"] == "pending" and n["cancelling"] == 0 and n["age_s"] >= 0
         with pytest.raises(AgentError) as e:
             await client.command("inspect", pid="<0.99999.0>")
         assert e.value.code == P.E_NO_SUCH_PROCESS

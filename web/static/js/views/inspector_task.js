@@ -27,7 +27,7 @@ export function infoRows(p, ins, node) {
   const scope = get("scope");
   return `
     <dt>coroutine</dt><dd class="mono">${esc(get("coro") || p.label || "–")}</dd>
-    <dt>state</dt><dd>${esc(get("state") || p.kind)}${get("cancelling") ? ` · cancel requested ${fmtInt(get("cancelling"))}×` : ""}</dd>
+    <dt>state</dt><dd>${esc(get("task_state") || p.kind)}${get("cancelling") ? ` · cancel requested ${fmtInt(get("cancelling"))}×` : ""}</dd>
     <dt>created at</dt><dd class="mono small">${esc(get("created_at") || "unknown")} ${get("origin") ? `<span class="muted">(${esc(get("origin"))})</span>` : ""}</dd>
     <dt>started</dt><dd>${fmtDateTime(p.started_at)}</dd>
     <dt>waits on</dt><dd>${waitsOn(get("waits_on"), node)}</dd>
