@@ -219,6 +219,8 @@ async def snapshot_time(tmp: Path, count: int) -> tuple[float, dict[str, Any]]:
             await client.close()
         took = time.perf_counter() - t0
         tasks = sum(1 for p in snap["procs"] if p["kind"] == "task")
+        if tasks < count:
+            raise RuntimeError(f"the snapshot held {tasks} of {count} tasks")
         return took, {"tasks_in_snapshot": tasks, "records": len(snap["procs"])}
     finally:
         stop_process(proc)
