@@ -57,10 +57,12 @@ if TYPE_CHECKING:
     from ._agent import Agent
 
 _GATHER_CB = "gather.<locals>._done_callback"
-LAZY_DELAY = 0.02
+LAZY_DELAY = 0.1
 """A task's start and ordinary end reach the agent at most this late (its
-crash at once): fewer GIL hand-overs for the host under a stream of tasks; a
-task shorter than about this is counted, not drawn (see ``encode``)."""
+crash at once). The agent's heartbeat drains them first, most of the time,
+and the hand-off then finds nothing to wait for: a stream of tasks adds no
+GIL hand-overs to the host's. A task shorter than about this is counted, not
+drawn (see ``encode``)."""
 RECHECK_S = 1.0
 """How long after its spawn a task's scope is looked for again (a TaskGroup
 adds its done callback right after the factory returns)."""
@@ -134,7 +136,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
             if rec.sup is None:  # else placed by a snapshot: sessions attached before it are told now
                 task = rec.ref()
                 if task is None or task.done():
-                    # it ended before the agent looked (a few ms): counted in the
+                    # it ended before the agent looked (within LAZY_DELAY): counted in the
                     # node's figures, drawn only if it failed (see _exit)
                     return None
                 self._place(rec)
