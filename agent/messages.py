@@ -127,7 +127,12 @@ class ProcessMeta(TypedDict):
 
 
 class ProcessRecord(TypedDict):
-    """One process in a snapshot (``budget`` is null except for supervisors)."""
+    """One process in a snapshot (``budget`` is null except for supervisors).
+    An asyncio node's task records leave out the actor-only fields
+    (``child_id``, ``restarts``, ``mailbox``, ``msgs_in``, ``msgs_out``,
+    ``links``, ``monitors``, ``trap_exit``, ``budget``): read them as their
+    defaults (none, 0, 0, 0, 0, [], [], false, null); an actors node sends
+    them all."""
 
     pid: PidText
     name: str | None
@@ -136,18 +141,18 @@ class ProcessRecord(TypedDict):
     status: Status
     supervisor: PidText | None
     parent: PidText | None
-    child_id: ChildId
-    restarts: int
-    mailbox: int
-    msgs_in: int
-    msgs_out: int
+    child_id: NotRequired[ChildId]
+    restarts: NotRequired[int]
+    mailbox: NotRequired[int]
+    msgs_in: NotRequired[int]
+    msgs_out: NotRequired[int]
     handled: int
     handler_time: float
-    links: list[PidText]
-    monitors: list[PidText]
-    trap_exit: bool
+    links: NotRequired[list[PidText]]
+    monitors: NotRequired[list[PidText]]
+    trap_exit: NotRequired[bool]
     started_at: Time
-    budget: Budget | None
+    budget: NotRequired[Budget | None]
     coro: NotRequired[str | None]
     """asyncio nodes: the task's coroutine (docs/asyncio.md)."""
     created_at: NotRequired[str | None]
