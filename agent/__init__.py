@@ -177,7 +177,8 @@ def _env_secret(name: str) -> str | None:
 
 def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) -> Agent | None:
     """Start an agent configured by environment variables; None if
-    ``OBSERVER_AGENT_BIND`` is unset.
+    ``OBSERVER_AGENT_BIND`` is unset. ``node`` as for :func:`start` (an
+    actors node, an event loop, or None: the running loop).
 
     ``OBSERVER_AGENT_BIND`` (HOST:PORT), ``OBSERVER_AGENT_TOKEN`` or
     ``OBSERVER_AGENT_TOKEN_FILE`` (operator), ``OBSERVER_AGENT_READ_TOKEN`` or
