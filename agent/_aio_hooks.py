@@ -71,11 +71,11 @@ class HostHooks:
         if not self._on or loop is not self.loop or loop.is_closed():
             return
         prev = loop.get_task_factory()
-        if prev is not self._factory:
+        if prev != self._factory:  # (bound methods: equal, never identical)
             self._prev_factory = prev
             loop.set_task_factory(self._factory)
         handler = loop.get_exception_handler()
-        if handler is not self._on_exception:
+        if handler != self._on_exception:
             self._prev_handler = handler
             loop.set_exception_handler(self._on_exception)
         self._adopt_all(loop)
@@ -122,9 +122,9 @@ class HostHooks:
             return
 
         def undo() -> None:
-            if loop.get_task_factory() is self._factory:
+            if loop.get_task_factory() == self._factory:
                 loop.set_task_factory(self._prev_factory)
-            if loop.get_exception_handler() is self._on_exception:
+            if loop.get_exception_handler() == self._on_exception:
                 loop.set_exception_handler(self._prev_handler)
 
         try:
@@ -147,7 +147,7 @@ class HostHooks:
         if loop is self.loop:
             return
         old = self.loop
-        if not old.is_closed() and old.get_task_factory() is self._factory:
+        if not old.is_closed() and old.get_task_factory() == self._factory:
             old.set_task_factory(self._prev_factory)
         self.loop = loop
         old_root, self.root_key = self.root_key, self._key()

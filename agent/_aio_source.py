@@ -572,7 +572,7 @@ class AsyncioSource(HostHooks, TaskCommands, Source):
         loop = self.loop
         if loop.is_closed() or not loop.is_running():
             return
-        if loop.get_task_factory() is self._factory:
+        if loop.get_task_factory() == self._factory:
             return
         self.factory_replaced = True
         now = time.monotonic()

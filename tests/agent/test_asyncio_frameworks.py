@@ -168,6 +168,7 @@ async def test_a_burst_of_requests_is_served_and_observed_on_either_loop(loop_ki
             what="200 request tasks counted as finished",
         )
         assert h.agent.source.hook_errors == 0
+        assert pic.stats["factory_replaced"] is False  # the agent's factory is still the loop's
     finally:
         await client.close()
         await asyncio.wrap_future(h.submit(svc.stop()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import logging
 import sys
 import threading
 import time
@@ -291,3 +292,25 @@ async def test_eager_tasks_are_tracked_with_their_children(aio: LoopHost) -> Non
         assert parent is not None and child["parent"] == parent["pid"]
     finally:
         await client.close()
+
+
+async def test_stopping_the_agent_gives_the_loop_back_as_it_was() -> None:
+    h = LoopHost(start_agent=False)
+    try:
+
+        def app_handler(loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+            pass
+
+        h.call(lambda: h.loop.set_exception_handler(app_handler))
+        record_factory = logging.getLogRecordFactory()
+        h.start_agent()
+        assert h.call(lambda: h.loop.get_task_factory()) is not None
+        assert logging.getLogRecordFactory() != record_factory
+        h.agent.stop()
+        h.agent = None
+        assert h.call(lambda: h.loop.get_task_factory()) is None
+        assert h.call(lambda: h.loop.get_exception_handler()) is app_handler
+        assert logging.getLogRecordFactory() == record_factory
+        assert h.submit(asyncio.sleep(0, "still runs")).result(5) == "still runs"
+    finally:
+        h.stop()
