@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import DemoServer, logged_in_page
+from tests.observer import wait_for
 
 pytest.importorskip("aiohttp")
 
@@ -83,6 +84,11 @@ def test_cancel_a_task_from_the_inspector_is_previewed_and_audited(page: Any, sh
     assert "TaskGroup" in dialog.inner_text()
     page.click("#confirm-ok")
     page.wait_for_selector(".exited", timeout=10000)
-    audit = api(page, shop_server, "/api/audit?limit=50")["audit"]
-    rows = [r for r in audit if r["action"] == "cancel" and r["target"] == pid]
-    assert rows and rows[0]["ok"] == 1 and rows[0]["node"] == "shop"
+
+    def done() -> Any:  # the audit row is written before the command, its result after the reply
+        audit = api(page, shop_server, "/api/audit?limit=50")["audit"]
+        rows = [r for r in audit if r["action"] == "cancel" and r["target"] == pid and r["done_time"]]
+        return rows
+
+    rows = wait_for(done, timeout=10, what="the cancel's audited result")
+    assert rows[0]["ok"] == 1 and rows[0]["node"] == "shop"
