@@ -34,6 +34,7 @@ from ._redact import RedactionPolicy, Redactor
 from ._sampling import Sampling
 from ._session import Session
 from ._source import ActorsSource, Source
+from ._trace import TRACE_EVENTS, Tracer
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
@@ -106,6 +107,8 @@ class Agent(Sampling, Clock):
             dataclasses.replace(self.policy, max_bytes=4096, max_string=500, time_budget_s=0.005)
         )
         self.commands = Commands(self)
+        self.tracer = Tracer(self)
+        """Trace sessions with limits (agent/_trace.py)."""
         self.crash_log = CrashLog(self.policy)
         """Encodes crash reports and keeps the latest (agent/_crash.py)."""
         self.dump_dir = dump_dir if dump_dir is not None else (os.environ.get("OBSERVER_AGENT_DUMP_DIR") or None)
@@ -253,6 +256,7 @@ class Agent(Sampling, Clock):
             self._thread.join(10)
         for key in {k for s in self.sessions for k in s.traced}:
             self._untrace(key)
+        self.tracer.stop_all()
 
     @property
     def address(self) -> str:
@@ -285,6 +289,7 @@ class Agent(Sampling, Clock):
         if session in self.sessions:
             self.sessions.remove(session)
         self.sessions_changed()
+        self.tracer.session_closed(session)
         for key in list(session.traced):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
@@ -370,9 +375,12 @@ class Agent(Sampling, Clock):
             while buf:
                 source.account(buf.popleft())
             self._cache.clear()
+        tracer = self.tracer
         while buf and n < 5000:
             ev = buf.popleft()
             n += 1
+            if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
+                continue
             try:
                 d = source.encode(ev)
             except Exception:
@@ -382,6 +390,8 @@ class Agent(Sampling, Clock):
                 self._publish(d)
         if any(s.ready for s in self.sessions):
             source.recheck()
+        if tracer.traces:
+            tracer.flush()
 
     def _flush_sessions(self) -> None:
         """End of a drain or a tick's work (``holding`` was set: what they
