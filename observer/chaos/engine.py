@@ -49,8 +49,9 @@ from agent.client import AgentError
 
 from ..attach import Attachment
 from .budget import BudgetLedger
-from .experiment import Experiment, KillSpec
-from .hypothesis import Baseline, PathKey, baseline, check, path_of, resolve
+from .cancel import NOTE_NO_BUDGETS, CancelRunner, http_results, not_applicable
+from .experiment import CancelSpec, Experiment, KillSpec
+from .hypothesis import Baseline, CheckResult, PathKey, baseline, check, path_of, resolve
 from .journal import Journal
 from .targets import CandidatePool
 from .tracking import KillTracker, _Kill
@@ -73,7 +74,12 @@ INFLIGHT = 12
 """Kill commands in flight at once (the agent allows 16 per session)."""
 
 
-class Engine(KillTracker):
+class ExperimentNotApplicable(RuntimeError):
+    """The experiment asks for what the node's kind does not have (kills or budgets on an asyncio
+    node, cancels on an actors node): refused before anything is done."""
+
+
+class Engine(KillTracker, CancelRunner):
     """Runs one experiment on one attachment. See the module docstring."""
 
     def __init__(
@@ -111,6 +117,8 @@ class Engine(KillTracker):
         self._pool: CandidatePool | None = None
         self._launched = 0
         self._rng = random.Random()
+        self._cancelled: dict[str, dict[str, Any]] = {}
+        self._http: dict[int, tuple[bool, Any, dict[str, Any]]] = {}
         probe = next((p for p in experiment.probes if p.func == "recovery_ms"), None)
         self._recovery_limit = float(probe.tolerance) if probe is not None else None
         self._track_ms = self._recovery_limit if self._recovery_limit is not None else DEFAULT_RECOVERY_MS
@@ -154,11 +162,13 @@ class Engine(KillTracker):
         self._wake = asyncio.Event()
         j = self.journal
         off = self.att.on_change(self._on_changes)
+        off_cancel = self.att.on_change(self._on_cancel_changes)
         try:
             await self._ready()
             j.started = time.time()
             self._base = baseline(self.model, j.started)
             self._emit("phase", {"phase": "before"})
+            self._http = await http_results(self.exp.probes)
             if not self._check_all("before"):
                 self._finish("failed", held=False, error="the steady-state hypothesis did not hold before the method")
                 return j.to_dict()
@@ -170,7 +180,10 @@ class Engine(KillTracker):
                         break
                     with j.lock:
                         j.action = spec.name
-                    await self._campaign(spec)
+                    if isinstance(spec, CancelSpec):
+                        await self._cancel_campaign(spec)
+                    else:
+                        await self._campaign(spec)
                 if self._tasks:
                     await asyncio.wait(list(self._tasks))
                 await self._drain_pending()
@@ -187,11 +200,14 @@ class Engine(KillTracker):
         except asyncio.CancelledError:
             self._finish("aborted", held=None, error="cancelled")
             raise
+        except ExperimentNotApplicable as exc:
+            self._finish("failed", held=None, error=str(exc))
         except Exception as exc:
             log.exception("chaos: experiment %s failed", self.id)
             self._finish("failed", held=None, error=f"{type(exc).__name__}: {exc}")
         finally:
             off()
+            off_cancel()
         return j.to_dict()
 
     async def _ready(self) -> None:
@@ -200,8 +216,18 @@ class Engine(KillTracker):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.att.name} is not attached ({self.att.last_error or self.model.status})")
             await asyncio.sleep(0.05)
-        commands = (self.att.client.welcome.get("commands") or []) if self.att.client else []
-        if "kill" not in commands:
+        client = self.att.client
+        commands = (client.welcome.get("commands") or []) if client else []
+        kind = str((client.welcome.get("node_kind") or client.hello.get("node", {}).get("node_kind")) or "actors")
+        why = not_applicable(self.exp, kind)
+        if why is not None:
+            raise ExperimentNotApplicable(f"{self.att.name}: {why}")
+        if kind == "asyncio":
+            with self.journal.lock:
+                self.journal.notes.append(NOTE_NO_BUDGETS)
+            if "cancel" not in commands:
+                raise RuntimeError(f"{self.att.name}: attached without the operator role (no cancel command)")
+        elif "kill" not in commands:
             raise RuntimeError(f"{self.att.name}: attached without the operator role (no kill command)")
 
     def _finish(self, status: str, *, held: bool | None, error: str | None = None) -> None:
@@ -227,11 +253,17 @@ class Engine(KillTracker):
         now = time.time()
         with self.journal.lock:
             gave_up = list(self.journal.gave_up)
-        for probe in self.exp.probes:
-            r = check(
-                probe, self.model, phase, now, base=self._base, gave_up=gave_up, slow_or_lost=self._slow,
-                gone_ok=self._gone_ok,
-            )  # fmt: skip
+        for i, probe in enumerate(self.exp.probes):
+            if probe.func == "http":
+                got = self._http.get(i)
+                r = None
+                if got is not None:
+                    r = CheckResult(probe.name, "http", phase, got[0], got[1], probe.tolerance, now, got[2])
+            else:
+                r = check(
+                    probe, self.model, phase, now, base=self._base, gave_up=gave_up, slow_or_lost=self._slow,
+                    gone_ok=self._gone_ok,
+                )  # fmt: skip
             if r is None:
                 continue
             if record and phase == "during":
@@ -277,11 +309,13 @@ class Engine(KillTracker):
                     self._wake.set()
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.exp.check_interval_s
+                self._http = await http_results(self.exp.probes)
                 self._check_all("during")
 
     async def _settle(self) -> None:
         deadline = time.monotonic() + self.exp.settle_s
         while time.monotonic() < deadline:  # polling the model, which has no event to wait on
+            self._http = await http_results(self.exp.probes)
             if self._check_all("after", record=False):
                 break
             await asyncio.sleep(0.1)

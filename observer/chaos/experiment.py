@@ -39,15 +39,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CANCEL_POLICIES",
     "DEFAULT_PROTECTED",
     "MODES",
     "POLICIES",
     "PROBES",
+    "CancelSpec",
     "Experiment",
     "ExperimentError",
     "KillSpec",
     "Probe",
     "Rollback",
+    "cancel_spec",
     "kill_spec",
     "load",
     "parse",
@@ -58,12 +61,23 @@ MODES = ("within_budget", "unbounded")
 POLICIES = ("interval", "burst", "sequence")
 """``interval``: one random victim every ``interval_ms`` (+- ``jitter_ms``); ``burst``: ``burst_size``
 victims at once every ``interval_ms``; ``sequence``: the listed targets, in order, ``interval_ms`` apart."""
-PROBES = ("recovery_ms", "supervisors_gave_up", "mailbox", "process_count", "children_restored", "alive")
+PROBES = ("recovery_ms", "supervisors_gave_up", "mailbox", "process_count", "children_restored", "alive", "http")
 """Steady-state checks (see :mod:`observer.chaos.hypothesis`)."""
 ROLLBACKS = ("restart_child", "wait")
 DEFAULT_PROTECTED = ("agent*", "observer*")
 """Name/label patterns never killed unless targeted by name (the agent's and observer's own machinery)."""
 MAX_KILLS = 1_000_000
+CANCEL_POLICIES = ("interval", "burst")
+"""Policies of a ``cancel`` action (asyncio nodes): as for kills; no ``sequence`` (tasks come and go)."""
+KILL_ONLY = {
+    "kinds": "tasks are the only victims of a cancel",
+    "sequence": "tasks come and go: give names or coros patterns",
+    "mode": "an asyncio node has no supervisors, so no restart budgets",
+    "budget_margin": "an asyncio node has no supervisors, so no restart budgets",
+    "kills": "a cancel action counts 'cancels'",
+    "labels": "a task's label is its coroutine: use 'coros'",
+}
+"""Fields of a ``kill`` action refused in a ``cancel`` action, with why."""
 
 
 class ExperimentError(ValueError):
@@ -107,6 +121,32 @@ class KillSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelSpec:
+    """One cancel campaign (a ``cancel`` action: an asyncio node's tasks, through the agent's
+    ``cancel`` command). No budgets: nothing restarts a cancelled task."""
+
+    name: str = "cancel"
+    root: str | None = None
+    """Pid of the subtree (a task, TaskGroup or gather) to attack (None: the whole loop)."""
+    names: tuple[str, ...] = ()
+    """Task-name glob patterns (any matches; empty: no name filter)."""
+    coros: tuple[str, ...] = ()
+    """Coroutine glob patterns (the qualified name, e.g. ``Service.job``; any matches)."""
+    protected: tuple[str, ...] = DEFAULT_PROTECTED
+    """Name/coroutine glob patterns never cancelled."""
+    policy: str = "interval"
+    interval_ms: float = 1000.0
+    jitter_ms: float = 0.0
+    burst_size: int = 1
+    reason: str = "cancelled by a chaos experiment"
+    """The cancel message (``task.cancel(msg)``)."""
+    duration_s: float | None = None
+    cancels: int | None = None
+    """Stop after this many cancel attempts (or ``duration_s``, whichever first)."""
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     """A steady-state check; ``tolerance`` is its bound (see :mod:`observer.chaos.hypothesis`)."""
 
@@ -133,7 +173,7 @@ class Experiment:
     description: str = ""
     hypothesis_title: str = "steady state"
     probes: tuple[Probe, ...] = ()
-    method: tuple[KillSpec, ...] = ()
+    method: tuple[KillSpec | CancelSpec, ...] = ()
     rollbacks: tuple[Rollback, ...] = ()
     abort_on_deviation: bool = True
     """Stop killing at the first deviation of the hypothesis."""
@@ -161,7 +201,9 @@ class Experiment:
                     for p in self.probes
                 ],
             },
-            "method": [_action(k.name, "kill", _kill_args(k)) for k in self.method],
+            "method": [
+                _action(k.name, "cancel" if isinstance(k, CancelSpec) else "kill", _kill_args(k)) for k in self.method
+            ],
             "rollbacks": [_action(r.name, r.func, r.arguments) for r in self.rollbacks],
         }
 
@@ -170,7 +212,7 @@ def _action(name: str, func: str, args: dict[str, Any]) -> dict[str, Any]:
     return {"type": "action", "name": name, "provider": {"type": "observer", "func": func, "arguments": args}}
 
 
-def _kill_args(k: KillSpec) -> dict[str, Any]:
+def _kill_args(k: KillSpec | CancelSpec) -> dict[str, Any]:
     d = asdict(k)
     d.pop("name")
     return {key: list(v) if isinstance(v, tuple) else v for key, v in d.items() if v is not None}
@@ -212,7 +254,7 @@ def parse(data: Any) -> Experiment:
     probes = tuple(_probe(p, f"steady-state-hypothesis.probes[{i}]") for i, p in enumerate(raw_probes))
     raw_method = data.get("method") or []
     if not isinstance(raw_method, list) or not raw_method:
-        raise ExperimentError("method must be a non-empty list of kill actions")
+        raise ExperimentError("method must be a non-empty list of kill (or cancel) actions")
     method = tuple(_kill_action(a, f"method[{i}]") for i, a in enumerate(raw_method))
     raw_rb = data.get("rollbacks") or []
     if not isinstance(raw_rb, list):
@@ -276,11 +318,26 @@ def _probe(obj: Any, where: str) -> Probe:
         raise ExperimentError(f"{where}.tolerance must be true or false")
     if func == "mailbox" and not isinstance(args.get("name"), str):
         raise ExperimentError(f"{where}.provider.arguments.name (a registered name) is required")
+    if func == "http":
+        _http_args(args, where)
     if func == "alive":
         names = args.get("names")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ExperimentError(f"{where}.provider.arguments.names must be a list of registered names")
     return Probe(func=func, tolerance=tol, name=name or func, arguments=dict(args))
+
+
+def _http_args(args: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(args) - {"url", "status", "timeout_s"})
+    if unknown:
+        raise ExperimentError(f"{where}.provider.arguments: unknown field(s) of an http probe: {', '.join(unknown)}")
+    url = args.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise ExperimentError(f"{where}.provider.arguments.url must be an http:// or https:// URL")
+    status = args.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ExperimentError(f"{where}.provider.arguments.status must be an HTTP status (100-599)")
+    _num(args, "timeout_s", 2.0, f"{where}.provider.arguments", lo=0.01, hi=60.0)
 
 
 def _pct(s: str) -> float | None:
@@ -302,11 +359,64 @@ def _rollback(obj: Any, where: str) -> Rollback:
     return Rollback(func=func, name=name or func, arguments=dict(args))
 
 
-def _kill_action(obj: Any, where: str) -> KillSpec:
+def _kill_action(obj: Any, where: str) -> KillSpec | CancelSpec:
     name, func, args = _provider(obj, where, "action")
+    if func == "cancel":
+        return cancel_spec(args, where=f"{where}.provider.arguments", name=name or "cancel")
     if func != "kill":
-        raise ExperimentError(f"{where}.provider.func must be 'kill'")
+        raise ExperimentError(f"{where}.provider.func must be 'kill' (or 'cancel', for an asyncio node)")
     return kill_spec(args, where=f"{where}.provider.arguments", name=name or "kill")
+
+
+def cancel_spec(args: dict[str, Any], *, where: str = "", name: str = "cancel") -> CancelSpec:
+    """A :class:`CancelSpec` from a dict of its fields; a kill-only field is refused with why."""
+    for key, why in KILL_ONLY.items():
+        if key in args:
+            raise ExperimentError(f"{_at(where)}{key} does not apply to a cancel action ({why})")
+    unknown = sorted(set(args) - set(CancelSpec.__slots__))
+    if unknown:
+        raise ExperimentError(f"{_at(where)}unknown field(s): {', '.join(unknown)}")
+    policy = args.get("policy", "interval")
+    if policy not in CANCEL_POLICIES:
+        raise ExperimentError(f"{_at(where)}policy of a cancel action must be one of {', '.join(CANCEL_POLICIES)}")
+    cancels = args.get("cancels")
+    if cancels is not None and (
+        isinstance(cancels, bool) or not isinstance(cancels, int) or not 1 <= cancels <= MAX_KILLS
+    ):
+        raise ExperimentError(f"{_at(where)}cancels must be an integer between 1 and {MAX_KILLS}")
+    duration = args.get("duration_s")
+    if duration is not None:
+        duration = _num(args, "duration_s", 0.0, where, lo=0.001, hi=86400.0)
+    if cancels is None and duration is None:
+        raise ExperimentError(f"{_at(where)}give cancels or duration_s (or both)")
+    reason = args.get("reason", "cancelled by a chaos experiment")
+    if not isinstance(reason, str) or not 1 <= len(reason) <= 200:
+        raise ExperimentError(f"{_at(where)}reason must be a string of 1-200 characters")
+    root = args.get("root")
+    if root is not None and (not isinstance(root, str) or not 1 <= len(root) <= 200):
+        raise ExperimentError(f"{_at(where)}root must be a pid")
+    seed = args.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ExperimentError(f"{_at(where)}seed must be an integer")
+    burst = args.get("burst_size", 1)
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10000:
+        raise ExperimentError(f"{_at(where)}burst_size must be an integer between 1 and 10000")
+    protected = args.get("protected")
+    return CancelSpec(
+        name=name,
+        root=root,
+        names=_strs(args, "names", where),
+        coros=_strs(args, "coros", where),
+        protected=DEFAULT_PROTECTED if protected is None else _strs(args, "protected", where),
+        policy=policy,
+        interval_ms=_num(args, "interval_ms", 1000.0, where, lo=0.1, hi=3_600_000.0),
+        jitter_ms=_num(args, "jitter_ms", 0.0, where, lo=0.0, hi=3_600_000.0),
+        burst_size=burst,
+        reason=reason,
+        duration_s=duration,
+        cancels=cancels,
+        seed=seed,
+    )
 
 
 def kill_spec(args: dict[str, Any], *, where: str = "", name: str = "kill") -> KillSpec:

@@ -89,6 +89,8 @@ class Journal:
         self.gave_up: list[dict[str, Any]] = []
         self.rollbacks: list[dict[str, Any]] = []
         self.action: str | None = None
+        self.notes: list[str] = []
+        """What the reader should know about this run (e.g. an asyncio node: no budgets)."""
 
     def recoveries(self) -> list[float]:
         return [k["recovery_ms"] for k in self.kills if k.get("recovery_ms") is not None]
@@ -130,6 +132,7 @@ class Journal:
                 "budgets": {k: dict(v) for k, v in self.budgets.items()},
                 "gave_up": list(self.gave_up),
                 "rollbacks": list(self.rollbacks),
+                "notes": list(self.notes),
                 "summary": self.summary(),
             }
 

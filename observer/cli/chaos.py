@@ -28,7 +28,7 @@ import click
 from click.core import ParameterSource
 
 from ..attach import parse_address
-from ..chaos.experiment import DEFAULT_PROTECTED, Experiment, ExperimentError, Probe, kill_spec, load
+from ..chaos.experiment import DEFAULT_PROTECTED, CancelSpec, Experiment, ExperimentError, Probe, kill_spec, load
 from ..chaos.journal import save_json
 from ..chaos.runner import attached, run
 from . import helpers as h
@@ -238,8 +238,9 @@ def chaos(ctx: click.Context, **opts: Any) -> None:
 
 
 def _progress_bar(experiment: Experiment, box: list[Any], stop: threading.Event) -> None:
-    by_kills = all(s.kills is not None for s in experiment.method)
-    total = sum(s.kills or 0 for s in experiment.method) if by_kills else None
+    counts = [s.cancels if isinstance(s, CancelSpec) else s.kills for s in experiment.method]
+    by_kills = all(n is not None for n in counts)
+    total = sum(n or 0 for n in counts) if by_kills else None
     seconds = sum(s.duration_s or 0 for s in experiment.method)
     length = total if total else max(1, int(seconds * 10))
     label = "killing" if total else f"killing for {seconds:g} s"

@@ -1,0 +1,230 @@
+"""Chaos against a real asyncio node: an aiohttp service on an observed loop,
+its workers cancelled at random by pattern through the agent's ``cancel``,
+the service probed over HTTP all along; and the clear refusals of what does
+not apply to the node's kind."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp")
+from aiohttp import web
+
+from observer.chaos import ExperimentError, parse
+from observer.chaos.runner import attached, run
+from tests.agent.aio_host import LoopHost, hosted
+from tests.agent.conftest import OP_TOKEN
+from tests.chaos.conftest import TOKEN, DemoHost
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Service:
+    """Workers ``worker-N`` kept at four by a keeper that replaces a cancelled one; ``/health``."""
+
+    def __init__(self) -> None:
+        self.cancelled_workers = 0
+        self.keeper_cancelled = False
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self.changed: asyncio.Event | None = None
+
+    async def worker(self) -> None:
+        try:
+            await asyncio.Event().wait()  # works until cancelled
+        except asyncio.CancelledError:
+            self.cancelled_workers += 1
+            raise
+
+    async def keeper(self) -> None:
+        n = 0
+        assert self.changed is not None
+        try:
+            while True:
+                for k, t in list(self.workers.items()):
+                    if t.done():
+                        del self.workers[k]
+                while len(self.workers) < 4:
+                    n += 1
+                    t = asyncio.create_task(self.worker(), name=f"worker-{n}")
+                    t.add_done_callback(lambda _t: self.changed.set())  # type: ignore[union-attr]
+                    self.workers[n] = t
+                self.changed.clear()
+                await self.changed.wait()
+        except asyncio.CancelledError:
+            self.keeper_cancelled = True
+            raise
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def down(self, request: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    async def start(self) -> None:
+        self.changed = asyncio.Event()
+        self.keeper_task = asyncio.create_task(self.keeper(), name="keeper")
+        app = web.Application()
+        app.add_routes([web.get("/health", self.health), web.get("/down", self.down)])
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[LoopHost, Service]]:
+    for h in hosted():
+        svc = Service()
+        h.submit(svc.start()).result(10)
+        yield h, svc
+        h.submit(svc.stop()).result(10)
+
+
+def experiment(port: int, *, method: list[dict[str, Any]], path: str = "/health", **extra: Any) -> dict[str, Any]:
+    return {
+        "title": "workers survive cancellation",
+        "settle_s": 2,
+        "steady-state-hypothesis": {
+            "probes": [
+                {
+                    "type": "probe",
+                    "name": "the service answers",
+                    "tolerance": True,
+                    "provider": {
+                        "type": "observer",
+                        "func": "http",
+                        "arguments": {"url": f"http://127.0.0.1:{port}{path}", "status": 200, "timeout_s": 2},
+                    },
+                },
+                *extra.pop("probes", []),
+            ]
+        },
+        "method": method,
+        **extra,
+    }
+
+
+def cancel_action(**args: Any) -> dict[str, Any]:
+    return {
+        "type": "action",
+        "name": "cancel workers",
+        "provider": {"type": "observer", "func": "cancel", "arguments": args},
+    }
+
+
+def wait_for_workers(att: Any, n: int) -> None:
+    """The observer's picture holds ``n`` worker tasks (they are drawn 100 ms after they start)."""
+    there = threading.Event()
+
+    def look(_changes: Any = None) -> None:
+        with att.model.locked() as g:
+            if sum(1 for _, r in g.nodes(data=True) if str(r.get("name") or "").startswith("worker-")) >= n:
+                there.set()
+
+    off = att.on_change(look)
+    try:
+        look()
+        assert there.wait(10), "the workers never appeared in the picture"
+    finally:
+        off()
+
+
+def test_cancelling_random_workers_while_the_service_keeps_answering(service: tuple[LoopHost, Service]) -> None:
+    h, svc = service
+    exp = parse(experiment(svc.port, method=[cancel_action(names=["worker-*"], interval_ms=100, cancels=4, seed=3)]))
+    with attached(f"127.0.0.1:{h.agent.port}", OP_TOKEN) as (mgr, att):
+        wait_for_workers(att, 4)
+        _, j = run(mgr, att, exp)
+    assert j["status"] == "completed" and j["hypothesis_held"] is True, (j["error"], j["deviations"])
+    assert any("budgets" in n and "do not apply" in n for n in j["notes"])
+    cancels = j["kills"]
+    assert len(cancels) == 4 and all(c["command"] == "cancel" for c in cancels)
+    assert all(c["status"] == "cancelled" and c["name"].startswith("worker-") for c in cancels), cancels
+    assert len({c["pid"] for c in cancels}) == 4
+    http_checks = [c for c in j["checks"] if c["func"] == "http"]
+    assert {c["phase"] for c in http_checks} >= {"before", "after"}
+    assert all(c["ok"] and c["value"] == 200 for c in http_checks)
+    assert h.call(lambda: svc.cancelled_workers) == 4  # the application's own tasks really took them
+    assert h.call(lambda: svc.keeper_cancelled) is False  # not matching the pattern: never touched
+
+
+def test_an_http_probe_that_fails_before_stops_the_experiment(service: tuple[LoopHost, Service]) -> None:
+    h, svc = service
+    exp = parse(experiment(svc.port, path="/down", method=[cancel_action(names=["worker-*"], cancels=1)]))
+    with attached(f"127.0.0.1:{h.agent.port}", OP_TOKEN) as (mgr, att):
+        _, j = run(mgr, att, exp)
+    assert j["status"] == "failed" and "did not hold before" in j["error"]
+    before = j["checks"][0]
+    assert before["func"] == "http" and before["ok"] is False and before["value"] == 503
+    assert before["evidence"]["expected"] == 200 and j["kills"] == []
+    assert h.call(lambda: svc.cancelled_workers) == 0
+
+
+def test_kill_actions_and_supervisor_probes_are_refused_on_an_asyncio_node(service: tuple[LoopHost, Service]) -> None:
+    h, svc = service
+    kill = {"type": "action", "provider": {"type": "observer", "func": "kill", "arguments": {"kills": 1}}}
+    gave_up = {"type": "probe", "name": "no give-ups", "tolerance": 0,
+               "provider": {"type": "observer", "func": "supervisors_gave_up"}}  # fmt: skip
+    with attached(f"127.0.0.1:{h.agent.port}", OP_TOKEN) as (mgr, att):
+        _, j = run(mgr, att, parse(experiment(svc.port, method=[kill])))
+        assert j["status"] == "failed" and j["hypothesis_held"] is None
+        assert "do not apply to an asyncio node" in j["error"] and "'cancel' action" in j["error"]
+        assert "not attached as operator" not in j["error"] and j["kills"] == []
+        exp = parse(experiment(svc.port, method=[cancel_action(cancels=1)], probes=[gave_up]))
+        _, j = run(mgr, att, exp)
+        assert "'no give-ups' (supervisors_gave_up) do not apply to an asyncio node" in j["error"]
+    assert h.call(lambda: svc.cancelled_workers) == 0
+
+
+def test_a_cancel_action_is_refused_on_an_actors_node() -> None:
+    host = DemoHost()
+    try:
+        with attached(host.address, TOKEN) as (mgr, att):
+            exp = parse(experiment(1, method=[cancel_action(cancels=1)]))
+            _, j = run(mgr, att, exp)
+        assert j["status"] == "failed" and "apply to asyncio nodes only" in j["error"] and "'kill'" in j["error"]
+    finally:
+        host.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"cancels": 1, "mode": "unbounded"}, "mode does not apply to a cancel action (an asyncio node has no"),
+        ({"cancels": 1, "budget_margin": 0}, "budget_margin does not apply to a cancel action"),
+        ({"cancels": 1, "kinds": ["worker"]}, "kinds does not apply"),
+        ({"kills": 3}, "kills does not apply to a cancel action (a cancel action counts 'cancels')"),
+        ({"cancels": 1, "policy": "sequence"}, "policy of a cancel action must be one of interval, burst"),
+        ({}, "give cancels or duration_s"),
+    ],
+)
+def test_options_of_kills_are_refused_in_a_cancel_action_with_the_reason(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ExperimentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(experiment(1, method=[cancel_action(**args)]))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"url": "ftp://x/"}, "url must be an http:// or https:// URL"),
+        ({"url": "http://x/", "status": 700}, "status must be an HTTP status"),
+        ({"url": "http://x/", "timeout_s": 0}, "timeout_s must be a number"),
+        ({"url": "http://x/", "method": "POST"}, "unknown field\\(s\\) of an http probe: method"),
+    ],
+)
+def test_a_bad_http_probe_is_refused(arguments: dict[str, Any], message: str) -> None:
+    exp = experiment(1, method=[cancel_action(cancels=1)])
+    exp["steady-state-hypothesis"]["probes"][0]["provider"]["arguments"] = arguments
+    with pytest.raises(ExperimentError, match=message):
+        parse(exp)
