@@ -9,17 +9,30 @@ observer's SQLite history).
 * :mod:`.engine` -- the runner; :mod:`.tracking` -- kills followed through the stream;
   :mod:`.budget` -- the within-budget ledger;
   :mod:`.targets` -- victim selection; :mod:`.hypothesis` -- the checks;
+* :mod:`.cancel` -- asyncio nodes: ``cancel`` actions (the asyncio kill) and the ``http`` probe;
 * :mod:`.journal` -- the journal and its SQLite table; :mod:`.runner` -- a run
   with an attach manager of its own (CLI, chaostoolkit, bench);
 * :mod:`.web` -- the Chaos page and ``/api/chaos`` (``observer chaos`` is in :mod:`observer.cli.chaos`).
 """
 
 from .engine import Engine
-from .experiment import Experiment, ExperimentError, KillSpec, Probe, Rollback, kill_spec, load, parse
+from .experiment import (
+    CancelSpec,
+    Experiment,
+    ExperimentError,
+    KillSpec,
+    Probe,
+    Rollback,
+    cancel_spec,
+    kill_spec,
+    load,
+    parse,
+)
 from .journal import ChaosHistory, Journal, percentiles, save_json
 from .runner import attached, run
 
 __all__ = [
+    "CancelSpec",
     "ChaosHistory",
     "Engine",
     "Experiment",
@@ -29,6 +42,7 @@ __all__ = [
     "Probe",
     "Rollback",
     "attached",
+    "cancel_spec",
     "kill_spec",
     "load",
     "parse",
