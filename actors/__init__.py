@@ -72,6 +72,7 @@ from ._introspect import (
     process_monitors,
     process_stack,
     process_status,
+    process_task,
     task_process,
 )
 from ._messages import CallMsg, CastMsg, From, ReplyMsg
@@ -202,6 +203,7 @@ __all__ = [
     "process_monitors",
     "process_stack",
     "process_status",
+    "process_task",
     "receive_response",
     "reply",
     "restart_child",

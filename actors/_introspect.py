@@ -124,6 +124,11 @@ def task_process(node: Node, task: asyncio.Task[Any] | None) -> Process | None:
     return None
 
 
+def process_task(p: Process) -> asyncio.Task[Any] | None:
+    """The task running ``p``'s body (None before it starts)."""
+    return p._task
+
+
 def process_links(p: Process) -> tuple[Pid, ...]:
     """Pids linked to ``p`` (in no particular order)."""
     links = p._links

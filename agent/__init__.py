@@ -108,6 +108,7 @@ def start(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls_ca: str | None = None,
+    include_tasks: bool = False,
     **options: object,
 ) -> Agent:
     """Start an agent for ``node`` in a thread of its own and return it once listening.
@@ -125,13 +126,23 @@ def start(
     :class:`Agent`'s keyword arguments (``sample_hz``, ``event_limit``, ...).
     Call from the node's loop thread or any other thread once the node's
     loop is bound (inside ``async with Node()`` or after ``start_in_thread``).
+
+    ``include_tasks=True`` (an :class:`actors.Node` only): the node runs
+    inside an asyncio application; the picture also shows the application's
+    other tasks on the node's loop (``docs/asyncio.md``, "Mixed programs").
     """
     from ._agent import Agent
+    from ._mixed_source import MixedSource
 
     host, port = _parse_bind(bind)
+    target: Any = _target(node)
+    if include_tasks:
+        if isinstance(target, asyncio.AbstractEventLoop):
+            raise ValueError("include_tasks=True is for an actors.Node (a plain loop's tasks are always shown)")
+        target = MixedSource(target)
     tok = _bytes(token) or make_token().encode()
     agent = Agent(
-        _target(node),
+        target,
         host=host,
         port=port,
         token=tok,
@@ -202,7 +213,7 @@ def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) 
     token = _env_secret("OBSERVER_AGENT_TOKEN")
     if not token:
         raise ValueError("OBSERVER_AGENT_BIND is set but neither OBSERVER_AGENT_TOKEN nor _TOKEN_FILE is")
-    opts: dict[str, object] = {}
+    opts: dict[str, Any] = {}
     if os.environ.get("OBSERVER_AGENT_SAMPLE_HZ"):
         opts["sample_hz"] = float(os.environ["OBSERVER_AGENT_SAMPLE_HZ"])
     ag = start(
