@@ -51,6 +51,7 @@ __all__ = [
     "Probe",
     "Rollback",
     "cancel_spec",
+    "http_probe",
     "kill_spec",
     "load",
     "parse",
@@ -338,6 +339,13 @@ def _http_args(args: dict[str, Any], where: str) -> None:
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ExperimentError(f"{where}.provider.arguments.status must be an HTTP status (100-599)")
     _num(args, "timeout_s", 2.0, f"{where}.provider.arguments", lo=0.01, hi=60.0)
+
+
+def http_probe(url: str, *, status: int = 200, timeout_s: float = 2.0, name: str = "") -> Probe:
+    """An ``http`` probe (checked like one read from a file)."""
+    args: dict[str, Any] = {"url": url, "status": status, "timeout_s": timeout_s}
+    _http_args(args, "http probe")
+    return Probe(func="http", tolerance=True, name=name or f"GET {url}", arguments=args)
 
 
 def _pct(s: str) -> float | None:

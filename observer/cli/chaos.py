@@ -28,7 +28,17 @@ import click
 from click.core import ParameterSource
 
 from ..attach import parse_address
-from ..chaos.experiment import DEFAULT_PROTECTED, CancelSpec, Experiment, ExperimentError, Probe, kill_spec, load
+from ..chaos.experiment import (
+    DEFAULT_PROTECTED,
+    CancelSpec,
+    Experiment,
+    ExperimentError,
+    Probe,
+    cancel_spec,
+    http_probe,
+    kill_spec,
+    load,
+)
 from ..chaos.journal import save_json
 from ..chaos.runner import attached, run
 from . import helpers as h
@@ -40,6 +50,8 @@ EXIT_HELD, EXIT_DEVIATED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 def experiment_from_options(opts: dict[str, Any]) -> Experiment:
     """An experiment from the command's options (raises :class:`ExperimentError`)."""
+    if opts.get("cancels") is not None or opts.get("coro"):
+        return _cancel_experiment(opts)
     args: dict[str, Any] = {
         "policy": opts["policy"],
         "reason": opts["reason"],
@@ -86,9 +98,76 @@ def experiment_from_options(opts: dict[str, Any]) -> Experiment:
         probes.append(Probe("mailbox", int(n), f"mailbox of {name} at most {n}", {"name": name}))
     if opts["alive"]:
         probes.append(Probe("alive", True, "named processes alive", {"names": list(opts["alive"])}))
+    probes += _http_probes(opts)
     title = opts["title"] or f"{spec.mode} {spec.policy} kills"
     return Experiment(
         title=title,
+        probes=tuple(probes),
+        method=(spec,),
+        abort_on_deviation=not opts["no_abort"],
+        settle_s=opts["settle_s"],
+    )
+
+
+KILL_OPTIONS = {
+    "mode": "mode",
+    "budget_margin": "budget_margin",
+    "kind": "kinds",
+    "target": "sequence",
+    "label": "labels",
+    "kills": "kills",
+    "recovery_ms": None,
+    "max_give_ups": None,
+    "mailbox": None,
+    "alive": None,
+}
+"""Options of kills (and supervisor probes): refused in a cancel run (--cancels/--coro), with why."""
+
+
+def _http_probes(opts: dict[str, Any]) -> list[Probe]:
+    return [http_probe(url) for url in opts.get("http") or ()]
+
+
+def _cancel_experiment(opts: dict[str, Any]) -> Experiment:
+    """``--cancels``/``--coro``: a cancel action against an asyncio node."""
+    given = opts.get("_given") or set()
+    for opt, field in KILL_OPTIONS.items():
+        if opt in given:
+            flag = "--" + opt.replace("_", "-")
+            what = f"({field} of a kill)" if field else "(a supervisor probe)"
+            raise ExperimentError(
+                f"{flag} {what} does not apply to cancelling tasks (--cancels/--coro): "
+                "an asyncio node has no supervisors, restart budgets or registered names"
+            )
+    args: dict[str, Any] = {"policy": opts["policy"], "burst_size": opts["burst"], "jitter_ms": opts["jitter_ms"]}
+    if args["policy"] == "sequence":
+        raise ExperimentError("--policy sequence does not apply to cancelling tasks: use interval or burst")
+    if opts["rate"] is not None:
+        if opts["rate"] <= 0:
+            raise ExperimentError("--rate must be > 0")
+        args["interval_ms"] = 1000.0 / opts["rate"]
+    else:
+        args["interval_ms"] = opts["interval_ms"]
+    for key, opt in (("root", "root"), ("cancels", "cancels"), ("duration_s", "duration_s"), ("seed", "seed")):
+        if opts.get(opt) is not None:
+            args[key] = opts[opt]
+    if "reason" in given:
+        args["reason"] = opts["reason"]
+    for key, opt in (("names", "name"), ("coros", "coro")):
+        if opts.get(opt):
+            args[key] = list(opts[opt])
+    if opts["protect"]:
+        args["protected"] = [*DEFAULT_PROTECTED, *opts["protect"]]
+    spec = cancel_spec(args, where="options")
+    probes = _http_probes(opts)
+    if "process_tolerance" in given:
+        tol = opts["process_tolerance"]
+        try:
+            probes.append(Probe("process_count", tol if tol.endswith("%") else int(tol), "tasks back to their level"))
+        except ValueError:
+            raise ExperimentError("--process-tolerance must be a count or a percentage like 5%") from None
+    return Experiment(
+        title=opts["title"] or f"{spec.policy} task cancels",
         probes=tuple(probes),
         method=(spec,),
         abort_on_deviation=not opts["no_abort"],
@@ -169,6 +248,9 @@ _OPTIONS = [
     click.option("--process-tolerance", default="10%", show_default=True, help="count or N%"),
     click.option("--mailbox", multiple=True, help="NAME=MAX mailbox bound (repeatable)"),
     click.option("--alive", multiple=True, help="registered name that must be alive (repeatable)"),
+    click.option("--http", multiple=True, help="URL that must answer 200 to a GET (repeatable; a probe)"),
+    click.option("--cancels", type=int, default=None, help="asyncio node: cancel this many tasks (not kill)"),
+    click.option("--coro", multiple=True, help="asyncio node: coroutine glob of tasks to cancel (repeatable)"),
     click.option("--no-abort", is_flag=True, help="keep killing after a deviation"),
     click.option("--settle-s", type=float, default=10.0, show_default=True, help="seconds to heal after the method"),
     click.option("--quiet", is_flag=True, help="no progress bar"),
@@ -195,17 +277,19 @@ def chaos(ctx: click.Context, **opts: Any) -> None:
     if not token:
         raise h.no_node_token(opts["attach"])
     policy_given = ctx.get_parameter_source("policy") == ParameterSource.COMMANDLINE
+    given = {k for k in opts if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     try:
         if opts["experiment_file"]:
             experiment = load(opts["experiment_file"])
         else:
-            experiment = experiment_from_options(opts | {"_policy_given": policy_given})
+            experiment = experiment_from_options(opts | {"_policy_given": policy_given, "_given": given})
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         with attached(opts["attach"], token) as (mgr, att):
-            if "kill" not in (att.client.welcome.get("commands") or [] if att.client else []):
-                click.echo("observer chaos: the token is not an operator token (no kill command)", err=True)
+            offered = att.client.welcome.get("commands") or [] if att.client else []
+            if "kill" not in offered and "cancel" not in offered:
+                click.echo("observer chaos: the token is not an operator token (no kill or cancel command)", err=True)
                 ctx.exit(EXIT_CANNOT_RUN)
             engine_box: list[Any] = []
             stop = threading.Event()

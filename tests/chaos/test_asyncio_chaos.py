@@ -6,17 +6,21 @@ not apply to the node's kind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("aiohttp")
 from aiohttp import web
+from click.testing import CliRunner
 
 from observer.chaos import ExperimentError, parse
 from observer.chaos.runner import attached, run
+from observer.cli import main
 from tests.agent.aio_host import LoopHost, hosted
 from tests.agent.conftest import OP_TOKEN
 from tests.chaos.conftest import TOKEN, DemoHost
@@ -228,3 +232,26 @@ def test_a_bad_http_probe_is_refused(arguments: dict[str, Any], message: str) ->
     exp["steady-state-hypothesis"]["probes"][0]["provider"]["arguments"] = arguments
     with pytest.raises(ExperimentError, match=message):
         parse(exp)
+
+
+def test_the_command_line_cancels_tasks_of_an_asyncio_node(service: tuple[LoopHost, Service], tmp_path: Path) -> None:
+    h, svc = service
+    tok = tmp_path / "token"
+    tok.write_text(OP_TOKEN + "\n")
+    url = f"http://127.0.0.1:{svc.port}/health"
+    base = ["chaos", "--attach", f"127.0.0.1:{h.agent.port}", "--node-token-file", str(tok), "--quiet"]
+    with attached(f"127.0.0.1:{h.agent.port}", OP_TOKEN) as (_mgr, att):
+        wait_for_workers(att, 4)
+    args = [*base, "--cancels", "2", "--name", "worker-*", "--interval-ms", "50", "--http", url, "--settle-s", "1"]
+    out = tmp_path / "journal.json"
+    res = CliRunner().invoke(main, [*args, "--journal", str(out)])
+    assert res.exit_code == 0, res.output
+    j = json.loads(out.read_text())
+    assert j["status"] == "completed" and [k["status"] for k in j["kills"]] == ["cancelled", "cancelled"]
+    assert h.call(lambda: svc.cancelled_workers) == 2
+
+    res = CliRunner().invoke(main, [*base, "--cancels", "1", "--mode", "unbounded"])
+    assert res.exit_code == 2 and "--mode (mode of a kill) does not apply to cancelling tasks" in res.output
+    res = CliRunner().invoke(main, [*base, "--kills", "1"])  # a kill run on an asyncio node: refused, says why
+    assert res.exit_code == 3 and "do not apply to an asyncio node" in res.output, res.output
+    assert h.call(lambda: svc.cancelled_workers) == 2
