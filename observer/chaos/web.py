@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .engine import Engine
-from .experiment import Experiment, ExperimentError, Probe, kill_spec, parse
+from .experiment import CancelSpec, Experiment, ExperimentError, KillSpec, Probe, cancel_spec, kill_spec, parse
 from .journal import ChaosHistory
 
 __all__ = ["ChaosService", "Publish", "experiment_from_body"]
@@ -126,6 +126,28 @@ def _probes(h: dict[str, Any]) -> tuple[Probe, ...]:
         add("mailbox", m.get("max"), f"mailbox of {m.get('name')}", {"name": m.get("name")})
     if h.get("alive"):
         add("alive", True, "named processes alive", {"names": h["alive"]})
+    return _checked(raw, h)
+
+
+def _cancel_probes(h: dict[str, Any]) -> tuple[Probe, ...]:
+    """The form's hypothesis for a cancel run (asyncio node): ``http`` URLs, ``process_tolerance``."""
+    if not isinstance(h, dict):
+        raise ExperimentError("hypothesis must be an object")
+    raw: list[dict[str, Any]] = []
+    if h.get("process_tolerance") not in (None, ""):
+        provider = {"type": "observer", "func": "process_count", "arguments": {}}
+        raw.append({"type": "probe", "name": "tasks back to their level", "tolerance": h["process_tolerance"],
+                    "provider": provider})  # fmt: skip
+    return _checked(raw, h)
+
+
+def _checked(raw: list[dict[str, Any]], h: dict[str, Any]) -> tuple[Probe, ...]:
+    urls = h.get("http") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ExperimentError("hypothesis.http must be a list of URLs")
+    for url in urls:
+        provider = {"type": "observer", "func": "http", "arguments": {"url": url, "status": 200}}
+        raw.append({"type": "probe", "name": f"GET {url}", "tolerance": True, "provider": provider})
     exp = parse({"title": "-", "steady-state-hypothesis": {"probes": raw}, "method": [_KILL_PLACEHOLDER]})
     return exp.probes
 
@@ -137,22 +159,32 @@ def experiment_from_body(body: dict[str, Any]) -> Experiment:
     """The experiment a POST describes (raises :class:`ExperimentError`)."""
     if "experiment" in body:
         return parse(body["experiment"])
-    kill = body.get("kill")
-    if not isinstance(kill, dict):
-        raise ExperimentError("give 'experiment' (file-shaped) or 'kill' (the kill policy)")
-    spec = kill_spec(kill, where="kill")
+    kill, cancel = body.get("kill"), body.get("cancel")
+    spec: KillSpec | CancelSpec
+    if isinstance(cancel, dict) and kill is None:
+        spec = cancel_spec(cancel, where="cancel")
+        probes = _cancel_probes(body.get("hypothesis") or {})
+        default_title = f"{spec.policy} task cancels"
+    elif isinstance(kill, dict) and cancel is None:
+        spec = kill_spec(kill, where="kill")
+        probes = _probes(body.get("hypothesis") or {})
+        default_title = f"{spec.mode} {spec.policy} kills"
+    else:
+        raise ExperimentError(
+            "give 'experiment' (file-shaped), 'kill' (the kill policy) or 'cancel' (an asyncio node's)"
+        )
     settle = body.get("settle_s", 10.0)
     if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 600:
         raise ExperimentError("settle_s must be a number between 0 and 600")
     abort = body.get("abort_on_deviation", True)
     if not isinstance(abort, bool):
         raise ExperimentError("abort_on_deviation must be true or false")
-    title = body.get("title") or f"{spec.mode} {spec.policy} kills"
+    title = body.get("title") or default_title
     if not isinstance(title, str) or len(title) > 200:
         raise ExperimentError("title must be a short string")
     return Experiment(
         title=title,
-        probes=_probes(body.get("hypothesis") or {}),
+        probes=probes,
         method=(spec,),
         abort_on_deviation=abort,
         settle_s=float(settle),

@@ -28,6 +28,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
+from ..chaos.cancel import not_applicable
 from ..chaos.engine import Engine
 from ..chaos.experiment import ExperimentError
 from ..chaos.web import ChaosService, experiment_from_body
@@ -111,8 +112,14 @@ def api_start() -> Any:
     if data.get("confirm") is not True:
         raise BadRequest('say "confirm": true to start killing processes', code="confirmation_required")
     att = st.attachment(node)
-    if "kill" not in ((att.client.welcome.get("commands") or []) if att.client is not None else []):
-        raise Unavailable(f"{node} is not attached as operator", code="not_attached")
+    welcome = att.client.welcome if att.client is not None else {}
+    kind = str(welcome.get("node_kind") or "actors")
+    unfit = not_applicable(exp, kind)
+    if unfit is not None:
+        raise BadRequest(f"{node}: {unfit}", code="not_applicable")
+    command = "cancel" if kind == "asyncio" else "kill"
+    if command not in (welcome.get("commands") or []):
+        raise Unavailable(f"{node} is not attached as operator (no {command} command)", code="not_attached")
     svc = service()
     if svc.running(node):
         raise Conflict(f"an experiment is already running on {node}", code="already_running")
@@ -120,7 +127,7 @@ def api_start() -> Any:
     store = st.store
 
     def audit(target: str, args: dict[str, Any]) -> int:
-        return int(store.audit(user, addr, "kill", target, args, node=node))
+        return int(store.audit(user, addr, command, target, args, node=node))
 
     engine = Engine(att, exp, loop=st.manager.loop, audit=audit)
     aid = store.audit(user, addr, "chaos_start", engine.id, exp.to_dict(), node=node)  # AuditError: 503

@@ -18,12 +18,17 @@ pytest.importorskip("aiohttp")
 from aiohttp import web
 from click.testing import CliRunner
 
+from observer import AttachManager, HistoryStore
+from observer.app import AttachSpec, ObserverConfig, create_app
 from observer.chaos import ExperimentError, parse
 from observer.chaos.runner import attached, run
 from observer.cli import main
+from observer.permissions import parse_login_tokens
 from tests.agent.aio_host import LoopHost, hosted
 from tests.agent.conftest import OP_TOKEN
 from tests.chaos.conftest import TOKEN, DemoHost
+from tests.observer import wait_for
+from tests.observer.test_app import ORIGIN, PORT, page_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -255,3 +260,58 @@ def test_the_command_line_cancels_tasks_of_an_asyncio_node(service: tuple[LoopHo
     res = CliRunner().invoke(main, [*base, "--kills", "1"])  # a kill run on an asyncio node: refused, says why
     assert res.exit_code == 3 and "do not apply to an asyncio node" in res.output, res.output
     assert h.call(lambda: svc.cancelled_workers) == 2
+
+
+def test_the_chaos_api_runs_a_cancel_experiment_and_refuses_a_kill_one(tmp_path: Path) -> None:
+    # (no thread-leak check here: the web app's Socket.IO server keeps a daemon thread)
+    h, svc = LoopHost(), Service()
+    h.submit(svc.start()).result(10)
+    store = HistoryStore(str(tmp_path / "history.sqlite3"), batch_interval=0.02)
+    manager = AttachManager(store, change_interval=0.02)
+    config = ObserverConfig(
+        host="127.0.0.1",
+        port=PORT,
+        login_token="login-token-for-chaos-tests",
+        allow_destructive_actions=True,
+        attach=(AttachSpec("svc", f"127.0.0.1:{h.agent.port}", OP_TOKEN),),
+        manager=manager,
+        store=store,
+        grants=parse_login_tokens("login-token-for-chaos-tests role=operator name=op"),
+    )
+    app, _ = create_app(config)
+    app.config["SERVER_NAME"] = f"127.0.0.1:{PORT}"
+    st = app.extensions["observer"]
+    try:
+        wait_for(lambda: st.model("svc").status == "up", what="attached")
+        wait_for_workers(st.attachment("svc"), 4)
+        c = app.test_client()
+        assert c.get("/login?token=login-token-for-chaos-tests").status_code == 302
+        headers = {"X-CSRF-Token": str(page_config(c)["csrf"]), "Origin": ORIGIN}
+        resp = c.post("/api/chaos/experiments", json={"node": "svc", "confirm": True, "kill": {"kills": 1}},
+                      headers=headers)  # fmt: skip
+        assert resp.status_code == 400 and resp.get_json()["error"] == "not_applicable"
+        assert "do not apply to an asyncio node" in resp.get_json()["message"]
+        url = f"http://127.0.0.1:{svc.port}/health"
+        body = {"node": "svc", "confirm": True, "settle_s": 1, "hypothesis": {"http": [url]},
+                "cancel": {"names": ["worker-*"], "cancels": 2, "interval_ms": 50}}  # fmt: skip
+        resp = c.post("/api/chaos/experiments", json=body, headers=headers)
+        assert resp.status_code == 202, resp.get_json()
+        exp_id = resp.get_json()["id"]
+
+        def ended() -> dict[str, Any] | None:
+            j = c.get(f"/api/chaos/experiments/{exp_id}").get_json()
+            return j if j.get("status") not in (None, "running") else None
+
+        j = wait_for(ended, timeout=20, what="the experiment's end")
+        assert j["status"] == "completed", j
+        assert [k["status"] for k in j["kills"]] == ["cancelled", "cancelled"]
+        store.flush()
+        rows = [r for r in c.get("/api/audit").get_json()["audit"] if r["action"] == "cancel"]
+        assert sorted(r["target"] for r in rows) == sorted(k["pid"] for k in j["kills"])
+        assert h.call(lambda: svc.cancelled_workers) == 2
+    finally:
+        st.close()
+        manager.close()
+        store.close()
+        h.submit(svc.stop()).result(10)
+        h.stop()
