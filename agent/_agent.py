@@ -29,8 +29,9 @@ from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
 from ._encode import event_dict, format_traceback, meta_of, process_record
-from ._redact import RedactionPolicy, Redactor
+from ._redact import Redactor
 from ._sampling import Sampling
+from ._scrub import RedactionPolicy
 from ._session import Session
 
 log = logging.getLogger("agent")

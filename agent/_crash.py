@@ -27,7 +27,8 @@ import actors
 from . import messages as M
 from . import protocol as P
 from ._encode import finite
-from ._redact import RedactionPolicy, Redactor, redact_text
+from ._redact import Redactor
+from ._scrub import RedactionPolicy, redact_text
 
 if TYPE_CHECKING:
     from ._commands import Commands

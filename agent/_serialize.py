@@ -1,0 +1,892 @@
+"""Bounded, never-raising serialization of arbitrary values to JSON-able data.
+
+The agent uses this (through :class:`agent._redact.Redactor`) to show a process's state,
+mailbox and crash values to observers.  The actor system must never pay for the observer's trouble, so
+:meth:`Serializer.encode`:
+
+* **never raises** (apart from ``KeyboardInterrupt`` / ``SystemExit``, which are always
+  re-raised): every step that may run user code (``__repr__``, ``__str__``, ``__len__``,
+  ``__iter__``, ``items()``, custom field extractors) is guarded, and a failure becomes a
+  marker string such as ``"<error: ValueError>"`` in place of that one value;
+* is **bounded in size**: ``max_depth`` levels, ``max_items`` entries per container,
+  ``max_string`` characters per string, and about ``max_bytes`` of JSON in total
+  (``len(json.dumps(data))`` stays within ``max_bytes`` plus a few hundred bytes of
+  closing markers);
+* is **bounded in time**: the wall clock is checked before every value and every
+  container item; past ``time_budget_s`` the walk stops and marks the result truncated.
+  A *single* user call that blocks (a ``__repr__`` that sleeps) cannot be interrupted;
+  the checks bound everything between such calls;
+* **never copies big values**: strings and bytes are measured with ``len`` and sliced
+  before anything else; built-in containers are never ``repr``'d; a bounded prefix of a
+  built-in container is snapshotted in C (which also makes a concurrent mutation from
+  the host's loop harmless); iterators and generators are never advanced;
+* calls a user ``__repr__`` at most once per object per encode, and clips its result.
+
+Output conventions (``Encoded.data``)
+-------------------------------------
+* ``None``, ``bool``, ``int``, finite ``float`` and ``str`` map to themselves (subclasses
+  to their base value).  ``nan``/``inf``/``-inf`` become the strings ``"NaN"``,
+  ``"Infinity"``, ``"-Infinity"``.  Ints over 1024 bits become
+  ``{"__type__": "int", "bits": n, "negative": bool}``.
+* Strings longer than ``max_string`` are cut, with ``"...<+N chars>"`` appended.  Strings
+  are made UTF-8-encodable (lone surrogates become ``\\udc80``-style escapes).
+* A ``list`` is a JSON list; an exact ``dict`` is a JSON object (keys stringified; if
+  two keys stringify alike the later gets a ``" #2"`` suffix).
+* Every other non-scalar is an object carrying ``"__type__"`` (the class's qualified
+  name) plus one of these shapes:
+
+  - ``{"__type__": "tuple", "items": [...]}`` — tuple, set, frozenset, deque, list
+    subclasses, other sequences and iterables (a class with ``__iter__`` but no
+    ``__next__``);
+  - ``{"__type__": "OrderedDict", "items": {...}}`` — dict subclasses and other
+    mappings; also a plain dict that has a ``"__type__"`` key of its own;
+  - ``{"__type__": "Point", "fields": {...}}`` — dataclasses, named tuples, objects with
+    ``__dict__`` and/or ``__slots__``, and ``__observer_fields__`` / registered
+    extractors;
+  - ``{"__type__": "bytes", "len": n, "preview": "b'...'"}`` — bytes, bytearray,
+    memoryview (the preview covers at most ``max_string // 4`` bytes);
+  - ``{"__type__": "Color", "name": "RED", "value": 1}`` — enums;
+  - ``{"__type__": "datetime", "iso": "..."}`` (also ``date``, ``time``),
+    ``{"__type__": "timedelta", "seconds": 1.5}``, ``{"__type__": "Decimal", "value": "1.10"}``;
+  - ``{"__type__": "ValueError", "message": "..."}`` — exceptions;
+  - ``{"__type__": "Pid", "repr": "<0.42.0>"}`` — everything shown by a (safe, clipped)
+    ``repr``: functions, methods, classes, modules, coroutines, generators, frames,
+    ``range``, ``complex``, awaitables (futures, tasks: never iterated), objects whose
+    class has ``__slots__``, no ``__dict__`` and its
+    own ``__repr__`` (the actors' ``Pid`` / ``Ref``, ``uuid.UUID``, ``pathlib.Path``...),
+    and anything else with neither ``__dict__`` nor ``__slots__``.
+
+* A container cut short ends with a marker: a list/items gets a last element
+  ``"<+N more>"`` (or ``"<more>"`` when the length is unknown), a dict/fields/items object
+  gets a last key ``"<truncated>"`` with the same kind of value.
+* Other markers (plain strings): ``"<cycle>"``, ``"<list of 3 (max depth)>"``,
+  ``"<Foo (hidden)>"``, ``"<error: ValueError>"``, ``"<...>"`` (budget exhausted).
+
+Reading attributes
+------------------
+Objects are read the way a debugger would: the instance ``__dict__`` through the type's
+C-level descriptor and ``__slots__`` / dataclass fields with ``object.__getattribute__``
+(a class's own ``__getattribute__`` / ``__getattr__`` is not called; an attribute whose
+property raises shows as ``"<error: ...>"``), dict subclasses and list/tuple/set subclasses are read
+through the base type's C methods (overridden ``items``/``__iter__`` are not called).
+Only genuinely custom containers (a class's own ``__iter__``/``__len__``, a non-dict
+``Mapping``'s ``items()``) and ``repr``/``str`` run user code.
+
+Opting out / customising
+------------------------
+* A class attribute ``__observer_inspect__ = False`` shows instances as
+  ``"<ClassName (hidden)>"``.
+* A method ``__observer_fields__(self) -> Mapping[str, Any]`` replaces the default
+  attribute list (the mapping is still masked by key).
+* :meth:`Serializer.register_type` overrides both, for a class and its subclasses (the
+  nearest registered class in the MRO wins).
+
+Masking
+-------
+What is secret is not decided here: a :class:`Scrub` (in the agent,
+:class:`agent._scrub.Scrubber`) is plugged in and asked about every dict key, attribute
+name and field name, and about the first element of a 2-tuple whose first element is a
+string.  A secret's value is replaced by the scrub's ``mask`` without being looked at
+(whatever its type), and counted in ``Encoded.masked``.  String *values* are not scanned.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import functools
+import itertools
+import json
+import json.encoder
+import math
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping, MappingView, Sequence, Set
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+__all__ = [
+    "Encoded",
+    "Limits",
+    "Scrub",
+    "Serializer",
+]
+
+_FATAL: Final = (KeyboardInterrupt, SystemExit)
+_MISSING: Final = object()
+_MAX_NAME: Final = 256  # an ASCII str key this short takes the fast path in ``pairs``
+_BIG_INT_BITS: Final = 1024
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+_REPR_TYPES: Final[tuple[type, ...]] = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+    types.ModuleType,
+    types.CoroutineType,
+    types.GeneratorType,
+    types.AsyncGeneratorType,
+    types.FrameType,
+    types.TracebackType,
+    types.CodeType,
+    types.CellType,
+    functools.partial,
+    range,
+    slice,
+    complex,
+    property,
+    staticmethod,
+    classmethod,
+)
+
+
+class Limits(Protocol):
+    """How much to show (:class:`agent._scrub.RedactionPolicy` is one).
+
+    Negative limits count as 0; ``max_depth`` is capped at 64.
+    """
+
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def max_items(self) -> int: ...
+    @property
+    def max_string(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def time_budget_s(self) -> float: ...
+
+
+class Scrub(Protocol):
+    """What decides which names are secret (:class:`agent._scrub.Scrubber` is one)."""
+
+    @property
+    def mask(self) -> str:
+        """What a secret value is replaced with."""
+        ...
+
+    def is_secret(self, name: str) -> bool:
+        """True if the value under ``name`` must be masked."""
+        ...
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The result of :meth:`Serializer.encode`.
+
+    ``data`` is JSON-able (``json.dumps(data)`` always succeeds, and the text is
+    UTF-8-encodable); ``truncated`` is true when any cap (depth, items, string, bytes,
+    time) was hit; ``masked`` counts masked values; ``size`` is ``len(json.dumps(data))``.
+    """
+
+    data: Any
+    truncated: bool
+    masked: int
+    size: int
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _type_name(cls: type) -> str:
+    """The class's ``__qualname__`` without any ``f.<locals>.`` prefix."""
+    try:
+        name = type.__getattribute__(cls, "__qualname__")
+        if isinstance(name, str):
+            return str.__getitem__(name.rpartition("<locals>.")[2], slice(0, 200))
+    except _FATAL:
+        raise
+    except BaseException:
+        pass
+    return "?"
+
+
+def _static_lookup(cls: type, name: str) -> Any:
+    """Look ``name`` up in the class dicts along the MRO, running no user code."""
+    for klass in type.__getattribute__(cls, "__mro__"):
+        ns = type.__getattribute__(klass, "__dict__")
+        if name in ns:
+            return ns[name]
+    return _MISSING
+
+
+def _defines(cls: type, name: str) -> bool:
+    """True if the class (or a base) sets ``name`` to something other than None."""
+    found = _static_lookup(cls, name)
+    return found is not _MISSING and found is not None
+
+
+def _instance_dict(v: Any, cls: type) -> dict[str, Any] | None:
+    """The instance's own ``__dict__``, via the type's C descriptor (a ``__dict__``
+    property defined by the class is not called); None if it has none."""
+    for klass in type.__getattribute__(cls, "__mro__"):
+        found = type.__getattribute__(klass, "__dict__").get("__dict__")
+        if type(found) is types.GetSetDescriptorType:
+            try:
+                inst = found.__get__(v, cls)
+            except _FATAL:
+                raise
+            except BaseException:
+                return None
+            return inst if type(inst) is dict else None
+    return None
+
+
+def _slot_names(cls: type) -> list[str]:
+    """Instance attribute names declared by ``__slots__`` along the MRO (mangled)."""
+    names: list[str] = []
+    for klass in type.__getattribute__(cls, "__mro__"):
+        ns = type.__getattribute__(klass, "__dict__")
+        slots = ns.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        try:
+            declared = list(itertools.islice(iter(slots), 1000))
+        except _FATAL:
+            raise
+        except BaseException:
+            continue
+        for slot in declared:
+            if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = "_" + type.__getattribute__(klass, "__name__").lstrip("_") + slot
+            if slot not in names:
+                names.append(slot)
+    return names
+
+
+def _utf8_safe(s: str) -> str:
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _more(n: int | None) -> str:
+    return f"<+{n} more>" if n is not None else "<more>"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    inspect: bool | None
+    fields: Callable[[Any], Any] | None
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+class _Walk:
+    """One encode: budgets, counters, the cycle path and the repr cache."""
+
+    def __init__(self, serializer: Serializer) -> None:
+        p = serializer.limits
+        self.r = serializer
+        self.p = p
+        self.mask = serializer.scrub.mask
+        self.secret = serializer.scrub.is_secret
+        self.max_depth = min(max(0, int(p.max_depth)), 64)
+        self.max_items = max(0, int(p.max_items))
+        self.max_string = max(0, int(p.max_string))
+        max_bytes = max(0, int(p.max_bytes))
+        self.limit = max_bytes - min(256, max_bytes // 8)
+        self.deadline = time.monotonic() + max(0.0, float(p.time_budget_s))
+        self.size = 0
+        self.truncated = False
+        self.masked = 0
+        self.stopped = False
+        self.path: set[int] = set()
+        self.reprs: dict[int, tuple[Any, str]] = {}
+        self.no_rules = not serializer._registry
+
+    # -- budgets
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.truncated = True
+
+    def halted(self) -> bool:
+        """True once any budget is exhausted (checks the clock)."""
+        if self.stopped:
+            return True
+        if time.monotonic() > self.deadline or self.size > self.limit:
+            self.stop()
+            return True
+        return False
+
+    def charge(self, n: int) -> None:
+        self.size += n
+
+    def marker(self, text: str) -> str:
+        """A short marker string, always emitted (charged, never cut)."""
+        self.size += len(text) + 4
+        return text
+
+    # -- entry point
+
+    def enc(self, v: Any, depth: int) -> Any:
+        if self.halted():
+            return self.marker("<...>")
+        try:
+            return self._enc(v, depth)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            return self.marker(f"<error: {_type_name(type(exc))}>")
+
+    def _enc(self, v: Any, depth: int) -> Any:
+        cls = type(v)
+        if v is None:
+            self.charge(4)
+            return None
+        if cls is bool:
+            self.charge(5)
+            return v
+        if cls is int:
+            return self.int_(v)
+        if cls is float:
+            return self.float_(v)
+        if cls is str:
+            return self.str_(v)
+        if (cls is dict or cls is list) and self.no_rules:
+            return self.nested(v, cls, depth)
+        rule = self.r._rule_for(cls)
+        if rule is not None:
+            if rule.inspect is False:
+                return self.marker(f"<{_type_name(cls)} (hidden)>")
+            if rule.fields is not None:
+                return self.custom(v, cls, rule.fields, depth)
+            return self.default(v, cls, depth, honor_class=False)
+        return self.default(v, cls, depth, honor_class=True)
+
+    def default(self, v: Any, cls: type, depth: int, *, honor_class: bool) -> Any:
+        if honor_class:
+            if _static_lookup(cls, "__observer_inspect__") is False:
+                return self.marker(f"<{_type_name(cls)} (hidden)>")
+            fn = _static_lookup(cls, "__observer_fields__")
+            if fn is not _MISSING and fn is not None:
+                get = getattr(type(fn), "__get__", None)
+                bound = get(fn, v, cls) if get is not None else fn
+                return self.custom(v, cls, lambda _o: bound(), depth)
+        if issubclass(cls, enum.Enum):
+            return self.enum_(v, cls, depth)
+        if issubclass(cls, int):
+            return self.int_(int.__pos__(v))
+        if issubclass(cls, float):
+            return self.float_(float.__pos__(v))
+        if issubclass(cls, str):
+            return self.str_(v)
+        if issubclass(cls, (bytes, bytearray, memoryview)):
+            return self.bytes_(v, cls)
+        if issubclass(cls, _dt.date):  # datetime is a date
+            fmt = _dt.datetime.isoformat if issubclass(cls, _dt.datetime) else _dt.date.isoformat
+            return self.wrap(cls, iso=self.str_(fmt(v)))
+        if issubclass(cls, _dt.time):
+            return self.wrap(cls, iso=self.str_(_dt.time.isoformat(v)))
+        if issubclass(cls, _dt.timedelta):
+            return self.wrap(cls, seconds=self.float_(_dt.timedelta.total_seconds(v)))
+        if issubclass(cls, decimal.Decimal):
+            return self.wrap(cls, value=self.str_(decimal.Decimal.__str__(v)))
+        if issubclass(cls, BaseException):
+            return self.exception_(v, cls)
+        if issubclass(cls, _REPR_TYPES) or _defines(cls, "__await__"):  # never iterate a future
+            return self.repr_(v, cls)
+        return self.nested(v, cls, depth)
+
+    def nested(self, v: Any, cls: type, depth: int) -> Any:
+        """Containers and objects: depth and cycle checks apply."""
+        if depth >= self.max_depth:
+            self.truncated = True
+            return self.marker(f"<{self.describe(v, cls)} (max depth)>")
+        key = id(v)
+        if key in self.path:
+            return self.marker("<cycle>")
+        self.path.add(key)
+        try:
+            return self.container(v, cls, depth)
+        finally:
+            self.path.discard(key)
+
+    def describe(self, v: Any, cls: type) -> str:
+        name = _type_name(cls)
+        for base, length in ((dict, dict.__len__), (list, list.__len__), (tuple, tuple.__len__)):
+            if issubclass(cls, base):
+                return f"{name} of {length(v)}"
+        if issubclass(cls, (set, frozenset)):
+            return f"{name} of {len(v)}" if cls in (set, frozenset) else name
+        return name
+
+    def container(self, v: Any, cls: type, depth: int) -> Any:
+        n = self.max_items
+        if cls is list:
+            return self.items(list.__getitem__(v, slice(0, n)), list.__len__(v), depth)
+        if issubclass(cls, dict):
+            snap = list(itertools.islice(dict.items(v), n))
+            out = self.pairs(iter(snap), dict.__len__(v), depth)
+            if cls is dict and "__type__" not in out:
+                return out
+            return self.wrap(cls, items=out)
+        if issubclass(cls, tuple):
+            fields = _static_lookup(cls, "_fields")
+            if cls is not tuple and type(fields) is tuple and all(type(f) is str for f in fields):
+                snap_t = tuple.__getitem__(v, slice(0, n))
+                named = zip(fields, snap_t, strict=False)
+                return self.wrap(cls, fields=self.pairs(named, tuple.__len__(v), depth))
+            total = tuple.__len__(v)
+            if total == 2:
+                first = tuple.__getitem__(v, 0)
+                if issubclass(type(first), str) and self.secret(first):
+                    pair = [self.enc(first, depth + 1), self.masked_value()]
+                    return self.wrap(cls, items=pair)
+            return self.wrap(cls, items=self.items(tuple.__getitem__(v, slice(0, n)), total, depth))
+        if issubclass(cls, list):
+            return self.wrap(cls, items=self.items(list.__getitem__(v, slice(0, n)), list.__len__(v), depth))
+        if issubclass(cls, (set, frozenset)):
+            base_iter = set.__iter__ if issubclass(cls, set) else frozenset.__iter__
+            base_len = set.__len__ if issubclass(cls, set) else frozenset.__len__
+            snap_s = list(itertools.islice(base_iter(v), n))
+            return self.wrap(cls, items=self.items(snap_s, base_len(v), depth))
+        if issubclass(cls, collections.deque):
+            snap_d = list(itertools.islice(collections.deque.__iter__(v), n))
+            return self.wrap(cls, items=self.items(snap_d, collections.deque.__len__(v), depth))
+        if _static_lookup(cls, "__dataclass_fields__") is not _MISSING:
+            return self.dataclass_(v, cls, depth)
+        if issubclass(cls, Mapping):
+            return self.mapping_(v, cls, depth)
+        if issubclass(cls, (Sequence, Set, MappingView)) or (
+            _defines(cls, "__iter__") and not _defines(cls, "__next__")
+        ):
+            return self.iterable_(v, cls, depth)
+        return self.object_(v, cls, depth)
+
+    # -- scalars
+
+    def int_(self, v: int) -> Any:
+        bits = v.bit_length()
+        if bits > _BIG_INT_BITS:
+            return self.wrap(int, bits=self.int_(bits), negative=self.bool_(v < 0))
+        self.charge(bits * 30103 // 100000 + 2)
+        return v
+
+    def bool_(self, v: bool) -> bool:
+        self.charge(5)
+        return v
+
+    def float_(self, v: float) -> Any:
+        if math.isfinite(v):
+            self.charge(len(float.__repr__(v)))
+            return v
+        if math.isnan(v):
+            return self.marker("NaN")
+        return self.marker("Infinity" if v > 0 else "-Infinity")
+
+    def str_(self, s: str) -> str:
+        """Clip, sanitise and charge one string (``s`` may be a str subclass)."""
+        total = str.__len__(s)
+        if type(s) is str and total <= self.max_string and s.isascii():
+            cost = len(_json_str(s))
+            if self.size + cost + 24 <= self.limit:
+                self.size += cost
+                return s
+        keep = min(total, self.max_string)
+        text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
+        cost = len(_json_str(text))
+        room = self.limit - self.size
+        if cost + 24 > room:
+            # cut to what the byte budget still allows, then stop
+            self.stop()
+            if room < 48:
+                return self.marker("<...>")
+            keep = min(keep, room - 40)
+            text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
+            while keep > 0 and len(_json_str(text)) > room - 40:
+                keep //= 2
+                text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
+            cost = len(_json_str(text))
+        if keep < total:
+            self.truncated = True
+            text += f"...<+{total - keep} chars>"
+            cost += 20
+        self.charge(cost)
+        return text
+
+    def masked_value(self) -> str:
+        self.masked += 1
+        return self.marker(self.mask)
+
+    def wrap(self, cls: type, **fields: Any) -> dict[str, Any]:
+        name = _type_name(cls)
+        self.charge(16 + len(name) + sum(len(k) + 6 for k in fields))
+        out: dict[str, Any] = {"__type__": name}
+        out.update(fields)
+        return out
+
+    def bytes_(self, v: Any, cls: type) -> Any:
+        cap = min(256, max(0, self.max_string - 3) // 4)
+        head: bytes | None
+        if issubclass(cls, memoryview):
+            total = memoryview.__getattribute__(v, "nbytes")
+            try:
+                head = v.cast("B")[:cap].tobytes()
+            except _FATAL:
+                raise
+            except BaseException:
+                head = None
+        elif issubclass(cls, bytes):
+            total = bytes.__len__(v)
+            head = bytes(bytes.__getitem__(v, slice(0, cap)))
+        else:
+            total = bytearray.__len__(v)
+            head = bytes(bytearray.__getitem__(v, slice(0, cap)))
+        if head is None or len(head) < total:
+            self.truncated = True
+        fields: dict[str, Any] = {"len": self.int_(total)}
+        if head is not None:
+            fields["preview"] = self.str_(repr(head))
+        return self.wrap(cls, **fields)
+
+    def enum_(self, v: Any, cls: type, depth: int) -> Any:
+        name = object.__getattribute__(v, "_name_")
+        value = object.__getattribute__(v, "_value_")
+        shown_name = self.str_(name) if isinstance(name, str) else self.enc(name, depth + 1)
+        return self.wrap(cls, name=shown_name, value=self.enc(value, depth + 1))
+
+    def exception_(self, v: BaseException, cls: type) -> Any:
+        try:
+            message: str = str(v)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            message = f"<str failed: {_type_name(type(exc))}>"
+        return self.wrap(cls, message=self.str_(message))
+
+    def repr_(self, v: Any, cls: type) -> Any:
+        cached = self.reprs.get(id(v))
+        if cached is not None and cached[0] is v:
+            text = cached[1]
+        else:
+            try:
+                text = repr(v)
+                if not issubclass(type(text), str):  # pragma: no cover - repr() enforces str
+                    text = "<bad repr>"
+            except _FATAL:
+                raise
+            except BaseException as exc:
+                text = f"<{_type_name(cls)} object (repr failed: {_type_name(type(exc))})>"
+            self.reprs[id(v)] = (v, text)
+        return self.wrap(cls, repr=self.str_(text))
+
+    # -- keys
+
+    def key(self, k: Any, depth: int = 0) -> tuple[str, bool]:
+        """Stringify a dict key; return it and whether it names a secret."""
+        cls = type(k)
+        if issubclass(cls, str):
+            text = str.__getitem__(k, slice(0, self.max_string))
+            if str.__len__(k) > self.max_string:
+                self.truncated = True
+                text += "..."
+            return _utf8_safe(text), self.secret(text)
+        if k is None or cls is bool:
+            return repr(k), False
+        if issubclass(cls, enum.Enum):
+            name = object.__getattribute__(k, "_name_")
+            if isinstance(name, str):
+                return f"{_type_name(cls)}.{name}", self.secret(name)
+        if issubclass(cls, int):
+            value = int.__pos__(k)
+            if value.bit_length() > _BIG_INT_BITS:
+                return f"<int of {value.bit_length()} bits>", False
+            return int.__repr__(value), False
+        if issubclass(cls, float):
+            return float.__repr__(float.__pos__(k)), False
+        if issubclass(cls, bytes):
+            head = bytes(bytes.__getitem__(k, slice(0, self.max_string // 4)))
+            return repr(head), self.secret(head.decode("latin-1"))
+        if issubclass(cls, (tuple, frozenset)) and depth < 3:
+            elems = list(itertools.islice(tuple.__iter__(k) if issubclass(cls, tuple) else frozenset.__iter__(k), 10))
+            inner = ", ".join(
+                str.__repr__(self.key(e, depth + 1)[0]) if issubclass(type(e), str) else self.key(e, depth + 1)[0]
+                for e in elems
+            )
+            total = tuple.__len__(k) if issubclass(cls, tuple) else frozenset.__len__(k)
+            if total > len(elems):
+                inner += ", ..."
+            text = f"({inner})" if issubclass(cls, tuple) else f"{{{inner}}}"
+            return _utf8_safe(text[: self.max_string]), False
+        shown = self.repr_(k, cls)
+        return str(shown.get("repr", "?")) if isinstance(shown, dict) else "?", False
+
+    # -- containers
+
+    def items(self, snap: list[Any] | tuple[Any, ...], total: int | None, depth: int) -> list[Any]:
+        """Encode an already-bounded snapshot of a sequence's items."""
+        out: list[Any] = []
+        self.charge(2)
+        for x in snap:
+            if self.halted():
+                break
+            out.append(self.enc(x, depth + 1))
+            self.charge(2)
+        self.close_items(out, total)
+        return out
+
+    def close_items(self, out: list[Any], total: int | None) -> None:
+        if total is not None and len(out) >= total:
+            return
+        self.truncated = True
+        out.append(self.marker(_more(None if total is None else total - len(out))))
+
+    def pairs(self, it: Iterator[tuple[Any, Any]], total: int | None, depth: int) -> dict[str, Any]:
+        """Encode (key, value) pairs into a dict, masking by key.  ``it`` may run user code."""
+        out: dict[str, Any] = {}
+        self.charge(2)
+        count = 0
+        exhausted = False
+        while True:
+            if self.halted():
+                break
+            if count >= self.max_items:
+                self.truncated = True
+                break
+            try:
+                k, value = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            except _FATAL:
+                raise
+            except BaseException as exc:
+                out[self.unique(out, "<error>")] = self.marker(f"<error: {_type_name(type(exc))}>")
+                exhausted = True
+                break
+            count += 1
+            if type(k) is str and len(k) <= _MAX_NAME and k.isascii():
+                skey, secret = k, self.secret(k)
+            else:
+                try:
+                    skey, secret = self.key(k)
+                except _FATAL:
+                    raise
+                except BaseException as exc:
+                    skey, secret = f"<key error: {_type_name(type(exc))}>", True
+            skey = self.unique(out, skey)
+            self.charge(len(_json_str(skey)) + 4)
+            out[skey] = self.masked_value() if secret else self.enc(value, depth + 1)
+        if not exhausted and (total is None or count < total):
+            self.truncated = True
+            out[self.unique(out, "<truncated>")] = self.marker(_more(None if total is None else total - count))
+        return out
+
+    @staticmethod
+    def unique(out: dict[str, Any], key: str) -> str:
+        if key not in out:
+            return key
+        i = 2
+        while f"{key} #{i}" in out:
+            i += 1
+        return f"{key} #{i}"
+
+    def safe_len(self, v: Any, cls: type) -> int | None:
+        if _static_lookup(cls, "__len__") is _MISSING:
+            return None
+        try:
+            n = len(v)
+        except _FATAL:
+            raise
+        except BaseException:
+            return None
+        return n if n >= 0 else None
+
+    def mapping_(self, v: Any, cls: type, depth: int) -> Any:
+        total = self.safe_len(v, cls)
+        try:
+            it: Iterator[tuple[Any, Any]] = iter(v.items())
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            return self.wrap(cls, error=self.marker(f"<error: {_type_name(type(exc))}>"))
+        return self.wrap(cls, items=self.pairs(it, total, depth))
+
+    def iterable_(self, v: Any, cls: type, depth: int) -> Any:
+        if cls is range:  # pragma: no cover - handled as a repr type
+            return self.repr_(v, cls)
+        total = self.safe_len(v, cls)
+        out: list[Any] = []
+        self.charge(2)
+        try:
+            it = iter(v)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            out.append(self.marker(f"<error: {_type_name(type(exc))}>"))
+            return self.wrap(cls, items=out)
+        complete = False
+        while not self.halted():
+            if len(out) >= self.max_items:
+                complete = total is not None and len(out) >= total
+                break
+            try:
+                x = next(it)
+            except StopIteration:
+                complete = True
+                break
+            except _FATAL:
+                raise
+            except BaseException as exc:
+                out.append(self.marker(f"<error: {_type_name(type(exc))}>"))
+                return self.wrap(cls, items=out)
+            out.append(self.enc(x, depth + 1))
+            self.charge(2)
+        if not complete:
+            self.truncated = True
+            out.append(self.marker(_more(None if total is None else max(0, total - len(out)))))
+        return self.wrap(cls, items=out)
+
+    def dataclass_(self, v: Any, cls: type, depth: int) -> Any:
+        names = [f.name for f in dataclasses.fields(cls)]
+        return self.wrap(cls, fields=self.pairs(self.attrs(v, names), len(names), depth))
+
+    @staticmethod
+    def attrs(v: Any, names: list[str]) -> Iterator[tuple[str, Any]]:
+        """(name, value) for each readable attribute; unset ones are skipped."""
+        for name in names:
+            try:
+                value = object.__getattribute__(v, name)
+            except AttributeError:
+                continue
+            except _FATAL:
+                raise
+            except BaseException as exc:  # a property or descriptor that raises
+                value = f"<error: {_type_name(type(exc))}>"
+            yield name, value
+
+    def object_(self, v: Any, cls: type, depth: int) -> Any:
+        inst_dict = _instance_dict(v, cls)
+        slots = _slot_names(cls)
+        if inst_dict is None:
+            own_repr = _static_lookup(cls, "__repr__")
+            if not slots or own_repr is not object.__repr__:
+                return self.repr_(v, cls)
+        snap: list[tuple[Any, Any]] = list(self.attrs(v, slots))
+        total = len(snap)
+        if inst_dict is not None:
+            snap.extend(itertools.islice(dict.items(inst_dict), self.max_items))
+            total += dict.__len__(inst_dict)
+        return self.wrap(cls, fields=self.pairs(iter(snap), total, depth))
+
+    def custom(self, v: Any, cls: type, fields: Callable[[Any], Any], depth: int) -> Any:
+        if depth >= self.max_depth:
+            self.truncated = True
+            return self.marker(f"<{_type_name(cls)} (max depth)>")
+        key = id(v)
+        if key in self.path:
+            return self.marker("<cycle>")
+        self.path.add(key)
+        try:
+            try:
+                result = fields(v)
+            except _FATAL:
+                raise
+            except BaseException as exc:
+                return self.wrap(cls, error=self.marker(f"<fields failed: {_type_name(type(exc))}>"))
+            rcls = type(result)
+            if issubclass(rcls, dict):
+                snap = list(itertools.islice(dict.items(result), self.max_items))
+                return self.wrap(cls, fields=self.pairs(iter(snap), dict.__len__(result), depth))
+            if issubclass(rcls, Mapping):
+                total = self.safe_len(result, rcls)
+                return self.wrap(cls, fields=self.pairs(iter(result.items()), total, depth))
+            return self.wrap(cls, fields=self.enc(result, depth + 1))
+        finally:
+            self.path.discard(key)
+
+
+class Serializer:
+    """Encodes values within ``limits``, masking what ``scrub`` calls secret, with
+    per-type rules (:meth:`register_type`).
+
+    Thread-safe: ``encode`` may run on any thread; each call has its own state.
+    """
+
+    def __init__(self, limits: Limits, scrub: Scrub) -> None:
+        self.limits = limits
+        self.scrub = scrub
+        self._registry: dict[type, _Rule] = {}
+
+    def register_type(
+        self,
+        cls: type,
+        *,
+        inspect: bool | None = None,
+        fields: Callable[[Any], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Set how instances of ``cls`` (and its subclasses) are shown.
+
+        ``inspect=False``: only ``"<ClassName (hidden)>"``.  ``fields=f``: show
+        ``f(obj)`` (a mapping, masked by key) as the object's fields.  ``inspect=True``:
+        inspect normally even if the class opts out.  Both override the class's own
+        ``__observer_inspect__`` / ``__observer_fields__``.  With neither argument, a
+        previous registration for ``cls`` is removed.  Scalars (None, bool, int, float,
+        str) cannot be registered.
+        """
+        registry = dict(self._registry)  # copy-on-write: encode() reads without a lock
+        if inspect is None and fields is None:
+            registry.pop(cls, None)
+        else:
+            registry[cls] = _Rule(inspect=inspect, fields=fields)
+        self._registry = registry
+
+    def _rule_for(self, cls: type) -> _Rule | None:
+        registry = self._registry
+        if not registry:
+            return None
+        for klass in type.__getattribute__(cls, "__mro__"):
+            rule = registry.get(klass)
+            if rule is not None:
+                return rule
+        return None
+
+    def encode(self, value: Any) -> Encoded:
+        """Encode ``value`` (see the module docstring).  Never raises."""
+        try:
+            return self._encode(value)
+        except RecursionError:  # called with almost no stack left: nothing can be done
+            return _NO_STACK
+
+    def _encode(self, value: Any) -> Encoded:
+        walk = _Walk(self)
+        try:
+            data = walk.enc(value, 0)
+        except _FATAL:
+            raise
+        except BaseException as exc:  # e.g. RecursionError at the very top
+            data = f"<unencodable: {_type_name(type(exc))}>"
+        try:
+            size = len(json.dumps(data))
+        except _FATAL:
+            raise
+        except BaseException:  # pragma: no cover - the walk only builds JSON-able data
+            data, size = "<unencodable>", 14
+            walk.truncated = True
+        if size > max(0, walk.p.max_bytes) + 4096:  # pragma: no cover - accounting safety net
+            data, size = "<too large>", 13
+            walk.truncated = True
+        return Encoded(data=data, truncated=walk.truncated, masked=walk.masked, size=size)
+
+
+_NO_STACK: Final = Encoded(data="<unencodable: RecursionError>", truncated=True, masked=0, size=31)
