@@ -101,12 +101,22 @@ import functools
 import itertools
 import json
 import json.encoder
-import math
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping, MappingView, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
+
+from ._leaves import (
+    FATAL,
+    MISSING,
+    Leaves,
+    defines,
+    instance_dict,
+    slot_names,
+    static_lookup,
+    type_name,
+)
 
 __all__ = [
     "Encoded",
@@ -115,10 +125,7 @@ __all__ = [
     "Serializer",
 ]
 
-_FATAL: Final = (KeyboardInterrupt, SystemExit)
-_MISSING: Final = object()
 _MAX_NAME: Final = 256  # an ASCII str key this short takes the fast path in ``pairs``
-_BIG_INT_BITS: Final = 1024
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 _REPR_TYPES: Final[tuple[type, ...]] = (
@@ -196,87 +203,6 @@ class Encoded:
     size: int
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _type_name(cls: type) -> str:
-    """The class's ``__qualname__`` without any ``f.<locals>.`` prefix."""
-    try:
-        name = type.__getattribute__(cls, "__qualname__")
-        if isinstance(name, str):
-            return str.__getitem__(name.rpartition("<locals>.")[2], slice(0, 200))
-    except _FATAL:
-        raise
-    except BaseException:
-        pass
-    return "?"
-
-
-def _static_lookup(cls: type, name: str) -> Any:
-    """Look ``name`` up in the class dicts along the MRO, running no user code."""
-    for klass in type.__getattribute__(cls, "__mro__"):
-        ns = type.__getattribute__(klass, "__dict__")
-        if name in ns:
-            return ns[name]
-    return _MISSING
-
-
-def _defines(cls: type, name: str) -> bool:
-    """True if the class (or a base) sets ``name`` to something other than None."""
-    found = _static_lookup(cls, name)
-    return found is not _MISSING and found is not None
-
-
-def _instance_dict(v: Any, cls: type) -> dict[str, Any] | None:
-    """The instance's own ``__dict__``, via the type's C descriptor (a ``__dict__``
-    property defined by the class is not called); None if it has none."""
-    for klass in type.__getattribute__(cls, "__mro__"):
-        found = type.__getattribute__(klass, "__dict__").get("__dict__")
-        if type(found) is types.GetSetDescriptorType:
-            try:
-                inst = found.__get__(v, cls)
-            except _FATAL:
-                raise
-            except BaseException:
-                return None
-            return inst if type(inst) is dict else None
-    return None
-
-
-def _slot_names(cls: type) -> list[str]:
-    """Instance attribute names declared by ``__slots__`` along the MRO (mangled)."""
-    names: list[str] = []
-    for klass in type.__getattribute__(cls, "__mro__"):
-        ns = type.__getattribute__(klass, "__dict__")
-        slots = ns.get("__slots__", ())
-        if isinstance(slots, str):
-            slots = (slots,)
-        try:
-            declared = list(itertools.islice(iter(slots), 1000))
-        except _FATAL:
-            raise
-        except BaseException:
-            continue
-        for slot in declared:
-            if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
-                continue
-            if slot.startswith("__") and not slot.endswith("__"):
-                slot = "_" + type.__getattribute__(klass, "__name__").lstrip("_") + slot
-            if slot not in names:
-                names.append(slot)
-    return names
-
-
-def _utf8_safe(s: str) -> str:
-    if s.isascii():
-        return s
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _more(n: int | None) -> str:
     return f"<+{n} more>" if n is not None else "<more>"
 
@@ -290,7 +216,7 @@ class _Rule:
 # --------------------------------------------------------------------------- the walk
 
 
-class _Walk:
+class _Walk(Leaves):
     """One encode: budgets, counters, the cycle path and the repr cache."""
 
     def __init__(self, serializer: Serializer) -> None:
@@ -313,29 +239,6 @@ class _Walk:
         self.reprs: dict[int, tuple[Any, str]] = {}
         self.no_rules = not serializer._registry
 
-    # -- budgets
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.truncated = True
-
-    def halted(self) -> bool:
-        """True once any budget is exhausted (checks the clock)."""
-        if self.stopped:
-            return True
-        if time.monotonic() > self.deadline or self.size > self.limit:
-            self.stop()
-            return True
-        return False
-
-    def charge(self, n: int) -> None:
-        self.size += n
-
-    def marker(self, text: str) -> str:
-        """A short marker string, always emitted (charged, never cut)."""
-        self.size += len(text) + 4
-        return text
-
     # -- entry point
 
     def enc(self, v: Any, depth: int) -> Any:
@@ -343,10 +246,10 @@ class _Walk:
             return self.marker("<...>")
         try:
             return self._enc(v, depth)
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException as exc:
-            return self.marker(f"<error: {_type_name(type(exc))}>")
+            return self.marker(f"<error: {type_name(type(exc))}>")
 
     def _enc(self, v: Any, depth: int) -> Any:
         cls = type(v)
@@ -367,7 +270,7 @@ class _Walk:
         rule = self.r._rule_for(cls)
         if rule is not None:
             if rule.inspect is False:
-                return self.marker(f"<{_type_name(cls)} (hidden)>")
+                return self.marker(f"<{type_name(cls)} (hidden)>")
             if rule.fields is not None:
                 return self.custom(v, cls, rule.fields, depth)
             return self.default(v, cls, depth, honor_class=False)
@@ -375,10 +278,10 @@ class _Walk:
 
     def default(self, v: Any, cls: type, depth: int, *, honor_class: bool) -> Any:
         if honor_class:
-            if _static_lookup(cls, "__observer_inspect__") is False:
-                return self.marker(f"<{_type_name(cls)} (hidden)>")
-            fn = _static_lookup(cls, "__observer_fields__")
-            if fn is not _MISSING and fn is not None:
+            if static_lookup(cls, "__observer_inspect__") is False:
+                return self.marker(f"<{type_name(cls)} (hidden)>")
+            fn = static_lookup(cls, "__observer_fields__")
+            if fn is not MISSING and fn is not None:
                 get = getattr(type(fn), "__get__", None)
                 bound = get(fn, v, cls) if get is not None else fn
                 return self.custom(v, cls, lambda _o: bound(), depth)
@@ -403,7 +306,7 @@ class _Walk:
             return self.wrap(cls, value=self.str_(decimal.Decimal.__str__(v)))
         if issubclass(cls, BaseException):
             return self.exception_(v, cls)
-        if issubclass(cls, _REPR_TYPES) or _defines(cls, "__await__"):  # never iterate a future
+        if issubclass(cls, _REPR_TYPES) or defines(cls, "__await__"):  # never iterate a future
             return self.repr_(v, cls)
         return self.nested(v, cls, depth)
 
@@ -422,7 +325,7 @@ class _Walk:
             self.path.discard(key)
 
     def describe(self, v: Any, cls: type) -> str:
-        name = _type_name(cls)
+        name = type_name(cls)
         for base, length in ((dict, dict.__len__), (list, list.__len__), (tuple, tuple.__len__)):
             if issubclass(cls, base):
                 return f"{name} of {length(v)}"
@@ -441,7 +344,7 @@ class _Walk:
                 return out
             return self.wrap(cls, items=out)
         if issubclass(cls, tuple):
-            fields = _static_lookup(cls, "_fields")
+            fields = static_lookup(cls, "_fields")
             if cls is not tuple and type(fields) is tuple and all(type(f) is str for f in fields):
                 snap_t = tuple.__getitem__(v, slice(0, n))
                 named = zip(fields, snap_t, strict=False)
@@ -463,173 +366,19 @@ class _Walk:
         if issubclass(cls, collections.deque):
             snap_d = list(itertools.islice(collections.deque.__iter__(v), n))
             return self.wrap(cls, items=self.items(snap_d, collections.deque.__len__(v), depth))
-        if _static_lookup(cls, "__dataclass_fields__") is not _MISSING:
+        if static_lookup(cls, "__dataclass_fields__") is not MISSING:
             return self.dataclass_(v, cls, depth)
         if issubclass(cls, Mapping):
             return self.mapping_(v, cls, depth)
-        if issubclass(cls, (Sequence, Set, MappingView)) or (
-            _defines(cls, "__iter__") and not _defines(cls, "__next__")
-        ):
+        if issubclass(cls, (Sequence, Set, MappingView)) or (defines(cls, "__iter__") and not defines(cls, "__next__")):
             return self.iterable_(v, cls, depth)
         return self.object_(v, cls, depth)
-
-    # -- scalars
-
-    def int_(self, v: int) -> Any:
-        bits = v.bit_length()
-        if bits > _BIG_INT_BITS:
-            return self.wrap(int, bits=self.int_(bits), negative=self.bool_(v < 0))
-        self.charge(bits * 30103 // 100000 + 2)
-        return v
-
-    def bool_(self, v: bool) -> bool:
-        self.charge(5)
-        return v
-
-    def float_(self, v: float) -> Any:
-        if math.isfinite(v):
-            self.charge(len(float.__repr__(v)))
-            return v
-        if math.isnan(v):
-            return self.marker("NaN")
-        return self.marker("Infinity" if v > 0 else "-Infinity")
-
-    def str_(self, s: str) -> str:
-        """Clip, sanitise and charge one string (``s`` may be a str subclass)."""
-        total = str.__len__(s)
-        if type(s) is str and total <= self.max_string and s.isascii():
-            cost = len(_json_str(s))
-            if self.size + cost + 24 <= self.limit:
-                self.size += cost
-                return s
-        keep = min(total, self.max_string)
-        text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
-        cost = len(_json_str(text))
-        room = self.limit - self.size
-        if cost + 24 > room:
-            # cut to what the byte budget still allows, then stop
-            self.stop()
-            if room < 48:
-                return self.marker("<...>")
-            keep = min(keep, room - 40)
-            text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
-            while keep > 0 and len(_json_str(text)) > room - 40:
-                keep //= 2
-                text = _utf8_safe(str.__getitem__(s, slice(0, keep)))
-            cost = len(_json_str(text))
-        if keep < total:
-            self.truncated = True
-            text += f"...<+{total - keep} chars>"
-            cost += 20
-        self.charge(cost)
-        return text
-
-    def masked_value(self) -> str:
-        self.masked += 1
-        return self.marker(self.mask)
-
-    def wrap(self, cls: type, **fields: Any) -> dict[str, Any]:
-        name = _type_name(cls)
-        self.charge(16 + len(name) + sum(len(k) + 6 for k in fields))
-        out: dict[str, Any] = {"__type__": name}
-        out.update(fields)
-        return out
-
-    def bytes_(self, v: Any, cls: type) -> Any:
-        cap = min(256, max(0, self.max_string - 3) // 4)
-        head: bytes | None
-        if issubclass(cls, memoryview):
-            total = memoryview.__getattribute__(v, "nbytes")
-            try:
-                head = v.cast("B")[:cap].tobytes()
-            except _FATAL:
-                raise
-            except BaseException:
-                head = None
-        elif issubclass(cls, bytes):
-            total = bytes.__len__(v)
-            head = bytes(bytes.__getitem__(v, slice(0, cap)))
-        else:
-            total = bytearray.__len__(v)
-            head = bytes(bytearray.__getitem__(v, slice(0, cap)))
-        if head is None or len(head) < total:
-            self.truncated = True
-        fields: dict[str, Any] = {"len": self.int_(total)}
-        if head is not None:
-            fields["preview"] = self.str_(repr(head))
-        return self.wrap(cls, **fields)
 
     def enum_(self, v: Any, cls: type, depth: int) -> Any:
         name = object.__getattribute__(v, "_name_")
         value = object.__getattribute__(v, "_value_")
         shown_name = self.str_(name) if isinstance(name, str) else self.enc(name, depth + 1)
         return self.wrap(cls, name=shown_name, value=self.enc(value, depth + 1))
-
-    def exception_(self, v: BaseException, cls: type) -> Any:
-        try:
-            message: str = str(v)
-        except _FATAL:
-            raise
-        except BaseException as exc:
-            message = f"<str failed: {_type_name(type(exc))}>"
-        return self.wrap(cls, message=self.str_(message))
-
-    def repr_(self, v: Any, cls: type) -> Any:
-        cached = self.reprs.get(id(v))
-        if cached is not None and cached[0] is v:
-            text = cached[1]
-        else:
-            try:
-                text = repr(v)
-                if not issubclass(type(text), str):  # pragma: no cover - repr() enforces str
-                    text = "<bad repr>"
-            except _FATAL:
-                raise
-            except BaseException as exc:
-                text = f"<{_type_name(cls)} object (repr failed: {_type_name(type(exc))})>"
-            self.reprs[id(v)] = (v, text)
-        return self.wrap(cls, repr=self.str_(text))
-
-    # -- keys
-
-    def key(self, k: Any, depth: int = 0) -> tuple[str, bool]:
-        """Stringify a dict key; return it and whether it names a secret."""
-        cls = type(k)
-        if issubclass(cls, str):
-            text = str.__getitem__(k, slice(0, self.max_string))
-            if str.__len__(k) > self.max_string:
-                self.truncated = True
-                text += "..."
-            return _utf8_safe(text), self.secret(text)
-        if k is None or cls is bool:
-            return repr(k), False
-        if issubclass(cls, enum.Enum):
-            name = object.__getattribute__(k, "_name_")
-            if isinstance(name, str):
-                return f"{_type_name(cls)}.{name}", self.secret(name)
-        if issubclass(cls, int):
-            value = int.__pos__(k)
-            if value.bit_length() > _BIG_INT_BITS:
-                return f"<int of {value.bit_length()} bits>", False
-            return int.__repr__(value), False
-        if issubclass(cls, float):
-            return float.__repr__(float.__pos__(k)), False
-        if issubclass(cls, bytes):
-            head = bytes(bytes.__getitem__(k, slice(0, self.max_string // 4)))
-            return repr(head), self.secret(head.decode("latin-1"))
-        if issubclass(cls, (tuple, frozenset)) and depth < 3:
-            elems = list(itertools.islice(tuple.__iter__(k) if issubclass(cls, tuple) else frozenset.__iter__(k), 10))
-            inner = ", ".join(
-                str.__repr__(self.key(e, depth + 1)[0]) if issubclass(type(e), str) else self.key(e, depth + 1)[0]
-                for e in elems
-            )
-            total = tuple.__len__(k) if issubclass(cls, tuple) else frozenset.__len__(k)
-            if total > len(elems):
-                inner += ", ..."
-            text = f"({inner})" if issubclass(cls, tuple) else f"{{{inner}}}"
-            return _utf8_safe(text[: self.max_string]), False
-        shown = self.repr_(k, cls)
-        return str(shown.get("repr", "?")) if isinstance(shown, dict) else "?", False
 
     # -- containers
 
@@ -668,10 +417,10 @@ class _Walk:
             except StopIteration:
                 exhausted = True
                 break
-            except _FATAL:
+            except FATAL:
                 raise
             except BaseException as exc:
-                out[self.unique(out, "<error>")] = self.marker(f"<error: {_type_name(type(exc))}>")
+                out[self.unique(out, "<error>")] = self.marker(f"<error: {type_name(type(exc))}>")
                 exhausted = True
                 break
             count += 1
@@ -680,10 +429,10 @@ class _Walk:
             else:
                 try:
                     skey, secret = self.key(k)
-                except _FATAL:
+                except FATAL:
                     raise
                 except BaseException as exc:
-                    skey, secret = f"<key error: {_type_name(type(exc))}>", True
+                    skey, secret = f"<key error: {type_name(type(exc))}>", True
             skey = self.unique(out, skey)
             self.charge(len(_json_str(skey)) + 4)
             out[skey] = self.masked_value() if secret else self.enc(value, depth + 1)
@@ -702,11 +451,11 @@ class _Walk:
         return f"{key} #{i}"
 
     def safe_len(self, v: Any, cls: type) -> int | None:
-        if _static_lookup(cls, "__len__") is _MISSING:
+        if static_lookup(cls, "__len__") is MISSING:
             return None
         try:
             n = len(v)
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException:
             return None
@@ -716,10 +465,10 @@ class _Walk:
         total = self.safe_len(v, cls)
         try:
             it: Iterator[tuple[Any, Any]] = iter(v.items())
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException as exc:
-            return self.wrap(cls, error=self.marker(f"<error: {_type_name(type(exc))}>"))
+            return self.wrap(cls, error=self.marker(f"<error: {type_name(type(exc))}>"))
         return self.wrap(cls, items=self.pairs(it, total, depth))
 
     def iterable_(self, v: Any, cls: type, depth: int) -> Any:
@@ -730,10 +479,10 @@ class _Walk:
         self.charge(2)
         try:
             it = iter(v)
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException as exc:
-            out.append(self.marker(f"<error: {_type_name(type(exc))}>"))
+            out.append(self.marker(f"<error: {type_name(type(exc))}>"))
             return self.wrap(cls, items=out)
         complete = False
         while not self.halted():
@@ -745,10 +494,10 @@ class _Walk:
             except StopIteration:
                 complete = True
                 break
-            except _FATAL:
+            except FATAL:
                 raise
             except BaseException as exc:
-                out.append(self.marker(f"<error: {_type_name(type(exc))}>"))
+                out.append(self.marker(f"<error: {type_name(type(exc))}>"))
                 return self.wrap(cls, items=out)
             out.append(self.enc(x, depth + 1))
             self.charge(2)
@@ -769,17 +518,17 @@ class _Walk:
                 value = object.__getattribute__(v, name)
             except AttributeError:
                 continue
-            except _FATAL:
+            except FATAL:
                 raise
             except BaseException as exc:  # a property or descriptor that raises
-                value = f"<error: {_type_name(type(exc))}>"
+                value = f"<error: {type_name(type(exc))}>"
             yield name, value
 
     def object_(self, v: Any, cls: type, depth: int) -> Any:
-        inst_dict = _instance_dict(v, cls)
-        slots = _slot_names(cls)
+        inst_dict = instance_dict(v, cls)
+        slots = slot_names(cls)
         if inst_dict is None:
-            own_repr = _static_lookup(cls, "__repr__")
+            own_repr = static_lookup(cls, "__repr__")
             if not slots or own_repr is not object.__repr__:
                 return self.repr_(v, cls)
         snap: list[tuple[Any, Any]] = list(self.attrs(v, slots))
@@ -792,7 +541,7 @@ class _Walk:
     def custom(self, v: Any, cls: type, fields: Callable[[Any], Any], depth: int) -> Any:
         if depth >= self.max_depth:
             self.truncated = True
-            return self.marker(f"<{_type_name(cls)} (max depth)>")
+            return self.marker(f"<{type_name(cls)} (max depth)>")
         key = id(v)
         if key in self.path:
             return self.marker("<cycle>")
@@ -800,10 +549,10 @@ class _Walk:
         try:
             try:
                 result = fields(v)
-            except _FATAL:
+            except FATAL:
                 raise
             except BaseException as exc:
-                return self.wrap(cls, error=self.marker(f"<fields failed: {_type_name(type(exc))}>"))
+                return self.wrap(cls, error=self.marker(f"<fields failed: {type_name(type(exc))}>"))
             rcls = type(result)
             if issubclass(rcls, dict):
                 snap = list(itertools.islice(dict.items(result), self.max_items))
@@ -872,13 +621,13 @@ class Serializer:
         walk = _Walk(self)
         try:
             data = walk.enc(value, 0)
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException as exc:  # e.g. RecursionError at the very top
-            data = f"<unencodable: {_type_name(type(exc))}>"
+            data = f"<unencodable: {type_name(type(exc))}>"
         try:
             size = len(json.dumps(data))
-        except _FATAL:
+        except FATAL:
             raise
         except BaseException:  # pragma: no cover - the walk only builds JSON-able data
             data, size = "<unencodable>", 14
