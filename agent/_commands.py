@@ -75,12 +75,17 @@ class Commands:
             "trace": self.trace,
             "flight_recorder": functools.partial(_crash.flight_recorder, self),
             "dump": functools.partial(_crash.dump, self),
+            "cancel": self.unsupported,
         }
         assert set(self.handlers) == set(P.ALL_COMMANDS)
+        self.handlers.update(agent.source.handlers(self))
 
     async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg:
         if not isinstance(cmd, str) or cmd not in self.handlers:
             return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
+        if cmd not in self.agent.source.commands:
+            kind = self.agent.source.kind
+            return _err(rid, P.E_UNKNOWN_COMMAND, f"'{cmd}' is not supported by this node (node_kind {kind})")
         if cmd not in session.commands:
             audit.warning(
                 "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
@@ -115,7 +120,7 @@ class Commands:
                 res = await res
             return res
 
-        cf = asyncio.run_coroutine_threadsafe(call(), agent.node.loop)
+        cf = asyncio.run_coroutine_threadsafe(call(), agent.source.loop)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(cf), timeout or agent.command_timeout)
         except TimeoutError:
@@ -123,6 +128,9 @@ class Commands:
             raise CommandError(
                 P.E_TIMEOUT, "the actor system did not answer in time (its loop may be blocked)"
             ) from None
+
+    async def unsupported(self, session: Session, args: dict[str, Any]) -> Any:
+        raise CommandError(P.E_UNKNOWN_COMMAND, f"not supported by this node (node_kind {self.agent.source.kind})")
 
     # -- read-only --------------------------------------------------------------------------------
 
@@ -137,7 +145,7 @@ class Commands:
         limit = _int_arg(args, "limit", 1000, 0, 10_000)
         offset = _int_arg(args, "offset", 0, 0, 1 << 40)
         procs = self.agent.node_processes()[offset : offset + limit]
-        return {"count": self.agent.node.process_count(), "offset": offset, "procs": self.agent.records(procs)}
+        return {"count": self.agent.source.count(), "offset": offset, "procs": self.agent.node_records(procs)}
 
     async def info(self, session: Session, args: dict[str, Any]) -> Any:
         target = _target(args)
