@@ -30,8 +30,9 @@ from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
 from ._encode import meta_of, process_record
-from ._redact import RedactionPolicy, Redactor
+from ._redact import Redactor
 from ._sampling import Sampling
+from ._scrub import RedactionPolicy
 from ._session import Session
 from ._source import ActorsSource, Source
 from ._trace import TRACE_EVENTS, Tracer

@@ -28,7 +28,8 @@ from . import messages as M
 from . import protocol as P
 from ._args import CommandError, int_arg, target_arg
 from ._encode import finite
-from ._redact import RedactionPolicy, Redactor, redact_text
+from ._redact import Redactor
+from ._scrub import RedactionPolicy, redact_text
 
 if TYPE_CHECKING:
     from ._commands import Commands
