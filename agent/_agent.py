@@ -29,6 +29,7 @@ from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
 from ._encode import event_dict, format_traceback, meta_of, process_record
+from ._preauth import PreAuth
 from ._redact import RedactionPolicy, Redactor
 from ._sampling import Sampling
 from ._session import Session
@@ -37,7 +38,6 @@ log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
 WRITE_HIGH_WATER = 256 * 1024
 """Transport write-buffer high-water mark per session: writers wait on drain() past it."""
-MAX_PENDING_HANDSHAKES = 64
 
 
 class Agent(Sampling, Clock):
@@ -113,6 +113,8 @@ class Agent(Sampling, Clock):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self.preauth = PreAuth()
+        """Pending handshakes' limits and the agent id the handshake binds (:mod:`agent._preauth`)."""
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.collector = Collector(
@@ -259,11 +261,8 @@ class Agent(Sampling, Clock):
             transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         except Exception:
             pass
-        if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}))
-            writer.close()
-            return
         session = Session(self, reader, writer)
+        self.preauth.admit(session.peer_host, writer)  # never refuses: evicts the busiest peer's oldest
         self.sessions.append(session)
         try:
             await session.run()
@@ -429,6 +428,7 @@ class Agent(Sampling, Clock):
         node = self.node
         return {
             "node_id": node.node_id,
+            "agent_id": self.preauth.agent_id,
             "os_pid": os.getpid(),
             "host": socket.gethostname(),
             "python": sys.version.split()[0],

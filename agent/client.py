@@ -43,6 +43,8 @@ class AgentClient:
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.max_frame = P.MAX_OUTBOUND_FRAME
+        self.observer_id = secrets.token_hex(8)
+        """This side's id in the handshake's MACs (random per connection unless set before the handshake)."""
 
     @classmethod
     async def connect(
@@ -117,17 +119,28 @@ class AgentClient:
         if hello.get("t") != "hello" or hello.get("protocol") != P.PROTOCOL:
             raise AgentError(P.E_BAD_HANDSHAKE, "not an observer agent")
         if P.VERSION not in hello.get("versions", []):
-            raise AgentError(P.E_BAD_HANDSHAKE, f"agent speaks versions {hello.get('versions')}, we speak {P.VERSION}")
+            raise AgentError(
+                P.E_BAD_HANDSHAKE,
+                f"the agent speaks protocol version(s) {hello.get('versions')}, this observer {P.VERSION}: "
+                "run the same release on both sides",
+            )
+        agent_id = hello.get("agent")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise AgentError(P.E_BAD_HANDSHAKE, "the agent's hello carries no agent id")
         self.hello = hello
         nonce = secrets.token_hex(16)
         agent_nonce = str(hello["nonce"])
+        channel = P.channel_binding(self.writer.get_extra_info("ssl_object"))
         self._send(
             {
                 "t": "auth",
                 "version": P.VERSION,
                 "nonce": nonce,
+                "observer": self.observer_id,
                 "role": role,
-                "mac": P.client_mac(token, agent_nonce, nonce, role),
+                "mac": P.client_mac(
+                    token, agent_nonce, nonce, role, agent_id=agent_id, observer_id=self.observer_id, channel=channel
+                ),
             }
         )
         await self.writer.drain()
@@ -138,9 +151,14 @@ class AgentClient:
         if welcome.get("t") == "error":
             raise AgentError(str(welcome.get("code")), str(welcome.get("message")))
         if welcome.get("t") != "welcome" or not P.verify(
-            P.server_mac(token, agent_nonce, nonce, role), welcome.get("mac")
+            P.server_mac(
+                token, agent_nonce, nonce, role, agent_id=agent_id, observer_id=self.observer_id, channel=channel
+            ),
+            welcome.get("mac"),
         ):
             raise AgentError(P.E_AUTH_FAILED, "the agent could not prove it holds the token")
+        # since protocol 2 the node's details come after authentication; readers keep finding them in hello
+        self.hello = {**hello, "node": welcome.get("node") or {}}
         self.welcome = welcome
 
     async def _read_loop(self) -> None:

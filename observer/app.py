@@ -37,8 +37,10 @@ from . import views
 from .attach import AttachManager, Attachment
 from .chaos.web import ChaosService
 from .dialin import DialInListener
-from .live import LiveHub, LiveNamespace
+from .gate import SocketGate
+from .live import NAMESPACE, LiveHub, LiveNamespace
 from .model import NodeModel
+from .refusals import RefusalLog
 from .security import SecurityPolicy, install
 from .store import HistoryStore
 
@@ -48,7 +50,7 @@ log = logging.getLogger("observer.app")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The repository's ``web/`` directory (templates, static files, node_modules)."""
-ASYNC_MODES = ("threading", "eventlet")
+ASYNC_MODES = ("threading", "gevent", "eventlet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,9 @@ class ObserverState:
         self.manager = (
             config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
         )
+        self.refusals = RefusalLog(self.store).start()
+        """Refusals, coalesced into the audit log (:mod:`observer.refusals`)."""
+        self.sessions: Any = None
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
@@ -173,6 +178,7 @@ class ObserverState:
         if self.dialin is not None:
             self.dialin.stop()
             self.dialin = None
+        self.refusals.close()
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -229,7 +235,9 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         message_queue=config.message_queue,
         logger=False,
         engineio_logger=False,
+        namespaces=[NAMESPACE],  # nothing else, not even the default "/"
     )
+    app.wsgi_app = SocketGate(app.wsgi_app, app)  # type: ignore[method-assign]
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
     state.hub = hub

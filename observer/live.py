@@ -39,10 +39,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import request, session
 from flask_socketio import Namespace, SocketIO, join_room, leave_room
 
 from .model import Change
+from .permissions import who
 from .security import check_origin, is_logged_in
 
 __all__ = ["FEEDS", "NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "feed_room", "room_of"]
@@ -109,6 +110,9 @@ def coalesce(changes: list[Change]) -> tuple[list[dict[str, Any]], int]:
     cut = max(0, len(out) - MAX_CHANGES)
     return (out[-MAX_CHANGES:] if cut else out), cut
 
+
+_EVENTS = frozenset({"connect", "disconnect", "subscribe"})
+"""The Socket.IO events ``/live`` handles; any other is refused and audited."""
 
 URGENT = frozenset({"spawn", "exit", "restart", "gave_up", "status", "loop_blocked", "reset", "gap"})
 """Change kinds pushed within ``urgent_gap`` rather than at the next ``interval``."""
@@ -332,12 +336,41 @@ class LiveNamespace(Namespace):
         self._sid_feeds: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        """Dispatch to ``on_<event>``; an event we do not handle is refused and audited."""
+        if event not in _EVENTS:
+            self._refused("unknown_event", f"no such event {str(event)[:60]!r}", target=str(event)[:60])
+            return None
+        return super().trigger_event(event, *args)
+
     def on_connect(self, auth: Any = None) -> bool:
         policy = self.state.policy
-        if check_origin(policy, request.host, request.headers.get("Origin")) is not None:
+        reason = check_origin(policy, request.host, request.headers.get("Origin"))
+        if reason is not None:
             log.warning("observer: live connection refused (host/origin) from %s", request.remote_addr)
+            self._refused(reason, f"{reason} not allowed")
             return False
-        return is_logged_in()
+        if not is_logged_in() or not self._alive():
+            self._refused("login_required", "log in first")
+            return False
+        return True
+
+    def _alive(self) -> bool:
+        sessions = getattr(self.state, "sessions", None)
+        return sessions is None or bool(sessions.alive(str(session.get("sid"))))
+
+    def _refused(self, reason: str, message: str, *, target: str | None = None) -> None:
+        refusals = getattr(self.state, "refusals", None)
+        if refusals is not None:
+            refusals.note(
+                "socket_event" if target else "socket_connect",
+                reason,
+                who=who(),
+                addr=request.remote_addr,
+                target=target,
+                message=message,
+                sync=False,
+            )
 
     def on_subscribe(self, data: Any) -> dict[str, Any]:
         sid = str(getattr(request, "sid", ""))

@@ -41,6 +41,7 @@ __all__ = [
     "install",
     "is_logged_in",
     "login_session",
+    "session_of",
 ]
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -126,6 +127,22 @@ def is_logged_in() -> bool:
     return bool(session.get("auth")) and isinstance(session.get("sid"), str)
 
 
+def session_of(app: Flask, environ: dict[str, Any]) -> dict[str, Any] | None:
+    """The logged-in session carried by a raw WSGI request's cookie, or None
+    (no cookie, a bad signature, not logged in, or a server-side session that
+    expired or was revoked). Used before Flask's request handling starts."""
+    try:
+        sess = app.session_interface.open_session(app, app.request_class(environ))
+    except Exception:
+        return None
+    if sess is None or not sess.get("auth") or not isinstance(sess.get("sid"), str):
+        return None
+    sessions = getattr(app.extensions.get("observer"), "sessions", None)
+    if sessions is not None and not sessions.alive(sess["sid"]):
+        return None
+    return dict(sess)
+
+
 def current_user() -> str:
     """The token's label and the session id (the audit log's "who")."""
     return who()
@@ -174,6 +191,7 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
                     who(),
                     CSRF_HEADER,
                 )
+                _note_refusal("csrf", f"{request.method} {request.path[:200]}", "missing or wrong CSRF header")
                 return error_response(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
         return None
 
@@ -213,11 +231,22 @@ def _audit_wrong_login() -> None:
     state = current_app.extensions.get("observer")
     if state is None:
         return
+    refusals = getattr(state, "refusals", None)
+    if refusals is not None:
+        refusals.note("login", "wrong_token", who="anonymous", addr=request.remote_addr, message="wrong login token")
+        return
     try:
         aid = state.store.audit("anonymous", request.remote_addr, "login", None, {})
         state.store.audit_result(aid, {"error": "wrong_token", "message": "wrong login token"}, ok=False)
     except Exception as exc:
         log.error("observer: could not audit a wrong login token: %s", exc)
+
+
+def _note_refusal(action: str, target: str, message: str) -> None:
+    """A refusal of this request, to the coalescing refusal log (:mod:`observer.refusals`)."""
+    refusals = getattr(current_app.extensions.get("observer"), "refusals", None)
+    if refusals is not None:
+        refusals.note(action, action, who=who(), addr=request.remote_addr, target=target, message=message)
 
 
 _LOGIN = """<!doctype html>

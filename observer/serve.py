@@ -34,11 +34,18 @@ from flask import Flask
 from flask_socketio import SocketIO
 from gunicorn.app.base import BaseApplication
 
+from .gate import SocketGate
+
 __all__ = ["ObserverGunicorn", "bind_socket", "eventlet_available", "gunicorn_has_eventlet", "serve"]
 
 log = logging.getLogger("observer.serve")
 
 Factory = Callable[[], tuple[Flask, SocketIO]]
+
+RESERVED_THREADS = 16
+"""With the gthread worker: threads never given to a WebSocket (pages and the API keep them)."""
+GEVENT_CONNECTIONS = 4000
+"""With the gevent worker: simultaneous connections (greenlets) at most."""
 
 
 def eventlet_available() -> bool:
@@ -87,7 +94,11 @@ class ObserverGunicorn(BaseApplication):
 
     def load(self) -> Any:
         app, _socketio = self._factory()
-        return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware
+        gate = app.wsgi_app
+        if isinstance(gate, SocketGate) and self._options.get("worker_class") == "gthread":
+            # a thread per WebSocket: keep RESERVED_THREADS for pages and the API
+            gate.max_live = max(1, int(self._options["threads"]) - RESERVED_THREADS)
+        return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware (and our gate)
 
 
 def serve(
@@ -106,11 +117,15 @@ def serve(
     if async_mode == "eventlet" and not gunicorn_has_eventlet():
         _serve_eventlet(factory, sock, on_exit)
         return
+    if async_mode == "gevent" and importlib.util.find_spec("gevent") is None:
+        raise RuntimeError("--async-mode gevent needs gevent: pip install 'observer[gevent]'")
+    worker = {"eventlet": "eventlet", "gevent": "gevent"}.get(async_mode, "gthread")
     options = {
         "bind": [f"fd://{sock.fileno()}"],
         "workers": 1,
-        "worker_class": "eventlet" if async_mode == "eventlet" else "gthread",
+        "worker_class": worker,
         "threads": threads,
+        "worker_connections": GEVENT_CONNECTIONS,
         "timeout": 0 if async_mode == "threading" else 30,
         "graceful_timeout": 5,
         "keepalive": 5,
