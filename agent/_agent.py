@@ -195,7 +195,12 @@ class Agent(Sampling, Clock):
 
     async def _startup(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=self.ssl_context, limit=self.max_frame + 64
+            self._on_connect,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            limit=self.max_frame + 64,
+            backlog=1024,  # a flood of connections must not overflow the queue and drop an observer's SYN
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -262,7 +267,8 @@ class Agent(Sampling, Clock):
         except Exception:
             pass
         session = Session(self, reader, writer)
-        self.preauth.admit(session.peer_host, writer)  # never refuses: evicts the busiest peer's oldest
+        if not self.preauth.admit(session.peer_host, writer):  # no room: answered busy (agent._preauth)
+            return
         self.sessions.append(session)
         try:
             await session.run()

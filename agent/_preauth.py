@@ -7,12 +7,14 @@ keep a legitimate observer from attaching. So:
   ``auth`` frame, after which it is closed;
 * at most ``per_peer`` connections from one address wait in the handshake, at
   most ``max_pending`` in all;
-* a new connection is never refused for lack of room: the *oldest* pending
-  connection of the peer that has the most of them is closed instead. A flood
-  from one address only ever evicts its own connections while others wait, and
-  an observer on the flooding host itself still gets in: its handshake takes
-  one round trip, so it is evicted only if ``per_peer`` newer connections from
-  that address arrive within that round trip (and it retries);
+* when there is no room, the *oldest* pending connection of that peer (or, when
+  every slot is taken, of the peer with the most) is closed to make room, if it
+  has waited more than ``grace`` (250 ms); if not, the newcomer is answered
+  ``busy`` and closed, which an observer retries. A flood from one address only
+  ever evicts its own connections, and an observer on the flooding host itself
+  gets in: a connection, once admitted, keeps its slot for ``grace``, far more
+  than a real observer's round trip, and slots keep freeing up as the flood's
+  connections age (each admission costs the flood a slot for at least ``grace``);
 * timeouts and evictions are counted and logged once per ``log_every``
   seconds per peer, not once per connection (a flood must not flood the log).
 
@@ -27,6 +29,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+
+from . import protocol as P
 
 __all__ = ["HANDSHAKE_DEADLINE", "PreAuth"]
 
@@ -43,8 +47,9 @@ class PreAuth:
         self,
         *,
         max_pending: int = 256,
-        per_peer: int = 64,
+        per_peer: int = 128,
         deadline: float = HANDSHAKE_DEADLINE,
+        grace: float = 0.25,
         log_every: float = 10.0,
     ) -> None:
         self.agent_id = secrets.token_hex(8)
@@ -52,10 +57,14 @@ class PreAuth:
         self.max_pending = max_pending
         self.per_peer = per_peer
         self.deadline = deadline
+        self.grace = grace
+        """A pending connection younger than this is never evicted (a real observer
+        answers ``hello`` within one round trip): the newcomer is refused instead."""
         self.log_every = log_every
         self._by_peer: dict[str, OrderedDict[asyncio.StreamWriter, float]] = {}
         self._pending = 0
         self.evicted = 0
+        self.refused = 0
         self.timed_out = 0
         self.failed = 0
         self._counts: dict[tuple[str, str], int] = {}
@@ -65,17 +74,25 @@ class PreAuth:
     def pending(self) -> int:
         return self._pending
 
-    def admit(self, host: str, writer: asyncio.StreamWriter) -> None:
-        """Count a new connection from ``host``; make room by closing the oldest of the busiest peer."""
-        mine = self._by_peer.setdefault(host, OrderedDict())
-        if len(mine) >= self.per_peer:
-            self._evict(host)
+    def admit(self, host: str, writer: asyncio.StreamWriter) -> bool:
+        """Count a new connection from ``host``. When there is no room, the oldest
+        pending connection of ``host`` (or, with every slot taken, of the busiest
+        peer) is closed if it has waited more than ``grace`` seconds; otherwise
+        the newcomer is: False, it was answered ``busy`` and closed."""
+        mine = self._by_peer.get(host)
+        victim_peer: str | None = None
+        if mine is not None and len(mine) >= self.per_peer:
+            victim_peer = host
         elif self._pending >= self.max_pending:
-            busiest = max(self._by_peer, key=lambda h: len(self._by_peer[h]))
-            self._evict(busiest)
-        mine = self._by_peer.setdefault(host, OrderedDict())
-        mine[writer] = time.monotonic()
+            victim_peer = max(self._by_peer, key=lambda h: len(self._by_peer[h]))
+        if victim_peer is not None and not self._evict(victim_peer):
+            self.refused += 1
+            self.note(host, "refused (too many young pending handshakes)")
+            _busy(writer)
+            return False
+        self._by_peer.setdefault(host, OrderedDict())[writer] = time.monotonic()
         self._pending += 1
+        return True
 
     def done(self, host: str, writer: asyncio.StreamWriter) -> None:
         """The connection authenticated, failed or closed: it no longer waits."""
@@ -85,19 +102,22 @@ class PreAuth:
             if not mine:
                 del self._by_peer[host]
 
-    def _evict(self, host: str) -> None:
+    def _evict(self, host: str) -> bool:
+        """Close ``host``'s oldest pending connection if it is past its grace."""
         mine = self._by_peer.get(host)
         if not mine:
-            return
-        writer, _ = mine.popitem(last=False)
+            return False
+        writer, since = next(iter(mine.items()))
+        if time.monotonic() - since < self.grace:
+            return False
+        del mine[writer]
         self._pending -= 1
         if not mine:
             del self._by_peer[host]
         self.evicted += 1
         self.note(host, "evicted (too many pending handshakes)")
-        transport = writer.transport
-        if transport is not None:
-            transport.abort()
+        _busy(writer)
+        return True
 
     def note(self, host: str, what: str) -> None:
         """Count a refusal; log it at most once per ``log_every`` seconds per (peer, kind)."""
@@ -112,3 +132,14 @@ class PreAuth:
                 for k in list(self._logged)[:2048]:
                     self._logged.pop(k, None)
                     self._counts.pop(k, None)
+
+
+def _busy(writer: asyncio.StreamWriter) -> None:
+    """Tell the peer to come back later (an observer retries ``busy``), then close."""
+    try:
+        writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes; retry"}))
+        writer.close()
+    except Exception:
+        transport = writer.transport
+        if transport is not None:
+            transport.abort()

@@ -42,6 +42,8 @@ log = logging.getLogger("observer.serve")
 
 Factory = Callable[[], tuple[Flask, SocketIO]]
 
+DEFAULT_THREADS = 320
+"""gthread worker threads: a WebSocket holds one for its life (``bench flood``: 300 live browsers)."""
 RESERVED_THREADS = 16
 """With the gthread worker: threads never given to a WebSocket (pages and the API keep them)."""
 GEVENT_CONNECTIONS = 4000
@@ -106,7 +108,7 @@ def serve(
     sock: socket.socket,
     *,
     async_mode: str = "threading",
-    threads: int = 64,
+    threads: int = DEFAULT_THREADS,
     on_exit: Callable[[], None] | None = None,
     log_level: str = "warning",
     tls_cert: str | None = None,
@@ -128,7 +130,7 @@ def serve(
         "worker_connections": GEVENT_CONNECTIONS,
         "timeout": 0 if async_mode == "threading" else 30,
         "graceful_timeout": 5,
-        "keepalive": 5,
+        "keepalive": 2,  # an idle (or refused) client's connection goes after 2 s
         "loglevel": log_level,
         "accesslog": None,
         "errorlog": "-",
