@@ -5,8 +5,9 @@ keep a legitimate observer from attaching. So:
 
 * a connection has ``deadline`` seconds (2 s) from accept to a complete
   ``auth`` frame, after which it is closed;
-* at most ``per_peer`` connections from one address wait in the handshake, at
-  most ``max_pending`` in all;
+* at most ``max_pending`` connections wait in the handshake (1,024, or a
+  quarter of the host's open-files limit if less), at most ``per_peer`` of them
+  from one address (all, by default: fairness comes from the eviction below);
 * when there is no room, the *oldest* pending connection of that peer (or, when
   every slot is taken, of the peer with the most) is closed to make room, if it
   has waited more than ``grace`` (250 ms); if not, the newcomer is answered
@@ -29,6 +30,13 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from typing import Any
+
+resource: Any
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None
 
 from . import protocol as P
 
@@ -46,16 +54,16 @@ class PreAuth:
     def __init__(
         self,
         *,
-        max_pending: int = 256,
-        per_peer: int = 128,
+        max_pending: int | None = None,
+        per_peer: int | None = None,
         deadline: float = HANDSHAKE_DEADLINE,
         grace: float = 0.25,
         log_every: float = 10.0,
     ) -> None:
         self.agent_id = secrets.token_hex(8)
         """This agent's id for the handshake's MACs (random per agent start)."""
-        self.max_pending = max_pending
-        self.per_peer = per_peer
+        self.max_pending = max_pending if max_pending is not None else default_max_pending()
+        self.per_peer = per_peer if per_peer is not None else self.max_pending
         self.deadline = deadline
         self.grace = grace
         """A pending connection younger than this is never evicted (a real observer
@@ -132,6 +140,20 @@ class PreAuth:
                 for k in list(self._logged)[:2048]:
                     self._logged.pop(k, None)
                     self._counts.pop(k, None)
+
+
+def default_max_pending() -> int:
+    """1,024 pending handshakes, or a quarter of the host's open-files limit if
+    that is less (the host's own sockets and files come first)."""
+    if resource is None:
+        return 256
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(16, min(1024, soft // 4))
 
 
 def _busy(writer: asyncio.StreamWriter) -> None:

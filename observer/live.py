@@ -44,7 +44,7 @@ from flask_socketio import Namespace, SocketIO, join_room, leave_room
 
 from .model import Change
 from .permissions import who
-from .security import check_origin, is_logged_in
+from .security import check_origin, is_logged_in, session_of
 
 __all__ = ["FEEDS", "NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "feed_room", "room_of"]
 
@@ -339,9 +339,26 @@ class LiveNamespace(Namespace):
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Dispatch to ``on_<event>``; an event we do not handle is refused and audited."""
         if event not in _EVENTS:
-            self._refused("unknown_event", f"no such event {str(event)[:60]!r}", target=str(event)[:60])
+            self._refused_event(str(event)[:60], str(args[0]) if args else "")
             return None
         return super().trigger_event(event, *args)
+
+    def _refused_event(self, event: str, sid: str) -> None:
+        # outside any request context (no handler runs): who and where come from the connection's environ
+        environ = self.server.get_environ(sid, namespace=self.namespace) if self.server is not None else None
+        refusals = getattr(self.state, "refusals", None)
+        if not environ or refusals is None:
+            return
+        sess = session_of(environ["flask.app"], environ) or {}
+        refusals.note(
+            "socket_event",
+            "unknown_event",
+            who=f"{sess.get('who') or 'anonymous'}/{sess.get('sid') or '-'}",
+            addr=environ.get("REMOTE_ADDR"),
+            target=event,
+            message=f"no such event {event!r}",
+            sync=False,
+        )
 
     def on_connect(self, auth: Any = None) -> bool:
         policy = self.state.policy
@@ -359,18 +376,10 @@ class LiveNamespace(Namespace):
         sessions = getattr(self.state, "sessions", None)
         return sessions is None or bool(sessions.alive(str(session.get("sid"))))
 
-    def _refused(self, reason: str, message: str, *, target: str | None = None) -> None:
+    def _refused(self, reason: str, message: str) -> None:
         refusals = getattr(self.state, "refusals", None)
         if refusals is not None:
-            refusals.note(
-                "socket_event" if target else "socket_connect",
-                reason,
-                who=who(),
-                addr=request.remote_addr,
-                target=target,
-                message=message,
-                sync=False,
-            )
+            refusals.note("socket_connect", reason, who=who(), addr=request.remote_addr, message=message, sync=False)
 
     def on_subscribe(self, data: Any) -> dict[str, Any]:
         sid = str(getattr(request, "sid", ""))

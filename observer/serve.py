@@ -121,7 +121,7 @@ def serve(
         return
     if async_mode == "gevent" and importlib.util.find_spec("gevent") is None:
         raise RuntimeError("--async-mode gevent needs gevent: pip install 'observer[gevent]'")
-    worker = {"eventlet": "eventlet", "gevent": "gevent"}.get(async_mode, "gthread")
+    worker: Any = _gevent_worker() if async_mode == "gevent" else {"eventlet": "eventlet"}.get(async_mode, "gthread")
     options = {
         "bind": [f"fd://{sock.fileno()}"],
         "workers": 1,
@@ -140,6 +140,27 @@ def serve(
     if tls_cert:
         options.update({"certfile": tls_cert, "keyfile": tls_key})
     ObserverGunicorn(factory, options, on_exit).run()
+
+
+def _gevent_worker() -> Any:
+    """gunicorn's gevent worker, patching everything but threads: the attach loop
+    (asyncio) and the store's writer stay real threads; only connections are greenlets."""
+    if importlib.util.find_spec("gevent") is None:
+        return None
+    from gevent import monkey
+    from gevent import socket as green_socket
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class ObserverGeventWorker(GeventWorker):
+        def patch(self) -> None:
+            monkey.patch_all(thread=False, queue=False, select=False, Event=False)
+            sockets: list[Any] = []
+            listeners: list[Any] = getattr(self, "sockets", [])
+            for s in listeners:
+                sockets.append(green_socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach()))
+            self.sockets = sockets
+
+    return ObserverGeventWorker
 
 
 def _serve_eventlet(factory: Factory, sock: socket.socket, on_exit: Callable[[], None] | None) -> None:
