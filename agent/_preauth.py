@@ -32,13 +32,13 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from . import protocol as P
+
 resource: Any
 try:
     import resource
 except ImportError:  # pragma: no cover - not on Windows
     resource = None
-
-from . import protocol as P
 
 __all__ = ["HANDSHAKE_DEADLINE", "PreAuth"]
 
