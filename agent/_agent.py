@@ -304,7 +304,7 @@ class Agent(Sampling, Clock):
         node = self.node
 
         def off() -> None:
-            p = node._get(pid)
+            p = actors.find_process(node, pid)
             if p is not None:
                 p.traced = False
             self.collector.forget_trace(pid)
@@ -410,7 +410,9 @@ class Agent(Sampling, Clock):
                 log.exception("agent session %s: write failed", s.id)
                 s.wake_writer()
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: P.Event | dict[str, Any]) -> None:
+        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
+        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
         self.seq += 1
         d["t"] = "ev"
         d["seq"] = self.seq
@@ -430,11 +432,10 @@ class Agent(Sampling, Clock):
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
-    def node_meta(self) -> dict[str, Any]:
+    def node_meta(self) -> P.NodeMeta:
         node = self.node
         return {
             "node_id": node.node_id,
-            "agent_id": self.preauth.agent_id,
             "os_pid": os.getpid(),
             "host": socket.gethostname(),
             "python": sys.version.split()[0],
@@ -447,7 +448,7 @@ class Agent(Sampling, Clock):
     def node_processes(self) -> list[actors.Process]:
         return list(self.node.iter_processes())
 
-    def records(self, procs: list[actors.Process]) -> list[dict[str, Any]]:
+    def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
         for p in procs:
             if not p.alive:
@@ -462,7 +463,7 @@ class Agent(Sampling, Clock):
     def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
         """Note the meta an observer was just sent, so a later change yields an ``update``."""
         if p is None:
-            p = self.node._get(pid)
+            p = actors.find_process(self.node, pid)
             if p is None:
                 return
         ent = self._cache.get(pid.id)
