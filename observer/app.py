@@ -42,6 +42,7 @@ from .live import NAMESPACE, LiveHub, LiveNamespace
 from .model import NodeModel
 from .refusals import RefusalLog
 from .security import SecurityPolicy, install
+from .sessions import IDLE, MAX_AGE, SessionStore
 from .store import HistoryStore
 
 __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverState", "create_app"]
@@ -103,6 +104,10 @@ class ObserverConfig:
     live_publisher: bool = True
     """Push live batches; with a shared message queue one server publishes for all."""
     batch_interval: float = 0.25
+    session_idle: float = IDLE
+    """Seconds of inactivity after which a login session ends."""
+    session_max_age: float = MAX_AGE
+    """Seconds after login after which a session ends, however active."""
     """Seconds between two ``batch`` messages to one room."""
     manager: AttachManager | None = None
     """An attach manager to use instead of creating one (not closed by us)."""
@@ -138,7 +143,8 @@ class ObserverState:
         )
         self.refusals = RefusalLog(self.store).start()
         """Refusals, coalesced into the audit log (:mod:`observer.refusals`)."""
-        self.sessions: Any = None
+        self.sessions = SessionStore(self.store.db, idle=config.session_idle, max_age=config.session_max_age)
+        """Server-side login sessions (:mod:`observer.sessions`)."""
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""

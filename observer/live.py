@@ -334,7 +334,12 @@ class LiveNamespace(Namespace):
         self.state = state
         self._rooms: dict[str, str] = {}
         self._sid_feeds: dict[str, set[str]] = {}
+        self._login_of: dict[str, str] = {}
+        """Socket id -> login session id (to close a revoked session's sockets)."""
         self._lock = threading.Lock()
+        sessions = getattr(state, "sessions", None)
+        if sessions is not None:
+            sessions.on_revoke(self._revoked)
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Dispatch to ``on_<event>``; an event we do not handle is refused and audited."""
@@ -370,7 +375,19 @@ class LiveNamespace(Namespace):
         if not is_logged_in() or not self._alive():
             self._refused("login_required", "log in first")
             return False
+        with self._lock:
+            self._login_of[str(getattr(request, "sid", ""))] = str(session.get("sid"))
         return True
+
+    def _revoked(self, logins: set[str]) -> None:
+        """Session listener: close the live connections of revoked login sessions."""
+        with self._lock:
+            doomed = [s for s, login in self._login_of.items() if login in logins]
+        for sock in doomed:
+            try:
+                self.disconnect(sock)
+            except Exception:
+                log.exception("observer: could not close a revoked session's live connection")
 
     def _alive(self) -> bool:
         sessions = getattr(self.state, "sessions", None)
@@ -430,6 +447,7 @@ class LiveNamespace(Namespace):
         with self._lock:
             node = self._rooms.pop(sid, None)
             feeds = self._sid_feeds.pop(sid, set())
+            self._login_of.pop(sid, None)
         if node is not None:
             self.hub.subscribed(node, -1)
         for feed in feeds:

@@ -148,12 +148,13 @@ def current_user() -> str:
     return who()
 
 
-def login_session(grant: Grant | None = None) -> None:
-    """Start a fresh authenticated session (new id and CSRF token) with ``grant``'s role and actions."""
+def login_session(grant: Grant | None = None, *, sid: str | None = None) -> None:
+    """Start a fresh authenticated session (new id and CSRF token) with ``grant``'s role and actions;
+    ``sid``: its server-side session (:mod:`observer.sessions`)."""
     grant = grant or Grant("-", name="operator")
     session.clear()
     session["auth"] = True
-    session["sid"] = secrets.token_hex(8)
+    session["sid"] = sid or secrets.token_hex(8)
     session["csrf"] = secrets.token_urlsafe(24)
     session["role"] = grant.role
     session["actions"] = sorted(grant.actions)
@@ -175,6 +176,8 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             return error_response(403, reason, f"{reason} not allowed")
         if request.endpoint in _OPEN_ENDPOINTS or request.path.startswith("/socket.io"):
             return None  # the Socket.IO connect handler checks the session itself
+        if is_logged_in() and not _session_alive():
+            session.clear()  # expired or revoked server-side: the cookie is worth nothing
         if not is_logged_in():
             if request.path.startswith("/api/"):
                 return error_response(401, "login_required", "log in first (GET /login?token=...)")
@@ -215,7 +218,13 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             log.warning("observer: wrong login token from %s", request.remote_addr)
             _audit_wrong_login()
             return _login_form(app, "wrong token"), 403
-        login_session(grant)
+        sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+        sid = None
+        if sessions is not None:
+            sid = sessions.start(
+                grant.token, grant.name, grant.role, addr=request.remote_addr, agent=request.headers.get("User-Agent")
+            )
+        login_session(grant, sid=sid)
         nxt = request.values.get("next") or "/"
         if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no open redirect
             nxt = "/"
@@ -223,6 +232,9 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
 
     @app.route("/logout", methods=["POST"])
     def logout() -> Any:
+        sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+        if sessions is not None and isinstance(session.get("sid"), str):
+            sessions.revoke(session["sid"], by=who())  # a copy of the cookie is worth nothing now
         session.clear()
         return jsonify({"ok": True})
 
@@ -240,6 +252,11 @@ def _audit_wrong_login() -> None:
         state.store.audit_result(aid, {"error": "wrong_token", "message": "wrong login token"}, ok=False)
     except Exception as exc:
         log.error("observer: could not audit a wrong login token: %s", exc)
+
+
+def _session_alive() -> bool:
+    sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+    return sessions is None or bool(sessions.alive(session.get("sid")))
 
 
 def _note_refusal(action: str, target: str, message: str) -> None:
