@@ -264,5 +264,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
             role=role,
             ssl_context=config.listen_agents_ssl,
             store=state.store,
-        ).start()
+        )
+        state.dialin.refusals = state.refusals
+        state.dialin.start()
     return app, socketio

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "install",
     "is_logged_in",
     "login_session",
+    "loose_permissions",
     "session_of",
 ]
 
@@ -125,6 +128,20 @@ def check_origin(policy: SecurityPolicy, host: str | None, origin: str | None) -
 
 def is_logged_in() -> bool:
     return bool(session.get("auth")) and isinstance(session.get("sid"), str)
+
+
+def loose_permissions(path: str) -> str | None:
+    """A warning if the file at ``path`` (a token file) may be read by its group or others, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (
+            f"{path} can be read by other users (mode {stat.S_IMODE(mode):04o}): "
+            f"anyone who reads it can log in or attach; chmod 600 {path}"
+        )
+    return None
 
 
 def session_of(app: Flask, environ: dict[str, Any]) -> dict[str, Any] | None:
