@@ -9,6 +9,7 @@
 ``chaos``          chaos experiments
 ``cluster``        every node's health; nodes added and removed at run time
 ``sessions``       login sessions: the list, logging out one or every one of a token
+``apidoc``         ``/api/openapi.json``, generated from these routes
 =================  ==========================================================
 
 Errors are raised as the typed exceptions of :mod:`observer.errors` and
@@ -22,7 +23,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import errors
-from . import audit, chaos, cluster, crashes, history, nodes, pages, sessions
+from . import apidoc, audit, chaos, cluster, crashes, history, nodes, pages, sessions
 
 __all__ = ["BLUEPRINTS", "register"]
 
@@ -35,6 +36,7 @@ BLUEPRINTS = (
     chaos.blueprint,
     cluster.blueprint,
     sessions.blueprint,
+    apidoc.blueprint,
 )
 
 
