@@ -349,7 +349,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench flood")
-    ap.add_argument("--mode", default="gevent", choices=("threading", "gevent"))
+    ap.add_argument("--mode", default="threading", choices=("threading", "gevent"))
     ap.add_argument("--ws", type=int, default=500, help="unauthenticated WebSockets held")
     ap.add_argument("--agent-conns", type=int, default=500, help="half-open agent handshakes held")
     ap.add_argument("--browsers", type=int, default=200, help="logged-in live browsers")
