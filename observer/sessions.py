@@ -96,10 +96,13 @@ class SessionStore:
         write = False
         with self._lock:
             row = self._live.get(sid)
+        if row is None:
+            row = self._shared(sid)  # made by another server sharing the history (a signed cookie: never guessed)
             if row is None:
                 return False
+        with self._lock:
             if now >= row["expires"] or now - row["last_seen"] >= self.idle:
-                del self._live[sid]
+                self._live.pop(sid, None)
                 return False
             if touch and now - row["last_seen"] >= _TOUCH_EVERY:
                 row["last_seen"] = now
@@ -107,6 +110,16 @@ class SessionStore:
         if write:
             sessions_db.touch(self.db, sid, now)
         return True
+
+    def _shared(self, sid: str) -> dict[str, Any] | None:
+        try:
+            row = sessions_db.get(self.db, sid)
+        except Exception:
+            return None
+        if row is None or row["revoked"] is not None:
+            return None
+        with self._lock:
+            return self._live.setdefault(sid, row)
 
     def get(self, sid: str | None) -> dict[str, Any] | None:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .database import Database
 
-__all__ = ["COLUMNS", "active", "create", "load_live", "revoke", "revoke_token", "touch"]
+__all__ = ["COLUMNS", "active", "create", "get", "load_live", "revoke", "revoke_token", "touch"]
 
 COLUMNS = (
     "id",
@@ -86,3 +86,10 @@ def active(db: Database, since: float, limit: int = 500) -> list[dict[str, Any]]
         f"SELECT {cols} FROM login_sessions WHERE last_seen >= ? OR created >= ? ORDER BY created DESC LIMIT ?",
         (since, since, limit),
     )
+
+
+def get(db: Database, sid: str) -> dict[str, Any] | None:
+    """One session by id (revoked or not), or None."""
+    cols = ", ".join(COLUMNS)
+    rows = db.execute(f"SELECT {cols} FROM login_sessions WHERE id = ?", (sid,))
+    return rows[0] if rows else None
