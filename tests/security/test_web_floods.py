@@ -221,3 +221,29 @@ def test_one_session_cannot_hold_more_than_its_share_of_live_sockets(server: Ser
         for s in extra:
             s.close()
         user.close()
+
+
+def test_the_gevent_worker_keeps_serving_under_a_slow_request_flood(tmp_path: Path) -> None:
+    """400 connections that send half a request head and stop (slowloris): with
+    ``--async-mode gevent`` each costs a greenlet, and a logged-in user is served
+    at once. (gthread hands a thread to a connection at its first byte: the same
+    flood starves it; ``docs/security.md`` says so.)"""
+    srv = Server(tmp_path, mode="gevent")
+    held: list[socket.socket] = []
+    try:
+        http = requests.Session()
+        login(http, srv.base, LOGIN)
+        for _ in range(400):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n".encode())
+            held.append(s)
+        t0 = time.monotonic()
+        assert http.get(f"{srv.base}/api/overview", timeout=10).status_code == 200
+        assert time.monotonic() - t0 < 2.0
+        live = LiveClient(srv.base)
+        assert live.got.wait(20), "live batches under the flood"
+        live.close()
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
