@@ -112,7 +112,7 @@ class Servers:
 
 def login(base: str, token: str) -> tuple[requests.Session, str]:
     http = requests.Session()
-    r = http.get(f"{base}/login", params={"token": token}, allow_redirects=False, timeout=30)
+    r = http.post(f"{base}/login", data={"token": token}, allow_redirects=False, timeout=30)
     r.raise_for_status()
     html = http.get(f"{base}/", timeout=30).text
     m = re.search(r'"csrf":\s*"([^"]+)"', html)

@@ -236,6 +236,14 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             _audit_wrong_login()
             return _login_form(app, "wrong token"), 403
         sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+        if request.method == "GET" and sessions is not None and not sessions.claim_link(grant.token):
+            # the token in a URL (printed, in a browser's history, in a proxy's log) works once
+            log.warning("observer: a used login link again from %s", request.remote_addr)
+            refusals = getattr(current_app.extensions.get("observer"), "refusals", None)
+            if refusals is not None:
+                msg = "login link used again"
+                refusals.note("login", "link_used", who=grant.name, addr=request.remote_addr, message=msg)
+            return _login_form(app, "this login link was already used: paste the token into the form"), 403
         sid = None
         if sessions is not None:
             sid = sessions.start(

@@ -55,12 +55,24 @@ class SessionStore:
         self._lock = threading.Lock()
         self._live: dict[str, dict[str, Any]] = {}
         self._listeners: list[Callable[[set[str]], None]] = []
+        self._links: set[str] = set()
+        """Fingerprints of the login tokens already exchanged through a URL (``GET /login?token=``)."""
         now = time.time()
         try:
             for row in sessions_db.load_live(db, now):
                 self._live[row["id"]] = row
         except Exception as exc:  # an unreadable history must not stop the server
             log.error("observer: could not load the login sessions: %s", exc)
+
+    def claim_link(self, token: str) -> bool:
+        """Whether ``token`` may be exchanged through a URL now: once per server run
+        (afterwards only the login form, which keeps it out of URLs)."""
+        fp = fingerprint(token)
+        with self._lock:
+            if fp in self._links:
+                return False
+            self._links.add(fp)
+            return True
 
     def on_revoke(self, fn: Callable[[set[str]], None]) -> None:
         """Call ``fn(session ids)`` when sessions are revoked (to close their live connections)."""

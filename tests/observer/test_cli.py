@@ -170,7 +170,7 @@ class Demo:
         return m
 
     def login(self) -> None:
-        resp = self.http.get(f"{self.base}/login", params={"token": self.token}, timeout=10)
+        resp = self.http.post(f"{self.base}/login", data={"token": self.token}, timeout=10)
         assert resp.status_code == 200 and resp.url == f"{self.base}/"
 
     def get(self, path: str) -> Any:

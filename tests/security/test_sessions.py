@@ -93,3 +93,19 @@ def test_a_password_sent_to_a_process_is_masked_in_the_audit_log_and_its_exports
     for fmt in ("csv", "json"):
         export = c.get(f"/api/audit/export?format={fmt}").get_data(as_text=True)
         assert "hunter2-secret" not in export and "k-123456" not in export
+
+
+def test_the_login_link_is_exchanged_once_and_the_form_still_works(web: Web) -> None:
+    link = f"/login?token={web.config.login_token}"
+    first = web.app.test_client()
+    assert first.get(link).status_code == 302 and first.get("/api/overview").status_code == 200
+    again = web.app.test_client()  # the same URL from the browser's history, a proxy log, a shared screen
+    resp = again.get(link)
+    assert resp.status_code == 403 and "already used" in resp.get_data(as_text=True)
+    assert again.get("/api/overview").status_code == 401
+    form = web.app.test_client()  # typed into the form, the token still logs in
+    assert form.post("/login", data={"token": web.config.login_token}).status_code == 302
+    assert form.get("/api/overview").status_code == 200
+    web.store.flush()
+    rows = [r for r in web.store.audits() if r["action"] == "login"]
+    assert rows and rows[0]["ok"] == 0 and rows[0]["result"]["error"] == "link_used"
