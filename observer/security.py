@@ -4,7 +4,10 @@ Everything here follows ``docs/web.md`` ("Serving and security"):
 
 * a login token (compared in constant time) is exchanged at ``/login`` for a
   signed session cookie (HttpOnly, SameSite=Strict, Secure with TLS) holding
-  a session id and a CSRF token;
+  a session id and a CSRF token; the session itself is server-side
+  (:mod:`observer.sessions`: expiry, revocation), and a token given in a URL
+  is exchanged once per server run (then only the form takes it);
+* a token file others may read is warned about (:func:`loose_permissions`);
 * every request's ``Host`` must be one the server is bound to (or an allowed
   origin's), and its ``Origin``, when sent, one of the allowed origins;
 * state-changing requests carry ``X-CSRF-Token`` equal to the session's;
