@@ -8,6 +8,7 @@
 ``audit``          the audit log and its exports
 ``chaos``          chaos experiments
 ``cluster``        every node's health; nodes added and removed at run time
+``trace``          message traces: start, live sequence chart, replay, export
 ``sessions``       login sessions: the list, logging out one or every one of a token
 ``apidoc``         ``/api/openapi.json``, generated from these routes
 =================  ==========================================================
@@ -23,7 +24,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import errors
-from . import apidoc, audit, chaos, cluster, crashes, history, nodes, pages, sessions
+from . import apidoc, audit, chaos, cluster, crashes, history, nodes, pages, sessions, trace
 
 __all__ = ["BLUEPRINTS", "register"]
 
@@ -35,6 +36,7 @@ BLUEPRINTS = (
     audit.blueprint,
     chaos.blueprint,
     cluster.blueprint,
+    trace.blueprint,
     sessions.blueprint,
     apidoc.blueprint,
 )
