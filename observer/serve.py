@@ -130,7 +130,7 @@ def serve(
         "worker_connections": GEVENT_CONNECTIONS,
         "timeout": 0 if async_mode == "threading" else 30,
         "graceful_timeout": 5,
-        "keepalive": 2,  # an idle (or refused) client's connection goes after 2 s
+        "keepalive": 5,
         "loglevel": log_level,
         "accesslog": None,
         "errorlog": "-",

@@ -110,12 +110,17 @@ class LiveClient:
     def cookie(self) -> str:
         return "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
 
+    def get(self, url: str) -> requests.Response:
+        """A GET on a new connection (a pooled one may be closed by the server's keep-alive
+        timeout just as it is reused; a browser retries that, requests does not)."""
+        return requests.get(url, cookies=self.http.cookies, timeout=10)
+
     def close(self) -> None:
         self.sio.disconnect()
 
 
 def _audits(http: requests.Session, base: str) -> list[dict[str, Any]]:
-    r = http.get(f"{base}/api/audit", params={"limit": 500}, timeout=10)
+    r = requests.get(f"{base}/api/audit", params={"limit": 500}, cookies=http.cookies, timeout=10)  # new connection
     assert r.status_code == 200, r.text
     return list(r.json()["audit"])
 
@@ -141,7 +146,7 @@ def test_unauthenticated_websockets_are_refused_before_the_upgrade_and_audited_w
                     "Sec-WebSocket-Version: 13\r\n\r\n".encode()
                 )
             t0 = time.monotonic()
-            assert user.http.get(f"{server.base}/api/overview", timeout=10).status_code == 200
+            assert user.get(f"{server.base}/api/overview").status_code == 200
             assert time.monotonic() - t0 < 2.0
             before = user.batches
             wait_for(lambda: user.batches > before, timeout=10, what="a batch during the flood")
@@ -238,7 +243,7 @@ def test_the_gevent_worker_keeps_serving_under_a_slow_request_flood(tmp_path: Pa
             s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n".encode())
             held.append(s)
         t0 = time.monotonic()
-        assert http.get(f"{srv.base}/api/overview", timeout=10).status_code == 200
+        assert requests.get(f"{srv.base}/api/overview", cookies=http.cookies, timeout=10).status_code == 200
         assert time.monotonic() - t0 < 2.0
         live = LiveClient(srv.base)
         assert live.got.wait(20), "live batches under the flood"
