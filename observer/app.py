@@ -37,9 +37,12 @@ from . import views
 from .attach import AttachManager, Attachment
 from .chaos.web import ChaosService
 from .dialin import DialInListener
-from .live import LiveHub, LiveNamespace
+from .gate import SocketGate
+from .live import NAMESPACE, LiveHub, LiveNamespace
 from .model import NodeModel
+from .refusals import RefusalLog
 from .security import SecurityPolicy, install
+from .sessions import IDLE, MAX_AGE, SessionStore
 from .store import HistoryStore
 from .trace import install as install_traces
 
@@ -49,7 +52,7 @@ log = logging.getLogger("observer.app")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The repository's ``web/`` directory (templates, static files, node_modules)."""
-ASYNC_MODES = ("threading", "eventlet")
+ASYNC_MODES = ("threading", "gevent", "eventlet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,10 @@ class ObserverConfig:
     live_publisher: bool = True
     """Push live batches; with a shared message queue one server publishes for all."""
     batch_interval: float = 0.25
+    session_idle: float = IDLE
+    """Seconds of inactivity after which a login session ends."""
+    session_max_age: float = MAX_AGE
+    """Seconds after login after which a session ends, however active."""
     """Seconds between two ``batch`` messages to one room."""
     manager: AttachManager | None = None
     """An attach manager to use instead of creating one (not closed by us)."""
@@ -135,6 +142,10 @@ class ObserverState:
         self.manager = (
             config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
         )
+        self.refusals = RefusalLog(self.store).start()
+        """Refusals, coalesced into the audit log (:mod:`observer.refusals`)."""
+        self.sessions = SessionStore(self.store.db, idle=config.session_idle, max_age=config.session_max_age)
+        """Server-side login sessions (:mod:`observer.sessions`)."""
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
@@ -176,6 +187,7 @@ class ObserverState:
         if self.dialin is not None:
             self.dialin.stop()
             self.dialin = None
+        self.refusals.close()
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -232,7 +244,9 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         message_queue=config.message_queue,
         logger=False,
         engineio_logger=False,
+        namespaces=[NAMESPACE],  # nothing else, not even the default "/"
     )
+    app.wsgi_app = SocketGate(app.wsgi_app, app)  # type: ignore[method-assign]
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
     state.hub = hub
@@ -254,5 +268,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
             role=role,
             ssl_context=config.listen_agents_ssl,
             store=state.store,
-        ).start()
+        )
+        state.dialin.refusals = state.refusals
+        state.dialin.start()
     return app, socketio

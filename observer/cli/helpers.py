@@ -32,7 +32,7 @@ import click
 
 from ..app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
 from ..permissions import Grant, parse_login_tokens
-from ..security import is_loopback
+from ..security import is_loopback, loose_permissions
 from ..serve import bind_socket, serve
 
 __all__ = [
@@ -112,7 +112,10 @@ def server_options(fn: Any) -> Any:
 
 
 def read_secret(path: str) -> str:
-    """A file's text, stripped; a usage error if it is empty."""
+    """A file's text, stripped; a usage error if it is empty; a warning if others may read it."""
+    loose = loose_permissions(path)
+    if loose is not None:
+        click.echo(f"observer: warning: {loose}", err=True)
     text = Path(path).read_text(encoding="utf-8").strip()
     if not text:
         raise click.UsageError(f"{path} is empty")
