@@ -40,8 +40,16 @@ __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverSt
 
 log = logging.getLogger("observer.app")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-"""The repository's ``web/`` directory (templates, static files, node_modules)."""
+
+def _web_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    installed = here / "web"  # the wheel: package ``observer.web``, mapped onto web/ by pyproject.toml
+    return installed if (installed / "templates").is_dir() else here.parent / "web"
+
+
+WEB_DIR = _web_dir()
+"""``web/`` (templates, static files, node_modules): inside the installed
+package, or the repository's top-level directory when run from a checkout."""
 ASYNC_MODES = ("threading", "eventlet")
 
 
