@@ -31,6 +31,7 @@ from flask_socketio import SocketIO
 
 from agent import protocol as P
 
+from . import metrics
 from .attach import AttachManager, Attachment
 from .live import LiveHub, LiveNamespace
 from .model import NodeModel
@@ -108,6 +109,10 @@ class ObserverConfig:
     """An attach manager to use instead of creating one (not closed by us)."""
     store: Any = None
     """A :class:`observer.store.HistoryStore` to use instead of opening ``db`` (not closed by us)."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """Serve ``/metrics`` to scrapers that send ``Authorization: Bearer`` this token (:mod:`observer.metrics`)."""
+    metrics_listen: str | None = None
+    """``host:port`` of a separate HTTP server for the metrics (:mod:`observer.metrics`)."""
 
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
@@ -141,6 +146,8 @@ class ObserverState:
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
+        self.metrics_server: Any = None
+        """The :class:`observer.metrics.MetricsServer`, with ``metrics_listen``."""
 
     def attach_all(self) -> None:
         """Attach to the configured agents: operator role only when destructive
@@ -177,6 +184,9 @@ class ObserverState:
         if self.dialin is not None:
             self.dialin.stop()
             self.dialin = None
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -243,6 +253,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         logger=False,
         engineio_logger=False,
     )
+    state.metrics_server = metrics.install(app, state, token=config.metrics_token, listen=config.metrics_listen)
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
     state.hub = hub
