@@ -4,6 +4,7 @@
     observer serve  attach to running agents, accept agents that dial in (:mod:`.serve`)
     observer open   a post-mortem dump, as a frozen node (:mod:`.dump`)
     observer chaos  a chaos experiment against an agent (:mod:`.chaos`)
+    observer mcp    the model and history as an MCP server (:mod:`.mcp`)
 
 What the commands share (server options, secrets, the serving loop) is in
 :mod:`.helpers`. ``python -m observer`` is the same command.
@@ -15,6 +16,7 @@ import click
 
 from .chaos import chaos
 from .dump import open_dump
+from .mcp import mcp
 from .serve import demo, serve
 
 __all__ = ["main"]
@@ -29,3 +31,4 @@ main.add_command(demo)
 main.add_command(serve)
 main.add_command(open_dump)
 main.add_command(chaos)
+main.add_command(mcp)
