@@ -7,6 +7,20 @@ instrument hook for observers. Start with :class:`Node`.
 
 from __future__ import annotations
 
+from ._child_spec import (
+    ALL_SIGNIFICANT,
+    ANY_SIGNIFICANT,
+    BRUTAL_KILL,
+    INFINITY,
+    NEVER,
+    PERMANENT,
+    TEMPORARY,
+    TRANSIENT,
+    Budget,
+    ChildInfo,
+    ChildSpec,
+    worker,
+)
 from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
 from ._errors import (
     ActorError,
@@ -18,6 +32,7 @@ from ._errors import (
     ReceiveTimeout,
     ServerDied,
     StartError,
+    SupervisorError,
     format_reason,
 )
 from ._events import (
@@ -44,35 +59,30 @@ from ._introspect import ProcessInfo, StackFrame
 from ._messages import From
 from ._node import Node
 from ._process import Process
-from ._supervisor import (
-    BRUTAL_KILL,
-    INFINITY,
-    PERMANENT,
-    TEMPORARY,
-    TRANSIENT,
-    Budget,
-    ChildInfo,
-    ChildSpec,
-    Supervisor,
-    SupervisorError,
+from ._supervisor import Supervisor
+from ._supervisor_api import (
     budget,
     count_children,
     delete_child,
+    get_childspec,
     restart_child,
     start_child,
     start_supervisor,
     supervisor_spec,
     terminate_child,
+    which_child,
     which_children,
-    worker,
 )
 from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 __all__ = [
+    "ALL_SIGNIFICANT",
+    "ANY_SIGNIFICANT",
     "BRUTAL_KILL",
     "INFINITY",
     "KILL",
     "KILLED",
+    "NEVER",
     "NOPROC",
     "NORMAL",
     "PERMANENT",
@@ -132,6 +142,7 @@ __all__ = [
     "count_children",
     "delete_child",
     "format_reason",
+    "get_childspec",
     "get_state",
     "is_normal_shutdown",
     "reply",
@@ -143,6 +154,7 @@ __all__ = [
     "stop_server",
     "supervisor_spec",
     "terminate_child",
+    "which_child",
     "which_children",
     "worker",
 ]

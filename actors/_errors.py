@@ -73,6 +73,19 @@ class StartError(ActorError):
         self.reason = reason
 
 
+class SupervisorError(ActorError):
+    """Raised by the supervisor client functions (``start_child``,
+    ``terminate_child``...) when the supervisor refused the request. ``reason``
+    is OTP's: ``not_found``, ``running``, ``restarting``, ``already_present``,
+    ``("already_started", pid)``, ``simple_one_for_one`` (an operation that
+    kind of supervisor does not take), ``("bad_combination", ...)``, or why a
+    child's start failed."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"supervisor refused: {reason!r}")
+        self.reason = reason
+
+
 class ProcessExit(BaseException):
     """Raised inside a process by ``Process.exit(reason)`` to end it with ``reason``.
 

@@ -15,7 +15,14 @@ Restart intensity: if more than ``intensity`` restarts happen within
 ``period`` seconds (defaults 1 and 5, as OTP), the supervisor stops all its
 children and exits with ``shutdown``; its own supervisor then handles that
 exit (escalation). A restart whose start fails counts as another restart and
-is retried from the mailbox, so the supervisor keeps answering meanwhile.
+is retried from the mailbox, so the supervisor keeps answering meanwhile; the
+child shows as ``restarting`` until then.
+
+Automatic shutdown (``auto_shutdown``, as OTP's): ``never`` (the default),
+``any_significant`` (the supervisor exits ``shutdown`` once any child marked
+``significant`` ends by itself and is not restarted) or ``all_significant``
+(once the last of them has). The client functions are in
+:mod:`actors._supervisor_api`.
 """
 
 from __future__ import annotations
@@ -26,105 +33,40 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ActorError, ReceiveTimeout, StartError
+from ._child_spec import (
+    ALL_SIGNIFICANT,
+    AUTO_SHUTDOWNS,
+    BRUTAL_KILL,
+    INFINITY,
+    NEVER,
+    PERMANENT,
+    STRATEGIES,
+    TEMPORARY,
+    Budget,
+    ChildInfo,
+    ChildSpec,
+    spec_error,
+    without_start,
+)
+from ._errors import NameTaken, ReceiveTimeout, StartError
 from ._events import Restarted, SupervisorGaveUp
-from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, start, start_link
+from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, start_link
 from ._messages import From
-from ._node import Node
-from ._process import Process, ProcessFn
+from ._process import Process
 from ._types import KILL, SHUTDOWN, Down, Exit, Pid, is_normal_shutdown
 
-PERMANENT = "permanent"
-TRANSIENT = "transient"
-TEMPORARY = "temporary"
-BRUTAL_KILL = "brutal_kill"
-INFINITY = "infinity"
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
-
-StartFn = Callable[..., Awaitable[Pid | None]]
-"""``async def start(parent: Process, *extra) -> Pid | None``: start a child
-linked to ``parent`` and return its pid (None means ignore)."""
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """How to start, restart and stop one child."""
-
-    id: Hashable
-    """Unique among the supervisor's children."""
-    start: StartFn
-    """Starts the child linked to the supervisor (see :data:`StartFn`)."""
-    restart: str = PERMANENT
-    """``permanent`` (always restarted), ``transient`` (restarted unless it exits
-    ``normal``/``shutdown``) or ``temporary`` (never restarted)."""
-    shutdown: float | str = 5.0
-    """Seconds to wait after ``shutdown`` before ``kill``; or ``brutal_kill``;
-    or ``infinity`` (the default for supervisors)."""
-    type: str = "worker"
-    """``worker`` or ``supervisor``."""
-    label: str | None = None
-    """Display tag for observers (e.g. ``SessionWorker``)."""
-
-    def __post_init__(self) -> None:
-        if self.restart not in (PERMANENT, TRANSIENT, TEMPORARY):
-            raise ValueError(f"bad restart type {self.restart!r}")
-        if self.type not in ("worker", "supervisor"):
-            raise ValueError(f"bad child type {self.type!r}")
-        sd = self.shutdown
-        if not (sd in (BRUTAL_KILL, INFINITY) or (isinstance(sd, int | float) and sd >= 0)):
-            raise ValueError(f"bad shutdown {sd!r}")
-
-
-def worker(
-    id: Hashable,
-    fn: ProcessFn,
-    *args: Any,
-    restart: str = PERMANENT,
-    shutdown: float | str = 5.0,
-    label: str | None = None,
-) -> ChildSpec:
-    """A child spec for a plain process body ``fn(proc, *args, *extra)``."""
-
-    async def start_fn(parent: Process, *extra: Any) -> Pid | None:
-        return parent.spawn_link(fn, *args, *extra, label=label or getattr(fn, "__name__", None))
-
-    return ChildSpec(id, start_fn, restart, shutdown, "worker", label or getattr(fn, "__name__", None))
-
-
-@dataclass(frozen=True, slots=True)
-class ChildInfo:
-    """One row of :func:`which_children`."""
-
-    id: Hashable
-    """Child id (None for simple_one_for_one children)."""
-    pid: Pid | None
-    """Its pid, or None if not running."""
-    type: str
-    """``worker`` or ``supervisor``."""
-    restarts: int
-    """Times it was restarted."""
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A supervisor's restart intensity and how much of it is used now."""
-
-    used: int
-    """Restarts within the last ``period`` seconds."""
-    intensity: int
-    """Restarts allowed per period; one more makes the supervisor give up."""
-    period: float
-    """The period, in seconds."""
-    strategy: str
-    """The restart strategy."""
+__all__ = ["ChildSpec", "Supervisor"]  # ChildSpec: for ``GenServer.child_spec``
 
 
 @dataclass
 class _Child:
+    """The supervisor's record of one child (OTP's ``#child{}``)."""
+
     spec: ChildSpec
     pid: Pid | None = None
     restarts: int = 0
     extra: tuple[Any, ...] = field(default_factory=tuple)
+    """simple_one_for_one: the start arguments (none kept for temporary children)."""
     restarting: bool = False
     """A restart failed and is retried from the mailbox (OTP's ``{restarting, Pid}``)."""
 
@@ -137,13 +79,13 @@ class _TryAgain:
 
 @dataclass(frozen=True, slots=True)
 class _TryAgainDynamic:
-    child: _Child
-    pid_hint: Pid | None
+    old_pid: Pid
+    """The key of the restarting child: the pid it had before it exited."""
 
 
 class Supervisor(GenServer):
-    """The supervisor behaviour. Start one with :func:`start_supervisor` /
-    :func:`start_supervisor_link` or nest it with :func:`supervisor_spec`.
+    """The supervisor behaviour. Start one with :func:`start_supervisor`, or
+    nest it with :func:`supervisor_spec` or :meth:`child_spec`.
 
     Subclass and override :meth:`children` to build the child specs from the
     start arguments, or pass ``children=`` to the start functions.
@@ -158,26 +100,53 @@ class Supervisor(GenServer):
         strategy: str = "one_for_one",
         intensity: int = 1,
         period: float = 5.0,
+        auto_shutdown: str = NEVER,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"bad strategy {strategy!r}")
         if intensity < 0 or period <= 0:
             raise ValueError("intensity must be >= 0 and period > 0")
+        if auto_shutdown not in AUTO_SHUTDOWNS:
+            raise ValueError(f"bad auto_shutdown {auto_shutdown!r} (one of {', '.join(AUTO_SHUTDOWNS)})")
+        if strategy == "simple_one_for_one" and auto_shutdown != NEVER:
+            raise ValueError("bad combination: simple_one_for_one takes no auto_shutdown (as OTP)")
         self.strategy = strategy
         self.intensity = intensity
         self.period = period
-        self._specs = list(children)
+        self.auto_shutdown = auto_shutdown
+        self._specs: Sequence[ChildSpec] = list(children)
         self._children: dict[Hashable, _Child] = {}
         self._by_pid: dict[Pid, Hashable] = {}
         self._dynamic: dict[Pid, _Child] = {}
+        """simple_one_for_one children by pid; a restarting one by its old pid."""
         self._restarts: deque[float] = deque()
 
     def children(self, *args: Any) -> Sequence[ChildSpec] | Ignore:
         """The child specs, in start order. Default: those given to the constructor.
 
         Return :class:`Ignore` to not start at all (OTP's ``init`` returning
-        ``ignore``): the starter gets None."""
+        ``ignore``): the starter gets None and the supervisor exits ``normal``."""
         return self._specs
+
+    @classmethod
+    def child_spec(
+        cls,
+        *args: Any,
+        id: Any = None,
+        name: str | None = None,
+        restart: str = PERMANENT,
+        shutdown: float | str = INFINITY,
+        label: str | None = None,
+        significant: bool = False,
+    ) -> ChildSpec:
+        """A child spec that starts this supervisor with ``children(*args)``;
+        its shutdown defaults to ``infinity``, as OTP's for supervisors."""
+
+        async def start_fn(parent: Process, *extra: Any) -> Pid | None:
+            return await start_link(parent, cls, *args, *extra, name=name, label=label, timeout=None)
+
+        cid = id if id is not None else (name or cls.__name__)
+        return ChildSpec(cid, start_fn, restart, shutdown, "supervisor", label or cls.__name__, significant)
 
     # -- introspection (read-only, any thread) ---------------------------------------
 
@@ -194,9 +163,14 @@ class Supervisor(GenServer):
         return Budget(max(0, len(r) - stale), self.intensity, self.period, self.strategy)
 
     def child_rows(self) -> list[ChildInfo]:
+        """The children, in start order; a child whose restart is being
+        retried shows ``restarting`` and no pid."""
         if self.strategy == "simple_one_for_one":
-            return [ChildInfo(None, pid, c.spec.type, c.restarts) for pid, c in list(self._dynamic.items())]
-        return [ChildInfo(cid, c.pid, c.spec.type, c.restarts) for cid, c in list(self._children.items())]
+            return [
+                ChildInfo(None, None if c.restarting else pid, c.spec.type, c.restarts, c.restarting)
+                for pid, c in list(self._dynamic.items())
+            ]
+        return [ChildInfo(cid, c.pid, c.spec.type, c.restarts, c.restarting) for cid, c in list(self._children.items())]
 
     # -- gen_server callbacks --------------------------------------------------------------
 
@@ -204,25 +178,29 @@ class Supervisor(GenServer):
         proc = self.proc
         proc.trap_exit = True
         children = self.children(*args)
+        self._specs = ()  # the records below hold what is needed; nothing more is kept
         if isinstance(children, Ignore):
             return children
         specs = list(children)
-        if self.strategy == "simple_one_for_one":
-            if len(specs) != 1:
-                return Stop(("bad_child_specs", "simple_one_for_one needs exactly one child spec"))
+        simple = self.strategy == "simple_one_for_one"
+        if simple and len(specs) != 1:
+            return Stop(("bad_start_spec", specs))  # exactly one: the template
+        err = _check_startspec(specs, self.auto_shutdown)
+        if err is not None:
+            return Stop(("start_spec", err))
+        if simple:
             self._template = specs[0]
             return None
-        ids = [s.id for s in specs]
-        if len(set(ids)) != len(ids):
-            return Stop(("bad_child_specs", "duplicate child id"))
         for spec in specs:
             child = _Child(spec)
             self._children[spec.id] = child
             try:
-                await self._start_child(child)
+                pid = await self._start_child(child)
             except Exception as exc:
                 await self._terminate_all()
                 return Stop((SHUTDOWN, ("failed_to_start_child", spec.id, _reason(exc))))
+            if pid is None and spec.restart == TEMPORARY:
+                del self._children[spec.id]  # an ignored temporary child is not kept (OTP)
         return None
 
     async def handle_call(self, request: Any, from_: From, state: Any) -> Reply | NoReply | Stop:
@@ -242,7 +220,7 @@ class Supervisor(GenServer):
         if t is _TryAgain:
             return await self._try_again(msg, state)
         if t is _TryAgainDynamic:
-            return await self._restart_dynamic(msg.child, msg.pid_hint, state)
+            return await self._try_again_dynamic(msg, state)
         return await super().handle_info(msg, state)
 
     async def terminate(self, reason: Any, state: Any) -> None:
@@ -252,7 +230,8 @@ class Supervisor(GenServer):
 
     async def _start_child(self, child: _Child) -> Pid | None:
         proc = self.proc
-        proc._adopting = (None if self.strategy == "simple_one_for_one" else child.spec.id, child.restarts)
+        simple = self.strategy == "simple_one_for_one"
+        proc._adopting = (None if simple else child.spec.id, child.restarts)
         try:
             pid = await child.spec.start(proc, *child.extra)
         finally:
@@ -261,18 +240,25 @@ class Supervisor(GenServer):
             raise StartError(("bad_return", pid))
         child.pid = pid
         child.restarting = False
+        if child.spec.restart == TEMPORARY:
+            # never restarted: keep no reference to its start arguments (OTP
+            # stores them as undefined), so they live only as long as the child needs them
+            if simple:
+                child.extra = ()
+            elif pid is not None:
+                child.spec = without_start(child.spec)
         if pid is not None:
             # Record the pid even if the child already died (it may crash right
             # after acknowledging its start): its Exit message is then in our
             # mailbox and must find the child, or the exit is lost.
-            if self.strategy == "simple_one_for_one":
+            if simple:
                 self._dynamic[pid] = child
             else:
                 self._by_pid[pid] = child.spec.id
             p = self.proc.node._get(pid)
             if p is not None:
                 p.supervisor = self.proc.pid
-                p.child_id = child.spec.id if self.strategy != "simple_one_for_one" else None
+                p.child_id = None if simple else child.spec.id
                 p.restarts = child.restarts
                 if child.spec.label and p.label != child.spec.label:
                     p.label = child.spec.label
@@ -292,7 +278,7 @@ class Supervisor(GenServer):
 
     async def _terminate_all(self) -> None:
         if self.strategy == "simple_one_for_one":
-            pids = list(self._dynamic)
+            pids = [pid for pid, c in self._dynamic.items() if not c.restarting]
             self._dynamic.clear()
             if pids:
                 await _stop_pids(self.proc, pids, self._template.shutdown)
@@ -319,11 +305,23 @@ class Supervisor(GenServer):
             )
         return Stop(SHUTDOWN, state)
 
+    def _auto_shutdown(self, child: _Child, state: Any) -> Any:
+        """After ``child`` ended by itself and is not restarted: shut down if it
+        was significant and the ``auto_shutdown`` flag says so (OTP's do_auto_shutdown)."""
+        if self.auto_shutdown == NEVER or not child.spec.significant:
+            return state
+        if self.auto_shutdown == ALL_SIGNIFICANT and any(
+            c.spec.significant and (c.pid is not None or c.restarting) for c in self._children.values()
+        ):
+            return state
+        return Stop(SHUTDOWN, state)
+
     async def _child_exited(self, pid: Pid, reason: Any, state: Any) -> Any:
         if self.strategy == "simple_one_for_one":
-            child = self._dynamic.pop(pid, None)
-            if child is None:
+            child = self._dynamic.get(pid)
+            if child is None or child.restarting:
                 return state
+            del self._dynamic[pid]
             if not _should_restart(child.spec.restart, reason):
                 return state
             if not self._add_restart():
@@ -339,21 +337,32 @@ class Supervisor(GenServer):
         if not _should_restart(child.spec.restart, reason):
             if child.spec.restart == TEMPORARY:
                 del self._children[cid]
-            return state
+            return self._auto_shutdown(child, state)
         if not self._add_restart():
             return self._give_up(cid, state)
         return await self._restart(cid, pid, state)
 
-    async def _restart_dynamic(self, child: _Child, old: Pid | None, state: Any) -> Any:
+    async def _restart_dynamic(self, child: _Child, old: Pid, state: Any) -> Any:
+        """Start a simple_one_for_one child again; while that fails, it stays
+        in the table as restarting, under its old pid, and is retried."""
         try:
             new = await self._start_child(child)
         except Exception:
             if not self._add_restart():
                 return self._give_up(None, state)
-            self.proc.node.send(self.proc.pid, _TryAgainDynamic(child, old))
+            child.restarting = True
+            self._dynamic[old] = child
+            self.proc.node.send(self.proc.pid, _TryAgainDynamic(old))
             return state
+        self._dynamic.pop(old, None)  # its new pid is recorded (or it was ignored: gone)
         self._emit_restart(None, old, new, child.restarts)
         return state
+
+    async def _try_again_dynamic(self, msg: _TryAgainDynamic, state: Any) -> Any:
+        child = self._dynamic.get(msg.old_pid)
+        if child is None or not child.restarting:
+            return state  # terminated meanwhile
+        return await self._restart_dynamic(child, msg.old_pid, state)
 
     async def _restart(self, cid: Hashable, old: Pid | None, state: Any) -> Any:
         """Restart ``cid`` by the strategy (its old pid has already exited)."""
@@ -407,13 +416,17 @@ class Supervisor(GenServer):
         if self.strategy == "simple_one_for_one":
             extra = tuple(arg) if isinstance(arg, list | tuple) else (arg,)
             child = _Child(self._template, extra=extra)
+            del extra, arg
             try:
                 return ("ok", await self._start_child(child))
             except Exception as exc:
                 return _error(_reason(exc))
         spec = arg
         if not isinstance(spec, ChildSpec):
-            raise _SupError(("bad_child_spec", repr(spec)))
+            raise _SupError(("invalid_child_spec", spec))
+        err = spec_error(spec, self.auto_shutdown)
+        if err is not None:
+            raise _SupError(err)
         if spec.id in self._children:
             c = self._children[spec.id]
             raise _SupError(("already_started", c.pid) if c.pid is not None else "already_present")
@@ -422,15 +435,25 @@ class Supervisor(GenServer):
             pid = await self._start_child(child)
         except Exception as exc:
             return _error(_reason(exc))
-        self._children[spec.id] = child
+        if pid is not None or spec.restart != TEMPORARY:  # an ignored temporary child is not kept (OTP)
+            self._children[spec.id] = child
         return ("ok", pid)
 
     async def _call_terminate_child(self, key: Any) -> Any:
         if self.strategy == "simple_one_for_one":
-            child = self._dynamic.get(key) if isinstance(key, Pid) else None
+            if not isinstance(key, Pid):
+                raise _SupError("simple_one_for_one")  # its children are known by pid only
+            child = self._dynamic.get(key)
             if child is None:
-                raise _SupError("not_found")
-            await self._shutdown_child_pid(key, child)
+                if self.proc.node.is_alive(key):
+                    raise _SupError("not_found")  # alive, but not ours
+                return "ok"  # already gone: nothing to do (OTP)
+            if child.restarting:
+                child.restarting = False  # stops the retries: _try_again_dynamic finds nothing
+                del self._dynamic[key]
+                return "ok"
+            self._dynamic.pop(key, None)
+            await _stop_pids(self.proc, [key], child.spec.shutdown)
             return "ok"
         child = self._children.get(key)
         if child is None:
@@ -439,10 +462,6 @@ class Supervisor(GenServer):
         if child.spec.restart == TEMPORARY:
             del self._children[key]
         return "ok"
-
-    async def _shutdown_child_pid(self, pid: Pid, child: _Child) -> None:
-        self._dynamic.pop(pid, None)
-        await _stop_pids(self.proc, [pid], child.spec.shutdown)
 
     async def _call_restart_child(self, cid: Any) -> Any:
         self._no_dynamic()
@@ -471,14 +490,49 @@ class Supervisor(GenServer):
         del self._children[cid]
         return "ok"
 
+    async def _call_get_childspec(self, key: Any) -> Any:
+        if self.strategy == "simple_one_for_one":
+            # as OTP's find_child: a child's pid (running or restarting), a pid
+            # no longer alive, or the template's own id all name the template
+            if isinstance(key, Pid):
+                if key in self._dynamic or not self.proc.node.is_alive(key):
+                    return ("ok", self._template)
+            elif key == self._template.id:
+                return ("ok", self._template)
+            raise _SupError("not_found")
+        child = self._children.get(key)
+        if child is None:
+            raise _SupError("not_found")
+        return ("ok", child.spec)
+
+    async def _call_which_child(self, key: Any) -> Any:
+        if self.strategy == "simple_one_for_one":
+            if not isinstance(key, Pid):
+                raise _SupError("simple_one_for_one")
+            child = self._dynamic.get(key)
+            pid = None if child is None or child.restarting else key
+            row = None if child is None else ChildInfo(None, pid, child.spec.type, child.restarts, child.restarting)
+        else:
+            child = self._children.get(key)
+            row = (
+                None if child is None else ChildInfo(key, child.pid, child.spec.type, child.restarts, child.restarting)
+            )
+        if row is None:
+            raise _SupError("not_found")
+        return ("ok", row)
+
     async def _call_which_children(self) -> Any:
         return self.child_rows()
 
     async def _call_count_children(self) -> Any:
+        # as OTP: a static child counts as active only if its process is alive
+        # (its EXIT may still wait in the mailbox); dynamic ones are not checked
         rows = self.child_rows()
+        simple = self.strategy == "simple_one_for_one"
+        alive = self.proc.node.is_alive
         return {
-            "specs": 1 if self.strategy == "simple_one_for_one" else len(rows),
-            "active": sum(1 for r in rows if r.pid is not None),
+            "specs": 1 if simple else len(rows),
+            "active": sum(1 for r in rows if r.pid is not None and (simple or alive(r.pid))),
             "supervisors": sum(1 for r in rows if r.type == "supervisor"),
             "workers": sum(1 for r in rows if r.type == "worker"),
         }
@@ -496,6 +550,8 @@ _CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
     "terminate_child": Supervisor._call_terminate_child,
     "restart_child": Supervisor._call_restart_child,
     "delete_child": Supervisor._call_delete_child,
+    "get_childspec": Supervisor._call_get_childspec,
+    "which_child": Supervisor._call_which_child,
     "which_children": Supervisor._call_which_children,
     "count_children": Supervisor._call_count_children,
     "budget": Supervisor._call_budget,
@@ -508,12 +564,32 @@ class _SupError(Exception):
         self.reason = reason
 
 
+def _check_startspec(specs: list[Any], auto_shutdown: str) -> Any:
+    """Why these init specs cannot start (OTP's check_startspec), or None."""
+    seen: set[Hashable] = set()
+    for s in specs:
+        if not isinstance(s, ChildSpec):
+            return ("invalid_child_spec", s)
+        err = spec_error(s, auto_shutdown)
+        if err is not None:
+            return err
+        if s.id in seen:
+            return ("duplicate_child_name", s.id)  # OTP's name for it, kept for compatibility there
+        seen.add(s.id)
+    return None
+
+
 def _error(reason: Any) -> tuple[str, Any]:
     return ("error", reason)
 
 
 def _reason(exc: BaseException) -> Any:
-    return exc.reason if isinstance(exc, StartError) else exc
+    """A failed start as OTP's reason: the start's own, and a name already
+    taken as ``("already_started", holder)``."""
+    if isinstance(exc, StartError):
+        return exc.reason
+    holder = getattr(exc, "pid", None) if isinstance(exc, NameTaken) else None
+    return ("already_started", holder) if holder is not None else exc
 
 
 def _should_restart(restart: str, reason: Any) -> bool:
@@ -557,119 +633,3 @@ async def _stop_pids(sup: Process, pids: list[Pid], shutdown: float | str) -> No
                 deadline = None
                 continue
         pending.discard(msg.ref)
-
-
-# -- client API ------------------------------------------------------------------------------------------------
-
-
-async def start_supervisor(
-    node: Node,
-    children: Sequence[ChildSpec] = (),
-    *,
-    strategy: str = "one_for_one",
-    intensity: int = 1,
-    period: float = 5.0,
-    name: str | None = None,
-    label: str | None = None,
-) -> Pid:
-    """Start a top-level supervisor and its children; returns its pid.
-
-    Raises :class:`StartError` if a child failed to start (the ones already
-    started are stopped again)."""
-    pid = await start(
-        node,
-        Supervisor(children, strategy=strategy, intensity=intensity, period=period),
-        name=name,
-        label=label or "Supervisor",
-        timeout=None,
-    )
-    assert pid is not None
-    return pid
-
-
-def supervisor_spec(
-    id: Hashable,
-    children: Sequence[ChildSpec] | Callable[[], Supervisor],
-    *,
-    strategy: str = "one_for_one",
-    intensity: int = 1,
-    period: float = 5.0,
-    restart: str = PERMANENT,
-    name: str | None = None,
-    label: str | None = None,
-) -> ChildSpec:
-    """A child spec for a nested supervisor (shutdown ``infinity``).
-
-    ``children`` is a list of specs, or a zero-argument factory returning a
-    :class:`Supervisor` (a subclass, say), called at every (re)start."""
-
-    async def start_fn(parent: Process, *extra: Any) -> Pid | None:
-        if callable(children) and not isinstance(children, Sequence):
-            sup = children()
-        else:
-            sup = Supervisor(children, strategy=strategy, intensity=intensity, period=period)
-        return await start_link(parent, sup, *extra, name=name, label=label or "Supervisor", timeout=None)
-
-    return ChildSpec(id, start_fn, restart, INFINITY, "supervisor", label or "Supervisor")
-
-
-async def _sup_call(node: Node, sup: Pid | str, request: tuple[Any, ...], timeout: float | None) -> Any:
-    return await node.call(sup, request, timeout=timeout)
-
-
-def _unwrap(res: Any) -> Any:
-    if isinstance(res, tuple) and len(res) == 2 and res[0] == "error":
-        raise SupervisorError(res[1])
-    if isinstance(res, tuple) and len(res) == 2 and res[0] == "ok":
-        return res[1]
-    return res
-
-
-class SupervisorError(ActorError):
-    """Raised by the supervisor client functions when the supervisor refused
-    the request; ``reason`` is OTP-like (``not_found``, ``running``,
-    ``already_present``, ``("already_started", pid)``, a start failure...)."""
-
-    def __init__(self, reason: Any) -> None:
-        super().__init__(f"supervisor refused: {reason!r}")
-        self.reason = reason
-
-
-async def start_child(node: Node, sup: Pid | str, spec_or_args: Any, *, timeout: float | None = 5.0) -> Pid | None:
-    """Add and start a child: a :class:`ChildSpec`, or for simple_one_for_one the
-    extra start arguments (a tuple or list, or one value)."""
-    return _unwrap(await _sup_call(node, sup, ("start_child", spec_or_args), timeout))
-
-
-async def terminate_child(node: Node, sup: Pid | str, child: Any, *, timeout: float | None = 5.0) -> None:
-    """Stop a child by id (or by pid, for simple_one_for_one). It is not
-    restarted; its spec stays (except temporary ones) for :func:`restart_child`."""
-    _unwrap(await _sup_call(node, sup, ("terminate_child", child), timeout))
-
-
-async def restart_child(node: Node, sup: Pid | str, child_id: Any, *, timeout: float | None = 5.0) -> Pid | None:
-    """Start again a child that was terminated (its spec kept)."""
-    return _unwrap(await _sup_call(node, sup, ("restart_child", child_id), timeout))
-
-
-async def delete_child(node: Node, sup: Pid | str, child_id: Any, *, timeout: float | None = 5.0) -> None:
-    """Remove the spec of a terminated child."""
-    _unwrap(await _sup_call(node, sup, ("delete_child", child_id), timeout))
-
-
-async def which_children(node: Node, sup: Pid | str, *, timeout: float | None = 5.0) -> list[ChildInfo]:
-    """The children, in start order."""
-    return await _sup_call(node, sup, ("which_children",), timeout)
-
-
-async def count_children(node: Node, sup: Pid | str, *, timeout: float | None = 5.0) -> dict[str, int]:
-    """Counts: ``specs``, ``active``, ``supervisors``, ``workers``."""
-    return await _sup_call(node, sup, ("count_children",), timeout)
-
-
-def budget(node: Node, sup: Pid | str) -> Budget:
-    """The restart budget of a supervisor, read directly (no message, any thread)."""
-    b = node.process(sup).behaviour
-    if not isinstance(b, Supervisor):
-        raise SupervisorError("not_a_supervisor")
-    return b.budget()

@@ -1,10 +1,12 @@
 """The Flask + Flask-SocketIO app factory.
 
 ``create_app(config) -> (app, socketio)`` wires the pieces: the security
-hooks (:mod:`observer.security`), the pages (:mod:`observer.pages`), the JSON
-twins and actions (:mod:`observer.api`) and the ``/live`` namespace
-(:mod:`observer.live`), around one :class:`ObserverState` holding the
-attachments and the history store.
+hooks (:mod:`observer.security`), the Blueprints and the one error handler
+(:mod:`observer.views`), the chaos service (:mod:`observer.chaos.web`) and
+the ``/live`` namespace (:mod:`observer.live`), around one
+:class:`ObserverState` holding the attachments and the history store. The
+live hub follows the models' changes, the store's commits (audit rows, crash
+reports) and the chaos engines' progress, and pushes them.
 
 Threading rules
     Call :func:`create_app` in the process that serves (with gunicorn: in the
@@ -31,11 +33,14 @@ from flask_socketio import SocketIO
 
 from agent import protocol as P
 
-from . import metrics
+from . import metrics, views
 from .attach import AttachManager, Attachment
+from .chaos.web import ChaosService
+from .dialin import DialInListener
 from .live import LiveHub, LiveNamespace
 from .model import NodeModel
 from .security import SecurityPolicy, install
+from .store import HistoryStore
 
 __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverState", "create_app"]
 
@@ -124,8 +129,6 @@ class ObserverState:
     """The live state behind the app: attachments, models, store, the live hub."""
 
     def __init__(self, config: ObserverConfig, policy: SecurityPolicy) -> None:
-        from .store import HistoryStore
-
         self.config = config
         self.policy = policy
         self.allow_destructive = config.allow_destructive_actions
@@ -201,8 +204,6 @@ class ObserverState:
 
 def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     """Build the app and its SocketIO; starts the attachments and the live task."""
-    from . import api, auditlog, cluster, crashes, pages
-
     if config.async_mode not in ASYNC_MODES:
         raise ValueError(f"async_mode must be one of {ASYNC_MODES}")
     policy = SecurityPolicy.for_bind(
@@ -233,14 +234,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     install(app, policy)
     state = ObserverState(config, policy)
     app.extensions["observer"] = state
-    pages.register(app)
-    api.register(app)
-    crashes.register(app)
-    cluster.register(app)
-    auditlog.register(app)
-    from .chaos import web as chaos_web  # the Chaos page and /api/chaos (docs/chaos.md)
-
-    chaos_web.register(app)
+    views.register(app)
 
     socketio = SocketIO()
     socketio.init_app(
@@ -257,15 +251,15 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
     state.hub = hub
+    app.extensions["chaos"] = ChaosService(state, publish=hub.publish)
+    hub.publishes_nodes = config.live_publisher
     if config.live_publisher:
         state.manager.on_change(hub.on_change)
+    state.store.on_commit(hub.on_commit)
     socketio.on_namespace(LiveNamespace(hub, state))
-    if config.live_publisher:
-        hub.start()
+    hub.start()
     state.attach_all()
     if config.listen_agents:
-        from .dialin import DialInListener
-
         role = P.ROLE_OPERATOR if state.allow_destructive else P.ROLE_READ
         state.dialin = DialInListener(
             state.manager,

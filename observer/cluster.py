@@ -20,15 +20,11 @@ come from files or the environment only. The TLS triple is spelled ``cert``,
 ``agent.start(tls_cert=...)``); the names before 0.2.0 (``ca_file``,
 ``cert_file``, ``key_file``) are refused with the new name.
 
-Run time (operator role only, CSRF-checked like every state change, audited
-before they act): ``POST /api/nodes`` ``{"name", "address", "token"?, "tls"?}``
-attaches a node (the token from the body, else from the server's agent
-tokens by name, address or ``*``); ``DELETE /api/nodes/<name>`` detaches one.
-``GET /api/cluster`` is every node's health in one list.
+Nodes added and removed at run time, and every node's health in one list
+(:func:`cluster_health`), are served by :mod:`observer.views.cluster`.
 
 Threading rules
-    Request handlers only; they call the attach manager's blocking methods
-    (allowed on request threads, never on the attach loop).
+    Pure functions; :func:`cluster_health` reads the thread-safe state objects.
 """
 
 from __future__ import annotations
@@ -42,14 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, request
-
-from agent import protocol as P
-
 from .attach import parse_address
-from .permissions import is_operator, refuse, who
 
-__all__ = ["ClusterConfig", "agent_ssl_context", "cluster_health", "load_config", "register"]
+__all__ = ["NAME_RE", "ClusterConfig", "TlsSettings", "agent_ssl_context", "cluster_health", "load_config"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
 """Node names: they go into URLs and Socket.IO rooms."""
@@ -232,83 +223,3 @@ def cluster_health(state: Any) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _json_error(status: int, code: str, message: str) -> Any:
-    return {"ok": False, "error": code, "message": message}, status
-
-
-def register(app: Flask) -> None:
-    """The cluster endpoints (see the module docstring)."""
-
-    @app.get("/api/cluster")
-    def api_cluster() -> Any:
-        state = current_app.extensions["observer"]
-        nodes = cluster_health(state)
-        return {
-            "nodes": nodes,
-            "totals": {
-                "nodes": len(nodes),
-                "up": sum(1 for n in nodes if n["status"] == "up"),
-                "processes": sum(n["process_count"] or 0 for n in nodes),
-                "restart_rate": sum(n["restart_rate"] or 0 for n in nodes),
-            },
-            "can_manage": is_operator(),
-        }
-
-    @app.post("/api/nodes")
-    def api_add_node() -> Any:
-        state = current_app.extensions["observer"]
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return _json_error(400, "bad_json", "the body must be a JSON object")
-        name, address = body.get("name") or body.get("address"), body.get("address")
-        target = str(name)[:100] if name else None
-        if not is_operator():
-            return refuse("add_node", "only operators may add nodes", node=target, args={"address": address})
-        if not isinstance(address, str):
-            return _json_error(400, "bad_args", "'address' (HOST:PORT) is required")
-        try:
-            parse_address(address)
-        except ValueError as exc:
-            return _json_error(400, "bad_args", str(exc))
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            return _json_error(400, "bad_args", "'name' must be letters, digits and _.:@- (at most 100)")
-        if state.attachment(name) is not None:
-            return _json_error(409, "exists", f"a node named {name!r} is already attached")
-        token = body.get("token")
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            return _json_error(400, "bad_args", "'token' must be a non-empty string")
-        tokens = state.config.agent_tokens
-        token = token or tokens.get(name) or tokens.get(address) or tokens.get("*")
-        if not token:
-            return _json_error(400, "no_token", f"no agent token for {name}: give 'token' or add it to the token file")
-        ctx = None
-        if body.get("tls"):
-            defaults = state.config.agent_tls or TlsSettings()
-            try:
-                ctx = agent_ssl_context(defaults)
-            except (OSError, ValueError, ssl.SSLError) as exc:
-                return _json_error(400, "bad_tls", f"cannot set up TLS: {exc}")
-        store = state.store
-        aid = store.audit(who(), request.remote_addr, "add_node", address, {"tls": bool(ctx)}, node=name)
-        role = P.ROLE_OPERATOR if state.allow_destructive else P.ROLE_READ
-        try:
-            att = state.manager.add(address, token.strip(), role, name=name, ssl_context=ctx)
-        except (ValueError, RuntimeError) as exc:
-            store.audit_result(aid, {"error": "failed", "message": str(exc)}, ok=False)
-            return _json_error(409, "failed", str(exc))
-        store.audit_result(aid, {"added": name}, ok=True)
-        return {"ok": True, "node": att.info()}
-
-    @app.delete("/api/nodes/<node>")
-    def api_remove_node(node: str) -> Any:
-        state = current_app.extensions["observer"]
-        if not is_operator():
-            return refuse("remove_node", "only operators may remove nodes", node=node)
-        if state.attachment(node) is None:
-            return _json_error(404, "unknown_node", f"no node {node!r}")
-        aid = state.store.audit(who(), request.remote_addr, "remove_node", None, {}, node=node)
-        removed = state.manager.remove(node)
-        state.store.audit_result(aid, {"removed": removed}, ok=removed)
-        return {"ok": removed, "node": node}

@@ -5,13 +5,27 @@
 at most one ``batch`` message per node room every ``interval`` seconds
 (lifecycle changes: ``urgent_gap`` after the last batch that carried any),
 changes coalesced per process; ``node_status`` goes out when a node goes down
-or comes back. :class:`LiveNamespace` is the thin namespace class: connect
-(session cookie, Host and Origin checked), ``subscribe`` (join a node's room,
-``ack``), disconnect.
+or comes back.
+
+Beside the node rooms there are **feeds**, one room each (:data:`FEEDS`):
+``crashes`` (a crash report was stored), ``audit`` (an audit row or its
+result was written), ``chaos`` (an experiment's progress) and ``cluster``
+(a node was added or removed). Producers call :meth:`LiveHub.publish`
+(the store's commit listener :meth:`LiveHub.on_commit`, the chaos service,
+the cluster routes); at most one ``feed`` message per feed goes out every
+``urgent_gap``: ``{"feed", "items": [...], "truncated"?}``. An item given a
+``key`` replaces the pending one with the same key, and may be a function
+called when the message goes out (the chaos journal's head is read then,
+not at every kill).
+
+:class:`LiveNamespace` is the thin namespace class: connect (session cookie,
+Host and Origin checked), ``subscribe`` (``{"node", "view"}`` joins a node's
+room, ``{"feed"}`` a feed's; ``ack`` either way), disconnect.
 
 Threading rules
-    :meth:`LiveHub.on_change` runs on the attach loop thread: it only appends
-    to a list under a short lock and never emits. Everything that emits runs in
+    :meth:`LiveHub.on_change` runs on the attach loop thread,
+    :meth:`LiveHub.on_commit` on the store's writer thread, :meth:`LiveHub.publish`
+    on any: they only append under a short lock and never emit. Everything that emits runs in
     the background task started with ``socketio.start_background_task`` and
     sleeps with ``socketio.sleep``, so the same code serves threading and
     eventlet modes. The namespace handlers run on Socket.IO's handler threads.
@@ -22,6 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -30,12 +45,16 @@ from flask_socketio import Namespace, SocketIO, join_room, leave_room
 from .model import Change
 from .security import check_origin, is_logged_in
 
-__all__ = ["NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "room_of"]
+__all__ = ["FEEDS", "NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "feed_room", "room_of"]
 
 log = logging.getLogger("observer.live")
 
 NAMESPACE = "/live"
 VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
+FEEDS = frozenset({"crashes", "audit", "chaos", "cluster"})
+"""Rooms not tied to a node (see the module docstring)."""
+FEED_CAP = 1000
+"""Items one ``feed`` message carries at most; beyond that it says ``truncated`` (the browser refetches)."""
 MAX_CHANGES = 2000
 """Changes per batch; beyond that the batch says ``truncated`` (the browser refetches)."""
 _MERGED = frozenset({"update", "status", "suspend", "resume", "register"})
@@ -44,6 +63,14 @@ _MERGED = frozenset({"update", "status", "suspend", "resume", "register"})
 
 def room_of(node: str) -> str:
     return f"node:{node}"
+
+
+def feed_room(feed: str) -> str:
+    return f"feed:{feed}"
+
+
+FeedItem = dict[str, Any] | Callable[[], dict[str, Any]]
+"""A feed item, or a function giving it when the message goes out."""
 
 
 def coalesce(changes: list[Change]) -> tuple[list[dict[str, Any]], int]:
@@ -119,6 +146,11 @@ class LiveHub:
         self._status: dict[str, str] = {}
         self._seq: dict[str, int] = {}
         self._subscribers: dict[str, int] = {}
+        self._feeds: dict[str, dict[Any, FeedItem]] = {}
+        self._feed_cut: dict[str, int] = {}
+        self._feed_seq = 0
+        self._feed_subscribers: dict[str, int] = {}
+        self._last_feed = 0.0
         self._running = False
         self._stopped = threading.Event()
         self.batches_sent = 0
@@ -126,6 +158,10 @@ class LiveHub:
         self.shared = False
         """With a message queue shared by several servers: push every node's
         batches, whether or not this server has a subscriber (another may)."""
+        self.publishes_nodes = True
+        """Whether this server pushes what every server sharing the message queue
+        sees alike (node batches, crash reports); each pushes its own audit rows,
+        experiments and node changes."""
 
     # -- producer side (attach loop thread) ------------------------------------------------------
 
@@ -135,15 +171,40 @@ class LiveHub:
             self._pending.setdefault(node, []).extend(changes)
             self.changes_seen += len(changes)
 
+    def publish(self, feed: str, item: FeedItem, *, key: Any = None) -> None:
+        """Queue ``item`` for the browsers following ``feed`` (any thread; never emits).
+        With ``key``, it replaces a pending item with the same key."""
+        if feed not in FEEDS:
+            raise ValueError(f"unknown feed {feed!r}; one of {', '.join(sorted(FEEDS))}")
+        with self._lock:
+            items = self._feeds.setdefault(feed, {})
+            if key is None:
+                self._feed_seq += 1
+                key = ("item", self._feed_seq)
+            else:
+                items.pop(key, None)  # to the end: the latest state goes out last
+            items[key] = item
+            if len(items) > FEED_CAP:
+                del items[next(iter(items))]
+                self._feed_cut[feed] = self._feed_cut.get(feed, 0) + 1
+
+    def on_commit(self, kind: str, row: dict[str, Any]) -> None:
+        """History store listener (writer thread): audit rows and results go to
+        the ``audit`` feed, crash reports to ``crashes``."""
+        if kind in ("audit", "audit_result"):
+            self.publish("audit", {"kind": kind, "row": row})
+        elif kind == "crash" and self.publishes_nodes:
+            self.publish("crashes", row)
+
     # -- subscribers (handler threads) -----------------------------------------------------------
 
     def subscribed(self, node: str, delta: int) -> None:
         with self._lock:
-            n = self._subscribers.get(node, 0) + delta
-            if n > 0:
-                self._subscribers[node] = n
-            else:
-                self._subscribers.pop(node, None)
+            _count(self._subscribers, node, delta)
+
+    def subscribed_feed(self, feed: str, delta: int) -> None:
+        with self._lock:
+            _count(self._feed_subscribers, feed, delta)
 
     # -- the background task ---------------------------------------------------------------------
 
@@ -169,7 +230,8 @@ class LiveHub:
                     self.flush(due_only=True)
                 except Exception:  # a bad batch must not stop the pushes
                     log.exception("observer: live batch failed")
-                self.socketio.sleep(self.tick if self._subscribers else self.idle_tick)
+                watched = self._subscribers or self._feed_subscribers
+                self.socketio.sleep(self.tick if watched else self.idle_tick)
         finally:
             self._stopped.set()
 
@@ -196,11 +258,19 @@ class LiveHub:
             else:
                 pending, self._pending = self._pending, {}
             watched = set(self._subscribers)
+            feeds: dict[str, dict[Any, FeedItem]] = {}
+            cuts: dict[str, int] = {}
+            followed: set[str] = set()
+            if self._feeds and (not due_only or now - self._last_feed >= self.urgent_gap):
+                feeds, self._feeds = self._feeds, {}
+                cuts, self._feed_cut = self._feed_cut, {}
+                self._last_feed = now
+                followed = set(self._feed_subscribers)
+        sent = self._flush_feeds(feeds, cuts, followed) if feeds else 0
         for node, changes in pending.items():
             self._last_sent[node] = now
             if any(c.kind in URGENT for c in changes):
                 self._last_urgent[node] = now
-        sent = 0
         for node, changes in pending.items():
             for c in changes:
                 if c.kind == "status" and c.pid is None:
@@ -224,6 +294,32 @@ class LiveHub:
             sent += 1
         return sent
 
+    def _flush_feeds(self, feeds: dict[str, dict[Any, FeedItem]], cuts: dict[str, int], followed: set[str]) -> int:
+        sent = 0
+        for feed, pending in feeds.items():
+            items = []
+            for item in pending.values():  # lazy items run even when unfollowed: they may drain a buffer
+                try:
+                    items.append(item() if callable(item) else item)
+                except Exception:  # one bad producer must not stop the feed
+                    log.exception("observer: %s feed item failed", feed)
+            if feed not in followed and not self.shared:
+                continue
+            msg: dict[str, Any] = {"feed": feed, "items": items}
+            if cuts.get(feed):
+                msg["truncated"] = cuts[feed]
+            self.socketio.emit("feed", msg, namespace=NAMESPACE, to=feed_room(feed))
+            sent += 1
+        return sent
+
+
+def _count(counts: dict[str, int], key: str, delta: int) -> None:
+    n = counts.get(key, 0) + delta
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
+
 
 class LiveNamespace(Namespace):
     """``/live``: connect (authenticated), ``subscribe`` to a node, disconnect."""
@@ -233,6 +329,7 @@ class LiveNamespace(Namespace):
         self.hub = hub
         self.state = state
         self._rooms: dict[str, str] = {}
+        self._sid_feeds: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def on_connect(self, auth: Any = None) -> bool:
@@ -244,6 +341,8 @@ class LiveNamespace(Namespace):
 
     def on_subscribe(self, data: Any) -> dict[str, Any]:
         sid = str(getattr(request, "sid", ""))
+        if isinstance(data, dict) and "feed" in data:
+            return self._subscribe_feed(sid, data.get("feed"))
         node = data.get("node") if isinstance(data, dict) else None
         view = data.get("view") if isinstance(data, dict) else None
         if not isinstance(node, str) or self.state.model(node) is None:
@@ -268,9 +367,28 @@ class LiveNamespace(Namespace):
         self.emit("ack", ack, room=sid)
         return ack
 
+    def _subscribe_feed(self, sid: str, feed: Any) -> dict[str, Any]:
+        if not isinstance(feed, str) or feed not in FEEDS:
+            ack = {"ok": False, "error": "unknown_feed", "feed": feed}
+            self.emit("ack", ack, room=sid)
+            return ack
+        with self._lock:
+            mine = self._sid_feeds.setdefault(sid, set())
+            new = feed not in mine
+            mine.add(feed)
+        if new:
+            join_room(feed_room(feed))
+            self.hub.subscribed_feed(feed, +1)
+        ack = {"ok": True, "feed": feed, "room": feed_room(feed)}
+        self.emit("ack", ack, room=sid)
+        return ack
+
     def on_disconnect(self, *args: Any) -> None:
         sid = str(getattr(request, "sid", ""))
         with self._lock:
             node = self._rooms.pop(sid, None)
+            feeds = self._sid_feeds.pop(sid, set())
         if node is not None:
             self.hub.subscribed(node, -1)
+        for feed in feeds:
+            self.hub.subscribed_feed(feed, -1)

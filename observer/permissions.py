@@ -13,9 +13,9 @@ and ``OBSERVER_LOGIN_TOKEN``) grants the operator role with every action.
 lists fewer, and is the only role that may add or remove nodes.
 
 The grant is stored in the signed session cookie at login. Every request
-that acts checks it again on the server (:func:`permitted`,
-:func:`require`); a refusal is logged, written to the audit log and answered
-with 403 ``not_permitted`` (:func:`refuse`). Destructive actions still need
+that acts checks it again on the server (:func:`permitted`); a refusal is
+logged, written to the audit log and answered with 403 ``not_permitted``
+(:func:`observer.views.common.refuse`). Destructive actions still need
 ``--allow-destructive-actions`` on the server as well.
 
 Threading rules
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response, current_app, jsonify, request, session
+from flask import current_app, session
 
 __all__ = [
     "ACTIONS",
@@ -42,7 +42,6 @@ __all__ = [
     "match",
     "parse_login_tokens",
     "permitted",
-    "refuse",
     "who",
 ]
 
@@ -143,29 +142,3 @@ def granted_actions() -> list[str]:
 def permitted(action: str) -> bool:
     """Whether this session's grant includes ``action`` (not the server-wide gate)."""
     return action in (session.get("actions") or ())
-
-
-def refuse(
-    action: str,
-    reason: str,
-    *,
-    node: str | None = None,
-    target: str | None = None,
-    args: dict[str, Any] | None = None,
-    code: str = "not_permitted",
-    status: int = 403,
-) -> Response:
-    """Log and audit a refused attempt, and answer it with a JSON 403."""
-    from .store import AuditError
-
-    message = f"{action} refused: {reason}"
-    log.warning("observer: %s (%s from %s, node %s, target %s)", message, who(), request.remote_addr, node, target)
-    store = current_app.extensions["observer"].store
-    try:
-        aid = store.audit(who(), request.remote_addr, action, target, args or {}, node=node)
-        store.audit_result(aid, {"error": code, "message": reason}, ok=False)
-    except AuditError:
-        log.error("observer: could not audit the refusal of %s", action)
-    resp = jsonify({"ok": False, "error": code, "message": message})
-    resp.status_code = status
-    return resp

@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+from jinja2 import TemplateNotFound
+from markupsafe import escape
 
+from .errors import error_response
 from .permissions import Grant, match, who
 
 __all__ = [
@@ -140,12 +143,6 @@ def login_session(grant: Grant | None = None) -> None:
     session["who"] = grant.name
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    resp = jsonify({"ok": False, "error": code, "message": message})
-    resp.status_code = status
-    return resp
-
-
 def install(app: Flask, policy: SecurityPolicy) -> None:
     """Register the login routes and the per-request checks on ``app``."""
     app.config.update(
@@ -158,12 +155,12 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
     def _guard() -> Response | None:
         reason = check_origin(policy, request.host, request.headers.get("Origin"))
         if reason is not None:
-            return _error(403, reason, f"{reason} not allowed")
+            return error_response(403, reason, f"{reason} not allowed")
         if request.endpoint in _OPEN_ENDPOINTS or request.path.startswith("/socket.io"):
             return None  # the Socket.IO connect handler checks the session itself
         if not is_logged_in():
             if request.path.startswith("/api/"):
-                return _error(401, "login_required", "log in first (GET /login?token=...)")
+                return error_response(401, "login_required", "log in first (GET /login?token=...)")
             return redirect(url_for("login", next=request.path))  # type: ignore[return-value]
         if request.method in _UNSAFE_METHODS:
             given = request.headers.get(CSRF_HEADER, "")
@@ -177,7 +174,7 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
                     who(),
                     CSRF_HEADER,
                 )
-                return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+                return error_response(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
         return None
 
     @app.after_request
@@ -223,7 +220,17 @@ def _audit_wrong_login() -> None:
         log.error("observer: could not audit a wrong login token: %s", exc)
 
 
-def _login_form(app: Flask, error: str | None) -> Any:
-    from .pages import render_login
+_LOGIN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>observer: log in</title></head>
+<body><form method="post" action="/login">{error}
+<label>Login token <input type="password" name="token" autocomplete="off" autofocus></label>
+<button type="submit">Log in</button></form></body></html>
+"""
 
-    return render_login(app, error)
+
+def _login_form(app: Flask, error: str | None) -> Any:
+    """``web/templates/login.html``, or a bare form if the templates are missing."""
+    try:
+        return render_template("login.html", error=error, next=request.values.get("next"))
+    except TemplateNotFound:
+        return _LOGIN.format(error=f"<p role='alert'>{escape(error)}</p>" if error else "")

@@ -31,6 +31,7 @@ Time travel
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -38,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -133,6 +134,11 @@ _SLIM = (
     "trap_exit",
     "started_at",
 )
+
+
+CommitListener = Callable[[str, dict[str, Any]], None]
+"""``listener(kind, row)`` after a commit: ``audit`` (a new row), ``audit_result``
+(``{"id", "ok", "result", "done_time"}``) or ``crash`` (a crash report's columns)."""
 
 
 class StoreError(Exception):
@@ -276,6 +282,7 @@ class HistoryStore:
         self._written = 0
         self._recorded = 0
         self._closed = False
+        self._listeners: list[CommitListener] = []
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._run, name="observer-store", daemon=True)
         self._thread.start()
@@ -295,6 +302,26 @@ class HistoryStore:
         if t == "ev" and msg.get("ev") == "trace" and not self.store_traces:
             return
         self._q.put(("msg", node, msg, time.time()))
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call ``listener(kind, row)`` on the writer thread once audit rows, audit
+        results and crash reports are committed (for live pushes). It must not
+        block; one that raises is logged and kept."""
+        self._listeners.append(listener)
+
+    def _committed(self, kind: str, build: Callable[[], dict[str, Any]]) -> None:
+        """Tell the listeners (writer thread); a row that cannot be built (an audit
+        result cut at 10,000 characters is not JSON) or a listener that raises is logged."""
+        try:
+            row = build()
+        except Exception:
+            log.exception("history store: could not describe a committed %s row", kind)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(kind, row)
+            except Exception:
+                log.exception("history store: commit listener failed")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is committed (or failed). True if it was written."""
@@ -503,6 +530,12 @@ class HistoryStore:
         for _ in range(len(rows)):
             self._backlog.popleft()
         self._written += len(rows)
+        if self._listeners:
+            for stmt, r in rows:
+                if stmt == "audit_result":
+                    self._committed("audit_result", functools.partial(_result_row, r))
+                elif stmt == "crash_report":
+                    self._committed("crash", functools.partial(_crash_row, r))
         if self._error is not None:
             log.warning(
                 "history store %s is writable again (%s); %d rows were dropped meanwhile",
@@ -521,7 +554,9 @@ class HistoryStore:
             cur = conn.execute(
                 "INSERT INTO audit (time, who, from_addr, node, action, target, args) VALUES (?, ?, ?, ?, ?, ?, ?)", row
             )
-            fut.set_result(int(cur.lastrowid or 0))
+            aid = int(cur.lastrowid or 0)
+            fut.set_result(aid)
+            self._committed("audit", lambda: _audit_row(aid, row))
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             fut.set_exception(AuditError(str(exc)))
@@ -784,6 +819,27 @@ class HistoryStore:
         ):
             out[int(b)]["crashes"] = n
         return {"node": node, "start": start, "end": end, "bucket_width": width, "buckets": out, "checkpoints": cps}
+
+
+def _audit_row(aid: int, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A new audit row as :meth:`HistoryStore.audits` gives it (for commit listeners)."""
+    cols = ("time", "who", "from_addr", "node", "action", "target")
+    return dict(zip(cols, row, strict=False)) | {
+        "id": aid,
+        "args": json.loads(row[6]),
+        "ok": None,
+        "result": None,
+        "done_time": None,
+    }
+
+
+def _result_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[3], "result": json.loads(r[0]), "ok": r[1], "done_time": r[2]}
+
+
+def _crash_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    cols = ("node", "signature", "seq", "time", "pid", "name", "supervisor", "child_id", "exception", "reason")
+    return dict(zip(cols, r, strict=False))
 
 
 def _filters(node: str | None, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:

@@ -1,59 +1,50 @@
-"""The Chaos page and its JSON endpoints (a Flask blueprint; see ``docs/chaos.md``).
+"""Running chaos experiments for the web app, and the browser form's experiments.
 
-    GET  /chaos                               the page
-    GET  /api/chaos/experiments[?node=&limit=] running experiments and past ones (the history)
-    POST /api/chaos/experiments               start one: {"node", "confirm": true, "experiment": {...file-shaped...}}
-                                              or {"node", "confirm": true, "kill": {...}, "hypothesis": {...}, ...}
-    GET  /api/chaos/experiments/<id>[?kills_from=N] its journal (live while it runs); kills from index N
-    POST /api/chaos/experiments/<id>/abort    stop killing now
-    GET  /api/chaos/active?node=&since=T      kills of running experiments since T (for the tree's flashes)
-
-Starting is gated like every destructive action: the login token's grant
-must include ``chaos``, the server must run with
-``--allow-destructive-actions``, the body must say ``"confirm": true``;
-refusals are audited. The experiment is audited before it starts
-(``chaos_start``) and so is every kill (``kill``, with the experiment id),
-before it is sent; an abort is audited (``chaos_abort``). Journals go to the
-history's ``chaos_experiments`` table when an experiment starts and ends.
+:class:`ChaosService` keeps the app's engines (one running experiment per
+node at most), saves journals to the history's ``chaos_experiments`` table
+when an experiment starts and ends, and pushes progress to the ``chaos`` feed
+of ``/live``. :func:`experiment_from_body` reads the experiment a
+``POST /api/chaos/experiments`` describes. The routes are in
+:mod:`observer.views.chaos` (see ``docs/chaos.md``).
 
 Threading rules
-    Handlers run on request threads; engines run on the attach loop thread
-    (:class:`~observer.chaos.engine.Engine`); :class:`ChaosService` guards its
-    registry with a lock.
+    Engines run on the attach loop thread (:class:`~observer.chaos.engine.Engine`)
+    and call the progress hook there: it only notes the kill and hands a
+    lazy payload to the publisher (never blocks). :class:`ChaosService` guards
+    its registry with a lock; the rest is called from request threads.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
-from markupsafe import Markup
-
-from ..permissions import permitted, refuse, who
-from ..store import AuditError
 from .engine import Engine
 from .experiment import Experiment, ExperimentError, Probe, kill_spec, parse
 from .journal import ChaosHistory
 
-__all__ = ["ChaosService", "blueprint", "register"]
+__all__ = ["ChaosService", "Publish", "experiment_from_body"]
 
 log = logging.getLogger("observer.chaos.web")
 
-blueprint = Blueprint("chaos", __name__)
+Publish = Callable[..., None]
+"""``publish(feed, payload, key=None)`` (:meth:`observer.live.LiveHub.publish`)."""
+KILLS_PER_PUSH = 500
+"""Kills carried by one progress push (more: the browser refetches the journal)."""
 
 
 class ChaosService:
     """Running experiments of one app, and the history of past ones."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, publish: Publish | None = None) -> None:
         self.state = state
+        self.publish = publish
         self.lock = threading.Lock()
         self.engines: dict[str, Engine] = {}
         self.history = ChaosHistory(state.store.path)
+        self._new_kills: dict[str, list[dict[str, Any]]] = {}
 
     def running(self, node: str | None = None) -> list[Engine]:
         with self.lock:
@@ -73,94 +64,44 @@ class ChaosService:
                     break
                 del self.engines[old]
         self._save(engine.journal.to_dict())
+        engine.on_progress = lambda kind, data: self._progress(engine, kind, data)
+        self._push(engine)
         fut = engine.start()
         fut.add_done_callback(lambda f: threading.Thread(target=self._finished, args=(engine,), daemon=True).start())
 
     def _finished(self, engine: Engine) -> None:
         self._save(engine.journal.to_dict())
+        if self.publish is not None:  # the history now holds the final journal
+            self.publish("chaos", {"id": engine.id, "node": engine.att.name, "saved": True})
+
+    # -- progress (attach loop thread) -----------------------------------------------------------
+
+    def _progress(self, engine: Engine, kind: str, data: dict[str, Any]) -> None:
+        if kind == "kill":
+            with self.lock:
+                self._new_kills.setdefault(engine.id, []).append(data)
+        self._push(engine)
+
+    def _push(self, engine: Engine) -> None:
+        """Hand the publisher a lazy progress payload, coalesced per experiment:
+        the journal's head is read when the push goes out, not at every kill."""
+        if self.publish is not None:
+            self.publish("chaos", lambda: self.progress(engine), key=f"chaos:{engine.id}")
+
+    def progress(self, engine: Engine) -> dict[str, Any]:
+        """The journal without its kills, plus the kills resolved since the last push."""
+        with self.lock:
+            kills = self._new_kills.pop(engine.id, [])
+        head = engine.journal.to_dict(kills_limit=0) | {"kills": kills[-KILLS_PER_PUSH:]}
+        head["kills_dropped"] = max(0, len(kills) - KILLS_PER_PUSH)
+        head["kills_total"] = len(engine.journal.kills)
+        return head
 
     def _save(self, journal: dict[str, Any]) -> None:
         try:
             self.history.save(journal)
         except Exception:
             log.exception("chaos: could not save the journal of %s", journal.get("id"))
-
-
-def _service() -> ChaosService:
-    svc: ChaosService = current_app.extensions["chaos"]
-    return svc
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    resp = jsonify({"ok": False, "error": code, "message": message})
-    resp.status_code = status
-    return resp
-
-
-def _json_for_script(obj: Any) -> Markup:
-    text = json.dumps(obj, separators=(",", ":"), default=str)
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-@blueprint.get("/chaos")
-def chaos_page() -> Any:
-    from ..pages import page_config
-
-    node = request.args.get("node") or None
-    state = current_app.extensions["observer"]
-    if node is not None and state.model(node) is None:
-        node = None
-    cfg = page_config("chaos", node)
-    cfg["may_chaos"] = bool(cfg.get("allow_destructive")) and permitted("chaos")
-    return render_template(
-        "chaos.html", page_config=cfg, config_json=_json_for_script(cfg), view="chaos", node=node, title="Chaos"
-    )
-
-
-@blueprint.get("/api/chaos/experiments")
-def api_list() -> Any:
-    node = request.args.get("node") or None
-    try:
-        limit = max(1, min(500, int(request.args.get("limit") or 50)))
-    except ValueError:
-        return _error(400, "bad_query", "limit must be an integer")
-    svc = _service()
-    running = [e.journal.to_dict(kills_limit=0) | {"kills": []} for e in svc.running(node)]
-    return {"running": running, "history": svc.history.list(node=node, limit=limit)}
-
-
-@blueprint.get("/api/chaos/experiments/<exp_id>")
-def api_get(exp_id: str) -> Any:
-    try:
-        start = max(0, int(request.args.get("kills_from") or 0))
-    except ValueError:
-        return _error(400, "bad_query", "kills_from must be an integer")
-    svc = _service()
-    eng = svc.get(exp_id)
-    j = eng.journal.to_dict() if eng is not None else svc.history.get(exp_id)
-    if j is None:
-        return _error(404, "unknown_experiment", f"no experiment {exp_id!r}")
-    j["kills_total"] = len(j["kills"])
-    j["kills"] = j["kills"][start : start + 5000]
-    j["kills_from"] = start
-    return j
-
-
-@blueprint.get("/api/chaos/active")
-def api_active() -> Any:
-    node = request.args.get("node") or None
-    try:
-        since = float(request.args.get("since") or 0.0)
-    except ValueError:
-        return _error(400, "bad_query", "since must be a number")
-    if not math.isfinite(since):
-        return _error(400, "bad_query", "since must be finite")
-    out = []
-    for e in _service().running(node):
-        with e.journal.lock:
-            kills = [dict(k) for k in e.journal.kills[-500:] if k["time"] > since]
-        out.append({"id": e.id, "node": e.att.name, "kills": kills})
-    return {"experiments": out}
 
 
 def _probes(h: dict[str, Any]) -> tuple[Probe, ...]:
@@ -216,71 +157,3 @@ def experiment_from_body(body: dict[str, Any]) -> Experiment:
         abort_on_deviation=abort,
         settle_s=float(settle),
     )
-
-
-@blueprint.post("/api/chaos/experiments")
-def api_start() -> Any:
-    state = current_app.extensions["observer"]
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return _error(400, "bad_json", "the body must be a JSON object")
-    node = body.get("node")
-    if not permitted("chaos"):
-        return refuse("chaos", "this login token does not allow chaos", node=str(node))
-    if not state.allow_destructive:
-        return refuse(
-            "chaos", "destructive actions are off on this server", node=str(node), code="destructive_actions_disabled"
-        )
-    if not isinstance(node, str) or state.attachment(node) is None:
-        return _error(404, "unknown_node", f"no node {node!r}")
-    try:
-        exp = experiment_from_body(body)
-    except ExperimentError as exc:
-        return _error(400, "bad_experiment", str(exc))
-    if body.get("confirm") is not True:
-        return _error(400, "confirmation_required", 'say "confirm": true to start killing processes')
-    att = state.attachment(node)
-    if "kill" not in ((att.client.welcome.get("commands") or []) if att.client is not None else []):
-        return _error(503, "not_attached", f"{node} is not attached as operator")
-    svc = _service()
-    if svc.running(node):
-        return _error(409, "already_running", f"an experiment is already running on {node}")
-    user, addr = who(), request.remote_addr
-    store = state.store
-
-    def audit(target: str, args: dict[str, Any]) -> int:
-        return int(store.audit(user, addr, "kill", target, args, node=node))
-
-    engine = Engine(att, exp, loop=state.manager.loop, audit=audit)
-    try:
-        aid = store.audit(user, addr, "chaos_start", engine.id, exp.to_dict(), node=node)
-    except AuditError as exc:
-        return _error(503, "audit_unavailable", str(exc))
-    svc.start(engine)
-    store.audit_result(aid, {"experiment": engine.id}, ok=True)
-    resp = jsonify({"ok": True, "id": engine.id})
-    resp.status_code = 202
-    return resp
-
-
-@blueprint.post("/api/chaos/experiments/<exp_id>/abort")
-def api_abort(exp_id: str) -> Any:
-    state = current_app.extensions["observer"]
-    eng = _service().get(exp_id)
-    if eng is None:
-        return _error(404, "unknown_experiment", f"no running experiment {exp_id!r}")
-    if not permitted("chaos"):
-        return refuse("chaos_abort", "this login token does not allow chaos", node=eng.att.name, target=exp_id)
-    try:
-        aid = state.store.audit(who(), request.remote_addr, "chaos_abort", exp_id, {}, node=eng.att.name)
-    except AuditError:
-        aid = -1  # stopping is never refused for want of an audit row
-    eng.abort(f"aborted by {who()}")
-    state.store.audit_result(aid, {"aborted": True}, ok=True)
-    return {"ok": True, "id": exp_id, "aborted_at": eng.journal.aborted_at}
-
-
-def register(app: Flask) -> None:
-    """Add the page and endpoints to ``app`` (after the observer state exists)."""
-    app.extensions["chaos"] = ChaosService(app.extensions["observer"])
-    app.register_blueprint(blueprint)

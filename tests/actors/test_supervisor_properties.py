@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -268,5 +268,106 @@ def test_give_up_reaches_exactly_the_lowest_ancestor_with_budget_left(root: Sup,
                 assert {k for k in before if after[k] != before[k]} == expect.renewed
                 assert events.sups == [before[s] for s in expect.gave_up]
                 assert {s: A.budget(node, after[s]).used for s in model.sups} == model.used
+
+    run(scenario())
+
+
+# -- significant children and auto_shutdown ---------------------------------------------------------------
+
+
+@dataclass
+class Kid:
+    id: str
+    restart: str
+    significant: bool
+    running: bool = True
+
+
+class AutoShutdownModel:
+    """OTP's supervisor with ``auto_shutdown`` (do_restart/do_auto_shutdown), for
+    one flat supervisor whose children are transient or temporary."""
+
+    def __init__(self, strategy: str, mode: str, kids: list[Kid]) -> None:
+        self.strategy, self.mode, self.kids = strategy, mode, kids
+        self.alive = True
+
+    def act(self, kid: Kid, how: str) -> None:
+        if how == "terminate":  # by the supervisor: never an auto-shutdown
+            kid.running = False
+            if kid.restart == A.TEMPORARY:
+                self.kids.remove(kid)
+            return
+        if how == "abnormal" and kid.restart == A.TRANSIENT:  # restarted, with its group
+            at = self.kids.index(kid)
+            group = {"one_for_one": [kid], "one_for_all": list(self.kids), "rest_for_one": self.kids[at:]}
+            for k in group[self.strategy]:
+                if k is not kid and k.restart == A.TEMPORARY:
+                    self.kids.remove(k)  # a temporary bystander is dropped, not restarted
+                else:
+                    k.running = True
+            return
+        kid.running = False  # ended by itself and not restarted
+        if kid.restart == A.TEMPORARY:
+            self.kids.remove(kid)
+        if kid.significant and (
+            self.mode == A.ANY_SIGNIFICANT or not any(k.significant and k.running for k in self.kids)
+        ):
+            self.alive = False
+
+
+async def ends_by_message(proc: A.Process) -> None:
+    while True:
+        msg = await proc.receive()
+        if msg == "stop":
+            return
+        if msg == "crash":
+            raise RuntimeError("crash")
+
+
+@st.composite
+def kid_lists(draw: st.DrawFn) -> list[Kid]:
+    n = draw(st.integers(1, 4))
+    out = []
+    for i in range(n):
+        restart = draw(st.sampled_from([A.TRANSIENT, A.TEMPORARY]))
+        out.append(Kid(f"k{i}", restart, draw(st.booleans())))
+    return out
+
+
+@SETTINGS
+@given(
+    strategy=st.sampled_from(STRATEGIES),
+    mode=st.sampled_from([A.ANY_SIGNIFICANT, A.ALL_SIGNIFICANT]),
+    kids=kid_lists(),
+    steps=st.lists(st.tuples(st.integers(0, 99), st.sampled_from(["normal", "abnormal", "terminate"])), max_size=8),
+)
+def test_auto_shutdown_follows_the_model(strategy: str, mode: str, kids: list[Kid], steps: list[Any]) -> None:
+    async def scenario() -> None:
+        model = AutoShutdownModel(strategy, mode, [replace(k) for k in kids])  # drawn values stay as drawn
+        specs = [A.worker(k.id, ends_by_message, restart=k.restart, significant=k.significant) for k in kids]
+        async with A.Node(clock=FakeClock(), log_crashes=False) as node:
+            sup = await A.start_supervisor(node, specs, strategy=strategy, intensity=10**6, auto_shutdown=mode)
+            proc = node.process(sup)
+            for index, how in steps:
+                running = [k for k in model.kids if k.running]
+                if not running:
+                    break
+                kid = running[index % len(running)]
+                pid = (await A.which_child(node, sup, kid.id)).pid
+                assert pid is not None
+                model.act(kid, how)
+                if how == "terminate":
+                    await A.terminate_child(node, sup, kid.id)
+                else:
+                    node.send(pid, "stop" if how == "normal" else "crash")
+                    await wait_until(lambda: not node.is_alive(pid), timeout=WAIT)  # noqa: B023
+                if not model.alive:
+                    await wait_until(lambda: not proc.alive, what="the auto-shutdown", timeout=WAIT)
+                    assert proc.exit_reason == A.SHUTDOWN
+                    assert node.process_count() == 0
+                    return
+                rows = await A.which_children(node, sup)  # answered after the exit was handled
+                assert [(r.id, r.pid is not None) for r in rows] == [(k.id, k.running) for k in model.kids]
+            assert node.is_alive(sup)
 
     run(scenario())

@@ -34,6 +34,23 @@ def test_start_watch_and_stop_an_experiment_from_the_chaos_page(rw_page: Any, rw
         timeout=20000,
     )
     assert "running" in page.inner_text("#chaos-status")
+    # meanwhile a tree page in another tab gets the experiment's kills pushed (to flash them)
+    tree = page.context.new_page()
+    tree.goto(f"{rw_server.base}/nodes/demo/tree")
+    tree.wait_for_function("() => window.observer && window.observer.view")
+    pushed = tree.evaluate(
+        """() => new Promise((resolve, reject) => {
+          setTimeout(() => reject(new Error('no chaos kills pushed in 20 s')), 20000);
+          window.observer.state.listeners.add((s, d) => {
+            if (d.kind === 'feed' && d.feed === 'chaos') {
+              const kills = d.items.filter((i) => i.node === 'demo').flatMap((i) => i.kills || []);
+              if (kills.length) resolve(kills.length);
+            }
+          });
+        })"""
+    )
+    assert pushed >= 1
+    tree.close()
     page.click("#chaos-stop")
     page.wait_for_function("() => document.getElementById('chaos-status').innerText.includes('aborted')", timeout=30000)
     # the verdict comes with the final check after the stop (after 'aborted', on a busy machine)
@@ -42,6 +59,6 @@ def test_start_watch_and_stop_an_experiment_from_the_chaos_page(rw_page: Any, rw
     )
     assert "hypothesis held" in page.inner_text("#chaos-status")
     assert page.locator("#chaos-history li[data-id]").count() >= 1
-    # the tree page polls the kills of running experiments without errors
+    # the tree page follows the kills of running experiments (the chaos feed) without errors
     page.goto(f"{rw_server.base}/nodes/demo/tree")
     page.wait_for_function("() => window.observer && window.observer.view")

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from examples.demo_system import PAYMENTS, build
 from observer import AttachManager, HistoryStore
 from observer.app import AttachSpec, ObserverConfig, create_app
+from observer.live import NAMESPACE
 from observer.permissions import parse_login_tokens
 from tests.agent.conftest import OP_TOKEN, READ_TOKEN, Host
 from tests.observer import wait_for
@@ -173,3 +174,34 @@ def test_start_watch_and_stop_an_experiment(make_web: Callable[..., ChaosWeb]) -
     assert stored["status"] == "aborted" and stored["kills_total"] == len(j["kills"])
     # nothing runs any more: no kills for the tree to flash
     assert c.get("/api/chaos/active?node=demo").get_json() == {"experiments": []}
+
+
+def test_progress_is_pushed_to_the_chaos_feed_until_the_journal_is_saved(make_web: Callable[..., ChaosWeb]) -> None:
+    w = make_web(allow_destructive=True)
+    c, h = w.client()
+    sio = w.socketio.test_client(w.app, namespace=NAMESPACE, flask_test_client=c)
+    sio.emit("subscribe", {"feed": "chaos"}, namespace=NAMESPACE)
+    items: list[dict[str, Any]] = []
+
+    def pushed(pred: Callable[[dict[str, Any]], bool]) -> bool:
+        for m in sio.get_received(NAMESPACE):
+            if m["name"] == "feed" and m["args"][0]["feed"] == "chaos":
+                items.extend(m["args"][0]["items"])
+        return any(pred(i) for i in items)
+
+    exp_id = c.post("/api/chaos/experiments", json=BODY, headers=h).get_json()["id"]
+    resolved = lambda i: i.get("id") == exp_id and any(k["status"] == "recovered" for k in i.get("kills", []))  # noqa: E731
+    wait_for(lambda: pushed(resolved), timeout=20, what="a recovered kill pushed")
+    head = next(i for i in items if resolved(i))
+    assert head["node"] == "demo" and head["status"] == "running" and head["summary"]["carried_out"] >= 1
+    assert all(k["recovery_ms"] is not None for k in head["kills"] if k["status"] == "recovered")
+    assert c.post(f"/api/chaos/experiments/{exp_id}/abort", json={}, headers=h).status_code == 200
+    wait_for(lambda: pushed(lambda i: i.get("saved") is True), timeout=30, what="the final journal saved")
+    final = [i for i in items if i.get("id") == exp_id and "status" in i][-1]
+    assert final["status"] == "aborted" and final["hypothesis_held"] is not None
+    # the kills pushed are the journal's: the page that follows the feed misses none
+    j = c.get(f"/api/chaos/experiments/{exp_id}").get_json()
+    pushed_kills = {k["n"]: k["status"] for i in items if i.get("id") == exp_id for k in i.get("kills", [])}
+    final_kills = {k["n"]: k["status"] for k in j["kills"]}
+    assert pushed_kills and all(final_kills[n] == s for n, s in pushed_kills.items() if s != "pending")
+    sio.disconnect(namespace=NAMESPACE)

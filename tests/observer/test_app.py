@@ -248,3 +248,46 @@ def test_kill_with_destructive_actions_on_kills_restarts_and_audits(make_web: Ca
     assert c.post(f"/api/nodes/demo/processes/{new}/resume", json={}, headers=csrf_headers(c)).status_code == 200
     sent = c.post(f"/api/nodes/demo/processes/{new}/send", json={"message": {"hi": 1}}, headers=csrf_headers(c))
     assert sent.get_json() == {"ok": True, "result": {"sent": True}}
+
+
+def test_every_area_answers_errors_in_one_json_shape(web: Web) -> None:
+    def boom() -> Any:
+        raise ZeroDivisionError("a bug in a route")
+
+    web.app.add_url_rule("/api/test/boom", view_func=boom)  # a route with a bug: the one handler's 500
+    c = web.client()
+    h = csrf_headers(c)
+    cases = [
+        (c.get("/api/nodes/nope/tree"), 404, "unknown_node"),  # nodes
+        (c.get("/api/events?limit=0"), 400, "bad_query"),  # history
+        (c.get("/api/crashes/424242"), 404, "unknown_crash"),  # crashes
+        (c.get("/crash/find?node=demo", headers={"Accept": "application/json"}), 400, "bad_query"),
+        (c.get("/api/audit/export?format=xml"), 400, "bad_query"),  # audit
+        (c.get("/api/chaos/experiments/nope"), 404, "unknown_experiment"),  # chaos
+        (c.get("/api/chaos/experiments?limit=x"), 400, "bad_query"),
+        (c.delete("/api/nodes/nope", headers=h), 404, "unknown_node"),  # cluster
+        (c.post("/api/nodes", json={"name": "x"}, headers=h), 400, "bad_args"),
+        (c.get("/api/no/such/route"), 404, "not_found"),  # Werkzeug's own
+        (c.put("/api/cluster", json={}, headers=h), 405, "method_not_allowed"),
+        (c.post("/api/nodes", data=b"x" * (2 << 20), headers=h), 413, "request_entity_too_large"),
+        (c.get("/api/test/boom"), 500, "internal"),
+        (web.client(login=False).get("/api/overview"), 401, "login_required"),  # security
+        (c.post("/api/nodes/demo/processes/<0.1.0>/kill", json={}), 403, "csrf"),
+    ]
+    for resp, status, code in cases:
+        body = resp.get_json(silent=True)
+        assert body is not None, (status, code, resp.status_code, resp.get_data(as_text=True)[:300])
+        assert (resp.status_code, body) == (status, {"ok": False, "error": code, "message": body["message"]}), body
+        assert body["message"] and "Traceback" not in body["message"]
+    assert "ZeroDivisionError" not in c.get("/api/test/boom").get_data(as_text=True)
+
+
+def test_pages_answer_errors_as_html_with_the_same_status(web: Web) -> None:
+    c = web.client()
+    for path, status in (("/nodes/nope/tree", 404), ("/crash/424242", 404), ("/no/such/page", 404)):
+        resp = c.get(path, headers={"Accept": "text/html"})
+        assert resp.status_code == status and resp.mimetype == "text/html", path
+        assert "<h1>404</h1>" in resp.get_data(as_text=True)
+    # a program asking a page route for JSON gets the JSON shape
+    resp = c.get("/nodes/nope/tree", headers={"Accept": "application/json"})
+    assert resp.get_json() == {"ok": False, "error": "unknown_node", "message": "no node 'nope'"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from examples.demo_system import PAYMENTS, conn_name
+from observer import HistoryStore
 from observer.live import NAMESPACE, LiveHub, coalesce
 from observer.model import Change
 from tests.observer import wait_for
@@ -119,3 +121,137 @@ def test_a_counters_batch_does_not_hold_back_the_next_crash(web: Web) -> None:
     t = time.monotonic()
     assert not hub._due("n", crash, t + 0.01)  # a storm of crashes: at most one batch per urgent_gap
     assert hub._due("n", crash, t + 0.06)
+
+
+def _follow(web: Web, client: Any, *feeds: str) -> Any:
+    """A Socket.IO test client following ``feeds`` (acks checked)."""
+    sio = web.socketio.test_client(web.app, namespace=NAMESPACE, flask_test_client=client)
+    for feed in feeds:
+        sio.emit("subscribe", {"feed": feed}, namespace=NAMESPACE)
+    acks = _received(sio, "ack")
+    assert [(a["ok"], a["feed"], a["room"]) for a in acks] == [(True, f, f"feed:{f}") for f in feeds]
+    return sio
+
+
+def _feed_items(sio: Any, into: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Add the items of the ``feed`` messages received since the last call, by feed."""
+    for msg in _received(sio, "feed"):
+        assert msg["feed"] in ("audit", "crashes", "chaos", "cluster") and "truncated" not in msg
+        into.setdefault(msg["feed"], []).extend(msg["items"])
+    return into
+
+
+def test_audit_rows_and_crash_reports_are_pushed_to_their_feeds_once_stored(make_web: Callable[..., Web]) -> None:
+    web = make_web(allow_destructive=True)
+    c = web.client()
+    sio = _follow(web, c, "audit", "crashes")
+    pid = web.pid(PAYMENTS)
+    assert c.post(f"/api/nodes/demo/processes/{pid}/kill", json={}, headers=csrf_headers(c)).status_code == 200
+    got: dict[str, list[dict[str, Any]]] = {"audit": [], "crashes": []}
+    audit, crashes = got["audit"], got["crashes"]
+
+    def pushed() -> bool:
+        _feed_items(sio, got)
+        done = [i for i in audit if i["kind"] == "audit_result"]
+        return bool(done) and any(x["pid"] == pid for x in crashes)
+
+    wait_for(pushed, what="the audit row, its result and the crash report pushed")
+    (row,) = [i["row"] for i in audit if i["kind"] == "audit"]
+    assert row["action"] == "kill" and row["target"] == pid and row["node"] == "demo" and row["ok"] is None
+    (result,) = [i["row"] for i in audit if i["kind"] == "audit_result"]
+    assert result["id"] == row["id"] and result["ok"] == 1 and result["result"] == {"pid": pid, "reason": "kill"}
+    # the same rows the JSON twins serve: a page can start from those, then follow the pushes
+    stored = c.get("/api/audit").get_json()["audit"]
+    assert [(a["id"], a["action"], a["ok"]) for a in stored] == [(row["id"], "kill", 1)]
+    crash = next(x for x in crashes if x["pid"] == pid)
+    assert crash["node"] == "demo" and crash["signature"]
+    groups = c.get("/api/crashes?node=demo").get_json()["groups"]
+    assert any(g["signature"] == crash["signature"] and g["latest"]["pid"] == pid for g in groups)
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_removing_a_node_is_pushed_to_the_cluster_feed(web: Web) -> None:
+    c = web.client()
+    sio = _follow(web, c, "cluster")
+    assert c.delete("/api/nodes/demo", headers=csrf_headers(c)).get_json() == {"ok": True, "node": "demo"}
+    got: dict[str, list[dict[str, Any]]] = {}
+    items = wait_for(lambda: _feed_items(sio, got).get("cluster"), what="cluster push")
+    assert items[-1]["removed"] == "demo" and items[-1]["nodes"] == [] and items[-1]["totals"]["nodes"] == 0
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_unknown_feeds_are_refused_and_unfollowed_feeds_send_nothing(web: Web) -> None:
+    c = web.client()
+    sio = web.socketio.test_client(web.app, namespace=NAMESPACE, flask_test_client=c)
+    sio.emit("subscribe", {"feed": "secrets"}, namespace=NAMESPACE)
+    sio.emit("subscribe", {"feed": None}, namespace=NAMESPACE)
+    assert [(a["ok"], a["error"]) for a in _received(sio, "ack")] == [(False, "unknown_feed")] * 2
+    refused = c.post(f"/api/nodes/demo/processes/{web.pid(PAYMENTS)}/kill", json={}, headers=csrf_headers(c))
+    assert refused.status_code == 403  # and audited: a row for the audit feed
+    web.store.flush()
+    web.state.hub.flush()
+    assert len(web.store.audits()) == 1 and not _received(sio, "feed")
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_keyed_feed_items_coalesce_and_lazy_ones_are_read_when_they_go_out(web: Web) -> None:
+    sio = _follow(web, web.client(), "chaos", "audit")
+    hub = LiveHub(web.socketio, lambda node: {}, interval=0.25, urgent_gap=0.05)
+    hub.shared = True  # the followers are the app's hub's: send whether or not this one has any
+    reads: list[int] = []
+
+    def head(n: int) -> Callable[[], dict[str, Any]]:
+        return lambda: reads.append(n) or {"id": "x", "n": n}
+
+    hub.publish("chaos", head(1), key="x")
+    hub.publish("chaos", {"id": "y"})
+    hub.publish("chaos", head(2), key="x")  # replaces the first, goes to the end
+    hub.publish("audit", {"kind": "audit", "row": {"id": 7}})
+    assert reads == []
+    assert hub.flush() == 2
+    assert reads == [2]
+    msgs = {m["feed"]: m["items"] for m in _received(sio, "feed")}
+    assert msgs == {"chaos": [{"id": "y"}, {"id": "x", "n": 2}], "audit": [{"kind": "audit", "row": {"id": 7}}]}
+    try:
+        hub.publish("nope", {})
+    except ValueError as exc:
+        assert "unknown feed" in str(exc)
+    else:
+        raise AssertionError("an unknown feed is refused")
+    sio.disconnect(namespace=NAMESPACE)
+
+
+def test_pages_fed_by_pushes_keep_no_polling_timer() -> None:
+    """Crashes, Audit, the cluster table and Chaos (and the tree's chaos flashes)
+    start from their JSON twin and follow the /live feeds: no repeating timer."""
+    views = Path(__file__).resolve().parents[2] / "web" / "static" / "js" / "views"
+    for name in ("crashes.js", "audit.js", "cluster.js", "chaos.js", "chaos_flash.js"):
+        text = (views / name).read_text(encoding="utf-8")
+        assert "setInterval" not in text and "setTimeout" not in text, name
+        assert "feed" in text, name
+
+
+def test_a_failing_commit_listener_never_stops_the_history_writer(tmp_path: Path) -> None:
+    store = HistoryStore(str(tmp_path / "history.sqlite3"), batch_interval=0.01)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def broken(kind: str, row: dict[str, Any]) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    store.on_commit(broken)
+    store.on_commit(lambda kind, row: seen.append((kind, row)))
+    try:
+        aid = store.audit("me/1", "127.0.0.1", "kill", "<0.1.0>", {"reason": "kill"}, node="n")
+        store.audit_result(aid, "x" * 20_000, ok=True)  # stored cut at 10,000 characters: no longer JSON
+        store.audit_result(aid, {"pid": "<0.1.0>"}, ok=True)
+        assert store.flush()
+        later = store.audit("me/1", "127.0.0.1", "suspend", "<0.2.0>", {}, node="n")  # the writer goes on
+        assert store.flush()
+    finally:
+        store.close()
+    assert [(k, r["id"]) for k, r in seen] == [("audit", aid), ("audit_result", aid), ("audit", later)]
+    assert seen[0][1] | {"time": 0} == {
+        "id": aid, "time": 0, "who": "me/1", "from_addr": "127.0.0.1", "node": "n", "action": "kill",
+        "target": "<0.1.0>", "args": {"reason": "kill"}, "ok": None, "result": None, "done_time": None,
+    }  # fmt: skip
+    assert seen[1][1]["result"] == {"pid": "<0.1.0>"} and seen[1][1]["ok"] == 1

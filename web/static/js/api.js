@@ -1,24 +1,36 @@
-// The JSON twins (docs/web.md). Every call sends the session cookie; actions carry X-CSRF-Token.
+// The one module that talks to the JSON twins (docs/web.md): every route has a
+// function here, and no view builds an /api URL itself.
+//
+// One response shape: a route answers a JSON object; a list comes under its
+// plural name ({"nodes": [...]}, {"events": [...]}, {"groups": [...]},
+// {"audit": [...]}); an error is {"ok": false, "error": code, "message"} with a
+// 4xx/5xx status, thrown here as an ApiError (status, code, message).
+// Every call sends the session cookie; state changes carry X-CSRF-Token.
 
 export class ApiError extends Error {
   constructor(status, body) {
     super((body && (body.message || body.error)) || `HTTP ${status}`);
     this.status = status;
+    this.code = (body && body.error) || "http_" + status;
     this.body = body;
   }
 }
 
+const enc = encodeURIComponent;
+
+/** Query string of the set values ("" if none), with the leading "?". */
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? "?" + s : "";
+}
+
 export function createApi(config) {
   async function request(method, path, { params, body } = {}) {
-    let url = path;
-    if (params) {
-      const q = new URLSearchParams();
-      for (const [k, v] of Object.entries(params)) {
-        if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
-      }
-      const s = q.toString();
-      if (s) url += (url.includes("?") ? "&" : "?") + s;
-    }
+    const url = path + query(params);
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
     if (method !== "GET") {
       init.headers["X-CSRF-Token"] = config.csrf || "";
@@ -33,38 +45,53 @@ export function createApi(config) {
       data = null;
     }
     if (res.status === 401) {
-      window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      window.location.assign("/login?next=" + enc(location.pathname + location.search));
       throw new ApiError(401, data);
     }
     if (!res.ok) throw new ApiError(res.status, data);
     return data;
   }
-  const n = (node) => `/api/nodes/${encodeURIComponent(node)}`;
-  const p = (node, pid) => `${n(node)}/processes/${encodeURIComponent(pid)}`;
+  const get = (path, params) => request("GET", path, { params });
+  const post = (path, body) => request("POST", path, { body: body ?? {} });
+  const n = (node) => `/api/nodes/${enc(node)}`;
+  const p = (node, pid) => `${n(node)}/processes/${enc(pid)}`;
+  const x = (id) => `/api/chaos/experiments/${enc(id)}`;
   return {
-    request,
-    overview: () => request("GET", "/api/overview"),
+    // overview and cluster (observer/views/pages.py, cluster.py)
+    overview: (since) => get("/api/overview", { since }),
+    nodes: () => get("/api/nodes"),
+    cluster: () => get("/api/cluster"),
+    addNode: ({ name, address, token, tls }) => post("/api/nodes", { name, address, token, tls }),
+    removeNode: (node) => request("DELETE", n(node)),
+    // one node (observer/views/nodes.py)
     tree: (node, { expanded = [], groupThreshold = 20 } = {}) =>
-      request("GET", `${n(node)}/tree`, { params: { expanded: expanded.join(","), group_threshold: groupThreshold, layout: 0 } }),
-    search: (node, q) => request("GET", `${n(node)}/search`, { params: { q } }),
-    links: (node, pid) => request("GET", `${n(node)}/links/${encodeURIComponent(pid)}`),
-    processes: (node, params) => request("GET", `${n(node)}/processes`, { params }),
-    process: (node, pid) => request("GET", p(node, pid)),
-    killPreview: (node, pid, reason = "kill") => request("GET", `${p(node, pid)}/kill_preview`, { params: { reason } }),
-    kill: (node, pid, reason = "kill") => request("POST", `${p(node, pid)}/kill`, { body: { reason } }),
-    suspend: (node, pid) => request("POST", `${p(node, pid)}/suspend`, { body: {} }),
-    resume: (node, pid) => request("POST", `${p(node, pid)}/resume`, { body: {} }),
-    send: (node, pid, message) => request("POST", `${p(node, pid)}/send`, { body: { message } }),
-    events: (params) => request("GET", "/api/events", { params }),
-    timeline: (node) => request("GET", `${n(node)}/timeline`),
-    treeAt: (node, t) => request("GET", `${n(node)}/tree_at`, { params: { t, layout: 0 } }),
-    audit: (limit = 200) => request("GET", "/api/audit", { params: { limit } }),
+      get(`${n(node)}/tree`, { expanded: expanded.join(","), group_threshold: groupThreshold, layout: 0 }),
+    search: (node, q) => get(`${n(node)}/search`, { q }),
+    links: (node, pid) => get(`${n(node)}/links/${enc(pid)}`),
+    processes: (node, params) => get(`${n(node)}/processes`, params),
+    process: (node, pid) => get(p(node, pid)),
+    killPreview: (node, pid, reason = "kill") => get(`${p(node, pid)}/kill_preview`, { reason }),
+    kill: (node, pid, reason = "kill") => post(`${p(node, pid)}/kill`, { reason }),
+    suspend: (node, pid) => post(`${p(node, pid)}/suspend`),
+    resume: (node, pid) => post(`${p(node, pid)}/resume`),
+    send: (node, pid, message) => post(`${p(node, pid)}/send`, { message }),
+    // history (observer/views/history.py)
+    events: (params) => get("/api/events", params),
+    timeline: (node) => get(`${n(node)}/timeline`),
+    treeAt: (node, t) => get(`${n(node)}/tree_at`, { t, layout: 0 }),
+    // crashes (observer/views/crashes.py)
+    crashes: ({ q, node, limit } = {}) => get("/api/crashes", { q, node, limit }),
+    crash: (id) => get(`/api/crashes/${enc(id)}`),
+    processCrashes: (node, pid) => get(`${p(node, pid)}/crashes`),
+    flightRecorder: (node, pid, { on, subtree, size = 20 }) => post(`${p(node, pid)}/flight_recorder`, { on, subtree, size }),
+    // audit (observer/views/audit.py)
+    audit: ({ node, limit = 200 } = {}) => get("/api/audit", { node, limit }),
+    auditExportUrl: (format, node) => "/api/audit/export" + query({ format, node }),
+    // chaos (observer/views/chaos.py)
+    experiments: ({ node, limit = 50 } = {}) => get("/api/chaos/experiments", { node, limit }),
+    experiment: (id, killsFrom = 0) => get(x(id), { kills_from: killsFrom }),
+    startExperiment: (body) => post("/api/chaos/experiments", body),
+    abortExperiment: (id) => post(`${x(id)}/abort`),
+    activeKills: (node, since) => get("/api/chaos/active", { node, since }),
   };
-}
-
-/** Lists come bare or wrapped ({"events": [...]}, {"rows": [...]}, ...): take the list. */
-export function listOf(data, ...keys) {
-  if (Array.isArray(data)) return data;
-  for (const k of keys) if (data && Array.isArray(data[k])) return data[k];
-  return [];
 }

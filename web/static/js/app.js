@@ -12,10 +12,10 @@ import * as events from "./views/events.js";
 import * as audit from "./views/audit.js";
 import * as chaos from "./views/chaos.js";
 
-const VIEWS = { overview, tree, processes, process: inspector, events, audit };
-
-Object.assign(VIEWS, { crashes, crash });
-Object.assign(VIEWS, { chaos });
+// Each view module: mount(root, ctx), update(state, delta), destroy(), and
+// optionally `feeds` (the /live feeds it follows: crashes, audit, chaos, cluster)
+// and `followsNodes = false` (no node batches wanted).
+const VIEWS = { overview, tree, processes, process: inspector, events, audit, crashes, crash, chaos };
 
 function readConfig() {
   try {
@@ -92,9 +92,13 @@ function main() {
   const ctx = { state, api, config, node: state.node, pid, nodes: nodeNames(config) };
   view.mount(root, ctx);
   subscribe(state, (s, delta) => view.update(s, delta));
-  const subs = (page === "overview" || page === "events") && ctx.nodes.length ? ctx.nodes : [state.node];
+  const all = (page === "overview" || page === "events") && ctx.nodes.length ? ctx.nodes : [state.node];
+  const subs = view.followsNodes === false ? [] : all;
   const live = connectLive(
-    subs.filter(Boolean).map((n) => ({ node: n, view: page, ...(pid ? { pid } : {}) })),
+    [
+      ...subs.filter(Boolean).map((n) => ({ node: n, view: page, ...(pid ? { pid } : {}) })),
+      ...(view.feeds || []).map((feed) => ({ feed })),
+    ],
     (name, payload) => applySocketEvent(state, name, payload),
   );
   window.observer = { state, api, view, ctx, live };

@@ -1,7 +1,9 @@
 // One Socket.IO connection to the /live namespace. Every event is handed to
 // onEvent(name, payload) -- in app.js that is state.applySocketEvent.
+// A subscription is {node, view} (a node's batches and node_status) or
+// {feed} (crashes, audit, chaos, cluster: pushed as "feed" messages).
 
-const EVENTS = ["ack", "batch", "node_status", "error"];
+const EVENTS = ["ack", "batch", "node_status", "feed", "error"];
 
 export function connectLive(subscriptions, onEvent) {
   if (typeof window.io !== "function") {

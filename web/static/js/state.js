@@ -1,7 +1,8 @@
 // The client-side state, and the ONE function that maps every socket event onto it.
 //
 // Views never read socket payloads: they get (state, delta) in update(), where
-// delta says what just changed ({kind: "batch" | "node_status" | "connection"}).
+// delta says what just changed ({kind: "batch" | "node_status" | "feed" | "connection"}).
+// A page starts from history (seedEvents) and then follows the pushes.
 
 export const EVENT_CAP = 500; // lifecycle changes kept for feeds (newest first)
 export const LIFECYCLE = new Set(["exit", "restart", "gave_up", "spawn"]);
@@ -61,6 +62,27 @@ function points(state, node, prev, cur) {
   return out;
 }
 
+function eventKey(e) {
+  return `${e.node}|${e.kind}|${e.pid}|${Number(e.at).toFixed(3)}`;
+}
+
+/**
+ * Lifecycle events from the history (/api/events rows, newest first) behind the
+ * ones pushed since the page loaded, without doubles; tells the views
+ * ({kind: "history"}).
+ */
+export function seedEvents(state, rows) {
+  const seen = new Set(state.events.map(eventKey));
+  for (const r of rows || []) {
+    if (!LIFECYCLE.has(r.kind) || r.kind === "spawn") continue;
+    const e = { node: r.node, kind: r.kind, pid: r.pid, data: r, at: r.time };
+    if (!seen.has(eventKey(e))) state.events.push(e);
+  }
+  state.events.sort((a, b) => b.at - a.at);
+  if (state.events.length > EVENT_CAP) state.events.length = EVENT_CAP;
+  notify(state, { kind: "history" });
+}
+
 /** Every socket event goes through here: update state, then tell the views what changed. */
 export function applySocketEvent(state, name, payload) {
   payload = payload || {};
@@ -111,6 +133,9 @@ export function applySocketEvent(state, name, payload) {
       state.lastBatchAt = at;
       return notify(state, { kind: "batch", node, seq, changes, stats: payload.stats, points: pts, structural, touched, missed });
     }
+    case "feed":
+      // crashes, audit rows, chaos progress, cluster changes: the views keep their own lists
+      return notify(state, { kind: "feed", feed: payload.feed, items: Array.isArray(payload.items) ? payload.items : [], truncated: payload.truncated || 0 });
     default:
       return notify(state, { kind: name, ...payload });
   }

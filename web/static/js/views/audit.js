@@ -1,10 +1,16 @@
 // The audit log: every operator action and every refused attempt, newest first; CSV/JSON export links.
-import { listOf } from "../api.js";
+// Starts from /api/audit, then follows the "audit" feed: new rows are added and
+// results filled in as the server writes them, no timer.
 import { esc, fmtDateTime, rendered } from "../util.js";
 
+export const feeds = ["audit"];
+export const followsNodes = false;
+
+const CAP = 1000;
 let ctx = null;
 let rows = [];
-let timer = null;
+let loaded = false;
+let early = []; // pushes that arrived before the first load answered
 
 export function mount(root, context) {
   ctx = context;
@@ -17,28 +23,42 @@ export function mount(root, context) {
   document.getElementById("audit-refused").addEventListener("change", draw);
   exportLinks();
   load();
-  timer = setInterval(load, 5000);
 }
 
 function exportLinks() {
   const node = document.getElementById("audit-node").value;
-  for (const fmt of ["csv", "json"]) {
-    const q = new URLSearchParams({ format: fmt });
-    if (node) q.set("node", node);
-    document.getElementById("audit-" + fmt).href = "/api/audit/export?" + q;
-  }
+  for (const fmt of ["csv", "json"]) document.getElementById("audit-" + fmt).href = ctx.api.auditExportUrl(fmt, node);
 }
 
 async function load() {
   const node = document.getElementById("audit-node").value;
   try {
-    const data = await ctx.api.request("GET", "/api/audit", { params: { limit: 1000, node } });
-    rows = listOf(data, "audit");
+    rows = (await ctx.api.audit({ limit: CAP, node })).audit;
   } catch (err) {
     document.getElementById("audit-count").textContent = "Cannot load the audit log: " + err.message;
     return;
   }
+  loaded = true;
+  const pending = early;
+  early = [];
+  apply(pending);
   draw();
+}
+
+/** Feed items ({kind: "audit" | "audit_result", row}) onto the rows. */
+function apply(items) {
+  const node = document.getElementById("audit-node").value;
+  for (const { kind, row } of items) {
+    if (!row) continue;
+    const have = rows.find((r) => r.id === row.id);
+    if (kind === "audit_result") {
+      if (have) Object.assign(have, { ok: row.ok, result: row.result, done_time: row.done_time });
+    } else if (!have && (!node || row.node === node)) {
+      rows.unshift(row);
+    }
+  }
+  rows.sort((a, b) => b.id - a.id);
+  if (rows.length > CAP) rows.length = CAP;
 }
 
 function outcome(r) {
@@ -68,8 +88,18 @@ function draw() {
   rendered("audit", { rows: shown.length });
 }
 
-export function update() {}
-
-export function destroy() {
-  clearInterval(timer);
+export function update(state, delta) {
+  if (delta.kind === "feed" && delta.feed === "audit") {
+    if (delta.truncated) return load(); // more than a push carries: read the log again
+    if (!loaded) {
+      early.push(...delta.items);
+      return;
+    }
+    apply(delta.items);
+    draw();
+  } else if (delta.kind === "connection" && delta.status === "live" && loaded) {
+    load(); // reconnected: rows pushed meanwhile are lost, the log is not
+  }
 }
+
+export function destroy() {}

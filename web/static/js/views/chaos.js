@@ -1,16 +1,23 @@
 // Chaos: configure, start (confirmed, audited server-side), watch and stop an experiment;
-// past experiments from the history. Polls /api/chaos while one runs (docs/chaos.md).
+// past experiments from the history (docs/chaos.md). The page loads a journal
+// once, then follows the "chaos" feed: progress (the journal's head and the
+// kills resolved since the last push) and "saved" (the final journal is in the history). No timer.
 import { LiveChart } from "../chart.js";
-import { esc, fmtDateTime, fmtTime, rendered } from "../util.js";
+import { esc, fmtDateTime, fmtTime, rendered, throttle } from "../util.js";
+
+export const feeds = ["chaos"];
+export const followsNodes = false;
 
 const KILLS_SHOWN = 200;
+const KILLS_KEPT = 2000;
 let ctx = null;
 let chart = null;
 let current = null; // id of the experiment shown
-let killsFrom = 0;
-let kills = [];
-let timer = null;
-let historyTimer = null;
+let head = null; // its journal, without the kills
+let kills = new Map(); // n -> kill record (pending ones are replaced when they resolve)
+let charted = new Set(); // kill numbers whose recovery is on the chart
+let listed = new Map(); // id -> status, as the history list shows it
+let reloadHistory = null;
 
 const $ = (id) => document.getElementById(id);
 const list = (s) => (s || "").split(",").map((x) => x.trim()).filter(Boolean);
@@ -37,15 +44,30 @@ export function mount(root, context) {
     const li = e.target.closest("li[data-id]");
     if (li) show(li.dataset.id);
   });
+  reloadHistory = throttle(() => loadHistory(false), 500);
   loadHistory(true);
-  historyTimer = setInterval(() => loadHistory(false), 5000);
 }
 
-export function update() {}
+export function update(state, delta) {
+  if (delta.kind === "connection" && delta.status === "live" && current) {
+    show(current); // reconnected: pushes were lost meanwhile, the journal was not
+    return;
+  }
+  if (delta.kind !== "feed" || delta.feed !== "chaos") return;
+  for (const item of delta.items) {
+    if (item.saved || listed.get(item.id) !== item.status) reloadHistory();
+    if (item.saved || item.id !== current || !head) continue;
+    if (item.kills_dropped) {
+      show(current); // more kills than a push carries: read the journal again
+      return;
+    }
+    merge(item.kills || []);
+    head = item;
+    draw();
+  }
+}
 
 export function destroy() {
-  clearInterval(timer);
-  clearInterval(historyTimer);
   if (chart) chart.destroy();
 }
 
@@ -99,9 +121,9 @@ async function start() {
   if (!window.confirm(`Start killing processes: ${what}?\nEvery kill is audited.`)) return;
   b.confirm = true;
   try {
-    const res = await ctx.api.request("POST", "/api/chaos/experiments", { body: b });
+    const res = await ctx.api.startExperiment(b);
     show(res.id);
-    loadHistory(false);
+    reloadHistory();
   } catch (e) {
     err.textContent = e.message;
     err.classList.remove("hidden");
@@ -112,7 +134,7 @@ async function stop() {
   if (!current) return;
   $("chaos-stop").disabled = true;
   try {
-    await ctx.api.request("POST", `/api/chaos/experiments/${encodeURIComponent(current)}/abort`, { body: {} });
+    await ctx.api.abortExperiment(current);
   } catch (e) {
     $("chaos-status").textContent = `could not stop: ${e.message}`;
   }
@@ -121,16 +143,16 @@ async function stop() {
 async function loadHistory(first) {
   let data;
   try {
-    data = await ctx.api.request("GET", "/api/chaos/experiments", { params: { limit: 50 } });
+    data = await ctx.api.experiments({ limit: 50 });
   } catch (e) {
     $("chaos-history").innerHTML = `<li class="error-banner">${esc(e.message)}</li>`;
     return;
   }
-  const seen = new Set();
   const rows = [];
+  listed = new Map();
   for (const j of [...(data.running || []), ...(data.history || [])]) {
-    if (seen.has(j.id)) continue;
-    seen.add(j.id);
+    if (listed.has(j.id)) continue;
+    listed.set(j.id, j.status);
     const held = j.hypothesis_held ?? j.held;
     const cls = j.status === "running" ? "" : held ? "chaos-ok" : "chaos-bad";
     rows.push(
@@ -139,53 +161,54 @@ async function loadHistory(first) {
     );
   }
   $("chaos-history").innerHTML = rows.join("") || '<li class="muted">none yet</li>';
-  if (first) {
-    const running = (data.running || [])[0];
-    if (running) show(running.id);
-    rendered("chaos", { experiments: rows.length });
-  }
+  const running = (data.running || [])[0];
+  if (running && (first || !current)) show(running.id); // also one another operator started
+  if (first) rendered("chaos", { experiments: rows.length });
 }
 
-function show(id) {
-  clearInterval(timer);
+/** Load an experiment's journal (all its kills so far, page by page), then follow its pushes. */
+async function show(id) {
   current = id;
-  killsFrom = 0;
-  kills = [];
+  head = null;
+  kills = new Map();
+  charted = new Set();
   chart.destroy();
   chart = new LiveChart($("chaos-chart"), { cap: 5000, flushMs: 300, yTitle: "ms" });
   $("chaos-stop").disabled = false;
-  poll();
-  timer = setInterval(poll, 500);
-}
-
-async function poll() {
-  const id = current;
+  let from = 0;
   let j;
-  try {
-    j = await ctx.api.request("GET", `/api/chaos/experiments/${encodeURIComponent(id)}`, { params: { kills_from: killsFrom } });
-  } catch (e) {
-    $("chaos-status").textContent = `cannot load ${id}: ${e.message}`;
-    return;
+  do {
+    try {
+      j = await ctx.api.experiment(id, from);
+    } catch (e) {
+      $("chaos-status").textContent = `cannot load ${id}: ${e.message}`;
+      return;
+    }
+    if (id !== current) return;
+    merge(j.kills);
+    from += j.kills.length;
+  } while (j.kills.length && from < j.kills_total);
+  head = j;
+  draw();
+}
+
+/** Kill records into the map (a resolved one replaces its pending self); recoveries onto the chart. */
+function merge(records) {
+  for (const k of records) {
+    kills.set(k.n, k);
+    if (k.recovery_ms !== null && k.recovery_ms !== undefined && !charted.has(k.n)) {
+      charted.add(k.n);
+      chart.push("recovery", k.time, k.recovery_ms);
+    }
   }
-  if (id !== current) return;
-  // kills still pending are fetched again next time (their recovery comes later)
-  const firstPending = j.kills.findIndex((k) => k.status === "pending");
-  const done = firstPending < 0 ? j.kills.length : firstPending;
-  for (const k of j.kills.slice(0, done)) {
-    kills.push(k);
-    if (k.recovery_ms !== null && k.recovery_ms !== undefined) chart.push("recovery", k.time, k.recovery_ms);
-  }
-  if (kills.length > 2 * KILLS_SHOWN) kills = kills.slice(-KILLS_SHOWN);
-  killsFrom += done;
-  draw(j);
-  if (j.status !== "running") {
-    clearInterval(timer);
-    timer = null;
-    setTimeout(() => loadHistory(false), 500); // the final journal is in the history by then
+  if (kills.size > KILLS_KEPT) {
+    const keep = [...kills.keys()].sort((a, b) => a - b).slice(-KILLS_SHOWN);
+    kills = new Map(keep.map((n) => [n, kills.get(n)]));
   }
 }
 
-function draw(j) {
+function draw() {
+  const j = head;
   const s = j.summary;
   const r = s.recovery_ms;
   const held = j.hypothesis_held;
@@ -227,7 +250,7 @@ function draw(j) {
         `<span class="muted small">${esc(JSON.stringify(c.evidence).slice(0, 400))}</span></li>`),
   ];
   $("chaos-deviations").innerHTML = bad.join("") || '<li class="muted">none</li>';
-  const shown = [...kills, ...j.kills.filter((k) => k.status === "pending")].slice(-KILLS_SHOWN).reverse();
+  const shown = [...kills.values()].sort((a, b) => b.n - a.n).slice(0, KILLS_SHOWN);
   $("chaos-kills").innerHTML =
     "<tr><th>#</th><th>time</th><th>victim</th><th>supervisor</th><th>status</th><th>recovery ms</th><th>restarted</th></tr>" +
     shown

@@ -1,24 +1,24 @@
 // The cluster table on the overview: every node (health, link, processes, restart rate);
 // operators add and remove nodes here (POST /api/nodes, DELETE /api/nodes/<name>; audited server-side).
+// Starts from /api/cluster, then follows pushes: each node's batch stats and
+// node_status, and the "cluster" feed (nodes added or removed), no timer.
 import { ago, esc, fmtInt, fmtNum, nodePath, statusClass, throttle } from "../util.js";
 
 let ctx = null;
 let el = null;
-let timer = null;
 let data = null;
-let refreshSoon = null;
+let drawSoon = null;
 
 export function mount(root, context) {
   ctx = context;
   el = root;
-  refreshSoon = throttle(refresh, 500);
+  drawSoon = throttle(() => data && draw(), 500);
   refresh();
-  timer = setInterval(refresh, 3000);
 }
 
 async function refresh() {
   try {
-    data = await ctx.api.request("GET", "/api/cluster");
+    data = await ctx.api.cluster();
   } catch (err) {
     el.innerHTML = `<div class="error-banner">Cannot load the cluster: ${esc(err.message)}</div>`;
     return;
@@ -44,21 +44,32 @@ function row(n) {
 
 function draw() {
   const t = data.totals || {};
-  const rows = (data.nodes || []).map(row).join("");
-  const form = data.can_manage
-    ? `<form id="add-node" autocomplete="off" style="display:flex;gap:6px;align-items:center;margin-top:8px;flex-wrap:wrap">
+  const rows = (data.nodes || []).map(row).join("") || `<tr><td colspan="8" class="muted">No nodes attached.</td></tr>`;
+  const head = `${fmtInt(t.up)} of ${fmtInt(t.nodes)} up · ${fmtInt(t.processes)} processes · ${fmtNum(t.restart_rate || 0, 2)} restarts/s`;
+  const table = el.querySelector("#cluster-table");
+  if (table && table.dataset.manage === String(!!data.can_manage)) {
+    // redraw the rows only: the add-node form keeps what the operator is typing
+    el.querySelector("h2 .small").textContent = head;
+    table.tBodies[0].innerHTML = rows;
+  } else {
+    const form = data.can_manage
+      ? `<form id="add-node" autocomplete="off" style="display:flex;gap:6px;align-items:center;margin-top:8px;flex-wrap:wrap">
         <input name="name" placeholder="name" required pattern="[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}" aria-label="node name">
         <input name="address" placeholder="host:port" required aria-label="agent address">
         <input name="token" type="password" placeholder="agent token (default: the server's)" aria-label="agent token">
         <label class="small"><input name="tls" type="checkbox"> TLS</label>
         <button type="submit">Attach</button><span id="add-node-result" class="small muted"></span></form>`
-    : "";
-  el.innerHTML = `<h2>Cluster <span class="small muted">${fmtInt(t.up)} of ${fmtInt(t.nodes)} up · ${fmtInt(t.processes)} processes · ${fmtNum(t.restart_rate || 0, 2)} restarts/s</span></h2>
-    <table class="data" id="cluster-table"><thead><tr><th>node</th><th>status</th><th>agent</th><th>processes</th><th>restarts/s</th><th>crashes</th><th></th>${data.can_manage ? "<th></th>" : ""}</tr></thead>
-    <tbody>${rows || `<tr><td colspan="8" class="muted">No nodes attached.</td></tr>`}</tbody></table>${form}`;
-  for (const b of el.querySelectorAll("[data-remove]")) b.addEventListener("click", () => removeNode(b.dataset.remove));
-  const f = el.querySelector("#add-node");
-  if (f) f.addEventListener("submit", addNode);
+      : "";
+    el.innerHTML = `<h2>Cluster <span class="small muted">${esc(head)}</span></h2>
+    <table class="data" id="cluster-table" data-manage="${!!data.can_manage}"><thead><tr><th>node</th><th>status</th><th>agent</th><th>processes</th><th>restarts/s</th><th>crashes</th><th></th>${data.can_manage ? "<th></th>" : ""}</tr></thead>
+    <tbody>${rows}</tbody></table>${form}`;
+    el.querySelector("#cluster-table").addEventListener("click", (e) => {
+      const b = e.target.closest("[data-remove]");
+      if (b) removeNode(b.dataset.remove);
+    });
+    const f = el.querySelector("#add-node");
+    if (f) f.addEventListener("submit", addNode);
+  }
 }
 
 async function addNode(e) {
@@ -68,7 +79,7 @@ async function addNode(e) {
   const body = { name: f.name.value.trim(), address: f.address.value.trim(), tls: f.tls.checked };
   if (f.token.value) body.token = f.token.value;
   try {
-    await ctx.api.request("POST", "/api/nodes", { body });
+    await ctx.api.addNode(body);
     location.reload(); // the page config and the live subscriptions list the new node
   } catch (err) {
     out.textContent = err.message;
@@ -78,20 +89,51 @@ async function addNode(e) {
 async function removeNode(name) {
   if (!window.confirm(`Detach ${name}? Its history stays in the store.`)) return;
   try {
-    await ctx.api.request("DELETE", `/api/nodes/${encodeURIComponent(name)}`);
+    await ctx.api.removeNode(name);
     location.reload();
   } catch (err) {
     el.insertAdjacentHTML("afterbegin", `<div class="error-banner">${esc(err.message)}</div>`);
   }
 }
 
-export function update(state, delta) {
-  if (delta.kind === "node_status" && data) {
-    draw();
-    refreshSoon();
+/** The row's health from a node's batch stats (its model summary, as /api/cluster has it). */
+function fromStats(node, st) {
+  const n = data.nodes.find((r) => r.name === node);
+  if (!n) return;
+  for (const k of ["status", "process_count", "restart_rate", "message_rate", "restarts", "crashes", "last_seen", "down_since"]) {
+    if (st[k] !== undefined) n[k] = st[k];
   }
+  if (st.reason) n.reason = st.reason;
 }
 
-export function destroy() {
-  clearInterval(timer);
+function totals() {
+  const nodes = data.nodes;
+  data.totals = {
+    nodes: nodes.length,
+    up: nodes.filter((n) => (ctx.state.nodeStatus[n.name] || n.status) === "up").length,
+    processes: nodes.reduce((s, n) => s + (n.process_count || 0), 0),
+    restart_rate: nodes.reduce((s, n) => s + (n.restart_rate || 0), 0),
+  };
 }
+
+export function update(state, delta) {
+  if (!data) return;
+  if (delta.kind === "batch" && delta.stats) {
+    fromStats(delta.node, delta.stats);
+    if (delta.points && delta.points.restart_rate !== undefined) fromStats(delta.node, { restart_rate: delta.points.restart_rate });
+  } else if (delta.kind === "node_status") {
+    fromStats(delta.node, { status: delta.status });
+  } else if (delta.kind === "feed" && delta.feed === "cluster") {
+    const last = delta.items[delta.items.length - 1];
+    if (last && Array.isArray(last.nodes)) data = { ...data, nodes: last.nodes, totals: last.totals };
+    return draw();
+  } else if (delta.kind === "connection" && delta.status === "live") {
+    return refresh(); // reconnected: read the whole table again
+  } else {
+    return;
+  }
+  totals();
+  drawSoon();
+}
+
+export function destroy() {}

@@ -3,6 +3,8 @@
 // recorder, and the ancestry drawn as a path (with a link to the tree, that path highlighted).
 import { esc, fmtDateTime, fmtInt, fmtSecs, fmtTime, processHref, rendered } from "../util.js";
 
+export const followsNodes = false;
+
 let ctx = null;
 
 export function mount(root, context) {
@@ -14,7 +16,7 @@ async function load() {
   const id = ctx.config.crash_id ?? (location.pathname.match(/^\/crash\/(\d+)/) || [])[1];
   let data;
   try {
-    data = await ctx.api.request("GET", `/api/crashes/${encodeURIComponent(id)}`);
+    data = await ctx.api.crash(id);
   } catch (err) {
     document.getElementById("crash").innerHTML = `<div class="error-banner">${esc(err.message)}</div>`;
     return;

@@ -1,6 +1,5 @@
 // Events / crash log (filterable, searchable, tracebacks expandable) and time
 // travel: a timeline scrubber that redraws the tree as it was at that moment.
-import { listOf } from "../api.js";
 import { TreeGraph, nestProcs } from "../treegraph.js";
 import { debounce, esc, fmtDateTime, fmtInt, fmtTime, kindClass, processHref, rendered, throttle } from "../util.js";
 
@@ -74,7 +73,7 @@ async function load() {
     return draw();
   }
   try {
-    events = listOf(await ctx.api.events(params()), "events", "rows");
+    events = (await ctx.api.events(params())).events;
   } catch (err) {
     document.getElementById("ev-list").innerHTML = `<li class="error-banner">${esc(err.message)}</li>`;
     return;
@@ -87,7 +86,7 @@ async function loadNew() {
   const newest = events.length ? events[0].time : undefined;
   let fresh;
   try {
-    fresh = listOf(await ctx.api.events(params(newest ? { since: newest } : {})), "events", "rows");
+    fresh = (await ctx.api.events(params(newest ? { since: newest } : {}))).events;
   } catch {
     return;
   }

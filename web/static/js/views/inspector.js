@@ -255,7 +255,14 @@ async function run(fn, what) {
   reload();
 }
 
+export const feeds = ["crashes"]; // the "Latest crash" panel follows new reports of this process or its slot
+
 export function update(state, delta) {
+  if (delta.kind === "feed" && delta.feed === "crashes" && proc) {
+    const slot = (c) => c.supervisor && c.supervisor === proc.supervisor && c.child_id != null && String(c.child_id) === String(proc.child_id);
+    if (delta.items.some((c) => c.node === ctx.node && (c.pid === ctx.pid || slot(c)))) loadCrashes();
+    return;
+  }
   if (delta.kind !== "batch" || delta.node !== ctx.node) return;
   const banner = document.getElementById("insp-banner");
   let mine = false;
@@ -288,7 +295,7 @@ let flightNote = "";
 async function loadCrashes() {
   let list = [];
   try {
-    const data = await ctx.api.request("GET", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/crashes`);
+    const data = await ctx.api.processCrashes(ctx.node, ctx.pid);
     list = data.crashes || [];
   } catch {
     list = [];
@@ -315,7 +322,7 @@ async function loadCrashes() {
     b.addEventListener("click", async () => {
       const subtree = document.getElementById("fr-subtree").checked;
       try {
-        const res = await ctx.api.request("POST", `/api/nodes/${encodeURIComponent(ctx.node)}/processes/${encodeURIComponent(ctx.pid)}/flight_recorder`, { body: { on, subtree, size: 20 } });
+        const res = await ctx.api.flightRecorder(ctx.node, ctx.pid, { on, subtree, size: 20 });
         flightNote = `${on ? "on" : "off"} for ${(res.result && res.result.pids ? res.result.pids.length : 0)} process(es)`;
       } catch (err) {
         flightNote = err.message;

@@ -1,8 +1,11 @@
 // Overview: one card per attached node (health), live charts fed by batches, a crash feed.
-import { listOf } from "../api.js";
+// Everything starts from history (/api/overview, /api/events, /api/cluster) and then follows pushes.
 import { BarChart, LiveChart } from "../chart.js";
+import { seedEvents } from "../state.js";
 import * as cluster from "./cluster.js";
 import { ago, esc, fmtInt, fmtNum, fmtTime, kindClass, nodePath, processHref, rendered, statusClass, throttle } from "../util.js";
+
+export const feeds = ["cluster"];
 
 const SERIES = ["process_count", "message_rate", "restart_rate", "loop_lag_ms"];
 const FEED_CAP = 60;
@@ -20,7 +23,20 @@ export function mount(root, context) {
   bars = new BarChart(document.getElementById("ch-top_mailboxes"));
   renderCards = throttle(drawCards, 500);
   load();
-  timer = setInterval(() => renderCards(), 5000); // "last seen" ages
+  loadRecent();
+  timer = setInterval(() => renderCards(), 5000); // a clock for the "last seen" ages: redraws, fetches nothing
+}
+
+/** The recent crashes and restarts panel starts from the stored events, then follows the batches. */
+async function loadRecent() {
+  let data;
+  try {
+    data = await ctx.api.events({ kinds: "exit,restart,gave_up", limit: 200 });
+  } catch (err) {
+    document.getElementById("feed").innerHTML = `<li class="error-banner">Cannot load the recent events: ${esc(err.message)}</li>`;
+    return;
+  }
+  seedEvents(ctx.state, data.events);
 }
 
 async function load() {
@@ -31,7 +47,7 @@ async function load() {
     document.getElementById("nodes").innerHTML = `<div class="error-banner">Cannot load the overview: ${esc(err.message)}</div>`;
     return;
   }
-  for (const s of listOf(data, "nodes")) summaries.set(s.name, s);
+  for (const s of data.nodes) summaries.set(s.name, s);
   const series = (data && data.series) || {};
   for (const [node, ser] of Object.entries(series)) {
     for (const k of SERIES) {
@@ -119,6 +135,11 @@ function drawFeed() {
 
 export function update(state, delta) {
   cluster.update(state, delta);
+  if (delta.kind === "history") {
+    drawFeed();
+    rendered("overview_feed", { events: state.events.length });
+    return;
+  }
   if (delta.kind === "node_status") {
     const s = summaries.get(delta.node);
     if (s) s.status = delta.status;

@@ -3,7 +3,9 @@
 import { LIFECYCLE } from "../state.js";
 import { TreeGraph } from "../treegraph.js";
 import { debounce, esc, fmtInt, processHref, rendered } from "../util.js";
-import { watchKills } from "./chaos_flash.js";
+import { chaosKills } from "./chaos_flash.js";
+
+export const feeds = ["chaos"]; // experiments' kills flash on the tree
 
 let ctx = null;
 let graph = null;
@@ -21,7 +23,6 @@ let focusAfterLoad = null;
 let applied = []; // restarts patched in place while a fetch was in flight: re-applied on its (older) answer
 let drawnLifecycle = 0;
 let firstLoad = true;
-let stopKills = () => {}; // chaos experiments' kills flash too (views/chaos_flash.js)
 const AUTO_FOLD = 2000; // bigger trees open with leaf-only supervisors of 20+ children folded (?expand=all: not) // lifecycle changes received before the fetch behind the current drawing
 
 export function mount(root, context) {
@@ -49,7 +50,6 @@ export function mount(root, context) {
   const hl = (new URL(location.href).searchParams.get("path") || "").split(",").filter(Boolean);
   if (hl.length) focusAfterLoad = { pid: hl[hl.length - 1], path: hl };
   refetch("first");
-  stopKills = watchKills(ctx, (kills) => graph && graph.flashIds(kills.flatMap((k) => [k.pid, k.new_pid, k.supervisor]).filter((id) => id && graph.all.has(id))));
 }
 
 /** Fetch the tree now, or once more right after the fetch in flight. */
@@ -342,6 +342,11 @@ function patch(delta) {
 }
 
 export function update(state, delta) {
+  const killed = chaosKills(delta, ctx.node);
+  if (killed.length && graph) {
+    graph.flashIds(killed.flatMap((k) => [k.pid, k.new_pid, k.supervisor]).filter((id) => id && graph.all.has(id)));
+    return;
+  }
   if (delta.kind === "node_status" && delta.node === ctx.node) return refetch("node_status");
   if (delta.kind !== "batch" || delta.node !== ctx.node || !graph || !graph.tree) return;
   const { absorbed, drew } = patch(delta);
@@ -389,7 +394,6 @@ export function has(pid) {
 
 export function destroy() {
   clearTimeout(sampleTimer);
-  stopKills();
   graph && graph.destroy();
   graph = null;
 }
