@@ -12,6 +12,7 @@ back through Prometheus's HTTP API and compares them with the observer's JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -266,3 +267,18 @@ def test_a_real_prometheus_scrapes_the_demo_series_with_the_right_values(tmp_pat
             prom.stop()
         stop_process(observer)
         node.stop()
+
+
+def test_the_docs_and_the_grafana_dashboard_name_only_series_the_collector_exports(web: Web) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ObserverCollector(web.state))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    exported = set(re.findall(r"^# TYPE (\w+) ", text, re.M))  # counters with their _total
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(observer_\w+)` \|", doc, re.M))
+    assert documented == exported
+    dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in re.findall(r"\b(observer_\w+)\b", e)}
+    assert used and used <= exported, used - exported
