@@ -25,7 +25,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --create-home --uid 10001 observer && mkdir /data && chown observer /data
 COPY --from=wheel /dist /dist
-RUN pip install --no-cache-dir "$(ls /dist/*.whl)[redis,postgresql]" && rm -rf /dist
+RUN pip install --no-cache-dir "$(ls /dist/*.whl)[redis,postgresql,mcp]" && rm -rf /dist
 USER observer
 WORKDIR /home/observer
 # 8765: the web UI; 4800: agents that dial out (--listen-agents)

@@ -25,6 +25,7 @@ import click
 
 from ..app import AttachSpec, ObserverConfig, ObserverState
 from ..attach import parse_address
+from ..mcp import server as mcp_server
 from ..permissions import Grant, match, parse_login_tokens
 from ..security import SecurityPolicy, is_loopback
 from ..serve import bind_socket
@@ -77,11 +78,8 @@ def mcp(
     port: int,
 ) -> None:
     """Serve the observer's model and history to MCP clients (stdio or streamable HTTP)."""
-    try:
-        from ..mcp import server as mcp_server  # the optional `mcp` extra
-    except ImportError as exc:
-        hint = "pip install 'supervision-observer[mcp]'"
-        raise click.ClickException(f"observer mcp needs the mcp package: {hint} ({exc})") from None
+    if not mcp_server.available():
+        raise click.ClickException("observer mcp needs the mcp package: pip install 'supervision-observer[mcp]'")
     grants = _grants(login_token_file)
     tokens = h.read_node_tokens(node_token_file)
     specs = []
@@ -116,21 +114,14 @@ def mcp(
         if sock is None:
             mcp_server.build(state, grants=grants, stdio_grant=stdio_grant).run("stdio")
         else:
-            _serve_http(mcp_server, state, grants, sock, host, port)
+            _serve_http(state, grants, sock, host, port)
     finally:
         state.close()
 
 
-def _serve_http(
-    mcp_server: Any, state: ObserverState, grants: tuple[Grant, ...], sock: Any, host: str, port: int
-) -> None:
-    import anyio
-    import uvicorn
-
+def _serve_http(state: ObserverState, grants: tuple[Grant, ...], sock: Any, host: str, port: int) -> None:
     url = f"http://{host}:{port}"
     server = mcp_server.build(state, grants=grants, http_url=url)
-    app = server.streamable_http_app(host=host, transport_security=mcp_server.http_security(host, port))
     click.echo(f"observer: mcp {url}/mcp (Authorization: Bearer <login token>)")
     sys.stdout.flush()
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    anyio.run(lambda: uv.serve(sockets=[sock]))
+    mcp_server.serve_http(server, sock, host, port)

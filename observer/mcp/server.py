@@ -15,6 +15,10 @@ Authentication, as for the web app: login tokens with grants
   ``OBSERVER_MCP_TOKEN`` (or ``OBSERVER_MCP_TOKEN_FILE``); the process keeps
   that grant for its life (:func:`build` with ``stdio_grant``).
 
+The SDK is an optional dependency: it is imported when a server is built,
+so that importing this module (the ``observer`` command does) costs nothing
+and works without the ``mcp`` extra (:func:`available`).
+
 Threading rules
     The SDK runs on an anyio event loop in the command's main thread; every
     tool runs its blocking work on a worker thread (``anyio.to_thread``).
@@ -23,31 +27,32 @@ Threading rules
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
-
-import anyio
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import AnyHttpUrl
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..permissions import Grant, match
 from .tools import Caller, ToolRefused, Tools
 
-__all__ = ["GrantVerifier", "build"]
+if TYPE_CHECKING:
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.mcpserver import MCPServer
+
+__all__ = ["GrantVerifier", "available", "build", "serve_http"]
 
 INSTRUCTIONS = (
     "Read-only access to a live observer of supervision trees (OTP-style actors on asyncio): "
     "its nodes, supervision trees, processes (state redacted by the agent), crash groups and "
     "reports, the event history, and kill previews. Destructive tools, when listed, are audited."
 )
+
+
+def available() -> bool:
+    """Whether the ``mcp`` SDK is installed (the ``mcp`` extra)."""
+    return importlib.util.find_spec("mcp") is not None
 
 
 class GrantVerifier:
@@ -57,6 +62,8 @@ class GrantVerifier:
         self.grants = grants
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        from mcp.server.auth.provider import AccessToken
+
         grant = match(self.grants, token)
         if grant is None:
             return None
@@ -64,6 +71,9 @@ class GrantVerifier:
 
 
 def _http_caller(grants: tuple[Grant, ...]) -> Caller:
+    from mcp.server.auth.middleware.auth_context import get_access_token
+    from mcp.server.mcpserver.exceptions import ToolError
+
     access = get_access_token()
     grant = match(grants, access.token) if access is not None else None
     if grant is None:  # the middleware let no unauthenticated request through: this is a bug, fail closed
@@ -84,6 +94,12 @@ def build(
 ) -> MCPServer:
     """The server over ``state``. ``stdio_grant``: the caller of a stdio server;
     ``http_url`` (``http://host:port``): serve over HTTP with bearer tokens from ``grants``."""
+    import anyio
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from pydantic import AnyHttpUrl
+
     if (stdio_grant is None) == (http_url is None):
         raise ValueError("give exactly one of stdio_grant and http_url")
     kw: dict[str, Any] = {}
@@ -194,11 +210,19 @@ def build(
     return server
 
 
-def http_security(host: str, port: int) -> TransportSecuritySettings:
-    """DNS-rebinding protection: the Host and Origin of the bound address only."""
+def serve_http(server: MCPServer, sock: Any, host: str, port: int) -> None:
+    """Serve ``server`` over streamable HTTP at ``/mcp`` on the bound ``sock`` (uvicorn) until stopped.
+    Host and Origin must be the bound address's (DNS-rebinding protection)."""
+    import anyio
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+
     hosts = [f"{host}:{port}"] + ([f"localhost:{port}", f"127.0.0.1:{port}"] if host in ("127.0.0.1", "::1") else [])
-    return TransportSecuritySettings(
+    security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts],
     )
+    app = server.streamable_http_app(host=host, transport_security=security)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    anyio.run(lambda: uv.serve(sockets=[sock]))

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from examples.demo_system import PAYMENTS
 from observer import HistoryStore
 from observer.mcp import DESTRUCTIVE_TOOLS, READ_TOOLS
 from tests.observer import TOKEN, wait_for
 from tests.observer.nodes import NodeProcess, clean_env, free_port, read_line, stop_process
-
-mcp = pytest.importorskip("mcp")
-from mcp import ClientSession  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OP = "mcp-operator-token-0123456789abcdef"
@@ -177,8 +176,6 @@ def http_server(node: NodeProcess, files: Path) -> Iterator[str]:
 
 
 def test_http_a_read_only_token_reads_but_cannot_kill_and_the_refusal_is_audited(http_server: str, files: Path) -> None:
-    import httpx2
-
     async def main() -> None:
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {RO}"}) as http,
@@ -210,8 +207,6 @@ def test_http_a_read_only_token_reads_but_cannot_kill_and_the_refusal_is_audited
 
 
 def test_http_without_a_valid_bearer_token_is_turned_away(http_server: str) -> None:
-    import httpx2
-
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {OP}"}):

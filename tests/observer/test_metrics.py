@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples.demo_system import PAYMENTS, PAYMENTS_SUP
-from observer import HistoryStore
+from observer import HistoryStore, __version__
 from observer.app import ObserverConfig, create_app
 from observer.metrics import OTHER, ObserverCollector, install
 from tests.observer import TOKEN, wait_for
@@ -76,7 +76,7 @@ def test_the_collector_reads_the_demo_tree_from_the_model(web: Web) -> None:
         kids["children"]
     )
     assert _value(samples, "observer_supervisor_child_restarts_total", node="demo", supervisor=PAYMENTS_SUP) == 0
-    assert _value(samples, "observer_info", version=__import__("observer").__version__) == 1
+    assert _value(samples, "observer_info", version=__version__) == 1
 
 
 def test_metrics_are_off_by_default_and_need_the_bearer_token(web: Web) -> None:
