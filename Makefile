@@ -33,6 +33,7 @@ demo: $(STAMP) $(WEB_STAMP)
 	$(PY) -m observer demo $(DEMO_ARGS)
 
 lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check actors agent observer bench examples tests
 

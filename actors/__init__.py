@@ -55,7 +55,22 @@ from ._events import (
 from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, reply, start_link
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
-from ._introspect import ProcessInfo, StackFrame
+from ._introspect import (
+    FlightRecorderInfo,
+    ProcessInfo,
+    StackFrame,
+    estimate_memory,
+    find_process,
+    flight_recorder_info,
+    format_exception_chain,
+    process_info,
+    process_kind,
+    process_links,
+    process_monitors,
+    process_stack,
+    process_status,
+    task_process,
+)
 from ._messages import From
 from ._node import Node
 from ._process import Process
@@ -105,6 +120,7 @@ __all__ = [
     "Exit",
     "Exited",
     "FlightEntry",
+    "FlightRecorderInfo",
     "From",
     "GenServer",
     "Ignore",
@@ -141,10 +157,20 @@ __all__ = [
     "budget",
     "count_children",
     "delete_child",
+    "estimate_memory",
+    "find_process",
+    "flight_recorder_info",
+    "format_exception_chain",
     "format_reason",
     "get_childspec",
     "get_state",
     "is_normal_shutdown",
+    "process_info",
+    "process_kind",
+    "process_links",
+    "process_monitors",
+    "process_stack",
+    "process_status",
     "reply",
     "restart_child",
     "start_child",
@@ -153,6 +179,7 @@ __all__ = [
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
+    "task_process",
     "terminate_child",
     "which_child",
     "which_children",

@@ -1,6 +1,21 @@
 """Read-only introspection: frozen records the agent serializes as they are.
 
-Nothing here changes a process or waits. Functions may be called from another
+This is the whole surface an observer (the agent) reads the runtime through,
+re-exported from :mod:`actors`:
+
+* :func:`find_process` -- the live :class:`Process` for a pid or name, or None;
+  :func:`task_process` -- the process whose task this is, or None;
+* :func:`process_info` -- a frozen :class:`ProcessInfo` of one process;
+* cheap single reads for a sampler's hot loop: :func:`process_status`,
+  :func:`process_kind`, :func:`process_links`, :func:`process_monitors`
+  (plus the public counters of :class:`Process`: ``msgs_in``, ``msgs_out``,
+  ``handled``, ``handler_time``, ``mailbox_len``, ...);
+* walks, costlier, on request: :func:`process_stack`, :func:`estimate_memory`;
+* :func:`flight_recorder_info` -- whether the flight recorder is on, and how;
+* :func:`format_exception_chain` -- an exception with its cause chain as text.
+
+Concurrency rules: nothing here changes a process or waits, and nothing
+raises for a process that is exiting. Functions may be called from another
 thread than the node's loop: each attribute read is atomic, and a process that
 exits between two reads is reported as it was (``alive=False``).
 """
@@ -10,11 +25,15 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._crash import capture_chain, format_chain
 from ._types import Pid
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from ._node import Node
     from ._process import Process
 
 
@@ -78,8 +97,63 @@ class ProcessInfo:
     """Whether message tracing is on for it."""
 
 
-def process_status(p: Process) -> str:
-    """``running``, ``waiting``, ``suspended`` or ``exiting``."""
+@dataclass(frozen=True, slots=True)
+class FlightRecorderInfo:
+    """How a process's flight recorder is set (see :meth:`Node.flight_recorder`)."""
+
+    size: int
+    """How many handled messages it keeps."""
+    subtree: bool
+    """Whether processes spawned below this one get one too."""
+
+
+def find_process(node: Node, target: Pid | str) -> Process | None:
+    """The live :class:`Process` for a pid or registered name, or None
+    (:meth:`Node.process` raises instead). Any thread; never raises."""
+    return node._get(target)
+
+
+def task_process(node: Node, task: asyncio.Task[Any] | None) -> Process | None:
+    """The live process whose body runs in ``task``, or None (a walk over
+    every process: call when something is wrong, not per event)."""
+    if task is None:
+        return None
+    for p in node.iter_processes():
+        if p._task is task:
+            return p
+    return None
+
+
+def process_links(p: Process) -> tuple[Pid, ...]:
+    """Pids linked to ``p`` (in no particular order)."""
+    links = p._links
+    return tuple(links) if links else ()
+
+
+def process_monitors(p: Process) -> tuple[Pid, ...]:
+    """Pids ``p`` monitors."""
+    mons = p._monitoring
+    return tuple(mons.values()) if mons else ()
+
+
+def flight_recorder_info(p: Process) -> FlightRecorderInfo | None:
+    """The flight recorder's settings, None when it is off."""
+    fl = p._flight
+    return None if fl is None else FlightRecorderInfo(fl.size, fl.subtree)
+
+
+def format_exception_chain(exc: BaseException) -> str:
+    """``exc`` with its cause/context chain laid out as Python prints it
+    (oldest first, at most a few links). May raise what a broken ``__str__``
+    raises: callers serializing for a wire catch it."""
+    return format_chain(capture_chain(exc))
+
+
+ProcessStatus = Literal["running", "waiting", "suspended", "exiting"]
+
+
+def process_status(p: Process) -> ProcessStatus:
+    """``running``, ``waiting`` (in receive), ``suspended`` or ``exiting``."""
     if not p.alive:
         return "exiting"
     if p._suspended is not None:
@@ -90,6 +164,7 @@ def process_status(p: Process) -> str:
 
 
 def process_kind(p: Process) -> str:
+    """``worker``, ``gen_server`` or ``supervisor`` (a behaviour's ``kind``)."""
     b = p.behaviour
     if b is None:
         return "worker"
@@ -97,6 +172,7 @@ def process_kind(p: Process) -> str:
 
 
 def process_info(p: Process) -> ProcessInfo:
+    """A frozen record of ``p`` as it is now (see :class:`ProcessInfo`)."""
     links = p._links
     mons = p._monitoring
     by = p._monitors

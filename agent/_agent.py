@@ -260,7 +260,8 @@ class Agent(Sampling, Clock):
         except Exception:
             pass
         if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            writer.write(P.encode_frame({"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}))
+            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
+            writer.write(P.encode_frame(busy))
             writer.close()
             return
         session = Session(self, reader, writer)
@@ -299,7 +300,7 @@ class Agent(Sampling, Clock):
         node = self.node
 
         def off() -> None:
-            p = node._get(pid)
+            p = actors.find_process(node, pid)
             if p is not None:
                 p.traced = False
             self.collector.forget_trace(pid)
@@ -405,7 +406,9 @@ class Agent(Sampling, Clock):
                 log.exception("agent session %s: write failed", s.id)
                 s.wake_writer()
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: P.Event | dict[str, Any]) -> None:
+        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
+        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
         self.seq += 1
         d["t"] = "ev"
         d["seq"] = self.seq
@@ -425,7 +428,7 @@ class Agent(Sampling, Clock):
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
-    def node_meta(self) -> dict[str, Any]:
+    def node_meta(self) -> P.NodeMeta:
         node = self.node
         return {
             "node_id": node.node_id,
@@ -441,7 +444,7 @@ class Agent(Sampling, Clock):
     def node_processes(self) -> list[actors.Process]:
         return list(self.node.iter_processes())
 
-    def records(self, procs: list[actors.Process]) -> list[dict[str, Any]]:
+    def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
         for p in procs:
             if not p.alive:
@@ -456,7 +459,7 @@ class Agent(Sampling, Clock):
     def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
         """Note the meta an observer was just sent, so a later change yields an ``update``."""
         if p is None:
-            p = self.node._get(pid)
+            p = actors.find_process(self.node, pid)
             if p is None:
                 return
         ent = self._cache.get(pid.id)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import actors
 
+from . import messages as M
+
 if TYPE_CHECKING:
     from ._collector import Collector
     from ._session import Session
@@ -49,7 +51,7 @@ class Clock:
     _blocked_pid: str | None
     _stopping: bool
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _drain(self) -> None:
@@ -117,14 +119,13 @@ class Clock:
                 self._block_lag = 0.0
                 self._report_blocked(overdue)
         elif last >= self._blocked_since:
-            self._publish(
-                {
-                    "ev": "loop_unblocked",
-                    "pid": self._blocked_pid,
-                    "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
-                    "time": time.time(),
-                }
-            )
+            unblocked: M.LoopUnblockedEvent = {
+                "ev": "loop_unblocked",
+                "pid": self._blocked_pid,
+                "blocked_ms": round(max(self._block_lag, overdue) * 1000, 1),
+                "time": time.time(),
+            }
+            self._publish(unblocked)
             self._blocked_since = None
             self._blocked_pid = None
 
@@ -176,12 +177,10 @@ class Clock:
             task = asyncio.current_task(self.node.loop)
         except Exception:
             pass
-        if task is not None:
-            for p in self.node.iter_processes():
-                if p._task is task:
-                    pid, name = str(p.pid), p.name or p.label
-                    break
-        stack: list[dict[str, Any]] = []
+        p = actors.task_process(self.node, task)
+        if p is not None:
+            pid, name = str(p.pid), p.name or p.label
+        stack: list[M.StackEntry] = []
         frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
         while frame is not None and len(stack) < 40:
             code = frame.f_code
@@ -189,14 +188,13 @@ class Clock:
             frame = frame.f_back
         stack.reverse()
         self._blocked_pid = pid
-        self._publish(
-            {
-                "ev": "loop_blocked",
-                "pid": pid,
-                "name": name,
-                "blocked_ms": round(waited * 1000, 1),
-                "stack": stack,
-                "time": time.time(),
-            }
-        )
+        blocked: M.LoopBlockedEvent = {
+            "ev": "loop_blocked",
+            "pid": pid,
+            "name": name,
+            "blocked_ms": round(waited * 1000, 1),
+            "stack": stack,
+            "time": time.time(),
+        }
+        self._publish(blocked)
         log.warning("agent: host event loop blocked for %.0f ms (process %s %s)", waited * 1000, pid, name or "")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import actors
-from actors._introspect import process_stack
+from actors import process_stack
 
 from . import _crash
 from . import protocol as P
@@ -77,7 +77,7 @@ class Commands:
         }
         assert set(self.handlers) == set(P.ALL_COMMANDS)
 
-    async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> dict[str, Any]:
+    async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg:
         if not isinstance(cmd, str) or cmd not in self.handlers:
             return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
         if cmd not in session.commands:
@@ -100,7 +100,8 @@ class Commands:
             return _err(rid, P.E_NO_SUCH_PROCESS, str(exc))
         if destructive:
             audit.info("agent: %s %s by %s (%s): ok", cmd, _brief(args), session.peer, session.id)
-        return {"t": "reply", "id": rid, "ok": True, "result": result}
+        ok: P.ReplyOk = {"t": "reply", "id": rid, "ok": True, "result": result}
+        return ok
 
     async def on_host(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run ``fn()`` on the host loop (between two process steps) and return its result."""
@@ -142,7 +143,7 @@ class Commands:
 
         def read() -> dict[str, Any]:
             p = node.process(target)
-            rec = process_record(p)
+            rec: dict[str, Any] = {**process_record(p)}
             rec["stack"] = [{"function": f.function, "file": f.filename, "line": f.lineno} for f in process_stack(p)]
             rec["memory"] = node.memory(p.pid)
             rec["monitored_by"] = [str(x) for x in node.info(p.pid).monitored_by]
@@ -158,14 +159,14 @@ class Commands:
 
         def read() -> dict[str, Any]:
             p = node.process(target)
-            rec = process_record(p)
+            rec: dict[str, Any] = {**process_record(p)}
             rec["stack"] = [{"function": f.function, "file": f.filename, "line": f.lineno} for f in process_stack(p)]
             rec["memory"] = node.memory(p.pid)
             rec["monitored_by"] = [str(x) for x in node.info(p.pid).monitored_by]
             b = p.behaviour
             rec["_state"] = b.state if isinstance(b, actors.GenServer) else _NO_STATE
             rec["_mailbox"] = p.mailbox_peek(peek)
-            fl = p._flight
+            fl = actors.flight_recorder_info(p)
             rec["flight_recorder"] = None if fl is None else {"size": fl.size, "subtree": fl.subtree}
             if isinstance(b, actors.Supervisor):
                 rec["children"] = [
@@ -288,7 +289,7 @@ class Commands:
         def do() -> list[str]:
             done = []
             for t in targets:
-                p = node._get(t)
+                p = actors.find_process(node, t)
                 if p is None:
                     continue
                 key = str(p.pid)
@@ -312,7 +313,7 @@ class Commands:
 _NO_STATE = object()
 
 
-def _err(rid: int | str, code: str, message: str) -> dict[str, Any]:
+def _err(rid: int | str, code: str, message: str) -> P.ReplyError:
     return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}
 
 

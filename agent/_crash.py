@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import actors
 
+from . import messages as M
 from . import protocol as P
 from ._encode import finite
 from ._redact import RedactionPolicy, Redactor, redact_text
@@ -48,14 +49,14 @@ class CrashLog:
         self.policy = policy
         self.values = Redactor(dataclasses.replace(policy, max_bytes=16 * 1024, time_budget_s=0.01))
         self.small = Redactor(dataclasses.replace(policy, max_bytes=2048, max_string=300, time_budget_s=0.002))
-        self.ring: deque[dict[str, Any]] = deque(maxlen=size)
+        self.ring: deque[M.CrashReport | M.CrashReportError] = deque(maxlen=size)
         self.max_per_s = max_per_s
         self.omitted = 0
         self.total = 0
         self._window = 0.0
         self._in_window = 0
 
-    def note(self, report: actors.CrashReport) -> dict[str, Any]:
+    def note(self, report: actors.CrashReport) -> M.CrashReport | M.CrashReportError:
         """Encode ``report``, remember it, return the wire form. Never raises."""
         now = time.monotonic()
         if now - self._window >= 1.0:
@@ -69,10 +70,10 @@ class CrashLog:
         self.ring.append(d)
         return d
 
-    def recent(self) -> list[dict[str, Any]]:
+    def recent(self) -> list[M.CrashReport | M.CrashReportError]:
         return list(self.ring)
 
-    def encode(self, r: actors.CrashReport, *, full: bool = True) -> dict[str, Any]:
+    def encode(self, r: actors.CrashReport, *, full: bool = True) -> M.CrashReport | M.CrashReportError:
         try:
             return self._encode(r, full)
         except Exception as exc:  # pragma: no cover - every step below is guarded already
@@ -81,16 +82,16 @@ class CrashLog:
     def _text(self, s: str | None) -> str | None:
         return None if s is None else redact_text(s, self.policy)
 
-    def _value(self, red: Redactor, v: Any) -> dict[str, Any]:
+    def _value(self, red: Redactor, v: Any) -> M.RedactedValue:
         e = red.encode(v)
         return {"value": e.data, "truncated": e.truncated, "masked": e.masked, "size": e.size}
 
-    def _encode(self, r: actors.CrashReport, full: bool) -> dict[str, Any]:
+    def _encode(self, r: actors.CrashReport, full: bool) -> M.CrashReport:
         text = r.traceback
         if text is not None and len(text) > MAX_TEXT:
             text = text[: MAX_TEXT // 4] + "\n[... traceback truncated ...]\n" + text[-3 * MAX_TEXT // 4 :]
         budget = r.budget
-        d: dict[str, Any] = {
+        d: M.CrashReport = {
             "pid": str(r.pid),
             "name": r.name,
             "label": r.label,

@@ -29,13 +29,10 @@ import logging
 import random
 import ssl
 import time
-from typing import TYPE_CHECKING
 
 from . import protocol as P
+from ._agent import WRITE_HIGH_WATER, Agent
 from ._session import Session
-
-if TYPE_CHECKING:
-    from ._agent import Agent
 
 log = logging.getLogger("agent")
 
@@ -141,13 +138,12 @@ class Dialer:
             delay = min(delay * 2, self.backoff_max)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
-        from ._agent import WRITE_HIGH_WATER
-
         with contextlib.suppress(Exception):
             writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         session = Session(self.agent, reader, writer)
         try:
-            writer.write(P.encode_frame({"t": "dial", "protocol": P.PROTOCOL, "name": self.name}))
+            dial: P.DialMsg = {"t": "dial", "protocol": P.PROTOCOL, "name": self.name}
+            writer.write(P.encode_frame(dial))
             await writer.drain()
         except (OSError, ConnectionError):
             writer.close()

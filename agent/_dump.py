@@ -44,7 +44,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import actors
-from actors._introspect import process_stack
+from actors import process_stack
 
 from . import protocol as P
 from ._encode import process_record
@@ -135,7 +135,7 @@ class Dumper(actors.Instrument):
 
     def supervisor_gave_up(self, event: actors.SupervisorGaveUp) -> None:
         """Host loop: a root supervisor giving up takes the whole tree down."""
-        p = self.agent.node._get(event.supervisor)
+        p = actors.find_process(self.agent.node, event.supervisor)
         if p is not None and p.supervisor is None:
             self.request(f"root supervisor {event.supervisor} gave up (restart intensity exceeded)", wait=True)
 
@@ -176,7 +176,7 @@ class Dumper(actors.Instrument):
         out = []
         for p in procs:
             try:
-                rec = process_record(p)
+                rec: dict[str, Any] = {**process_record(p)}
             except Exception:  # changed under our feet: skip it
                 continue
             path = [str(p.pid)]
@@ -193,8 +193,9 @@ class Dumper(actors.Instrument):
             except Exception:
                 rec["stack"] = []
             out.append(rec)
+        meta: dict[str, Any]
         try:
-            meta = ag.node_meta()
+            meta = {**ag.node_meta()}
         except Exception:
             meta = {"node_id": node.node_id}
         crash_log = getattr(ag, "crash_log", None)

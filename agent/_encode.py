@@ -10,9 +10,9 @@ import math
 from typing import Any
 
 import actors
-from actors._crash import capture_chain, format_chain
-from actors._introspect import process_kind, process_status
+from actors import process_kind, process_status
 
+from . import messages as M
 from ._redact import RedactionPolicy, redact_text
 
 MAX_TRACEBACK = 16 * 1024
@@ -33,12 +33,21 @@ def child_id_str(cid: Any) -> str | None:
         return f"<{type(cid).__name__}>"
 
 
-def reason_kind(reason: Any) -> str:
+_ATOM_KINDS: dict[str, M.ReasonKind] = {
+    "normal": "normal",
+    "shutdown": "shutdown",
+    "killed": "killed",
+    "noproc": "noproc",
+    "kill": "killed",
+}
+
+
+def reason_kind(reason: Any) -> M.ReasonKind:
     """``normal``, ``shutdown``, ``killed``, ``noproc``, ``exception`` or ``other``."""
     if isinstance(reason, BaseException):
         return "exception"
-    if type(reason) is str and reason in ("normal", "shutdown", "killed", "noproc", "kill"):
-        return "killed" if reason == "kill" else reason
+    if type(reason) is str and reason in _ATOM_KINDS:
+        return _ATOM_KINDS[reason]
     if actors.is_normal_shutdown(reason):
         return "shutdown"
     return "other"
@@ -49,7 +58,7 @@ def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
     if not isinstance(reason, BaseException):
         return None
     try:
-        text = format_chain(capture_chain(reason))
+        text = actors.format_exception_chain(reason)
     except Exception as exc:  # a broken __str__ on the exception, say
         text = f"<traceback unavailable: {type(exc).__name__}>"
     if len(text) > MAX_TRACEBACK:
@@ -57,7 +66,7 @@ def format_traceback(reason: Any, policy: RedactionPolicy) -> str | None:
     return redact_text(text, policy)
 
 
-def budget_dict(proc: actors.Process) -> dict[str, Any] | None:
+def budget_dict(proc: actors.Process) -> M.Budget | None:
     return _budget_json(_budget_tuple(proc))
 
 
@@ -68,14 +77,14 @@ def finite(x: Any) -> Any:
     return x if type(x) is not float or math.isfinite(x) else str(x)
 
 
-def _budget_json(b: tuple[Any, ...] | None) -> dict[str, Any] | None:
+def _budget_json(b: tuple[Any, ...] | None) -> M.Budget | None:
     return None if b is None else {"used": b[0], "intensity": finite(b[1]), "period": finite(b[2]), "strategy": b[3]}
 
 
-def process_record(p: actors.Process) -> dict[str, Any]:
-    """One process as in a snapshot (see ``protocol.PROCESS_FIELDS``)."""
-    links = p._links
-    mons = p._monitoring
+def process_record(p: actors.Process) -> M.ProcessRecord:
+    """One process as in a snapshot (:class:`messages.ProcessRecord`)."""
+    links = actors.process_links(p)
+    mons = actors.process_monitors(p)
     return {
         "pid": str(p.pid),
         "name": p.name,
@@ -91,8 +100,8 @@ def process_record(p: actors.Process) -> dict[str, Any]:
         "msgs_out": p.msgs_out,
         "handled": p.handled,
         "handler_time": round(p.handler_time, 6),
-        "links": [str(x) for x in tuple(links)] if links else [],
-        "monitors": [str(x) for x in tuple(mons.values())] if mons else [],
+        "links": [str(x) for x in links],
+        "monitors": [str(x) for x in mons],
         "trap_exit": p.trap_exit,
         "started_at": p.started_at,
         "budget": budget_dict(p),
@@ -127,7 +136,7 @@ def meta_of(p: actors.Process) -> tuple[Any, ...]:
 META_FIELDS = ("name", "label", "supervisor", "child_id", "kind", "restarts", "trap_exit", "budget")
 
 
-def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
+def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
     name, label, sup, cid, kind, restarts, trap_exit, budget = meta
     return {
         "name": name,
@@ -141,11 +150,13 @@ def meta_dict(meta: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value: Any) -> dict[str, Any] | None:
-    """A runtime event as a wire event (without ``seq``); None for unknown types."""
+def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value: Any) -> M.Event | None:
+    """A runtime event as a wire event body (:data:`messages.EVENTS`; ``t`` and
+    ``seq`` are added when it is published); None for unknown types. The
+    agent's own events (``loop_blocked``, ...) come in built and pass as they are."""
     t = type(ev)
     if t is actors.Spawned:
-        d: dict[str, Any] = {
+        spawn: M.SpawnEvent = {
             "ev": "spawn",
             "pid": str(ev.pid),
             "name": ev.name,
@@ -153,12 +164,14 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "parent": pid_str(ev.parent),
             "time": ev.time,
         }
-        p = node._get(ev.pid)
-        if p is not None:
-            d.update(meta_dict(meta_of(p)))
-        return d
+        p = actors.find_process(node, ev.pid)
+        if p is None:
+            return spawn
+        meta = meta_dict(meta_of(p))
+        spawn_meta: M.SpawnEvent = {**spawn, **meta}
+        return spawn_meta
     if t is actors.Exited:
-        return {
+        exit_: M.ExitEvent = {
             "ev": "exit",
             "pid": str(ev.pid),
             "name": ev.name,
@@ -170,8 +183,9 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "traceback": None if ev.report is not None else format_traceback(ev.reason, policy),
             "time": ev.time,
         }
+        return exit_
     if t is actors.Restarted:
-        return {
+        restart: M.RestartEvent = {
             "ev": "restart",
             "supervisor": str(ev.supervisor),
             "child_id": child_id_str(ev.child_id),
@@ -180,22 +194,42 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "restarts": ev.restarts,
             "time": ev.time,
         }
-    if t is actors.Linked or t is actors.Unlinked:
-        return {"ev": "link" if t is actors.Linked else "unlink", "a": str(ev.a), "b": str(ev.b), "time": ev.time}
-    if t is actors.Monitored or t is actors.Demonitored:
-        return {
-            "ev": "monitor" if t is actors.Monitored else "demonitor",
+        return restart
+    if t is actors.Linked:
+        link: M.LinkEvent = {"ev": "link", "a": str(ev.a), "b": str(ev.b), "time": ev.time}
+        return link
+    if t is actors.Unlinked:
+        unlink: M.UnlinkEvent = {"ev": "unlink", "a": str(ev.a), "b": str(ev.b), "time": ev.time}
+        return unlink
+    if t is actors.Monitored:
+        mon: M.MonitorEvent = {
+            "ev": "monitor",
             "watcher": pid_str(ev.watcher),
             "target": str(ev.target),
             "ref": repr(ev.ref),
             "time": ev.time,
         }
+        return mon
+    if t is actors.Demonitored:
+        demon: M.DemonitorEvent = {
+            "ev": "demonitor",
+            "watcher": pid_str(ev.watcher),
+            "target": str(ev.target),
+            "ref": repr(ev.ref),
+            "time": ev.time,
+        }
+        return demon
     if t is actors.Registered:
-        return {"ev": "register", "name": ev.name, "pid": pid_str(ev.pid), "time": ev.time}
-    if t is actors.Suspended or t is actors.Resumed:
-        return {"ev": "suspend" if t is actors.Suspended else "resume", "pid": str(ev.pid), "time": ev.time}
+        reg: M.RegisterEvent = {"ev": "register", "name": ev.name, "pid": pid_str(ev.pid), "time": ev.time}
+        return reg
+    if t is actors.Suspended:
+        sus: M.SuspendEvent = {"ev": "suspend", "pid": str(ev.pid), "time": ev.time}
+        return sus
+    if t is actors.Resumed:
+        res: M.ResumeEvent = {"ev": "resume", "pid": str(ev.pid), "time": ev.time}
+        return res
     if t is actors.SupervisorGaveUp:
-        return {
+        gave_up: M.GaveUpEvent = {
             "ev": "gave_up",
             "supervisor": str(ev.supervisor),
             "child_id": child_id_str(ev.child_id),
@@ -204,8 +238,9 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "period": finite(ev.period),
             "time": ev.time,
         }
+        return gave_up
     if t is actors.MessageSent:
-        return {
+        out: M.TraceEvent = {
             "ev": "trace",
             "dir": "out",
             "pid": str(ev.sender),
@@ -213,8 +248,16 @@ def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value
             "message": encode_value(ev.message),
             "time": ev.time,
         }
+        return out
     if t is actors.MessageReceived:
-        return {"ev": "trace", "dir": "in", "pid": str(ev.pid), "message": encode_value(ev.message), "time": ev.time}
-    if isinstance(ev, dict):  # the agent's own events (loop_blocked, ...)
-        return ev
+        in_: M.TraceEvent = {
+            "ev": "trace",
+            "dir": "in",
+            "pid": str(ev.pid),
+            "message": encode_value(ev.message),
+            "time": ev.time,
+        }
+        return in_
+    if isinstance(ev, dict):  # the agent's own events (loop_blocked, ...), built as M.Event
+        return ev  # type: ignore[return-value]
     return None

@@ -12,8 +12,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import actors
-from actors._introspect import estimate_memory
+from actors import estimate_memory, find_process, process_status
 
+from . import messages as M
 from ._encode import meta_dict, meta_of
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Sampling:
     _fresh_checked: float
     _scans: int
 
-    def _publish(self, d: dict[str, Any]) -> None:
+    def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _recheck_fresh(self) -> None:
@@ -67,7 +68,7 @@ class Sampling:
             fresh.popleft()
         node, cache = self.node, self._cache
         for _, pid in fresh:
-            p = node._get(pid)
+            p = find_process(node, pid)
             ent = cache.get(pid.id)
             if p is None or ent is None or not p.alive:
                 continue
@@ -89,7 +90,7 @@ class Sampling:
             rows, msgs = [], 0
         cost = time.perf_counter() - t0
         self.messages_total += msgs
-        stats = {
+        stats: M.NodeStats = {
             "time": time.time(),
             "process_count": self.node.process_count(),
             "messages": msgs,
@@ -129,16 +130,14 @@ class Sampling:
                     mem = ent[1][7] if ent is not None and ent[1] is not None else None
             else:
                 mem = ent[1][7]
-            mb = p._mb
-            st = "suspended" if p._suspended is not None else ("waiting" if p._waiter is not None else "running")
-            row = [
+            row: list[Any] = [
                 None,
-                len(mb) if mb is not None else 0,
+                p.mailbox_len,
                 p.msgs_in,
                 p.msgs_out,
                 p.handled,
                 round(p.handler_time, 6),
-                st,
+                process_status(p),
                 mem,
             ]
             if ent is None:

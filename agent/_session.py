@@ -16,6 +16,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
@@ -53,8 +54,8 @@ class Session:
         self.peak_events = 0
         """The most events this session ever had queued (for tests and benchmarks)."""
         self.samples: dict[str, list[Any]] = {}
-        self.node_stats: dict[str, Any] | None = None
-        self.replies: deque[dict[str, Any]] = deque()
+        self.node_stats: P.NodeStats | None = None
+        self.replies: deque[P.ReplyMsg] = deque()
         self.dropped = 0
         self.resync = False
         self.ready = False
@@ -128,7 +129,7 @@ class Session:
     def wake_writer(self) -> None:
         self._wake.set()
 
-    def push_samples(self, rows: list[list[Any]], stats: dict[str, Any]) -> None:
+    def push_samples(self, rows: list[list[Any]], stats: P.NodeStats) -> None:
         if not self.ready:
             return
         samples = self.samples
@@ -147,7 +148,7 @@ class Session:
         self.resync = True
         self._wake.set()
 
-    def reply(self, msg: dict[str, Any]) -> None:
+    def reply(self, msg: P.ReplyMsg) -> None:
         self.replies.append(msg)
         self._wake.set()
 
@@ -180,7 +181,7 @@ class Session:
             except Exception:
                 pass
 
-    async def _send_now(self, obj: dict[str, Any]) -> None:
+    async def _send_now(self, obj: Mapping[str, Any]) -> None:
         data = P.encode_frame(obj)
         self.bytes_out += len(data)
         self.writer.write(data)
@@ -188,7 +189,8 @@ class Session:
 
     async def _fail(self, code: str, message: str) -> None:
         try:
-            await asyncio.wait_for(self._send_now({"t": "error", "code": code, "message": message}), 1.0)
+            err: P.ErrorMsg = {"t": "error", "code": code, "message": message}
+            await asyncio.wait_for(self._send_now(err), 1.0)
         except Exception:
             pass
 
@@ -203,15 +205,14 @@ class Session:
     async def _handshake(self) -> bool:
         agent = self.agent
         nonce = secrets.token_hex(16)
-        await self._send_now(
-            {
-                "t": "hello",
-                "protocol": P.PROTOCOL,
-                "versions": list(P.SUPPORTED_VERSIONS),
-                "nonce": nonce,
-                "node": agent.node_meta(),
-            }
-        )
+        hello: P.HelloMsg = {
+            "t": "hello",
+            "protocol": P.PROTOCOL,
+            "versions": list(P.SUPPORTED_VERSIONS),
+            "nonce": nonce,
+            "node": agent.node_meta(),
+        }
+        await self._send_now(hello)
         try:
             msg = await asyncio.wait_for(self._read_frame(), HANDSHAKE_TIMEOUT)
         except TimeoutError:
@@ -247,17 +248,16 @@ class Session:
         self.role = role
         self.commands = P.commands_for(role)
         audit.info("agent: %s attached from %s as %s", self.id, self.peer, role)
-        await self._send_now(
-            {
-                "t": "welcome",
-                "version": P.VERSION,
-                "role": role,
-                "mac": P.server_mac(token, nonce, client_nonce, role),
-                "session": self.id,
-                "commands": list(self.commands),
-                "sample_hz": agent.sample_hz,
-            }
-        )
+        welcome: P.WelcomeMsg = {
+            "t": "welcome",
+            "version": P.VERSION,
+            "role": role,
+            "mac": P.server_mac(token, nonce, client_nonce, role),
+            "session": self.id,
+            "commands": list(self.commands),
+            "sample_hz": agent.sample_hz,
+        }
+        await self._send_now(welcome)
         self.ready = True
         agent.sessions_changed()
         self.resync = True  # the first thing written is a snapshot
@@ -354,12 +354,13 @@ class Session:
         stats, self.node_stats = self.node_stats, None
         out = []
         for i in range(0, max(len(rows), 1), 5000):
-            data = self._frame({"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None})
+            frame: P.SamplesMsg = {"t": "samples", "rows": rows[i : i + 5000], "node": stats if i == 0 else None}
+            data = self._frame(frame)
             if data is not None:
                 out.append(data)
         return out
 
-    def _frame(self, obj: dict[str, Any]) -> bytes | None:
+    def _frame(self, obj: Mapping[str, Any]) -> bytes | None:
         try:
             return P.encode_frame(obj, fast=obj.get("t") in _OWN_FRAMES)
         except P.FrameError as exc:
@@ -377,14 +378,14 @@ class Session:
         self.bytes_out += len(data)
         self.writer.write(data)
 
-    def _write_nowait(self, obj: dict[str, Any]) -> None:
+    def _write_nowait(self, obj: Mapping[str, Any]) -> None:
         if self.writer.is_closing():
             raise ConnectionResetError("observer went away")
         data = self._frame(obj)
         if data is not None:
             self._send([data])
 
-    async def _write(self, obj: dict[str, Any]) -> None:
+    async def _write(self, obj: Mapping[str, Any]) -> None:
         self._write_nowait(obj)
         await self.writer.drain()
 
@@ -407,16 +408,23 @@ class Session:
         self.event_bytes = 0
         self.samples = {}
         if self.dropped:
-            await self._write({"t": "gap", "dropped": self.dropped})
+            gap: P.GapMsg = {"t": "gap", "dropped": self.dropped}
+            await self._write(gap)
             self.dropped = 0
         procs = agent.node_processes()
-        await self._write({"t": "snapshot_begin", "seq": seq, "count": len(procs), "node": agent.node_meta()})
+        begin: P.SnapshotBeginMsg = {"t": "snapshot_begin", "seq": seq, "count": len(procs), "node": agent.node_meta()}
+        await self._write(begin)
         for i in range(0, len(procs), SNAPSHOT_CHUNK):
-            chunk = agent.records(procs[i : i + SNAPSHOT_CHUNK])
-            await self._write({"t": "snapshot_chunk", "seq": seq, "procs": chunk})
+            chunk: P.SnapshotChunkMsg = {
+                "t": "snapshot_chunk",
+                "seq": seq,
+                "procs": agent.records(procs[i : i + SNAPSHOT_CHUNK]),
+            }
+            await self._write(chunk)
             while self.replies:
                 await self._write(self.replies.popleft())
-        await self._write({"t": "snapshot_end", "seq": seq, "names": agent.names()})
+        end: P.SnapshotEndMsg = {"t": "snapshot_end", "seq": seq, "names": agent.names()}
+        await self._write(end)
 
 
 def _estimate(msg: dict[str, Any]) -> int:
@@ -443,5 +451,5 @@ def _estimate(msg: dict[str, Any]) -> int:
     return size
 
 
-def _error(rid: int | str, code: str, message: str) -> dict[str, Any]:
+def _error(rid: int | str, code: str, message: str) -> P.ReplyError:
     return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}

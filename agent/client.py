@@ -35,7 +35,9 @@ class AgentClient:
         self.reader = reader
         self.writer = writer
         self.hello: dict[str, Any] = {}
+        """The agent's ``hello`` (:class:`protocol.HelloMsg`), checked."""
         self.welcome: dict[str, Any] = {}
+        """The agent's ``welcome`` (:class:`protocol.WelcomeMsg`), checked."""
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -100,7 +102,7 @@ class AgentClient:
             raise P.FrameError(f"frame of {n} bytes over the limit")
         return P.decode_payload(await self.reader.readexactly(n))
 
-    def _send(self, obj: dict[str, Any]) -> None:
+    def _send(self, obj: P.AuthMsg | P.CommandMsg) -> None:
         self.writer.write(P.encode_frame(obj))
 
     async def _handshake(self, token: bytes, role: str) -> None:
@@ -113,33 +115,38 @@ class AgentClient:
                 "wrong port, TLS mismatch or a refused client certificate?",
             ) from None
         if hello.get("t") == "error":
-            raise AgentError(str(hello.get("code")), str(hello.get("message")))
-        if hello.get("t") != "hello" or hello.get("protocol") != P.PROTOCOL:
-            raise AgentError(P.E_BAD_HANDSHAKE, "not an observer agent")
-        if P.VERSION not in hello.get("versions", []):
-            raise AgentError(P.E_BAD_HANDSHAKE, f"agent speaks versions {hello.get('versions')}, we speak {P.VERSION}")
+            err = P.read_error(hello)
+            raise AgentError(err["code"], err["message"])
+        try:
+            checked = P.read_hello(hello)
+        except P.FrameError as exc:
+            raise AgentError(exc.code, str(exc)) from None
+        if P.VERSION not in checked["versions"]:
+            raise AgentError(P.E_BAD_HANDSHAKE, f"agent speaks versions {checked['versions']}, we speak {P.VERSION}")
         self.hello = hello
         nonce = secrets.token_hex(16)
-        agent_nonce = str(hello["nonce"])
-        self._send(
-            {
-                "t": "auth",
-                "version": P.VERSION,
-                "nonce": nonce,
-                "role": role,
-                "mac": P.client_mac(token, agent_nonce, nonce, role),
-            }
-        )
+        agent_nonce = checked["nonce"]
+        auth: P.AuthMsg = {
+            "t": "auth",
+            "version": P.VERSION,
+            "nonce": nonce,
+            "role": role,
+            "mac": P.client_mac(token, agent_nonce, nonce, role),
+        }
+        self._send(auth)
         await self.writer.drain()
         try:
             welcome = await self._read()
         except asyncio.IncompleteReadError:
             raise AgentError(P.E_AUTH_FAILED, "connection closed during the handshake") from None
         if welcome.get("t") == "error":
-            raise AgentError(str(welcome.get("code")), str(welcome.get("message")))
-        if welcome.get("t") != "welcome" or not P.verify(
-            P.server_mac(token, agent_nonce, nonce, role), welcome.get("mac")
-        ):
+            err = P.read_error(welcome)
+            raise AgentError(err["code"], err["message"])
+        try:
+            mac = P.read_welcome(welcome)["mac"]
+        except P.FrameError:
+            mac = None
+        if not P.verify(P.server_mac(token, agent_nonce, nonce, role), mac):
             raise AgentError(P.E_AUTH_FAILED, "the agent could not prove it holds the token")
         self.welcome = welcome
 
@@ -147,13 +154,17 @@ class AgentClient:
         try:
             while True:
                 msg = await self._read()
-                if msg.get("t") == "reply":
-                    fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+                t = msg["t"]
+                if t == "reply":
+                    reply = P.read_reply(msg)
+                    rid = reply["id"]
+                    fut = self._pending.pop(rid, None) if isinstance(rid, int) else None
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
                     continue
-                if msg.get("t") == "error":
-                    self.close_reason = f"{msg.get('code')}: {msg.get('message')}"
+                if t == "error":
+                    err = P.read_error(msg)
+                    self.close_reason = f"{err['code']}: {err['message']}"
                 await self.messages.put(msg)
         except (asyncio.IncompleteReadError, ConnectionError, P.FrameError, OSError) as exc:
             self.close_reason = self.close_reason or f"{type(exc).__name__}"
@@ -166,11 +177,10 @@ class AgentClient:
 
     async def command(self, cmd: str, *, timeout: float = 10.0, **args: Any) -> Any:
         """Run a command; return its result or raise :class:`AgentError`."""
-        reply = await self.request(cmd, args, timeout=timeout)
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
-            raise AgentError(str(err.get("code")), str(err.get("message")))
-        return reply.get("result")
+        reply = P.read_reply(await self.request(cmd, args, timeout=timeout))
+        if reply["ok"] is False:
+            raise AgentError(reply["error"]["code"], reply["error"]["message"])
+        return reply["result"]
 
     async def request(self, cmd: Any, args: Any, *, timeout: float = 10.0) -> dict[str, Any]:
         """Send a raw command and return the whole reply message."""
@@ -179,7 +189,8 @@ class AgentClient:
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._send({"t": "cmd", "id": rid, "cmd": cmd, "args": args})
+        frame: P.CommandMsg = {"t": "cmd", "id": rid, "cmd": cmd, "args": args}
+        self._send(frame)
         await self.writer.drain()
         try:
             return await asyncio.wait_for(fut, timeout)

@@ -1,8 +1,15 @@
 """The agent <-> observer wire protocol, declared once.
 
-``docs/protocol.md`` is the prose; this module is the code both sides use.
-Frames are a 4-byte big-endian length followed by that many bytes of UTF-8
-JSON (one object per frame). Every object has a ``t`` (type) field.
+``docs/protocol.md`` is the prose; this module is the code both sides use:
+the constants, the error codes, the handshake's MACs and the shape of every
+message (TypedDicts, declared in :mod:`agent.messages` and, for each
+command's arguments and result, :mod:`agent.command_shapes`; re-exported
+here). The agent builds its frames as these, the observer reads them with
+:func:`read_push`, :func:`read_hello`, ... which check them at the boundary.
+``docs/protocol.schema.json`` is generated from the shapes (``python -m
+agent.schema``). Frames are a 4-byte big-endian length followed
+by that many bytes of UTF-8 JSON, one object per frame, each with a ``t``
+(type) field (the bytes: ``agent/_framing.py``, re-exported here).
 
 Handshake (see :func:`client_mac` / :func:`server_mac`): the agent sends
 ``hello`` with a fresh nonce; the observer answers ``auth`` with its own
@@ -14,29 +21,26 @@ session may use. The token itself never crosses the wire.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import json
-import os
-import struct
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, cast
 
-_orjson: Any
-try:  # optional, about ten times faster; the frames are the same JSON
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on what is installed
-    _orjson = None
+from . import messages as M
+from ._framing import E_BAD_FRAME as E_BAD_FRAME
+from ._framing import HEADER as HEADER
+from ._framing import MAX_INBOUND_FRAME as MAX_INBOUND_FRAME
+from ._framing import MAX_OUTBOUND_FRAME as MAX_OUTBOUND_FRAME
+from ._framing import FrameDecoder as FrameDecoder
+from ._framing import FrameError as FrameError
+from ._framing import decode_payload as decode_payload
+from ._framing import encode_frame as encode_frame
+from .command_shapes import *  # noqa: F403 - each command's args and result shapes
+from .messages import *  # noqa: F403 - the message shapes are part of this module's surface
 
 PROTOCOL: Final = "observer-agent"
 VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = (1,)
-
-HEADER = struct.Struct(">I")
-"""Frame header: payload length, unsigned 32-bit big-endian."""
-MAX_INBOUND_FRAME: Final = 1 << 20
-"""Default cap on a frame the agent accepts (1 MiB)."""
-MAX_OUTBOUND_FRAME: Final = 16 << 20
-"""Default cap on a frame an observer accepts (16 MiB); snapshots are chunked below it."""
 
 ROLE_READ: Final = "read"
 ROLE_OPERATOR: Final = "operator"
@@ -73,8 +77,6 @@ def commands_for(role: str) -> tuple[str, ...]:
 
 # -- error codes ------------------------------------------------------------------------
 
-E_BAD_FRAME: Final = "bad_frame"
-"""Not a length-prefixed JSON object, or over the size limit. The connection closes."""
 E_BAD_HANDSHAKE: Final = "bad_handshake"
 """Wrong message during the handshake, unsupported version, or handshake timeout."""
 E_AUTH_FAILED: Final = "auth_failed"
@@ -95,104 +97,105 @@ E_BUSY: Final = "busy"
 """Too many commands in flight on this session, or too many observers attached."""
 
 
-# -- message shapes (observer -> agent) ----------------------------------------------
-
-
-class AuthMsg(TypedDict):
-    t: Literal["auth"]
-    version: int
-    nonce: str
-    role: str
-    mac: str
-
-
-class CommandMsg(TypedDict):
-    t: Literal["cmd"]
-    id: int | str
-    cmd: str
-    args: dict[str, Any]
-
-
-# -- message shapes (agent -> observer) ------------------------------------------------
-
-
-class HelloMsg(TypedDict):
-    t: Literal["hello"]
-    protocol: str
-    versions: list[int]
-    nonce: str
-    node: dict[str, Any]
-
-
-class WelcomeMsg(TypedDict):
-    t: Literal["welcome"]
-    version: int
-    role: str
-    mac: str
-    session: str
-    commands: list[str]
-    sample_hz: float
-
-
-class ReplyMsg(TypedDict, total=False):
-    t: Literal["reply"]
-    id: int | str
-    ok: bool
-    result: Any
-    error: dict[str, str]
-
-
-class ErrorMsg(TypedDict):
-    t: Literal["error"]
-    code: str
-    message: str
-
-
-EVENT_KINDS: Final = (
-    "spawn",  # pid, name, label, parent, time; if still alive: supervisor, child_id, kind, restarts, trap_exit, budget
-    "exit",  # pid, name, label, reason, reason_kind, exception, traceback, time, report (a crash report or null)
-    "restart",  # supervisor, child_id, old_pid, new_pid, restarts, time
-    "link",  # a, b
-    "unlink",  # a, b
-    "monitor",  # watcher, target, ref
-    "demonitor",  # watcher, target, ref
-    "register",  # name, pid (None: unregistered)
-    "suspend",  # pid
-    "resume",  # pid
-    "gave_up",  # supervisor, child_id, restarts, intensity, period
-    "update",  # pid, name, label, supervisor, child_id, kind, restarts, trap_exit, budget (all; one changed)
-    "trace",  # pid, dir ("in"/"out"), to, message (redacted)
-    "loop_blocked",  # pid, name, blocked_ms, stack
-    "loop_unblocked",  # pid, blocked_ms
-    # every event also has "time" (wall clock, seconds)
-)
-"""``ev`` values of ``{"t": "ev", "seq": n, "ev": kind, ...}`` messages."""
-
-PROCESS_FIELDS: Final = (
-    "pid",
-    "name",
-    "label",
-    "kind",
-    "status",
-    "supervisor",
-    "parent",
-    "child_id",
-    "restarts",
-    "mailbox",
-    "msgs_in",
-    "msgs_out",
-    "handled",
-    "handler_time",
-    "links",
-    "monitors",
-    "trap_exit",
-    "started_at",
-    "budget",
-)
-"""Fields of one process record in a snapshot (``budget`` is null except for supervisors)."""
-
-SAMPLE_FIELDS: Final = ("pid", "mailbox", "msgs_in", "msgs_out", "handled", "handler_time", "status", "memory")
+EVENT_KINDS: Final = M.EVENT_KINDS
+"""``ev`` values of ``{"t": "ev", "seq": n, "ev": kind, ...}`` messages (see :data:`messages.EVENTS`)."""
+CHANGE_KINDS: Final = M.CHANGE_KINDS
+"""What an observer tells its browsers changed: each event kind, ``reset``,
+``samples``, ``gap``, ``status``, ``error`` (see :data:`messages.CHANGE_KINDS`)."""
+PROCESS_FIELDS: Final = M.PROCESS_FIELDS
+"""Fields of one process record in a snapshot (:class:`messages.ProcessRecord`)."""
+SAMPLE_FIELDS: Final = M.SAMPLE_FIELDS
 """Columns of each row of a ``samples`` message."""
+
+
+# -- reading frames at the boundary ------------------------------------------------------------------
+#
+# The observer checks what it reads here, once, instead of trusting raw dicts:
+# the type is known and its required fields are there (a set comparison per
+# frame; values are checked by the schema in the tests, not at run time).
+
+
+@functools.cache
+def _push_required() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """The required keys of each pushed frame type and of each event kind (built
+    at the first read: the agent, which only builds frames, never pays for it)."""
+    push = {t: M.required_keys(M.AGENT_FRAMES[t][0]) for t in M.PUSH_TYPES if t != "ev"}
+    events = {kind: M.required_keys(shape) | {"t", "seq"} for kind, shape in M.EVENTS.items()}
+    return push, events
+
+
+def _missing(obj: dict[str, Any], required: frozenset[str], what: str) -> None:
+    if not required <= obj.keys():
+        raise FrameError(f"{what} frame without {', '.join(sorted(required - obj.keys()))}")
+
+
+def read_push(obj: dict[str, Any]) -> M.PushMsg:
+    """A frame pushed by the agent (not a reply), checked: a known type with its
+    required fields. Raises :class:`FrameError` (``bad_frame``) otherwise; an
+    event of a kind this observer does not know is one, too."""
+    t = obj.get("t")
+    if t == "ev":
+        kind = obj.get("ev")
+        req = _push_required()[1].get(kind) if isinstance(kind, str) else None
+        if req is None:
+            raise FrameError(f"unknown event kind {str(kind)[:40]!r}")
+        _missing(obj, req, f"{kind} event")
+    else:
+        req = _push_required()[0].get(t) if isinstance(t, str) else None
+        if req is None:
+            raise FrameError(f"unexpected frame type {str(t)[:40]!r}")
+        _missing(obj, req, str(t))
+    return cast(M.PushMsg, obj)
+
+
+def read_hello(obj: dict[str, Any]) -> M.HelloMsg:
+    """The agent's ``hello``, checked (an ``error`` frame is the caller's to handle first)."""
+    if obj.get("t") != "hello" or obj.get("protocol") != PROTOCOL:
+        raise FrameError("not an observer agent's hello", E_BAD_HANDSHAKE)
+    _missing(obj, M.required_keys(M.HelloMsg), "hello")
+    if not isinstance(obj["versions"], list) or not isinstance(obj["nonce"], str):
+        raise FrameError("hello with malformed versions or nonce", E_BAD_HANDSHAKE)
+    return cast(M.HelloMsg, obj)
+
+
+def read_welcome(obj: dict[str, Any]) -> M.WelcomeMsg:
+    """The agent's ``welcome``, checked (the MAC is the caller's to verify)."""
+    if obj.get("t") != "welcome":
+        raise FrameError(f"expected welcome, got {str(obj.get('t'))[:40]!r}", E_BAD_HANDSHAKE)
+    _missing(obj, M.required_keys(M.WelcomeMsg), "welcome")
+    return cast(M.WelcomeMsg, obj)
+
+
+def read_reply(obj: dict[str, Any]) -> M.ReplyMsg:
+    """A ``reply``, checked: an ``id``, and ``result`` or ``error`` as ``ok`` says."""
+    if obj.get("t") != "reply" or "id" not in obj or not isinstance(obj.get("ok"), bool):
+        raise FrameError("reply without an id or ok")
+    if obj["ok"]:
+        _missing(obj, M.required_keys(M.ReplyOk), "reply")
+    else:
+        _missing(obj, M.required_keys(M.ReplyError), "reply")
+        err = obj["error"]
+        if not isinstance(err, dict) or not {"code", "message"} <= err.keys():
+            raise FrameError("error reply without a code and message")
+    return cast(M.ReplyMsg, obj)
+
+
+def read_error(obj: dict[str, Any]) -> M.ErrorMsg:
+    """An ``error`` frame; a malformed one still reads (as ``bad_frame``): it ends the session anyway."""
+    code, message = obj.get("code"), obj.get("message")
+    return {
+        "t": "error",
+        "code": code if isinstance(code, str) else E_BAD_FRAME,
+        "message": message if isinstance(message, str) else "malformed error frame",
+    }
+
+
+def read_dial(obj: dict[str, Any]) -> M.DialMsg:
+    """The first frame of an agent that dialled in, checked."""
+    name = obj.get("name")
+    if obj.get("t") != "dial" or obj.get("protocol") != PROTOCOL or not isinstance(name, str):
+        raise FrameError("expected a dial frame naming the node", E_BAD_HANDSHAKE)
+    return cast(M.DialMsg, obj)
 
 
 # -- handshake MACs ----------------------------------------------------------------------------
@@ -213,99 +216,3 @@ def server_mac(token: bytes, agent_nonce: str, client_nonce: str, role: str) -> 
 def verify(expected: str, got: object) -> bool:
     """Constant-time comparison of two MACs; False for anything not a string."""
     return isinstance(got, str) and hmac.compare_digest(expected.encode(), got.encode("utf-8", "replace"))
-
-
-# -- framing ----------------------------------------------------------------------------------------
-
-
-class FrameError(ValueError):
-    """A frame that cannot be accepted; ``code`` is one of the ``E_*`` codes."""
-
-    def __init__(self, message: str, code: str = E_BAD_FRAME) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
-"""Built once: ``json.dumps`` with options builds a new encoder per call (~2.5 us of a 10 us event)."""
-
-FAST_JSON: bool = _orjson is not None and os.environ.get("OBSERVER_AGENT_JSON", "").lower() != "stdlib"
-"""Encode the agent's own frames (``fast=True``) with ``orjson`` when it is
-installed; ``OBSERVER_AGENT_JSON=stdlib`` turns it off. An exit event with its
-crash report encodes in ~3 us instead of ~24 here."""
-
-
-def _fast(obj: dict[str, Any]) -> bytes | None:
-    assert _orjson is not None
-    try:
-        return _orjson.dumps(obj, default=str, option=_orjson.OPT_NON_STR_KEYS)
-    except (TypeError, ValueError, OverflowError, RecursionError):  # an int past 64 bits, say
-        return None
-
-
-def encode_frame(obj: dict[str, Any], *, limit: int = MAX_OUTBOUND_FRAME, fast: bool = False) -> bytes:
-    """One frame: header + compact JSON. Raises :class:`FrameError` over ``limit``.
-
-    ``fast``: the caller vouches that ``obj`` holds no non-finite float (the
-    agent's events, samples and snapshot records are built so: values from
-    the running system pass the redactor, which turns them to text, and the
-    agent's own numbers are finite, see ``_encode.finite``); then
-    :data:`FAST_JSON` may encode it. ``orjson`` writes such a float as
-    ``null``, where this function otherwise sends its text (``"inf"``)."""
-    payload = _fast(obj) if fast and FAST_JSON else None
-    if payload is None:
-        try:
-            text = _ENCODER.encode(obj)
-        except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
-            text = _ENCODER.encode(_finite(obj))
-        payload = text.encode()
-    if len(payload) > limit:
-        raise FrameError(f"frame of {len(payload)} bytes exceeds the {limit}-byte limit")
-    return HEADER.pack(len(payload)) + payload
-
-
-def _finite(v: Any) -> Any:
-    """Replace non-finite floats with their text (``"inf"``, ``"nan"``)."""
-    if isinstance(v, float):
-        return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite(x) for x in v]
-    return v
-
-
-def decode_payload(payload: bytes) -> dict[str, Any]:
-    """Parse one frame's payload; raises :class:`FrameError` unless it is a JSON
-    object with a string ``t``."""
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FrameError(f"frame is not UTF-8 JSON: {type(exc).__name__}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
-        raise FrameError("frame is not a JSON object with a string 't'")
-    return obj
-
-
-class FrameDecoder:
-    """Incremental decoder for a byte stream (used by tests and fuzzing; the
-    agent reads frames with ``readexactly``)."""
-
-    def __init__(self, limit: int = MAX_INBOUND_FRAME) -> None:
-        self.limit = limit
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add bytes; return the complete frames. Raises :class:`FrameError`."""
-        self._buf += data
-        out: list[dict[str, Any]] = []
-        while len(self._buf) >= HEADER.size:
-            (n,) = HEADER.unpack_from(self._buf)
-            if n > self.limit:
-                raise FrameError(f"frame of {n} bytes exceeds the {self.limit}-byte limit")
-            if len(self._buf) < HEADER.size + n:
-                break
-            payload = bytes(self._buf[HEADER.size : HEADER.size + n])
-            del self._buf[: HEADER.size + n]
-            out.append(decode_payload(payload))
-        return out

@@ -138,6 +138,8 @@ class Attachment:
         self._listeners: list[ChangeListener] = []
         self._pending: list[Change] = []
         self._flush_handle: asyncio.TimerHandle | None = None
+        self.bad_frames = 0
+        """Frames the agent pushed that did not read (see :func:`agent.protocol.read_push`): dropped."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class Attachment:
             "connected_since": self.connected_since,
             "commands": list(c.welcome.get("commands") or []) if c is not None else [],
             "session": c.welcome.get("session") if c is not None else None,
+            "bad_frames": self.bad_frames,
         }
 
     # -- the connection loop (loop thread) -----------------------------------------------------------
@@ -308,14 +311,33 @@ class Attachment:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _feed(self, batch: list[dict[str, Any]]) -> None:
+    def _checked(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The frames of ``batch`` that read as the protocol declares them
+        (:func:`agent.protocol.read_push`); the others are dropped and counted
+        (an agent newer than this observer, say, or a broken one)."""
+        out = []
+        for m in batch:
+            try:
+                P.read_push(m)
+            except P.FrameError as exc:
+                self.bad_frames += 1
+                if self.bad_frames <= 10 or self.bad_frames % 1000 == 0:
+                    log.warning(
+                        "observer: %s sent a frame that does not read (%d so far): %s", self.name, self.bad_frames, exc
+                    )
+                continue
+            out.append(m)
+        return out
+
+    async def _feed(self, raw: list[dict[str, Any]]) -> None:
+        batch = self._checked(raw)
         store = self.store
         if store is not None:
             for m in batch:
                 store.record(self.name, m)
         start = 0
         for i, m in enumerate(batch):
-            if m.get("t") == "snapshot_end":
+            if m["t"] == "snapshot_end":
                 if i > start:
                     self._changed(self.model.apply_many(batch[start:i]))
                 # building a big graph takes a while: off the loop (the model is thread-safe)

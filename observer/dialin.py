@@ -171,8 +171,9 @@ class DialInListener:
             except (P.FrameError, asyncio.IncompleteReadError, OSError, TimeoutError) as exc:
                 await self._refuse(writer, peer, None, f"no dial frame: {type(exc).__name__}")
                 return
-            raw_name = msg.get("name")
-            if msg.get("t") != "dial" or msg.get("protocol") != P.PROTOCOL or not isinstance(raw_name, str):
+            try:
+                raw_name = P.read_dial(msg)["name"]
+            except P.FrameError:
                 await self._refuse(writer, peer, None, "the first frame must be a dial frame")
                 return
             if not NAME_RE.match(raw_name):

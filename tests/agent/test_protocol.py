@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import actors
 import agent
+from agent import _framing
 from agent import protocol as P
 from agent.client import AgentClient, AgentError
 from tests.conftest import wait_until
@@ -239,7 +240,7 @@ async def test_the_agents_own_frames_carry_non_finite_numbers_as_text(
 ) -> None:
     if fast:
         pytest.importorskip("orjson")
-    monkeypatch.setattr(P, "FAST_JSON", fast)
+    monkeypatch.setattr(_framing, "FAST_JSON", fast)
     frames = [json.loads(P.encode_frame(f, fast=True)[4:]) for f in await _agent_frames()]
     text = json.dumps(frames)
     budgets = [p["budget"] for p in frames[0]["procs"] if p["budget"]]
@@ -253,9 +254,9 @@ async def test_the_agents_own_frames_carry_non_finite_numbers_as_text(
 async def test_fast_json_writes_the_same_frames_as_the_standard_library() -> None:
     pytest.importorskip("orjson")
     for f in await _agent_frames():
-        fast = P._fast(f)
+        fast = _framing._fast(f)
         assert fast is not None
         assert json.loads(fast) == json.loads(P.encode_frame(f)[4:])
     # what orjson cannot encode goes to the standard library: an int past 64 bits
-    assert P._fast({"t": "x", "n": 2**70}) is None
+    assert _framing._fast({"t": "x", "n": 2**70}) is None
     assert json.loads(P.encode_frame({"t": "x", "n": 2**70}, fast=True)[4:]) == {"t": "x", "n": 2**70}

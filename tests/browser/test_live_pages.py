@@ -120,6 +120,12 @@ def test_the_inspector_shows_its_processs_crash_without_reload(rw_page: Any, rw_
     page.evaluate(MARK)
     reason = f"inspected-{secrets.token_hex(3)}"
     assert _kill(page, rw_server, pid, reason).ok
-    page.wait_for_selector("#insp-crash-link", timeout=15_000)  # pushed: this process's report is stored
+    # pushed: this process's report is stored (the slot may hold older reports already, so wait for this one)
+    page.wait_for_function(
+        "(reason) => (document.querySelector('#insp-crashes')?.innerText || '').includes(reason)",
+        arg=reason,
+        timeout=15_000,
+    )
+    page.wait_for_selector("#insp-crash-link")
     assert page.evaluate(NOT_RELOADED), "the page was reloaded"
     assert reason in page.inner_text("#insp-crashes") and pid in page.inner_text("#insp-crashes")
