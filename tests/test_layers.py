@@ -99,7 +99,6 @@ KNOWN_LATE_IMPORTS = {
     "agent/_agent.py: from ._dump import Dumper",
     "agent/_crash.py: from ._commands import CommandError, _int_arg, _target",
     "agent/_crash.py: from ._commands import CommandError",
-    "observer/crashes.py: from .store import StoreError",
 }
 
 

@@ -22,19 +22,21 @@ not hold before anything was killed).
 Threading rules
     A :class:`Journal` is written by the engine on the attach loop thread;
     :meth:`Journal.to_dict` takes a snapshot under its lock, from any thread.
-    :class:`ChaosHistory` opens a short-lived SQLite connection per call
-    (WAL mode, as the history store): usable from any thread.
+    :class:`ChaosHistory` goes through the history's database layer
+    (:class:`observer.db.Database`): usable from any thread.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..db import Database
+from ..db import chaos as chaos_db
 
 __all__ = ["ChaosHistory", "Journal", "percentiles", "save_json"]
 
@@ -132,82 +134,21 @@ def save_json(journal: dict[str, Any], path: str | Path) -> None:
     tmp.replace(p)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chaos_experiments (
-    id TEXT PRIMARY KEY,
-    node TEXT NOT NULL,
-    title TEXT,
-    started REAL NOT NULL,
-    ended REAL,
-    status TEXT NOT NULL,
-    held INTEGER,
-    kills INTEGER NOT NULL,
-    json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chaos_experiments_started ON chaos_experiments (started)
-"""
-
-
 class ChaosHistory:
-    """Journals in the observer's SQLite history file (its own table, ``chaos_experiments``)."""
+    """Journals in the observer's history database (table ``chaos_experiments``,
+    queried through :mod:`observer.db.chaos`)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        with self._conn() as conn:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.row_factory = sqlite3.Row
-        return conn
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def save(self, journal: dict[str, Any]) -> None:
-        """Insert or replace one journal."""
-        row = (
-            journal["id"],
-            journal["node"],
-            journal.get("title"),
-            journal["started"],
-            journal.get("ended"),
-            journal["status"],
-            None if journal.get("hypothesis_held") is None else int(bool(journal["hypothesis_held"])),
-            int(journal.get("summary", {}).get("carried_out") or 0),
-            json.dumps(journal, default=str),
-        )
-        conn = self._conn()
-        try:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO chaos_experiments (id, node, title, started, ended, status, held, kills, "
-                    "json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-        finally:
-            conn.close()
+        """Insert or replace one journal (blocks until committed; raises
+        :class:`observer.db.StoreError` if it cannot be)."""
+        chaos_db.save(self.db, journal)
 
     def list(self, *, node: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Past experiments, newest first, without their kills and checks."""
-        sql = "SELECT id, node, title, started, ended, status, held, kills FROM chaos_experiments"
-        params: list[Any] = []
-        if node is not None:
-            sql += " WHERE node = ?"
-            params.append(node)
-        sql += " ORDER BY started DESC LIMIT ?"
-        params.append(int(limit))
-        conn = self._conn()
-        try:
-            rows = conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
-        return [dict(r) | {"held": None if r["held"] is None else bool(r["held"])} for r in rows]
+        return chaos_db.list_experiments(self.db, node=node, limit=limit)
 
     def get(self, exp_id: str) -> dict[str, Any] | None:
-        conn = self._conn()
-        try:
-            row = conn.execute("SELECT json FROM chaos_experiments WHERE id = ?", (exp_id,)).fetchone()
-        finally:
-            conn.close()
-        return json.loads(row["json"]) if row is not None else None
+        return chaos_db.get(self.db, exp_id)

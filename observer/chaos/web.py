@@ -43,7 +43,7 @@ class ChaosService:
         self.publish = publish
         self.lock = threading.Lock()
         self.engines: dict[str, Engine] = {}
-        self.history = ChaosHistory(state.store.path)
+        self.history = ChaosHistory(state.store.db)
         self._new_kills: dict[str, list[dict[str, Any]]] = {}
 
     def running(self, node: str | None = None) -> list[Engine]:

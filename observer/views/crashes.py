@@ -12,7 +12,7 @@ New crash reports are pushed to the ``crashes`` feed of ``/live``
 when one arrives.
 
 Threading rules
-    Request handlers; the reads open their own short SQLite connection.
+    Request handlers; the history store (:mod:`observer.db.crashes` underneath) is thread-safe.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from flask import Blueprint, redirect
 
-from .. import crashes
 from ..errors import BadRequest, NotFound
 from ..permissions import is_operator
 from .common import arg_float, arg_int, arg_str, body, find_node, find_pid, render_page, run_gated, state
@@ -31,10 +30,6 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("crashes", __name__)
 
 
-def _path() -> str:
-    return str(state().store.path)
-
-
 @blueprint.get("/crashes")
 def crashes_page() -> Any:
     return render_page("crashes", "Crashes")
@@ -42,7 +37,7 @@ def crashes_page() -> Any:
 
 @blueprint.get("/crash/<int:report_id>")
 def crash_page(report_id: int) -> Any:
-    if crashes.report(_path(), report_id) is None:
+    if state().store.crash(report_id) is None:
         raise NotFound(f"no crash report {report_id}", code="unknown_crash")
     return render_page("crash", f"Crash report {report_id}", crash_id=report_id)
 
@@ -52,7 +47,8 @@ def crash_find() -> Any:
     node, pid = arg_str("node"), arg_str("pid")
     if not node or not pid:
         raise BadRequest("node and pid are required", code="bad_query")
-    found = crashes.latest_id(_path(), node, pid, arg_float("time"))
+    t = arg_float("time")
+    found = state().store.find_crash(node, pid, None if t is None else t + 1.0)
     if found is None:
         raise NotFound(f"no crash report for {pid} on {node}", code="unknown_crash")
     return redirect(f"/crash/{found}")
@@ -61,12 +57,12 @@ def crash_find() -> Any:
 @blueprint.get("/api/crashes")
 def api_crashes() -> Any:
     limit = arg_int("limit", 200, 1, 5000)
-    return {"groups": crashes.group_list(_path(), node=arg_str("node"), q=arg_str("q"), limit=limit)}
+    return {"groups": state().store.crash_groups(node=arg_str("node"), q=arg_str("q"), limit=limit)}
 
 
 @blueprint.get("/api/crashes/<int:report_id>")
 def api_crash(report_id: int) -> Any:
-    rep = crashes.report(_path(), report_id)
+    rep = state().store.crash(report_id)
     if rep is None:
         raise NotFound(f"no crash report {report_id}", code="unknown_crash")
     return rep
@@ -83,7 +79,7 @@ def api_process_crashes(node: str, pid: str) -> Any:
     sup = rec.get("supervisor") if rec else None
     cid = rec.get("child_id") if rec else None
     p = rec["pid"] if rec else pid
-    return {"node": node, "pid": p, "crashes": crashes.of_process(_path(), node, p, sup, cid)}
+    return {"node": node, "pid": p, "crashes": state().store.process_crashes(node, p, sup, cid)}
 
 
 @blueprint.post("/api/nodes/<node>/processes/<pid>/flight_recorder")

@@ -69,13 +69,19 @@ def test_identical_crashes_group_by_signature_in_the_store_and_the_api(make_web:
     assert gs["KeyError"]["frame"].endswith("test_crashes.py:_other")
     assert gs["ValueError"]["first_seen"] < gs["ValueError"]["last_seen"]
     assert gs["ValueError"]["latest"]["pid"] == pids[-1] and gs["KeyError"]["latest"]["pid"] == other
-    # the tables themselves: one group row per signature, one report row per crash
+    # the tables themselves: one group row per signature, one row per crash, stored once
     conn = sqlite3.connect(web.store.path)
     try:
         assert conn.execute("SELECT COUNT(*) FROM crash_groups WHERE node = 'demo'").fetchone()[0] == 2
-        assert conn.execute("SELECT COUNT(*) FROM crash_reports WHERE node = 'demo'").fetchone()[0] == 4
+        assert conn.execute("SELECT COUNT(*) FROM crashes WHERE node = 'demo'").fetchone()[0] == 4
+        assert conn.execute("SELECT COUNT(*) FROM crashes WHERE report IS NULL").fetchone()[0] == 0
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "crash_reports" not in tables
     finally:
         conn.close()
+    # the events page's crashes (a time window) are the same rows
+    window = c.get("/api/events?node=demo&q=boom").get_json()["crashes"]
+    assert {x["id"] for x in window} >= {g["latest"]["id"] for g in groups() if g["exception"] == "ValueError"}
     # one report: exactly that message, the state before, the ancestry, a tree link with that path
     rid = gs["ValueError"]["latest"]["id"]
     one = c.get(f"/api/crashes/{rid}").get_json()
@@ -86,6 +92,7 @@ def test_identical_crashes_group_by_signature_in_the_store_and_the_api(make_web:
     assert one["tree_url"] == f"/nodes/demo/tree?path={sup},{pids[-1]}"
     assert one["group"]["count"] == 3 and len(one["recent"]) == 3
     assert c.get("/api/crashes/999999").status_code == 404
+    assert c.get("/api/crashes/99999999999999999999999").status_code == 404  # past SQL's integers: no 500
     # the pages, and the links the events page and the inspector use
     assert c.get("/crashes").status_code == 200
     page = c.get(f"/crash/{rid}")

@@ -199,12 +199,12 @@ def test_many_events_are_batched(store: HistoryStore) -> None:
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "observer.store" and r.levelno >= logging.ERROR]
+    return [r for r in caplog.records if r.name == "observer.db" and r.levelno >= logging.ERROR]
 
 
 def test_size_cap_reached_keeps_running_and_counts_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A portable stand-in for a full disk: SQLite's page cap gives the same SQLITE_FULL."""
-    caplog.set_level(logging.INFO, logger="observer.store")
+    caplog.set_level(logging.INFO, logger="observer.db")
     s = HistoryStore(str(tmp_path / "h.db"), max_bytes=96 * 1024, max_pending=200, retry_interval=0.05)
     try:
         record_all(s, "n", snapshot([rec(P(1))], seq=0))
@@ -247,7 +247,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_full_disk_is_logged_once_kept_in_memory_then_recovered(tmpfs: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="observer.store")
+    caplog.set_level(logging.INFO, logger="observer.db")
     s = HistoryStore(str(tmpfs / "h.db"), retry_interval=0.05, checkpoint_events=1_000_000)
     filler = tmpfs / "filler"
     try:
@@ -277,7 +277,7 @@ def test_full_disk_is_logged_once_kept_in_memory_then_recovered(tmpfs: Path, cap
 
 def test_read_only_file_system_is_logged_once_then_recovered(tmpfs: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The history file on a read-only file system (remounted ro: root ignores file modes)."""
-    caplog.set_level(logging.INFO, logger="observer.store")
+    caplog.set_level(logging.INFO, logger="observer.db")
     path = str(tmpfs / "h.db")
     s = HistoryStore(path)
     record_all(s, "n", snapshot([rec(P(1))], seq=0))
@@ -310,20 +310,20 @@ def test_timeline_ignores_events_written_after_its_range_was_read(store: History
     for i in range(1, 21):
         store.record("n", ev("spawn", i, pid=P(100 + i), label="w", time=5000.0 + i))
     assert store.flush()
-    real_query = store._query
+    real_query = store.db.execute
     injected = False
 
     def query_with_a_write_in_between(sql: str, params: Any = ()) -> Any:
         nonlocal injected
         rows = real_query(sql, params)
-        if not injected and sql.startswith("SELECT MIN(time), MAX(time)"):
+        if not injected and sql.startswith("SELECT MIN(time)"):
             injected = True
             store.record("n", ev("exit", 21, pid=P(101), reason="late", time=1.0))  # far before start
             store.record("n", ev("exit", 22, pid=P(102), reason="new", time=4e9))  # after end
             assert store.flush()
         return rows
 
-    store._query = query_with_a_write_in_between  # type: ignore[method-assign]
+    store.db.execute = query_with_a_write_in_between  # type: ignore[method-assign]
     tl = store.timeline("n", buckets=10)
     assert injected and len(tl["buckets"]) == 10
     assert sum(b["exits"] for b in tl["buckets"]) == 0  # the two late rows are outside the range read
