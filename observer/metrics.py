@@ -56,7 +56,7 @@ from prometheus_client.metrics_core import (
     StateSetMetricFamily,
 )
 
-from . import __version__, crashes
+from . import __version__
 from .attach import parse_address
 
 __all__ = ["LINK_STATES", "OTHER", "MetricsServer", "ObserverCollector", "bearer_guard", "install"]
@@ -224,7 +224,7 @@ class ObserverCollector:
 
 def crash_groups(store: Any, limit: int = 100_000) -> list[dict[str, Any]]:
     """Every crash group of the history (node, signature, count, ...)."""
-    return crashes.group_list(store.path, limit=limit)
+    return list(store.crash_groups(limit=limit))
 
 
 def _maybe(family: Metric, labels: list[str], value: Any, scale: float = 1.0) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 from agent import protocol as P
 from agent.client import AgentError
 
-from .. import crashes
 from ..permissions import DESTRUCTIVE, Grant, action_of
 from ..store import AuditError
 
@@ -149,10 +148,10 @@ class Tools:
         return {"node": node, "pid": p, "process": record, "inspect": inspect, "inspect_error": inspect_error}
 
     def crash_groups(self, node: str | None = None, query: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        return crashes.group_list(self.state.store.path, node=node, q=query, limit=_limit(limit, 1, 1000, "limit"))
+        return list(self.state.store.crash_groups(node=node, q=query, limit=_limit(limit, 1, 1000, "limit")))
 
     def crash_report(self, report_id: int) -> dict[str, Any]:
-        found = crashes.report(self.state.store.path, report_id)
+        found = self.state.store.crash(report_id)
         if found is None:
             raise ToolRefused("unknown_report", f"no crash report {report_id}")
         return found
