@@ -88,7 +88,8 @@ class ObserverConfig:
     allowed_origins: tuple[str, ...] = ()
     async_mode: str = "threading"
     db: str | None = None
-    """SQLite history file; None: a temporary file removed on close."""
+    """The history: a SQLite file, or ``postgresql://...`` (:mod:`observer.db.postgresql`);
+    None: a temporary SQLite file removed on close."""
     attach: tuple[AttachSpec, ...] = ()
     tls: bool = False
     grants: tuple[Any, ...] = field(default=(), repr=False)

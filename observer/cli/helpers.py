@@ -80,7 +80,13 @@ FILE = click.Path(exists=True, dir_okay=False)
 _HTTP = [
     click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port"),
     click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (loopback by default)"),
-    click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite history (default: temporary)"),
+    click.option(
+        "--db",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="history: a SQLite file, or postgresql://USER@HOST:PORT/DB shared by several servers (password: "
+        "PGPASSWORD or ~/.pgpass); default: a temporary SQLite file",
+    ),
     click.option(
         "--allowed-origin", "allowed_origins", multiple=True, help="extra allowed Origin (scheme://host:port)"
     ),

@@ -61,7 +61,7 @@ def _stdio_grant(grants: tuple[Grant, ...]) -> Grant:
 @click.command("mcp")
 @click.option("--attach", "attach", multiple=True, required=True, help="[NAME=]HOST:PORT of an agent (repeatable)")
 @click.option("--node-token-file", type=h.FILE, default=None, help="node token(s), or OBSERVER_NODE_TOKEN(_FILE)")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite history (default: temporary)")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite file or postgresql://...")
 @click.option("--login-token-file", type=h.FILE, default=None, help="login token(s), or OBSERVER_LOGIN_TOKEN(_FILE)")
 @click.option("--allow-destructive-actions", is_flag=True, help="list kill/suspend/resume/send (grant + audit)")
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)

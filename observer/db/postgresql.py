@@ -26,14 +26,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:  # the `postgresql` extra
+if TYPE_CHECKING:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    from psycopg.rows import dict_row
-except ImportError:
-    psycopg = None  # type: ignore[assignment]
 
 from .backend import Connection, Migration
 from .sqlite import MIGRATIONS
@@ -115,12 +111,18 @@ class PostgresBackend:
     """A history in the PostgreSQL database ``dsn`` (a ``postgresql://`` URL or a libpq conninfo)."""
 
     name = "postgresql"
-    errors: tuple[type[BaseException], ...] = (psycopg.Error,) if psycopg is not None else ()
     migration_begin = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK})"
 
     def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
-        if psycopg is None:
-            raise ValueError("a PostgreSQL history needs psycopg: pip install 'supervision-observer[postgresql]'")
+        try:  # the `postgresql` extra, imported only when a PostgreSQL history is used
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        except ImportError:
+            raise ValueError(
+                "a PostgreSQL history needs psycopg: pip install 'supervision-observer[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
@@ -139,9 +141,11 @@ class PostgresBackend:
         return self._describe
 
     def connect(self, *, write: bool) -> Connection:
+        from psycopg.rows import dict_row
+
         if write:
-            return _Writer(psycopg.connect(self._conninfo, autocommit=True))
-        reader: Any = psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
+            return _Writer(self._psycopg.connect(self._conninfo, autocommit=True))
+        reader: Any = self._psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
         return reader
 
     def row_dict(self, row: Any) -> dict[str, Any]:
@@ -154,7 +158,7 @@ class PostgresBackend:
         return f"CAST(FLOOR({expr}) AS BIGINT)"
 
     def is_missing_table(self, exc: BaseException) -> bool:
-        return isinstance(exc, psycopg.errors.UndefinedTable)
+        return isinstance(exc, self._psycopg.errors.UndefinedTable)
 
     def migrations(self) -> Sequence[Migration]:
         return self._migrations
