@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import click
 
+from .. import __version__
 from .chaos import chaos
 from .dump import open_dump
 from .mcp import mcp
@@ -23,6 +24,7 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="observer")
 def main() -> None:
     """A live observer for supervision trees."""
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import observer
 from tests.browser.conftest import URL_RE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,14 @@ def installed_demo(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         timeout=60,
     )
     assert Path(where.strip()).is_relative_to(venv), where  # the installed copy, not the checkout
+    cwd = tmp_path_factory.mktemp("cli")
+    version = _run([str(venv / "bin" / "observer"), "--version"], cwd=cwd, timeout=60)
+    assert version.strip() == f"observer, version {observer.__version__}"
+    # the optional parts say what to install instead of failing on an import
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    no_mcp = subprocess.run([str(venv / "bin" / "observer"), "mcp", "--attach", "a=127.0.0.1:9"], cwd=cwd,
+                            env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert no_mcp.returncode == 1 and "supervision-observer[mcp]" in no_mcp.stderr, no_mcp.stderr
     demo = InstalledDemo(venv, tmp_path_factory.mktemp("cwd"))
     try:
         yield demo
