@@ -23,6 +23,7 @@ import requests
 
 from examples.demo_system import PAYMENTS
 from observer.db import MIGRATIONS, Database, PostgresBackend
+from observer.db import chaos as chaos_db
 from observer.store import HistoryStore
 from tests.observer import TOKEN, ev, rec, snapshot, wait_for
 from tests.observer.nodes import NodeProcess, clean_env, free_port, login, read_line, stop_process
@@ -65,6 +66,10 @@ def _scenario(store: HistoryStore) -> dict[str, Any]:
     store.audit_result(a, {"pid": "<0.3.0>"}, ok=True)
     b = store.audit("bob/2", "127.0.0.1", "send", "<0.3.0>", {"to": "<0.3.0>", "message": "50%"}, node="n1")
     store.audit_result(b, {"error": "not_permitted"}, ok=False)
+    for i, held in enumerate((True, None)):  # the chaos journal shares the database
+        chaos_db.save(store.db, {"id": f"exp-{i}", "node": "n1", "title": "50% of workers", "started": 3000.0 + i,
+                                 "ended": None, "status": "done", "hypothesis_held": held,
+                                 "summary": {"carried_out": 2}})  # fmt: skip
     assert store.flush()
     groups = store.crash_groups()
     out: dict[str, Any] = {
@@ -82,6 +87,8 @@ def _scenario(store: HistoryStore) -> dict[str, Any]:
         "audits_n1": [a | {"time": None} for a in store.audits(node="n1", limit=1)],
         "tree_at": store.tree_at("n1", 4e9),  # checkpoints are taken at the observer's clock: any time after
         "timeline": _totals(store.timeline("n1", buckets=4)),
+        "chaos": chaos_db.list_experiments(store.db),
+        "chaos_one": chaos_db.get(store.db, "exp-0"),
     }
     return _strip(out)
 
@@ -116,7 +123,7 @@ def test_the_same_history_reads_back_the_same_on_sqlite_and_postgresql(
         finally:
             store.close()
     pg, lite = results["postgresql"], results["sqlite"]
-    assert lite["groups"] and lite["audits"] and lite["tree_at"] and lite["events_window"]
+    assert lite["groups"] and lite["audits"] and lite["tree_at"] and lite["events_window"] and lite["chaos"]
     for key in lite:
         assert pg[key] == lite[key], key
 
