@@ -178,25 +178,12 @@ class ObserverCollector:
         m["events"].add_metric(lv, summ.get("seq") or 0)  # type: ignore[attr-defined]
         m["snapshots"].add_metric(lv, summ.get("snapshots") or 0)  # type: ignore[attr-defined]
         m["gaps"].add_metric(lv, summ.get("gaps") or 0)  # type: ignore[attr-defined]
-        rows = model.processes(sort="pid", limit=1 << 30)["rows"]
-        largest = max((r.get("mailbox") or 0 for r in rows), default=0)
-        m["mailbox_max"].add_metric(lv, largest)  # type: ignore[attr-defined]
-        self._supervisors(name, rows, s)
+        agg = _Aggregates.of(model)
+        m["mailbox_max"].add_metric(lv, agg.largest)  # type: ignore[attr-defined]
+        self._supervisors(name, agg, s)
 
-    def _supervisors(self, node: str, rows: list[dict[str, Any]], s: dict[str, Metric]) -> None:
-        label = {r["pid"]: r.get("name") or r["pid"] for r in rows if r.get("kind") == "supervisor"}
-        children: Counter[str] = Counter()
-        restarts: Counter[str] = Counter()
-        mailbox: dict[str, int] = {}
-        for r in rows:
-            sup = r.get("supervisor")
-            if sup is None:
-                continue
-            children[sup] += 1
-            restarts[sup] += int(r.get("restarts") or 0)
-            mailbox[sup] = max(mailbox.get(sup, 0), int(r.get("mailbox") or 0))
-        for sup in label:
-            children.setdefault(sup, 0)
+    def _supervisors(self, node: str, agg: _Aggregates, s: dict[str, Metric]) -> None:
+        label, children, restarts, mailbox = agg.label, agg.children, agg.restarts, agg.mailbox
         ranked = sorted(children, key=lambda p: (-restarts[p], -children[p], str(label.get(p, p))))
         shown, rest = ranked[: self.max_supervisors], ranked[self.max_supervisors :]
         for sup in shown:
@@ -220,6 +207,41 @@ class ObserverCollector:
                 family.add_metric([node, sig], count)  # type: ignore[attr-defined]
             if len(groups) > self.top_signatures:
                 family.add_metric([node, OTHER], sum(c for c, _ in groups[self.top_signatures :]))  # type: ignore[attr-defined]
+
+
+class _Aggregates:
+    """One pass over a node's processes: the largest mailbox, and per supervisor its
+    children, their restarts and their largest mailbox."""
+
+    __slots__ = ("children", "label", "largest", "mailbox", "restarts")
+
+    def __init__(self) -> None:
+        self.largest = 0
+        self.label: dict[str, str] = {}
+        self.children: Counter[str] = Counter()
+        self.restarts: Counter[str] = Counter()
+        self.mailbox: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, model: Any) -> _Aggregates:
+        """Read under the model's lock, without copying or sorting the process table
+        (a scrape must not hold up the model's updates for long)."""
+        out = cls()
+        with model.locked() as g:
+            for pid, rec in g.nodes(data=True):
+                mb = rec.get("mailbox") or 0
+                if mb > out.largest:
+                    out.largest = mb
+                if rec.get("kind") == "supervisor":
+                    out.label[pid] = rec.get("name") or pid
+                    out.children.setdefault(pid, 0)
+                sup = rec.get("supervisor")
+                if sup is not None:
+                    out.children[sup] += 1
+                    out.restarts[sup] += rec.get("restarts") or 0
+                    if mb > out.mailbox.get(sup, 0):
+                        out.mailbox[sup] = mb
+        return out
 
 
 def crash_groups(store: Any, limit: int = 100_000) -> list[dict[str, Any]]:
