@@ -17,7 +17,8 @@ labels):
   ``supervisor="other"``;
 * crashes by signature, from the history: the ``top_signatures`` largest
   groups of each node and the rest under ``signature="other"``, so a crash
-  with a new signature every time cannot grow the label set without bound.
+  with a new signature every time cannot grow the label set without bound;
+* the history: whether it can be written, rows pending, written and dropped.
 
 Access (:func:`install`)
     Off unless configured. With a scrape token, ``GET /metrics`` on the
@@ -147,6 +148,7 @@ class ObserverCollector:
             self._crashes(crash_total)
         except Exception:
             log.exception("observer: metrics: crash groups left out of this scrape")
+        yield from self._history()
         info = InfoMetricFamily("observer", "The observer serving these metrics")
         info.add_metric([], {"version": __version__})
         yield info
@@ -196,6 +198,26 @@ class ObserverCollector:
             s["children"].add_metric(lv, sum(children[p] for p in rest))  # type: ignore[attr-defined]
             s["restarts"].add_metric(lv, sum(restarts[p] for p in rest))  # type: ignore[attr-defined]
             s["mailbox"].add_metric(lv, max(mailbox.get(p, 0) for p in rest))  # type: ignore[attr-defined]
+
+    def _history(self) -> Iterator[Metric]:
+        try:
+            st = self.state.store.stats()
+        except Exception:
+            log.exception("observer: metrics: the history's state left out of this scrape")
+            return
+        yield GaugeMetricFamily(
+            "observer_history_healthy", "1 while the history can be written", value=1.0 if st.get("healthy") else 0.0
+        )
+        yield GaugeMetricFamily(
+            "observer_history_pending_rows", "Rows waiting to be written to the history", value=st.get("pending") or 0
+        )
+        yield CounterMetricFamily(
+            "observer_history_written_rows", "Rows written to the history", value=st.get("written") or 0
+        )
+        yield CounterMetricFamily(
+            "observer_history_dropped_rows", "Rows dropped while the history could not be written",
+            value=st.get("dropped") or 0,
+        )  # fmt: skip
 
     def _crashes(self, family: Metric) -> None:
         by_node: dict[str, list[tuple[int, str]]] = {}
