@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..permissions import Grant, match
-from .tools import Caller, ToolRefused, Tools
+from .tools import DESTRUCTIVE_TOOLS, Caller, ToolRefused, Tools
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
@@ -98,6 +98,7 @@ def build(
     from mcp.server.auth.settings import AuthSettings
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import ToolAnnotations
     from pydantic import AnyHttpUrl
 
     if (stdio_grant is None) == (http_url is None):
@@ -131,7 +132,9 @@ def build(
         run.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
         run.__name__ = run.__qualname__ = fn.__name__
         run.__doc__ = fn.__doc__
-        server.add_tool(run, name=fn.__name__, description=inspect.cleandoc(fn.__doc__ or ""))
+        destructive = fn.__name__ in DESTRUCTIVE_TOOLS
+        hints = ToolAnnotations(read_only_hint=not destructive, destructive_hint=destructive, open_world_hint=False)
+        server.add_tool(run, name=fn.__name__, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints)
         return run
 
     # The signatures below are what clients see (names, types, defaults, docstrings).

@@ -118,8 +118,11 @@ def test_stdio_an_operator_lists_and_calls_every_tool(node: NodeProcess, files: 
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             init = await session.initialize()
             assert init.server_info.name == "observer"
-            listed = {t.name for t in (await session.list_tools()).tools}
-            assert listed == set(READ_TOOLS) | set(DESTRUCTIVE_TOOLS)
+            described = (await session.list_tools()).tools
+            assert {t.name for t in described} == set(READ_TOOLS) | set(DESTRUCTIVE_TOOLS)
+            for t in described:  # the hints clients use to ask before acting
+                assert t.annotations is not None and t.annotations.destructive_hint == (t.name in DESTRUCTIVE_TOOLS)
+                assert t.annotations.read_only_hint == (t.name in READ_TOOLS) and t.description
             await _read_tools(session)
             t0 = time.time()
             old = (await _call(session, "process_info", node="demo", pid=PAYMENTS))["pid"]
