@@ -13,8 +13,9 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,25 @@ def _argv(node: NodeProcess, files: Path, *extra: str) -> list[str]:
         "--node-token-file", str(files / "node_token"), "--login-token-file", str(files / "logins"),
         "--db", str(files / "history.sqlite3"), "--allow-destructive-actions", *extra,
     ]  # fmt: skip
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    """``anyio.run(main)`` on a thread of its own: the session's Playwright (tests/browser)
+    keeps an asyncio loop running on the main thread."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            anyio.run(main)
+        except BaseException as exc:
+            failure.append(exc)
+
+    t = threading.Thread(target=target, name="mcp-client")
+    t.start()
+    t.join(300)
+    assert not t.is_alive(), "the MCP client did not finish"
+    if failure:
+        raise failure[0]
 
 
 def _data(result: Any) -> Any:
@@ -146,7 +166,7 @@ def test_stdio_an_operator_lists_and_calls_every_tool(node: NodeProcess, files: 
             )
             assert await _call(session, "send", node="demo", pid=room, message={"hello": "from mcp"}) is not None
 
-    anyio.run(main)
+    _run(main)
     audits = _audits(files / "history.sqlite3")
     done = {(a["action"], a["ok"]) for a in audits}
     assert {("kill", 1), ("suspend", 1), ("resume", 1), ("send", 1)} <= done
@@ -197,7 +217,7 @@ def test_http_a_read_only_token_reads_but_cannot_kill_and_the_refusal_is_audited
                 assert result.is_error and "not_permitted" in result.content[0].text, (name, result.content)
             assert (await _call(session, "nodes"))[0]["process_count"] > 10
 
-    anyio.run(main)
+    _run(main)
 
     def refusals() -> list[dict[str, Any]]:  # the outcome is written just after the row, by the writer thread
         found = [a for a in _audits(files / "history.sqlite3") if a["who"] == "bob/mcp"]
