@@ -24,6 +24,7 @@ import requests
 from examples.demo_system import PAYMENTS
 from observer.db import MIGRATIONS, Database, PostgresBackend
 from observer.db import chaos as chaos_db
+from observer.db import traces as traces_db
 from observer.store import HistoryStore
 from tests.observer import TOKEN, ev, rec, snapshot, wait_for
 from tests.observer.nodes import NodeProcess, clean_env, free_port, login, read_line, stop_process
@@ -70,6 +71,10 @@ def _scenario(store: HistoryStore) -> dict[str, Any]:
         chaos_db.save(store.db, {"id": f"exp-{i}", "node": "n1", "title": "50% of workers", "started": 3000.0 + i,
                                  "ended": None, "status": "done", "hypothesis_held": held,
                                  "summary": {"carried_out": 2}})  # fmt: skip
+    traces_db.begin(store.db, "tr-1", "n1", 3100.0, "alice/1", {"pids": ["<0.3.0>"], "limit": 100})
+    traces_db.begin(store.db, "tr-1", "n1", 3101.0, "alice/1", {"pids": ["<0.3.0>"], "limit": 50})  # again: afresh
+    traces_db.add_messages(store.db, "tr-1", [{"n": 1, "time": 3101.5, "from": "<0.1.0>", "msg": "50% done?"}])
+    traces_db.end(store.db, "tr-1", count=1, dropped=0, stored=1, ended=3102.0, reason="limit")
     assert store.flush()
     groups = store.crash_groups()
     out: dict[str, Any] = {
@@ -89,6 +94,8 @@ def _scenario(store: HistoryStore) -> dict[str, Any]:
         "timeline": _totals(store.timeline("n1", buckets=4)),
         "chaos": chaos_db.list_experiments(store.db),
         "chaos_one": chaos_db.get(store.db, "exp-0"),
+        "traces": traces_db.list_traces(store.db),
+        "trace": traces_db.get(store.db, "tr-1"),
     }
     return _strip(out)
 
@@ -123,7 +130,14 @@ def test_the_same_history_reads_back_the_same_on_sqlite_and_postgresql(
         finally:
             store.close()
     pg, lite = results["postgresql"], results["sqlite"]
-    assert lite["groups"] and lite["audits"] and lite["tree_at"] and lite["events_window"] and lite["chaos"]
+    assert (
+        lite["groups"]
+        and lite["audits"]
+        and lite["tree_at"]
+        and lite["events_window"]
+        and lite["chaos"]
+        and lite["trace"]
+    )
     for key in lite:
         assert pg[key] == lite[key], key
 
