@@ -33,7 +33,7 @@ from flask_socketio import SocketIO
 
 from agent import protocol as P
 
-from . import views
+from . import metrics, views
 from .attach import AttachManager, Attachment
 from .chaos.web import ChaosService
 from .dialin import DialInListener
@@ -50,8 +50,16 @@ __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverSt
 
 log = logging.getLogger("observer.app")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-"""The repository's ``web/`` directory (templates, static files, node_modules)."""
+
+def _web_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    installed = here / "web"  # the wheel: package ``observer.web``, mapped onto web/ by pyproject.toml
+    return installed if (installed / "templates").is_dir() else here.parent / "web"
+
+
+WEB_DIR = _web_dir()
+"""``web/`` (templates, static files, node_modules): inside the installed
+package, or the repository's top-level directory when run from a checkout."""
 ASYNC_MODES = ("threading", "gevent", "eventlet")
 
 
@@ -84,7 +92,8 @@ class ObserverConfig:
     allowed_origins: tuple[str, ...] = ()
     async_mode: str = "threading"
     db: str | None = None
-    """SQLite history file; None: a temporary file removed on close."""
+    """The history: a SQLite file, or ``postgresql://...`` (:mod:`observer.db.postgresql`);
+    None: a temporary SQLite file removed on close."""
     attach: tuple[AttachSpec, ...] = ()
     tls: bool = False
     grants: tuple[Any, ...] = field(default=(), repr=False)
@@ -114,6 +123,10 @@ class ObserverConfig:
     """An attach manager to use instead of creating one (not closed by us)."""
     store: Any = None
     """A :class:`observer.store.HistoryStore` to use instead of opening ``db`` (not closed by us)."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """Serve ``/metrics`` to scrapers that send ``Authorization: Bearer`` this token (:mod:`observer.metrics`)."""
+    metrics_listen: str | None = None
+    """``host:port`` of a separate HTTP server for the metrics (:mod:`observer.metrics`)."""
 
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
@@ -149,6 +162,8 @@ class ObserverState:
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
+        self.metrics_server: Any = None
+        """The :class:`observer.metrics.MetricsServer`, with ``metrics_listen``."""
         self.traces: Any = None
         """The :class:`observer.trace.TraceService`."""
 
@@ -188,6 +203,9 @@ class ObserverState:
             self.dialin.stop()
             self.dialin = None
         self.refusals.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -246,6 +264,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         engineio_logger=False,
         namespaces=[NAMESPACE],  # nothing else, not even the default "/"
     )
+    state.metrics_server = metrics.install(app, state, token=config.metrics_token, listen=config.metrics_listen)
     app.wsgi_app = SocketGate(app.wsgi_app, app)  # type: ignore[method-assign]
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
