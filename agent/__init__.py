@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
     from ._agent import AGENT_VERSION, Agent
     from ._dial import Dialer
+    from ._source import Source
+
+    Target = actors.Node | asyncio.AbstractEventLoop | Source
 
 
 def __getattr__(name: str) -> Any:
@@ -88,7 +91,7 @@ def _bytes(token: str | bytes | None) -> bytes | None:
     return token.encode() if isinstance(token, str) else token
 
 
-def _target(target: actors.Node | asyncio.AbstractEventLoop | None) -> actors.Node | asyncio.AbstractEventLoop:
+def _target(target: Target | None) -> Target:
     if target is not None:
         return target
     try:
@@ -101,7 +104,7 @@ def _target(target: actors.Node | asyncio.AbstractEventLoop | None) -> actors.No
 
 
 def start(
-    node: actors.Node | asyncio.AbstractEventLoop | None = None,
+    node: Target | None = None,
     bind: str = "127.0.0.1:4711",
     *,
     token: str | bytes | None = None,
@@ -109,7 +112,6 @@ def start(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls_ca: str | None = None,
-    include_tasks: bool = False,
     **options: object,
 ) -> Agent:
     """Start an agent for ``node`` in a thread of its own and return it once listening.
@@ -128,19 +130,15 @@ def start(
     Call from the node's loop thread or any other thread once the node's
     loop is bound (inside ``async with Node()`` or after ``start_in_thread``).
 
-    ``include_tasks=True`` (an :class:`actors.Node` only): the node runs
-    inside an asyncio application; the picture also shows the application's
-    other tasks on the node's loop (``docs/asyncio.md``, "Mixed programs").
+    ``node`` may also be a source (``agent/_source.py``): ``MixedSource(node)``
+    (:mod:`agent.mixed`) for an actors node running inside an asyncio
+    application, whose other tasks are then shown too (``docs/asyncio.md``,
+    "Mixed programs").
     """
     from ._agent import Agent
-    from ._mixed_source import MixedSource
 
     host, port = _parse_bind(bind)
-    target: Any = _target(node)
-    if include_tasks:
-        if isinstance(target, asyncio.AbstractEventLoop):
-            raise ValueError("include_tasks=True is for an actors.Node (a plain loop's tasks are always shown)")
-        target = MixedSource(target)
+    target = _target(node)
     tok = _bytes(token) or make_token().encode()
     agent = Agent(
         target,
@@ -214,7 +212,7 @@ def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) 
     token = _env_secret("OBSERVER_AGENT_TOKEN")
     if not token:
         raise ValueError("OBSERVER_AGENT_BIND is set but neither OBSERVER_AGENT_TOKEN nor _TOKEN_FILE is")
-    opts: dict[str, Any] = {}
+    opts: dict[str, object] = {}
     if os.environ.get("OBSERVER_AGENT_SAMPLE_HZ"):
         opts["sample_hz"] = float(os.environ["OBSERVER_AGENT_SAMPLE_HZ"])
     ag = start(

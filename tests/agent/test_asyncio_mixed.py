@@ -1,5 +1,5 @@
 """Mixed programs: an ``actors`` node running inside an aiohttp application,
-observed with ``agent.start(node, include_tasks=True)``: one picture holds
+observed with ``agent.start(MixedSource(node))``: one picture holds
 the node's supervision tree and the application's other tasks (the loop, a
 background task, request tasks), the node's process tasks are not drawn
 twice, a task a process creates is drawn under that process, and both kinds
@@ -18,7 +18,8 @@ from aiohttp import web  # noqa: E402
 
 import actors  # noqa: E402
 import agent  # noqa: E402
-from agent._mixed_source import TASKS_NODE  # noqa: E402
+from agent.client import AgentClient  # noqa: E402
+from agent.mixed import TASKS_NODE, MixedSource  # noqa: E402
 from tests.agent.aio_host import LoopHost, Picture  # noqa: E402
 from tests.agent.conftest import OP_TOKEN  # noqa: E402
 
@@ -95,7 +96,7 @@ def mixed() -> Iterator[tuple[LoopHost, App]]:
     app = App()
     h.submit(app.start()).result(10)
     assert app.node is not None
-    h.agent = agent.start(app.node, "127.0.0.1:0", token=OP_TOKEN, include_tasks=True)
+    h.agent = agent.start(MixedSource(app.node), "127.0.0.1:0", token=OP_TOKEN)
     yield h, app
     h.agent.stop()
     h.agent = None
@@ -109,7 +110,7 @@ def under(pic: Picture, pid: str) -> list[dict[str, Any]]:
 
 async def test_one_picture_holds_the_supervision_tree_and_the_applications_tasks(mixed: tuple[LoopHost, App]) -> None:
     h, app = mixed
-    client = await agent.client.AgentClient.connect("127.0.0.1", h.agent.port, token=OP_TOKEN)
+    client = await AgentClient.connect("127.0.0.1", h.agent.port, token=OP_TOKEN)
     try:
         assert client.hello["node"]["node_kind"] == "actors"
         assert client.hello["node"]["include_tasks"] is True
@@ -165,10 +166,10 @@ async def test_one_picture_holds_the_supervision_tree_and_the_applications_tasks
         await client.close()
 
 
-def test_include_tasks_is_for_a_node() -> None:
+def test_a_mixed_source_is_for_a_node() -> None:
     loop = asyncio.new_event_loop()
     try:
-        with pytest.raises(ValueError, match=r"include_tasks=True is for an actors\.Node"):
-            agent.start(loop, "127.0.0.1:0", token=OP_TOKEN, include_tasks=True)
+        with pytest.raises(ValueError, match=r"MixedSource takes an actors\.Node, not"):
+            MixedSource(loop)  # type: ignore[arg-type]
     finally:
         loop.close()

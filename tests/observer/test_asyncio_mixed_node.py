@@ -1,5 +1,5 @@
 """The observer attached to a mixed program (an actors node inside an aiohttp
-application, ``include_tasks=True``): one node whose picture holds both the
+application, ``agent.start(MixedSource(node))``): one node whose picture holds both the
 supervision tree and the application's tasks; kill (a process) and cancel (a
 task) both go through the gated, audited action route."""
 
@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 import agent
+from agent.mixed import MixedSource
 from observer import AttachManager, HistoryStore
 from observer.app import AttachSpec, ObserverConfig, create_app
 from tests.agent.aio_host import LoopHost
@@ -30,7 +31,7 @@ def mixed_web(tmp_path: Path) -> Iterator[tuple[App, object, HistoryStore]]:
     app = App()
     h.submit(app.start()).result(10)
     assert app.node is not None
-    h.agent = agent.start(app.node, "127.0.0.1:0", token=OP_TOKEN, include_tasks=True)
+    h.agent = agent.start(MixedSource(app.node), "127.0.0.1:0", token=OP_TOKEN)
     store = HistoryStore(str(tmp_path / "history.sqlite3"), batch_interval=0.02)
     manager = AttachManager(store, change_interval=0.02)
     config = ObserverConfig(

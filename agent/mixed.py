@@ -1,5 +1,8 @@
 """Mixed programs: an ``actors`` node running inside an asyncio application,
-seen in one picture (``agent.start(node, include_tasks=True)``).
+seen in one picture::
+
+    from agent.mixed import MixedSource
+    agent.start(MixedSource(node), "127.0.0.1:4711", token=token)
 
 :class:`MixedSource` is the node's :class:`ActorsSource` (its supervision
 tree, every actors command) plus an asyncio source on the same loop for the
@@ -12,7 +15,7 @@ twice; a task a process creates is drawn under that process.
 
 Task pids have their own first number (:data:`TASKS_NODE`) so they never
 collide with the node's process pids. The handshake says ``actors`` (what
-the observer offers follows the node) and adds ``include_tasks``; the
+the observer offers follows the node) and adds ``include_tasks: true``; the
 commands are the node's plus ``cancel`` for tasks.
 
 Threads: as for both sources (see ``agent/_source.py``).
@@ -131,6 +134,10 @@ class MixedSource(ActorsSource):
     commands = ActorsSource.commands | {"cancel"}
 
     def __init__(self, node: actors.Node) -> None:
+        if not isinstance(node, actors.Node):
+            raise ValueError(
+                f"MixedSource takes an actors.Node, not {type(node).__name__} (a plain loop's tasks: agent.start(loop))"
+            )
         super().__init__(node)
         self.tasks = _AppTasks(node.loop, node)
 
