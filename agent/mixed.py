@@ -79,6 +79,12 @@ class _AppTasks(AsyncioSource):
             self._alias[rec.key] = pid
         return pid
 
+    def _forget(self, rec: TaskRec) -> None:
+        self._alias.pop(rec.key, None)
+        t = rec.ref()
+        if t is not None:
+            self._proc_of.pop(id(t), None)
+
     def _refresh(self) -> None:
         """Every process's task, at once (snapshots)."""
         out: dict[int, str] = {}
@@ -99,13 +105,13 @@ class _AppTasks(AsyncioSource):
         if kind == "spawn" and self._process_pid(ev[1]) is not None:
             return None  # the actors source draws it
         if kind == "exit" and ev[1].key in self._alias:
-            self._alias.pop(ev[1].key, None)
+            self._forget(ev[1])
             return None  # a process's end: the actors source reports it
         return super().encode(ev)
 
     def account(self, ev: Any) -> None:
         if ev[0] == "exit" and ev[1].key in self._alias:
-            self._alias.pop(ev[1].key, None)
+            self._forget(ev[1])
             return
         super().account(ev)
 
@@ -164,7 +170,18 @@ class MixedSource(ActorsSource):
         return [*(super().records(procs) if procs else []), *(self.tasks.records(rest) if rest else [])]
 
     def encode(self, ev: Any) -> Any:
-        return self.tasks.encode(ev) if type(ev) is tuple else super().encode(ev)
+        if type(ev) is tuple:
+            return self.tasks.encode(ev)
+        if type(ev) is actors.Spawned:
+            self._note_process(ev.pid)
+        return super().encode(ev)
+
+    def _note_process(self, pid: actors.Pid) -> None:
+        """Tell the tasks' source which task runs this new process (so that it need not walk the node)."""
+        p = actors.find_process(self.node, pid)
+        t = actors.process_task(p) if p is not None else None
+        if t is not None:
+            self.tasks._proc_of[id(t)] = str(pid)
 
     def account(self, ev: Any) -> None:
         if type(ev) is tuple:

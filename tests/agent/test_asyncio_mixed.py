@@ -154,9 +154,15 @@ async def test_one_picture_holds_the_supervision_tree_and_the_applications_tasks
         assert info["pid"] == kids["idle"]["pid"]
         await client.command("kill", pid=kids["idle"]["pid"], reason="kill")
         await pic.until(lambda p: p.exits(pid=kids["idle"]["pid"]), what="the killed worker's exit")
-        await pic.until(
-            lambda p: any(x.get("child_id") == "idle" for x in under(p, sup["pid"])), what="the worker restarted"
+        again = await pic.until(
+            lambda p: next((x for x in under(p, sup["pid"]) if x.get("child_id") == "idle"), None),
+            what="the worker restarted",
         )
+        # the new process's task is recognised as the process once the tasks' source meets it (it is
+        # not drawn a second time as a task)
+        tasks = h.agent.source.tasks
+        await pic.until(lambda p: again["pid"] in tasks._alias.values(), what="the new process's task recognised")
+        assert not [p for p in pic.procs.values() if p["kind"] == "task" and p.get("label") == "idle"]
         res = await client.command("cancel", pid=bg["pid"])
         assert res["cancelled"] is True
         await pic.until(lambda p: p.exits(pid=bg["pid"]), what="the background task's exit")
