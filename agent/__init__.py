@@ -185,10 +185,11 @@ def _env_secret(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) -> Agent | None:
+def start_from_env(node: Target | None = None) -> Agent | None:
     """Start an agent configured by environment variables; None if
     ``OBSERVER_AGENT_BIND`` is unset. ``node`` as for :func:`start` (an
-    actors node, an event loop, or None: the running loop).
+    actors node, an event loop, a source such as ``MixedSource(node)``, or
+    None: the running loop).
 
     ``OBSERVER_AGENT_BIND`` (HOST:PORT), ``OBSERVER_AGENT_TOKEN`` or
     ``OBSERVER_AGENT_TOKEN_FILE`` (operator), ``OBSERVER_AGENT_READ_TOKEN`` or
