@@ -100,3 +100,31 @@ def test_the_overview_shows_both_kinds_of_node(page: Any, shop_server: DemoServe
     page.wait_for_selector('.nodecard[data-node="demo"][data-kind="actors"]')
     card = page.inner_text('.nodecard[data-node="shop"]').lower()
     assert "asyncio" in card and "tasks" in card and "supervisors" not in card
+
+
+def test_a_chaos_experiment_cancels_tasks_of_the_asyncio_node(page: Any, shop_server: DemoServer) -> None:
+    page.goto(f"{shop_server.base}/chaos")
+    page.wait_for_selector("#chaos-form:not(.hidden)")
+    page.select_option("#chaos-node", "shop")
+    page.fill('input[name="names"]', "consumer-*")
+    page.fill('input[name="interval_ms"]', "100")
+    page.fill('input[name="kills"]', "2")
+    page.fill('input[name="settle_s"]', "1")
+    dialogs: list[str] = []
+
+    def accept(d: Any) -> None:
+        dialogs.append(d.message)
+        d.accept()
+
+    page.on("dialog", accept)
+    page.click("#chaos-start")
+    page.wait_for_function(
+        "() => document.getElementById('chaos-status').innerText.includes('hypothesis')", timeout=30000
+    )
+    assert dialogs and "cancel tasks on shop" in dialogs[0], dialogs
+    assert "hypothesis held" in page.inner_text("#chaos-status")
+    exp = wait_for(lambda: api(page, shop_server, "/api/chaos/experiments?node=shop")["history"], what="saved")[0]
+    j = wait_for(lambda: (x := api(page, shop_server, f"/api/chaos/experiments/{exp['id']}"))["ended"] and x)
+    assert j["status"] == "completed" and any("do not apply" in n for n in j["notes"])
+    assert len(j["kills"]) == 2 and all(k["command"] == "cancel" for k in j["kills"])
+    assert all(k["name"].startswith("consumer-") for k in j["kills"])

@@ -105,6 +105,7 @@ function body() {
       children_restored: f.get("children_restored") === "on",
       mailbox,
       alive: list(g("alive")),
+      http: list(g("http")),
     },
     abort_on_deviation: f.get("abort_on_deviation") === "on",
     settle_s: num(g("settle_s")) ?? 10,
@@ -112,13 +113,46 @@ function body() {
   };
 }
 
+// An asyncio node's experiment cancels tasks (docs/chaos.md): the form's target, pace and
+// count, with coroutine patterns; no budgets, no supervisor checks.
+function cancelBody(b) {
+  const k = b.kill;
+  const f = new FormData($("chaos-form"));
+  const cancel = { policy: k.policy === "sequence" ? "interval" : k.policy, interval_ms: k.interval_ms,
+    jitter_ms: k.jitter_ms, burst_size: k.burst_size, duration_s: k.duration_s, cancels: k.kills,
+    protected: k.protected, root: k.root, names: k.names, coros: list((f.get("coros") || "").toString()) };
+  if (k.reason && k.reason !== "kill") cancel.reason = k.reason;
+  if (!cancel.coros.length) delete cancel.coros;
+  for (const key of Object.keys(cancel)) if (cancel[key] === undefined) delete cancel[key];
+  // tasks come and go with the traffic: their count is no steady state unless asked in a file
+  return { node: b.node, cancel, hypothesis: { http: b.hypothesis.http },
+    abort_on_deviation: b.abort_on_deviation, settle_s: b.settle_s, confirm: false };
+}
+
+async function nodeKind(node) {
+  try {
+    const o = await ctx.api.overview();
+    const n = (o.nodes || []).find((x) => x.name === node || x.node?.name === node);
+    return n?.node?.node_kind || "actors";
+  } catch {
+    return "actors";
+  }
+}
+
 async function start() {
   const err = $("chaos-form-error");
   err.classList.add("hidden");
-  const b = body();
-  const what = `${b.kill.mode === "unbounded" ? "UNBOUNDED" : "within-budget"} kills on ${b.node}` +
-    (b.kill.root ? ` under ${b.kill.root}` : " (whole node)");
-  if (!window.confirm(`Start killing processes: ${what}?\nEvery kill is audited.`)) return;
+  let b = body();
+  const asyncio = (await nodeKind(b.node)) === "asyncio";
+  let what;
+  if (asyncio) {
+    b = cancelBody(b);
+    what = `cancel tasks on ${b.node} (asyncio node: no restart budgets)`;
+  } else {
+    what = `${b.kill.mode === "unbounded" ? "UNBOUNDED" : "within-budget"} kills on ${b.node}` +
+      (b.kill.root ? ` under ${b.kill.root}` : " (whole node)");
+  }
+  if (!window.confirm(`Start ${asyncio ? "cancelling tasks" : "killing processes"}: ${what}?\nEvery ${asyncio ? "cancel" : "kill"} is audited.`)) return;
   b.confirm = true;
   try {
     const res = await ctx.api.startExperiment(b);
