@@ -35,7 +35,7 @@ from ..attach import Attachment
 from ..model import Change, NodeModel
 from .experiment import CancelSpec, Experiment, KillSpec, Probe
 from .journal import Journal
-from .targets import _matcher
+from .targets import glob_matcher
 
 __all__ = ["ASYNCIO_PROBES", "NOTE_NO_BUDGETS", "CancelRunner", "cancel_candidates", "http_get", "not_applicable"]
 
@@ -79,7 +79,7 @@ def not_applicable(exp: Experiment, node_kind: str) -> str | None:
 def cancel_candidates(model: NodeModel, spec: CancelSpec, exclude: set[str]) -> list[str]:
     """Pids of the tasks ``spec`` may cancel now: ``kind`` task, under its root, matching its name
     and coroutine patterns, not protected, not already cancelled (``exclude``)."""
-    names, coros, protected = _matcher(spec.names), _matcher(spec.coros), _matcher(spec.protected)
+    names, coros, protected = glob_matcher(spec.names), glob_matcher(spec.coros), glob_matcher(spec.protected)
     with model.locked() as g:
         recs: dict[str, dict[str, Any]] = dict(g.nodes(data=True))
     scope: set[str] | None = None

@@ -29,10 +29,11 @@ from ..model import Change, NodeModel
 from .experiment import KillSpec
 from .hypothesis import resolve
 
-__all__ = ["CandidatePool", "candidates"]
+__all__ = ["CandidatePool", "candidates", "glob_matcher"]
 
 
-def _matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
+def glob_matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex matching any of the glob ``patterns`` (None: no patterns, no filter)."""
     pats = list(patterns)
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in pats)) if pats else None
 
@@ -44,9 +45,9 @@ class _Rules:
         self.spec = spec
         self.kinds = frozenset(spec.kinds)
         self.spare_supervisors = "supervisor" not in spec.kinds
-        self.protected = _matcher(spec.protected)
-        self.names = _matcher(spec.names)
-        self.labels = _matcher(spec.labels)
+        self.protected = glob_matcher(spec.protected)
+        self.names = glob_matcher(spec.names)
+        self.labels = glob_matcher(spec.labels)
 
     def allows(self, rec: Mapping[str, Any]) -> bool:
         """Whether a supervised process of this record may be killed (scope and supervisors aside)."""
