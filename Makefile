@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest bench chromium redis-server clean
+.PHONY: demo test lint typecheck pytest bench chromium redis-server postgresql clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,17 @@ redis-server:
 	  else echo "redis-server is missing: the message-queue tests will be skipped"; fi; \
 	fi
 
-pytest: $(STAMP) $(WEB_STAMP) chromium redis-server
+# Debian's postgresql for the shared-history tests (tests/pgcluster.py runs its own
+# throwaway cluster with initdb/pg_ctl; the package's own cluster is not used)
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql for the shared-history tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql is missing: the PostgreSQL tests will be skipped (or fail under CI=true)"; fi; \
+	fi
+
+pytest: $(STAMP) $(WEB_STAMP) chromium redis-server postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

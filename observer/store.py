@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .db import SCHEMA_VERSION, AuditError, Database, SQLiteBackend, StoreError
+from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
 from .model import pid_key
@@ -171,10 +171,11 @@ class HistoryStore:
     """The history of attached nodes, on a :class:`observer.db.Database`
     (see the module docstring for the threading rules).
 
-    ``path`` is the SQLite file (created readable by its owner only), or pass
-    an open ``db`` (then ``path`` is only a label and the size/batching options
-    are the database's). Raises :class:`StoreError` if the file was written by
-    a newer observer."""
+    ``path`` is the SQLite file (created readable by its owner only) or a
+    ``postgresql://`` URL (a history shared with other observer servers), or
+    pass an open ``db`` (then ``path`` is only a label and the size/batching
+    options are the database's). Raises :class:`StoreError` if the database was
+    written by a newer observer (or a URL cannot be used: no psycopg, malformed)."""
 
     def __init__(
         self,
@@ -199,17 +200,17 @@ class HistoryStore:
         self._nodes: dict[str, _NodeState] = {}
         self._recorded = 0
         self._closed = False
-        self.db = (
-            db
-            if db is not None
-            else Database(
-                SQLiteBackend(self.path, max_bytes=max_bytes),
+        if db is None:
+            backend = open_backend(self.path, max_bytes=max_bytes)
+            self.path = backend.describe()  # a URL's password is not shown by stats()
+            db = Database(
+                backend,
                 batch_interval=batch_interval,
                 batch_rows=batch_rows,
                 max_pending=max_pending,
                 retry_interval=retry_interval,
             )
-        )
+        self.db = db
         self._listeners: list[CommitListener] = []
         self._call_soon = self.db.call_soon
         self.db.on_tick(self._tick)

@@ -5,7 +5,10 @@
   numbered migrations applied on open (a file written by a newer observer is
   refused with :class:`SchemaTooNewError`). Nothing else opens the database.
 * :class:`Backend` -- the seam to one engine (connect, dialect, errors,
-  migrations); :class:`SQLiteBackend` is the one implementation.
+  migrations): :class:`SQLiteBackend` (the embedded default, one file) and
+  :class:`PostgresBackend` (one database shared by several observer servers);
+  :func:`open_backend` picks one from a ``--db`` value (a path or a
+  ``postgresql://`` URL).
 * The queries and statements, by area: :mod:`observer.db.history` (events,
   checkpoints, audit, timeline), :mod:`observer.db.crashes` (crashes stored
   once, grouped by signature), :mod:`observer.db.chaos` (experiment journals).
@@ -20,10 +23,21 @@ from . import chaos, crashes, history
 from .backend import Backend, Connection, Migration
 from .database import Database
 from .errors import AuditError, SchemaTooNewError, StoreError
+from .postgres import PostgresBackend, is_postgres_url
 from .sqlite import MIGRATIONS, SQLiteBackend
 
 SCHEMA_VERSION = MIGRATIONS[-1].number
-"""The SQLite schema version this observer writes."""
+"""The schema version this observer writes (the same on every backend)."""
+
+
+def open_backend(where: str, *, max_bytes: int | None = None) -> Backend:
+    """The backend for a ``--db`` value: a ``postgresql://`` URL, else an SQLite file
+    (``max_bytes`` caps the file; a PostgreSQL server has its own limits). Raises
+    :class:`StoreError` for a URL when psycopg is missing or the URL is malformed."""
+    if is_postgres_url(where):
+        return PostgresBackend(where)
+    return SQLiteBackend(where, max_bytes=max_bytes)
+
 
 __all__ = [
     "MIGRATIONS",
@@ -33,10 +47,13 @@ __all__ = [
     "Connection",
     "Database",
     "Migration",
+    "PostgresBackend",
     "SQLiteBackend",
     "SchemaTooNewError",
     "StoreError",
     "chaos",
     "crashes",
     "history",
+    "is_postgres_url",
+    "open_backend",
 ]
