@@ -31,7 +31,7 @@ from .backend import Connection, Migration
 from .crashes import signature
 from .errors import StoreError
 
-__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "PostgresBackend", "is_postgres_url"]
+__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "PostgresBackend", "has_password", "is_postgres_url"]
 
 MIGRATION_LOCK = 0x6F62_7365_7276_6572 >> 1
 """The advisory lock key held by a migration transaction ("observer", as a positive bigint)."""
@@ -40,6 +40,17 @@ MIGRATION_LOCK = 0x6F62_7365_7276_6572 >> 1
 def is_postgres_url(where: str) -> bool:
     """True if ``where`` (a ``--db`` value) names a PostgreSQL database rather than a file."""
     return where.startswith(("postgresql://", "postgres://"))
+
+
+def has_password(url: str) -> bool:
+    """True if the URL ``url`` carries a password (in its authority or as a parameter)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.password is not None or any(
+            k == "password" for k, _v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        )
+    except ValueError:
+        return False
 
 
 def _script(conn: Connection, sql: str) -> None:
@@ -289,7 +300,7 @@ class PostgresBackend:
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise StoreError(f"not a PostgreSQL connection URL: {_redact(url)} ({exc})") from None
+            raise StoreError(f"not a PostgreSQL connection URL: {_redact(url)} ({str(exc).strip()})") from None
         self.url = url
         self.connect_timeout = connect_timeout
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
