@@ -165,6 +165,8 @@ class _NodeState:
         self.since_cp = 0
         self.last_cp = time.monotonic()
         self.last_time = 0.0
+        self.recording = False
+        """Whether this observer wrote the node's history at its last message (see ``_records``)."""
 
 
 class HistoryStore:
@@ -200,6 +202,7 @@ class HistoryStore:
         self._nodes: dict[str, _NodeState] = {}
         self._recorded = 0
         self._closed = False
+        self._muted = False
         if db is None:
             backend = open_backend(self.path, max_bytes=max_bytes)
             self.path = backend.describe()  # a URL's password is not shown by stats()
@@ -318,18 +321,38 @@ class HistoryStore:
     # -- ingest (the database's writer thread) --------------------------------------------------
 
     def _push(self, sql: str, row: tuple[Any, ...]) -> None:
-        self.db.buffer(sql, row)
+        if not self._muted:
+            self.db.buffer(sql, row)
 
     def _tick(self, now: float) -> None:
         for node, st in self._nodes.items():
-            if st.since_cp and now - st.last_cp >= self.checkpoint_interval:
+            if st.since_cp and now - st.last_cp >= self.checkpoint_interval and st.recording:
+                self._muted = False
                 self._checkpoint(node, st)
+
+    def _records(self, node: str, st: _NodeState, msg: dict[str, Any]) -> bool:
+        """Whether this observer writes ``node``'s history. In a database shared by
+        several observer servers attached to one node, the one holding the node's
+        claim does (:meth:`observer.db.Database.claim`); the others keep folding the
+        stream, and one that takes over starts with a checkpoint of what it has.
+        A link going down gives the claim up, to a server whose link is up."""
+        key = f"history:{node}"
+        held = self.db.claim(key)
+        if held and not st.recording and st.snap_seq >= 0:
+            self._muted = False
+            self._checkpoint(node, st)
+        st.recording = held
+        if held and msg.get("t") == "status" and msg.get("status") == "down":
+            self.db.release(key)
+            st.recording = False
+        return held
 
     def _ingest(self, node: str, msg: dict[str, Any], recv: float) -> None:
         self._recorded += 1
         st = self._nodes.get(node)
         if st is None:
             st = self._nodes[node] = _NodeState()
+        self._muted = not self._records(node, st, msg)
         t = msg.get("t")
         if t == "ev":
             seq = msg.get("seq")

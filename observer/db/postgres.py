@@ -21,6 +21,7 @@ what to install.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import urllib.parse
@@ -340,6 +341,18 @@ class PostgresBackend:
 
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
+
+    def claim(self, conn: Connection, key: str) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(key),)).fetchone()
+        return bool(row[0])
+
+    def release(self, conn: Connection, key: str) -> None:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(key),))
+
+
+def _lock_key(key: str) -> int:
+    """A session-level advisory lock's bigint for ``key`` (a claim)."""
+    return int.from_bytes(hashlib.blake2b(f"observer claim {key}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _redact(url: str) -> str:

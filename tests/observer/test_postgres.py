@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from observer.db import SCHEMA_VERSION, Database, PostgresBackend, StoreError, o
 from observer.db import postgres as pg
 from observer.db import sqlite as lite
 from observer.store import HistoryStore
-from tests.observer import TOKEN, wait_for
+from tests.observer import TOKEN, ev, snapshot, sup, wait_for
 from tests.observer.nodes import NodeProcess, clean_env, free_port, login, read_line, stop_process
 from tests.observer.test_db import KILLED, REPORT, P
 from tests.pgcluster import table_names
@@ -128,6 +129,43 @@ def test_observers_opening_one_old_database_at_once_migrate_it_once(postgres_url
             s.close()
 
 
+def test_observers_attached_to_one_node_record_its_history_once_and_hand_it_over(postgres_url: str) -> None:
+    def open_store() -> HistoryStore:
+        db = Database(open_backend(postgres_url), batch_interval=0.02, claim_interval=0.05)
+        return HistoryStore("shared", db=db)
+
+    first, second = open_store(), open_store()
+    stores = [first, second]
+    try:
+        msgs = [*snapshot([sup(P(1), name="top")], seq=1), ev("spawn", 2, pid=P(2), supervisor=P(1), label="w")]
+        msgs.append(ev("exit", 3, pid=P(2), reason="boom", reason_kind="exception", exception="ValueError"))
+        for store in stores:  # both attached to node n: both hear every message (the first one first)
+            for m in msgs:
+                store.record("n", m)
+            assert store.flush()
+        assert first.db.execute("SELECT COUNT(*) AS n FROM events WHERE kind = 'spawn'") == [{"n": 1}]
+        assert [g["count"] for g in second.crash_groups(node="n")] == [1]  # one crash, counted once
+        assert len(first.db.execute("SELECT id FROM checkpoints")) == 1
+        first.close()  # its connection closes: the claim passes to the second
+        seq = 3
+
+        def spawned_by_the_second() -> bool:
+            nonlocal seq
+            seq += 1
+            second.record("n", ev("spawn", seq, pid=P(seq), supervisor=P(1), label="w"))
+            assert second.flush()
+            return bool(second.events(node="n", kinds=["spawn"], pid=P(seq)))
+
+        wait_for(spawned_by_the_second, timeout=30, what="the second observer to take the node's history over")
+        assert len(second.db.execute("SELECT id FROM checkpoints")) == 2  # it took over with a checkpoint
+        tree = second.tree_at("n", time.time() + 10)
+        assert tree is not None  # what the second heard before taking over is in its checkpoint
+        assert {r["pid"] for r in tree["procs"]} == {P(1), *(P(i) for i in range(4, seq + 1))}
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_a_database_written_by_a_newer_observer_is_refused(postgres_url: str) -> None:
     HistoryStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -164,17 +202,17 @@ def test_the_db_option_takes_a_postgresql_url_without_its_password(tmp_path: Pat
 
 
 class Server:
-    """``observer serve`` attached to one node (as ``name``) with its history in PostgreSQL."""
+    """``observer serve`` attached to ``nodes`` with its history in PostgreSQL."""
 
-    def __init__(self, tmp: Path, name: str, node: NodeProcess, db: str) -> None:
+    def __init__(self, tmp: Path, nodes: dict[str, NodeProcess], db: str) -> None:
         tmp.mkdir()
         tokens = tmp / "agent.token"
         tokens.write_text(TOKEN)
-        self.name = name
+        self.nodes = set(nodes)
+        attach = [a for name, n in nodes.items() for a in ("--attach", f"{name}={n.address}")]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "observer", "serve", "--attach", f"{name}={node.address}",
-             "--node-token-file", str(tokens), "--db", db, "--allow-destructive-actions", "--port", "0",
-             "--no-browser"],
+            [sys.executable, "-m", "observer", "serve", *attach, "--node-token-file", str(tokens), "--db", db,
+             "--allow-destructive-actions", "--port", "0", "--no-browser"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(OBSERVER_LOGIN_TOKEN=LOGIN),
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -185,7 +223,7 @@ class Server:
         self.base = m.group(1)
         self.http = requests.Session()
         self.csrf = login(self.http, self.base, LOGIN)
-        wait_for(self.attached, timeout=60, what=f"{name} attached")
+        wait_for(self.attached, timeout=60, what="both nodes attached")
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -194,19 +232,19 @@ class Server:
 
     def attached(self) -> bool:
         nodes = self.http.get(f"{self.base}/api/cluster").json()["nodes"]
-        return any(n["name"] == self.name and n["status"] == "up" for n in nodes)
+        return {n["name"] for n in nodes if n["status"] == "up"} == self.nodes
 
     def get(self, path: str) -> Any:
         r = self.http.get(f"{self.base}{path}", timeout=10)
         assert r.status_code == 200, r.text
         return r.json()
 
-    def kill(self, proc_name: str) -> str:
-        """Kill the process registered as ``proc_name`` (audited); its pid."""
-        hits = self.get(f"/api/nodes/{self.name}/search?q={proc_name}")["matches"]
+    def kill(self, node: str, proc_name: str) -> str:
+        """Kill the process registered as ``proc_name`` on ``node`` (audited); its pid."""
+        hits = self.get(f"/api/nodes/{node}/search?q={proc_name}")["matches"]
         pid = str(next(h["pid"] for h in hits if h["name"] == proc_name))
         r = self.http.post(
-            f"{self.base}/api/nodes/{self.name}/processes/{pid}/kill",
+            f"{self.base}/api/nodes/{node}/processes/{pid}/kill",
             json={"reason": "kill"},
             headers={"X-CSRF-Token": self.csrf, "Origin": self.base},
             timeout=10,
@@ -222,37 +260,42 @@ class Server:
 def test_two_observer_servers_on_one_database_see_each_other_s_audit_rows_and_crashes(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    nodes = [NodeProcess(seed=1), NodeProcess(seed=2)]
+    """Both servers attached to both nodes (as behind a shared message queue): each
+    sees what the other did, and each node's history is written once, not twice."""
+    nodes = {"alpha": NodeProcess(seed=1), "beta": NodeProcess(seed=2)}
     servers: list[Server] = []
     try:
-        a = Server(tmp_path / "a", "alpha", nodes[0], postgres_url)
+        a = Server(tmp_path / "a", nodes, postgres_url)
         servers.append(a)
-        b = Server(tmp_path / "b", "beta", nodes[1], postgres_url)
+        b = Server(tmp_path / "b", nodes, postgres_url)
         servers.append(b)
-        killed = {"alpha": a.kill(PAYMENTS), "beta": b.kill(PAYMENTS)}
-        for here, there in ((a, b), (b, a)):  # each server sees the other's action and the crash it caused
+        killed = {"alpha": a.kill("alpha", PAYMENTS), "beta": b.kill("beta", PAYMENTS)}
+        for here, node in ((a, "beta"), (b, "alpha")):  # each sees the other server's action and crash
 
-            def audited(s: Server = here, node: str = there.name) -> list[dict[str, Any]]:
+            def audited(s: Server = here, node: str = node) -> list[dict[str, Any]]:
                 return [
                     r
                     for r in s.get(f"/api/audit?node={node}")["audit"]
                     if r["action"] == "kill" and r["target"] == killed[node] and r["ok"] == 1
                 ]
 
-            [row] = wait_for(audited, timeout=30, what=f"{there.name}'s kill in {here.name}'s audit log")
+            [row] = wait_for(audited, timeout=30, what=f"the kill on {node} in the other server's audit log")
             assert row["who"] and row["result"]
 
-            def crashed(s: Server = here, node: str = there.name) -> list[dict[str, Any]]:
+            def crashed(s: Server = here, node: str = node) -> list[dict[str, Any]]:
                 return [c for c in s.get(f"/api/events?node={node}")["crashes"] if c["pid"] == killed[node]]
 
-            [crash] = wait_for(crashed, timeout=30, what=f"{there.name}'s crash in {here.name}'s history")
+            [crash] = wait_for(crashed, timeout=30, what=f"the crash on {node} in the other server's history")
             one = here.get(f"/api/crashes/{crash['id']}")
-            assert one["node"] == there.name and one["group"]["count"] >= 1
+            assert one["node"] == node and one["group"]["count"] == 1  # recorded once, by one of the two
+            assert [e["pid"] for e in here.get(f"/api/events?node={node}&kinds=exit&pid={killed[node]}")["events"]] == [
+                killed[node]
+            ]
         # one history: both servers list the same audit log and crash groups
         assert {r["id"] for r in a.get("/api/audit")["audit"]} == {r["id"] for r in b.get("/api/audit")["audit"]}
         assert a.get("/api/crashes")["groups"] == b.get("/api/crashes")["groups"]
     finally:
         for s in servers:
             s.close()
-        for n in nodes:
+        for n in nodes.values():
             n.stop()
