@@ -233,8 +233,9 @@ class HistoryStore:
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener(kind, row)`` on the writer thread once audit rows, audit
-        results and crashes are committed (for live pushes). It must not block;
-        one that raises is logged and kept."""
+        results and crashes are committed (for live pushes); a crash on a node whose
+        history another observer records (a shared database) as soon as it is heard.
+        It must not block; one that raises is logged and kept."""
         self._listeners.append(listener)
 
     def _committed(self, kind: str, row: dict[str, Any]) -> None:
@@ -323,6 +324,8 @@ class HistoryStore:
     def _push(self, sql: str, row: tuple[Any, ...]) -> None:
         if not self._muted:
             self.db.buffer(sql, row)
+        elif sql == crash_db.INSERT_SQL:  # another observer writes it: heard here all the same
+            self._rows_committed([(sql, row)])
 
     def _tick(self, now: float) -> None:
         for node, st in self._nodes.items():

@@ -136,6 +136,9 @@ def test_observers_attached_to_one_node_record_its_history_once_and_hand_it_over
 
     first, second = open_store(), open_store()
     stores = [first, second]
+    heard: list[list[str]] = [[], []]
+    for store, kinds in zip(stores, heard, strict=True):
+        store.on_commit(lambda kind, row, kinds=kinds: kinds.append(f"{kind} {row.get('pid')}"))
     try:
         msgs = [*snapshot([sup(P(1), name="top")], seq=1), ev("spawn", 2, pid=P(2), supervisor=P(1), label="w")]
         msgs.append(ev("exit", 3, pid=P(2), reason="boom", reason_kind="exception", exception="ValueError"))
@@ -145,6 +148,7 @@ def test_observers_attached_to_one_node_record_its_history_once_and_hand_it_over
             assert store.flush()
         assert first.db.execute("SELECT COUNT(*) AS n FROM events WHERE kind = 'spawn'") == [{"n": 1}]
         assert [g["count"] for g in second.crash_groups(node="n")] == [1]  # one crash, counted once
+        assert heard == [[f"crash {P(2)}"], [f"crash {P(2)}"]]  # each server's live pushes hear it once
         assert len(first.db.execute("SELECT id FROM checkpoints")) == 1
         first.close()  # its connection closes: the claim passes to the second
         seq = 3
