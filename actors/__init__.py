@@ -52,7 +52,7 @@ from ._events import (
     Suspended,
     Unlinked,
 )
-from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, get_state, reply, start_link
+from ._gen_server import GenServer, get_state, reply, start_link, start_monitor
 from ._gen_server import start as start_server
 from ._gen_server import stop as stop_server
 from ._introspect import (
@@ -71,9 +71,21 @@ from ._introspect import (
     process_status,
     task_process,
 )
-from ._messages import From
+from ._messages import From, ReplyMsg
 from ._node import Node
 from ._process import Process
+from ._requests import (
+    NO_REPLY,
+    RequestId,
+    RequestIds,
+    Response,
+    abandon,
+    check_response,
+    receive_response,
+    send_request,
+    wait_response,
+)
+from ._returns import HIBERNATE, TIMEOUT, Continue, Hibernate, Ignore, NoReply, Reply, Stop
 from ._supervisor import Supervisor
 from ._supervisor_api import (
     budget,
@@ -94,15 +106,18 @@ __all__ = [
     "ALL_SIGNIFICANT",
     "ANY_SIGNIFICANT",
     "BRUTAL_KILL",
+    "HIBERNATE",
     "INFINITY",
     "KILL",
     "KILLED",
     "NEVER",
     "NOPROC",
     "NORMAL",
+    "NO_REPLY",
     "PERMANENT",
     "SHUTDOWN",
     "TEMPORARY",
+    "TIMEOUT",
     "TRANSIENT",
     "ActorError",
     "Ancestor",
@@ -112,6 +127,7 @@ __all__ = [
     "ChainLink",
     "ChildInfo",
     "ChildSpec",
+    "Continue",
     "CrashReport",
     "Demonitored",
     "Down",
@@ -123,6 +139,7 @@ __all__ = [
     "FlightRecorderInfo",
     "From",
     "GenServer",
+    "Hibernate",
     "Ignore",
     "Instrument",
     "Linked",
@@ -141,6 +158,10 @@ __all__ = [
     "Ref",
     "Registered",
     "Reply",
+    "ReplyMsg",
+    "RequestId",
+    "RequestIds",
+    "Response",
     "Restarted",
     "Resumed",
     "ServerDied",
@@ -154,7 +175,9 @@ __all__ = [
     "Suspended",
     "TraceFrame",
     "Unlinked",
+    "abandon",
     "budget",
+    "check_response",
     "count_children",
     "delete_child",
     "estimate_memory",
@@ -171,16 +194,20 @@ __all__ = [
     "process_monitors",
     "process_stack",
     "process_status",
+    "receive_response",
     "reply",
     "restart_child",
+    "send_request",
     "start_child",
     "start_link",
+    "start_monitor",
     "start_server",
     "start_supervisor",
     "stop_server",
     "supervisor_spec",
     "task_process",
     "terminate_child",
+    "wait_response",
     "which_child",
     "which_children",
     "worker",

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import linecache
 import os
+import reprlib
 import time
 import traceback as _tb
 from collections import deque
@@ -444,6 +445,46 @@ def build_report(node: Node, proc: Process, reason: Any, own: bool) -> CrashRepo
 
 
 _MISSING: Any = object()
+_LOG_REPR = 2000
+"""Characters of the last message and of the state kept in an exit log entry."""
+_log_repr = reprlib.Repr()
+_log_repr.maxlevel = 6
+_log_repr.maxdict = _log_repr.maxlist = _log_repr.maxtuple = _log_repr.maxset = 50
+_log_repr.maxfrozenset = _log_repr.maxdeque = _log_repr.maxarray = 50
+_log_repr.maxstring = _log_repr.maxother = 500
+
+
+def _log_text(value: Any) -> str:
+    """A bounded, never-raising text of a term for the log: a big state costs
+    a walk of its first levels and items, not a repr of all of it."""
+    try:
+        text = _log_repr.repr(value)
+    except Exception as exc:
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= _LOG_REPR else text[: _LOG_REPR - 3] + "..."
+
+
+def exit_log_text(proc: Process, reason: Any) -> str:
+    """The text of the error logged when ``proc`` ends itself abnormally
+    (OTP's error report): who it is, its last message and, for a gen_server,
+    its state, then the reason. Reads references only; never raises on an
+    unprintable value."""
+    who = f"{proc.pid} ({proc.name or proc.label})" if (proc.name or proc.label) else str(proc.pid)
+    b = proc.behaviour
+    kind = str(getattr(b, "kind", "gen_server")) if b is not None else "process"
+    lines = [f"{kind} {who} terminating"]
+    if proc.handled > 0:
+        message, message_kind = unwrap(proc.last_message)
+        lines.append(f"** Last message in was ({message_kind}): {_log_text(message)}")
+    else:
+        lines.append("** Last message in was: none (no message handled)")
+    if b is not None and hasattr(b, "state"):
+        before = getattr(b, "_crash_state_before", _MISSING)
+        state = before if before is not _MISSING else getattr(b, "state", None)
+        lines.append(f"** When server state == {_log_text(state)}")
+    text = format_reason(reason) if isinstance(reason, str | BaseException) else _log_text(reason)
+    lines.append(f"** Reason for termination == {text}")
+    return "\n".join(lines)
 
 
 def descendants(node: Node, root: Process) -> list[Process]:

@@ -25,8 +25,21 @@ class NoProcess(ActorError):
 
 
 class NameTaken(ActorError):
-    """Raised by ``register`` when the name is already registered, or the
-    process already has a name (as ``badarg`` in Erlang)."""
+    """Raised when a name cannot be given: ``register`` (or a start or spawn
+    with ``name=``) for a name already registered (OTP's ``already_started``),
+    or ``register`` for a process that already has a name (Erlang's ``badarg``).
+
+    ``name`` is the name asked for; ``pid`` is the process holding it (for a
+    taken name: OTP's ``{already_started, Pid}``), or the process that already
+    has another name.
+    """
+
+    def __init__(self, name: str, pid: Any = None, message: str | None = None) -> None:
+        if message is None:
+            message = f"name already registered: {name!r}" + (f" (by {pid})" if pid is not None else "")
+        super().__init__(message)
+        self.name = name
+        self.pid = pid
 
 
 class CallTimeout(ActorError, TimeoutError):
@@ -96,6 +109,19 @@ class ProcessExit(BaseException):
     def __init__(self, reason: Any) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """Validate a timeout in seconds: None (wait forever) or a real number >= 0.
+    Raises ``TypeError`` or ``ValueError`` naming the bad value (OTP raises on a
+    bad timeout before doing anything; so do we)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:  # also refuses NaN
+        raise ValueError(f"timeout must be >= 0 seconds (or None), not {timeout!r}")
+    return float(timeout)
 
 
 def _short(value: object, limit: int = 80) -> str:

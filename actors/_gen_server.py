@@ -11,71 +11,59 @@ Return values:
   fails with its reason). Raising fails the start too.
 * ``handle_call(request, from_, state)`` returns :class:`Reply`,
   :class:`NoReply` (reply later with ``from_.reply(...)``) or :class:`Stop`.
-* ``handle_cast(request, state)`` and ``handle_info(msg, state)`` return the
-  new state, or :class:`Stop`.
+* ``handle_cast(request, state)``, ``handle_info(msg, state)`` and
+  ``handle_continue(term, state)`` return the new state, :class:`NoReply`
+  or :class:`Stop`.
+
+An action rides on a result as ``then=`` (``Reply(v, s, then=...)``,
+``NoReply(s, then=...)``; ``init`` returns ``NoReply(state, then=...)`` for
+one), as OTP's fourth tuple element:
+
+* ``Continue(term)``: ``handle_continue(term, state)`` runs next, before any
+  message (OTP's ``{continue, Term}``);
+* a number of seconds: if no message arrives in that time,
+  ``handle_info(TIMEOUT, state)`` runs (OTP's timeout; any message cancels it);
+* ``HIBERNATE``: a memory hint: the server gives back its empty mailbox's
+  buffer while it waits (see ``docs/otp.md`` for what it can mean in Python).
 
 An exception in a callback ends the server with that exception as the exit
 reason, after ``terminate(reason, state)`` ran. ``terminate`` also runs on
 :class:`Stop`, on ``stop()`` and, when the server traps exits, on an exit
 signal from its parent or from the node itself (``Node.shutdown``, or
 ``Node.exit`` with no sender). A server that does not trap exits is killed by
-exit signals without ``terminate`` (as in OTP).
+exit signals without ``terminate`` (as in OTP). If ``terminate`` raises or
+exits, that becomes the exit reason (a :class:`Stop`'s reply is sent anyway).
+Every exit with a reason other than normal / shutdown is logged on the
+``actors`` logger with the last message and the state (``Node(log_crashes=)``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._errors import CallTimeout, NoProcess, ProcessExit, ServerDied, StartError
+from ._child_spec import ChildSpec
+from ._errors import (
+    CallError,
+    CallTimeout,
+    NoProcess,
+    ProcessExit,
+    ReceiveTimeout,
+    ServerDied,
+    StartError,
+    check_timeout,
+)
 from ._messages import CallMsg, CastMsg, From, SysMsg
 from ._process import Process
-from ._types import NORMAL, Exit, Pid
+from ._returns import _NO_REPLY, TIMEOUT, Continue, Hibernate, Ignore, NoReply, Reply, Stop
+from ._types import NORMAL, Exit, Pid, Ref
 
 if TYPE_CHECKING:
     from ._node import Node
-    from ._supervisor import ChildSpec
 
 log = logging.getLogger("actors.gen_server")
-_NO_REPLY: Any = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """``handle_call`` result: reply ``value`` and go on with ``state``."""
-
-    value: Any
-    """The reply."""
-    state: Any
-    """The new state."""
-
-
-@dataclass(frozen=True, slots=True)
-class NoReply:
-    """``handle_call`` result: no reply now (a deferred reply follows); go on with ``state``."""
-
-    state: Any
-    """The new state."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """Any callback's result: stop with ``reason`` after ``terminate``; for
-    ``handle_call``, ``reply`` (if given) is sent once ``terminate`` has run (as OTP)."""
-
-    reason: Any
-    """The exit reason."""
-    state: Any = None
-    """The state ``terminate`` gets."""
-    reply: Any = _NO_REPLY
-    """For ``handle_call``: the reply to send before stopping."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ignore:
-    """``init`` result: do not start; the starter gets ``None``."""
 
 
 class GenServer:
@@ -114,8 +102,14 @@ class GenServer:
         log.warning("%s %s got unexpected message %r", type(self).__name__, self.proc.pid, msg)
         return state
 
+    async def handle_continue(self, term: Any, state: Any) -> Any:
+        """Go on with work a callback asked for with ``then=Continue(term)``,
+        before the next message. The default fails: an unexpected continue is a bug."""
+        raise NotImplementedError(f"{type(self).__name__} got unexpected continue {term!r}")
+
     async def terminate(self, reason: Any, state: Any) -> None:
-        """Clean up before exiting. Exceptions here are logged, never raised."""
+        """Clean up before exiting. Runs in the server's process; if it raises
+        or exits, that becomes the exit reason (logged, naming the server)."""
 
     @classmethod
     def child_spec(
@@ -128,7 +122,6 @@ class GenServer:
         label: str | None = None,
     ) -> ChildSpec:
         """A supervisor child spec that starts this server with ``init(*args)``."""
-        from ._supervisor import ChildSpec
 
         async def start_fn(parent: Process, *extra: Any) -> Pid | None:
             return await start_link(parent, cls, *args, *extra, name=name, label=label)
@@ -159,9 +152,12 @@ async def start(
     ``server`` is a :class:`GenServer` subclass (instantiated with no
     arguments) or an instance. Returns its pid, or None if ``init`` returned
     :class:`Ignore`. Raises :class:`StartError` if ``init`` failed or took
-    longer than ``timeout`` seconds.
+    longer than ``timeout`` seconds, :class:`NameTaken` (with the holder's
+    ``pid``: OTP's ``already_started``) if ``name`` is taken.
     """
-    return await _start(node, None, server, args, name, label, timeout)
+    check_timeout(timeout)
+    pid, _ = await _start(node, None, None, server, args, name, label, timeout)
+    return pid
 
 
 async def start_link(
@@ -175,25 +171,54 @@ async def start_link(
     """Start a server linked to ``parent`` (a process: a supervisor, say) and
     wait for its ``init``. A failed ``init`` unlinks before exiting, so the
     failure reaches the parent as a :class:`StartError`, not as an exit signal."""
-    return await _start(parent.node, parent, server, args, name, label, timeout)
+    check_timeout(timeout)
+    pid, _ = await _start(parent.node, parent, None, server, args, name, label, timeout)
+    return pid
+
+
+async def start_monitor(
+    caller: Process,
+    server: ServerFactory,
+    *args: Any,
+    name: str | None = None,
+    label: str | None = None,
+    timeout: float | None = 5.0,
+) -> tuple[Pid, Ref] | None:
+    """Start a server monitored by ``caller`` (not linked) and wait for its
+    ``init``; returns ``(pid, ref)``, the ref of the monitor (OTP's
+    ``start_monitor``). The monitor is set before ``init`` runs, so when the
+    start fails (:class:`StartError`) or ``init`` returns :class:`Ignore`
+    (None), a :class:`Down` for it still arrives in ``caller``'s mailbox, as
+    in OTP."""
+    check_timeout(timeout)
+    pid, ref = await _start(caller.node, None, caller, server, args, name, label, timeout)
+    if pid is None or ref is None:
+        return None
+    return pid, ref
 
 
 async def _start(
     node: Node,
     parent: Process | None,
+    watcher: Process | None,
     server: ServerFactory,
     args: tuple[Any, ...],
     name: str | None,
     label: str | None,
     timeout: float | None,
-) -> Pid | None:
+) -> tuple[Pid | None, Ref | None]:
     instance = server() if isinstance(server, type) else server
     ack: asyncio.Future[Pid | None] = node.loop.create_future()
+    # whoever stops waiting (timeout, cancellation), the outcome is read here,
+    # so asyncio never logs "Future exception was never retrieved"
+    ack.add_done_callback(_retrieve)
     lbl = label or type(instance).__name__
     if parent is None:
-        pid = node._spawn(_loop, (instance, args, ack), name, lbl, None, link=False)
+        pid = node._spawn(_loop, (instance, args, ack), name, lbl, watcher, link=False)
     else:
         pid = node._spawn(_loop, (instance, args, ack), name, lbl, parent, link=True)
+    del args
+    mon = watcher.monitor(pid) if watcher is not None else None
     # Watch the server while it starts: if it dies before acknowledging (killed
     # before its body ever ran, say), the starter gets a StartError instead of
     # waiting forever (proc_lib:start_link does the same with a monitor).
@@ -209,16 +234,23 @@ async def _start(
             proc._monitors = {}
         proc._monitors[ref] = on_down
     try:
-        return await asyncio.wait_for(asyncio.shield(ack), timeout)
+        return await asyncio.wait_for(asyncio.shield(ack), timeout), mon
     except TimeoutError:
         if parent is not None:
             parent.unlink(pid)
             parent.drop(lambda m: type(m) is Exit and m.pid == pid)
+        if not ack.done():
+            ack.cancel()
         node.exit(pid, "kill")
         raise StartError("timeout") from None
     finally:
         if proc is not None and proc._monitors is not None:
             proc._monitors.pop(ref, None)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: asyncio.Future[Pid | None]) -> None:
@@ -229,15 +261,24 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     except BaseException as exc:
         _init_failed(proc, ack, exc)
         raise
-    if isinstance(res, Ignore):
+    # keep no reference to the start arguments (OTP keeps none): the frame
+    # would hold them for as long as the server runs
+    del args
+    then: Any = None
+    if type(res) is NoReply:
+        state, then = res.state, res.then
+    elif isinstance(res, Ignore):
         _init_failed(proc, ack, None)
         return
-    if isinstance(res, Stop):
+    elif isinstance(res, Stop):
         _init_failed(proc, ack, res.reason)
         proc.exit(res.reason)
+    else:
+        state = res
+    del res
     if not ack.done():
         ack.set_result(proc.pid)
-    state = res
+    del ack
     server.state = state
     receive = proc.receive
     reason: Any = NORMAL
@@ -248,35 +289,41 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     node_pid = Pid(proc.node.node_id, 0)
     stop_reply: tuple[From, Any] | None = None
     copy_state = server.crash_state_copy
+    msg: Any = None
+    pending: Any = None
     while True:
-        msg = await receive()
+        if then is None:
+            pending = None
+            msg = await receive()
+        else:
+            pending = then  # what a system message restarts (see get_state below)
+            msg, then = await _next(proc, then)
         if copy_state is not None:
             server._crash_state_before = copy_state(state)  # type: ignore[attr-defined]
         t = type(msg)
         try:
             if t is CallMsg:
-                r = await server.handle_call(msg.request, msg.reply_to, state)
-                if isinstance(r, Reply):
+                r: Any = await server.handle_call(msg.request, msg.reply_to, state)
+                tr = type(r)
+                if tr is Reply:
                     msg.reply_to.reply(r.value)
-                    state = r.state
-                elif isinstance(r, NoReply):
-                    state = r.state
-                elif isinstance(r, Stop):
+                    state, then = r.state, r.then
+                elif tr is NoReply:
+                    state, then = r.state, r.then
+                elif tr is Stop:
                     if r.reply is not _NO_REPLY:
                         stop_reply = (msg.reply_to, r.reply)  # sent after terminate, as OTP
                     state, reason = r.state, r.reason
                     break
                 else:
-                    raise TypeError(f"handle_call must return Reply, NoReply or Stop, not {type(r).__name__}")
-            elif t is CastMsg:
-                r = await server.handle_cast(msg.request, state)
-                if type(r) is Stop:
-                    state, reason = r.state, r.reason
-                    break
-                state = r.state if type(r) is NoReply else r
+                    raise TypeError(f"handle_call must return Reply, NoReply or Stop, not {tr.__name__}")
+                if then is not None:
+                    then = _check_then(then)
             elif t is SysMsg:
                 if msg.kind == "get_state":
                     msg.reply_to.reply(state)
+                    if type(pending) is not Continue:
+                        then = pending  # as OTP: a pending timeout / hibernate starts over
                 elif msg.kind == "stop":
                     msg.reply_to.reply(None)
                     reason = msg.arg
@@ -285,27 +332,73 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
                 reason = msg.reason
                 break
             else:
-                r = await server.handle_info(msg, state)
-                if type(r) is Stop:
+                if t is CastMsg:
+                    r = await server.handle_cast(msg.request, state)
+                elif t is Continue:
+                    r = await server.handle_continue(msg.term, state)
+                else:
+                    r = await server.handle_info(msg, state)
+                tr = type(r)
+                if tr is Stop:
                     state, reason = r.state, r.reason
                     break
-                state = r.state if type(r) is NoReply else r
+                if tr is NoReply:
+                    state, then = r.state, r.then
+                else:
+                    state = r
+            if then is not None:
+                then = _check_then(then)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and not proc.alive:
                 raise
-            await _safe_terminate(server, exc.reason if isinstance(exc, ProcessExit) else exc, state)
+            # terminate runs with the reason; if it raises or exits, that is
+            # the exit reason (as OTP), chained to this one
+            await server.terminate(exc.reason if isinstance(exc, ProcessExit) else exc, state)
             raise
         server.state = state
     server.state = state
-    await _safe_terminate(server, reason, state)
-    if stop_reply is not None:
-        stop_reply[0].reply(stop_reply[1])
+    try:
+        await server.terminate(reason, state)
+    finally:
+        # {stop, Reason, Reply, State}: the caller gets its reply once terminate
+        # ran, even if terminate raised or exited (OTP replies in an `after`)
+        if stop_reply is not None and proc.alive:
+            stop_reply[0].reply(stop_reply[1])
     proc.exit(reason)
+
+
+async def _next(proc: Process, then: Any) -> tuple[Any, Any]:
+    """The next message under a callback's action: (message, action left)."""
+    if type(then) is Continue:
+        proc.last_message = then
+        return then, None
+    if type(then) is Hibernate:
+        mb = proc._mb
+        if mb is not None and not mb:
+            proc._mb = None  # the empty mailbox's buffer is the memory to give back
+        return await proc.receive(), None
+    try:
+        return await proc.receive(timeout=then), None
+    except ReceiveTimeout:
+        proc.last_message = TIMEOUT
+        return TIMEOUT, None
+
+
+def _check_then(then: Any) -> Any:
+    """Validate a callback's action: None, a timeout in seconds, Continue or Hibernate."""
+    if then is None or type(then) is Continue or type(then) is Hibernate:
+        return then
+    timeout = check_timeout(then)
+    return None if timeout == math.inf else timeout
 
 
 def _init_failed(proc: Process, ack: asyncio.Future[Pid | None], reason: Any) -> None:
     if proc.parent is not None:
         proc.unlink(proc.parent)
+    if proc.name is not None:
+        # free the name before the starter hears of the failure, so that it
+        # can start again at once (OTP unregisters before the nack)
+        proc.node.unregister(proc.name)
     if not ack.done():
         if reason is None:
             ack.set_result(None)
@@ -313,21 +406,17 @@ def _init_failed(proc: Process, ack: asyncio.Future[Pid | None], reason: Any) ->
             ack.set_exception(StartError(reason))
 
 
-async def _safe_terminate(server: GenServer, reason: Any, state: Any) -> None:
-    try:
-        await server.terminate(reason, state)
-    except Exception:
-        log.exception("%s.terminate raised", type(server).__name__)
-
-
 # -- client side --------------------------------------------------------------------
 
 
 async def _sys(node: Node, dest: Pid | str, kind: str, arg: Any, timeout: float | None) -> Any:
+    check_timeout(timeout)  # before anything is sent: a bad timeout leaves the server alone
     p = node._get(dest)
     if p is None:
         raise NoProcess(dest)
     loop = node.loop
+    if p._task is not None and p._task is asyncio.current_task(loop):
+        raise CallError(dest, "calling_self")  # it would wait on itself (OTP: calling_self)
     fut: asyncio.Future[Any] = loop.create_future()
     ref = node.make_ref()
     done: asyncio.Future[Any] = loop.create_future()
@@ -341,7 +430,8 @@ async def _sys(node: Node, dest: Pid | str, kind: str, arg: Any, timeout: float 
     if p._monitors is None:
         p._monitors = {}
     p._monitors[ref] = on_down
-    p._deliver(SysMsg(kind, From(fut, ref), arg))
+    fut.add_done_callback(_retrieve)
+    p._deliver(SysMsg(kind, From(fut, ref, p), arg))
     try:
         if kind == "stop":
             await asyncio.wait_for(asyncio.shield(done), timeout)
@@ -363,7 +453,9 @@ async def get_state(node: Node, dest: Pid | str, *, timeout: float | None = 5.0)
 
 async def stop(node: Node, dest: Pid | str, reason: Any = NORMAL, *, timeout: float | None = 5.0) -> None:
     """Stop a server with ``reason`` after its ``terminate``; returns once it
-    has exited. Raises :class:`CallTimeout` or :class:`NoProcess`."""
+    has exited. Raises :class:`CallTimeout` or :class:`NoProcess`; a
+    ``timeout`` that is not None or a number >= 0 raises ``TypeError`` /
+    ``ValueError`` before the stop request is sent, and the server lives on."""
     await _sys(node, dest, "stop", reason, timeout)
 
 

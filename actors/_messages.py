@@ -6,7 +6,6 @@ A gen_server's mailbox holds :class:`CallMsg`, :class:`CastMsg`,
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,22 +17,75 @@ class From:
     (deferred reply) with :meth:`reply` or ``reply(from_, value)``.
 
     Replying twice, or after the caller gave up (timeout, death), does nothing.
+    A reply counts as a message out of the server (its ``msgs_out``), whoever
+    sends it.
     """
 
-    __slots__ = ("_fut", "ref")
+    __slots__ = ("_fut", "_server", "dest", "ref")
 
-    def __init__(self, fut: asyncio.Future[Any], ref: Ref) -> None:
+    def __init__(self, fut: Any, ref: Ref | None, server: Any = None, dest: Any = None) -> None:
         self._fut = fut
         self.ref = ref
+        """The request's reference (None for a plain ``call``: it waits on a future)."""
+        self._server = server
+        """The server's :class:`Process`, whose ``msgs_out`` the reply counts in."""
+        self.dest = dest
+        """The server as the caller named it (pid or name), for errors."""
 
     def reply(self, value: Any) -> None:
         """Send ``value`` to the caller. Never blocks, never raises."""
         fut = self._fut
         if not fut.done():
             fut.set_result(value)
+            srv = self._server
+            if srv is not None:
+                srv.msgs_out += 1
 
     def __repr__(self) -> str:
         return f"<From {self.ref}>"
+
+
+class RequestFrom(From):
+    """The ``From`` of a request made with ``send_request``: the reply goes to
+    the caller's mailbox as a :class:`ReplyMsg` (OTP's ``{Ref, Reply}``), while
+    the request is active (a request abandoned by ``receive_response`` on
+    timeout drops late replies, as OTP's alias does)."""
+
+    __slots__ = ("_to", "active")
+
+    def __init__(self, to: Any, ref: Ref, server: Any) -> None:
+        super().__init__(None, ref, server)
+        self.ref: Ref = ref
+        self._to = to
+        self.active = True
+
+    def reply(self, value: Any) -> None:
+        """Deliver ``ReplyMsg(ref, value)`` to the caller once. Never raises."""
+        if not self.active:
+            return
+        self.active = False
+        to = self._to
+        if to.alive:
+            to._deliver(ReplyMsg(self.ref, value))
+        srv = self._server
+        if srv is not None:
+            srv.msgs_out += 1
+
+
+class ReplyMsg:
+    """The reply to a ``send_request``, as it lands in the caller's mailbox.
+    Read it with ``check_response`` (or let ``wait_response`` take it)."""
+
+    __slots__ = ("ref", "value")
+
+    def __init__(self, ref: Ref, value: Any) -> None:
+        self.ref = ref
+        """The request id's reference."""
+        self.value = value
+        """The reply."""
+
+    def __repr__(self) -> str:
+        return f"ReplyMsg({self.ref!r}, {self.value!r})"
 
 
 class CallMsg:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import itertools
 import logging
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants
-from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, format_reason
+from ._crash import DEFAULT_FLIGHT_SIZE, FlightRecorder, build_report, descendants, exit_log_text
+from ._errors import CallError, CallTimeout, NameTaken, NoProcess, ServerDied, check_timeout
 from ._events import (
     Demonitored,
     Event,
@@ -84,7 +86,7 @@ class Node:
         self._signals: deque[tuple[Process, Pid, Any, bool]] = deque()
         self._draining = False
         self._dying: set[asyncio.Task[Any]] = set()
-        self._calls: dict[Ref, tuple[float, asyncio.Future[Any], Any, Any, float]] = {}
+        self._calls: dict[CallMsg, tuple[float, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -137,13 +139,22 @@ class Node:
         """Schedule ``coro`` on the node's loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call_threadsafe(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
-        """Run ``fn()`` on the node's loop from another thread and return its result."""
+    def apply_threadsafe(self, fn: Callable[[], T], *, timeout: float | None = 10.0) -> T:
+        """Run the plain function ``fn()`` on the node's loop from another thread,
+        wait (up to ``timeout`` seconds) and return its result or raise its
+        exception. Never call it from the loop's own thread: it would wait on
+        itself. (Not a gen_server call: that is :meth:`call`.)"""
 
         async def run() -> T:
             return fn()
 
         return self.run_threadsafe(run()).result(timeout)
+
+    def call_threadsafe(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
+        """Deprecated alias of :meth:`apply_threadsafe` (the name read like a
+        thread-safe gen_server :meth:`call`)."""
+        warnings.warn("Node.call_threadsafe is deprecated; use Node.apply_threadsafe", DeprecationWarning, stacklevel=2)
+        return self.apply_threadsafe(fn, timeout=timeout)
 
     def stop_thread(self, timeout: float = 10.0) -> None:
         """Shut the tree down and stop the loop started by :meth:`start_in_thread`."""
@@ -173,7 +184,7 @@ class Node:
         link: bool,
     ) -> Pid:
         if name is not None and name in self._names:
-            raise NameTaken(f"name already registered: {name!r}")
+            raise NameTaken(name, self._names[name].pid)
         loop = self._loop
         if loop is None:
             loop = self.loop
@@ -200,7 +211,10 @@ class Node:
                 parent._links.add(pid)
         task: asyncio.Task[Any] = loop.create_task(fn(proc, *args))  # type: ignore[arg-type]
         proc._task = task
-        task.add_done_callback(proc)  # Process.__call__: no bound method to allocate per spawn
+        # Process.__call__: no bound method to allocate per spawn; and an empty
+        # context shared by every process (the callback reads no context
+        # variable), not a copy of the spawner's made for each
+        task.add_done_callback(proc, context=_EMPTY_CONTEXT)
         if self._instruments:
             now = time.time()
             self._emit(Spawned(pid, name, proc.label, proc.parent, now))
@@ -254,18 +268,43 @@ class Node:
             p._deliver(msg)
 
     def exit(self, pid: Pid | str, reason: Any, *, sender: Pid | None = None) -> None:
-        """Send an exit signal to ``pid``, as Erlang's ``exit/2``.
+        """Send an exit signal to ``pid``, as Erlang's ``exit/2``: the one way to
+        send one (a process ends itself with :meth:`Process.exit`).
 
         ``kill`` kills it unconditionally (it exits with ``killed``); ``normal``
         is ignored unless the target traps exits; any other reason kills it
         unless it traps exits, in which case it gets an :class:`Exit` message.
         A dead pid is ignored. ``sender`` is the pid the target sees the
-        signal come from (default ``<0.0.0>``, the node itself).
+        signal come from (default ``<0.0.0>``, the node itself); a process
+        signalling another passes its own pid.
+
+        A process signalling itself (called from its own body) is handled at
+        once, as in Erlang: unless it traps exits (then it gets the
+        :class:`Exit` message; ``kill`` is never trapped) it is dead when the
+        call returns control, with ``reason`` (``normal`` included) or
+        ``killed`` for ``kill``: the call raises ``CancelledError`` to unwind
+        its body, as for any process a signal kills.
         """
         p = self._get(pid)
         if p is None:
             return
+        task = p._task
+        if task is not None and task is asyncio.current_task(self._loop):
+            is_kill = type(reason) is str and reason == KILL
+            if p.trap_exit and not is_kill:
+                p._deliver(Exit(p.pid if sender is None else sender, reason))
+                return
+            # killed by its own signal: dead now (links and monitors told),
+            # and its body unwinds from here, as any process a signal kills
+            # (a gen_server's terminate does not run; no crash is logged)
+            self._die(p, KILLED if is_kill else reason)
+            self._drain()
+            raise asyncio.CancelledError
         self._signal(p, sender if sender is not None else Pid(self.node_id, 0), reason, False)
+
+    def _exit_from_node(self, p: Process, reason: Any) -> None:
+        """An exit signal from the node itself (shutdown), never raising."""
+        self._signal(p, Pid(self.node_id, 0), reason, False)
 
     # -- registry --------------------------------------------------------------------
 
@@ -274,10 +313,11 @@ class Node:
         p = self._get(pid)
         if p is None:
             raise NoProcess(pid)
-        if name in self._names:
-            raise NameTaken(f"name already registered: {name!r}")
+        holder = self._names.get(name)
+        if holder is not None:
+            raise NameTaken(name, holder.pid)
         if p.name is not None:
-            raise NameTaken(f"{pid} is already registered as {p.name!r}")
+            raise NameTaken(name, p.pid, f"{pid} is already registered as {p.name!r}")
         self._names[name] = p
         p.name = name
         if self._instruments:
@@ -308,8 +348,12 @@ class Node:
             return
         other = self._get(pid)
         if other is None:
-            self._signal(proc, pid, NOPROC, True)
-            return
+            # Erlang's link/1: noproc is an error raised in the caller, unless
+            # it traps exits (then it is an EXIT message)
+            if proc.trap_exit:
+                proc._deliver(Exit(pid, NOPROC))
+                return
+            raise NoProcess(pid)
         if proc._links is None:
             proc._links = set()
         if pid in proc._links:
@@ -442,8 +486,8 @@ class Node:
                         watcher._monitoring.pop(ref, None)
                     if watcher.alive:
                         watcher._deliver(Down(ref, pid, reason))
-                elif type(watcher) is _CallWatch:
-                    fut = watcher.fut
+                elif type(watcher) is From:
+                    fut = watcher._fut
                     if not fut.done():
                         fut.set_exception(ServerDied(watcher.dest, reason))
                 else:
@@ -455,14 +499,14 @@ class Node:
                 other = self._procs.get(tpid.id)
                 if other is not None and other._monitors is not None:
                     other._monitors.pop(ref, None)
-        if self.log_crashes and isinstance(reason, BaseException):
-            log.error(
-                "process %s%s crashed: %s",
-                pid,
-                f" ({proc.name or proc.label})" if (proc.name or proc.label) else "",
-                format_reason(reason),
-                exc_info=reason if isinstance(reason, Exception) else None,
-            )
+        if self.log_crashes and own and not is_normal_shutdown(reason):
+            # OTP's error report: every exit the process made itself with a
+            # reason other than normal / shutdown (killed by a signal: none)
+            try:
+                text = exit_log_text(proc, reason)
+            except Exception:  # an unprintable state must not break the exit
+                text = f"process {pid} exited: <unprintable report>"
+            log.error("%s", text, exc_info=reason if isinstance(reason, Exception) else None)
         if self._instruments:
             report = None
             if self.crash_reports and not is_normal_shutdown(reason):
@@ -479,28 +523,41 @@ class Node:
 
         Raises :class:`CallTimeout` if no reply comes within ``timeout`` seconds
         (None waits forever) and :class:`ServerDied` if the server is not alive
-        or exits before replying. Never hangs on a dead server.
+        or exits before replying. Never hangs on a dead server. A timeout that
+        is not None or a number >= 0 raises ``ValueError`` / ``TypeError``
+        before anything is sent.
         """
-        p = self._get(dest)
+        if timeout is not None and timeout != 5.0:
+            check_timeout(timeout)
+        if type(dest) is Pid:
+            p = self._procs.get(dest.id)
+            if p is not None and p.pid is not dest and p.pid != dest:
+                p = None
+        else:
+            p = self._names.get(dest)  # type: ignore[arg-type]
         if p is None:
             raise ServerDied(dest, NOPROC)
         loop = self._loop or self.loop
-        if p._task is not None and p._task is asyncio.current_task(loop):
+        task = p._task
+        if task is not None and task is asyncio.current_task(loop):
             raise CallError(dest, "calling_self")  # it could never answer: fail now, as OTP does
         fut: asyncio.Future[Any] = loop.create_future()
-        ref = Ref(self.node_id, next(self._refs))
+        # the From is also the call's watch on the server: its death fails the
+        # call (one object per call, no Ref: the From is its own key)
+        from_ = From(fut, None, p, dest)
         mons = p._monitors
         if mons is None:
             mons = p._monitors = {}
-        mons[ref] = _CallWatch(fut, dest)  # the server's death fails the call
-        p._deliver(CallMsg(request, From(fut, ref)))
+        mons[from_] = from_
+        msg = CallMsg(request, from_)
+        p._deliver(msg)
         handle = None
         calls = self._calls
         if timeout is not None:
             if timeout >= _SWEPT_TIMEOUT:
                 # long timeouts (the 5 s default) are checked by one sweeper
                 # timer per node instead of one timer per call
-                calls[ref] = (_monotonic() + timeout, fut, dest, request, timeout)
+                calls[msg] = (_monotonic() + timeout, timeout)
                 if self._sweeper is None:
                     self._sweeper = loop.call_later(_SWEEP_EVERY, self._sweep_calls)
             else:
@@ -511,10 +568,10 @@ class Node:
             if handle is not None:
                 handle.cancel()
             elif timeout is not None:
-                calls.pop(ref, None)
+                calls.pop(msg, None)
             mons = p._monitors
             if mons is not None:
-                mons.pop(ref, None)
+                mons.pop(from_, None)
 
     def _sweep_calls(self) -> None:
         """Fail the calls whose deadline passed; re-arm while calls are pending."""
@@ -523,16 +580,20 @@ class Node:
         if not calls:
             return
         now = _monotonic()
-        for ref, (deadline, fut, dest, request, timeout) in list(calls.items()):
+        for msg, (deadline, timeout) in list(calls.items()):
             if deadline <= now:
-                del calls[ref]
-                _call_timeout(fut, dest, request, timeout)
+                del calls[msg]
+                from_ = msg.reply_to
+                _call_timeout(from_._fut, from_.dest, msg.request, timeout)
         if calls:
             self._sweeper = self.loop.call_later(_SWEEP_EVERY, self._sweep_calls)
 
     def cast(self, dest: Pid | str, request: Any) -> None:
-        """Send an asynchronous request to a gen_server. Never blocks; a dead pid drops it."""
-        self.send(dest, CastMsg(request))
+        """Send an asynchronous request to a gen_server. Never blocks, never
+        raises: a dead pid or a name nobody holds drops it (OTP's fire and forget)."""
+        p = self._get(dest)
+        if p is not None:
+            p._deliver(CastMsg(request))
 
     # -- suspend / resume / trace ------------------------------------------------------------
 
@@ -639,18 +700,18 @@ class Node:
             if not p.alive:
                 continue
             done = p._task
-            self.exit(p.pid, SHUTDOWN)
+            self._exit_from_node(p, SHUTDOWN)
             if p.alive and done is not None:
                 # asyncio.wait, not wait_for: a body ending with ProcessExit (a
                 # BaseException: every trapping gen_server / supervisor) or
                 # cancelled must not escape from shutdown()
                 await asyncio.wait({done}, timeout=timeout)
             if p.alive:
-                self.exit(p.pid, KILL)
+                self._exit_from_node(p, KILL)
         rest = list(self._procs.values())
         tasks.extend(p._task for p in rest if p._task is not None and p._task is not current)
         for p in rest:
-            self.exit(p.pid, KILL)
+            self._exit_from_node(p, KILL)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -660,21 +721,13 @@ class Node:
             await asyncio.wait(pending, timeout=timeout)
 
 
+_EMPTY_CONTEXT = contextvars.Context()
+"""The context process-exit callbacks run in (they read no context variable)."""
 _SWEPT_TIMEOUT = 1.0
 """Call timeouts of at least this many seconds are enforced by the sweeper."""
 _SWEEP_EVERY = 0.05
 """Sweeper period: such timeouts fire up to this late."""
 _monotonic = time.monotonic
-
-
-class _CallWatch:
-    """An internal monitor held by a pending call (not listed in ``monitored_by``)."""
-
-    __slots__ = ("dest", "fut")
-
-    def __init__(self, fut: asyncio.Future[Any], dest: object) -> None:
-        self.fut = fut
-        self.dest = dest
 
 
 def _call_timeout(fut: asyncio.Future[Any], dest: object, request: object, timeout: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -101,7 +102,9 @@ class Process:
         self._waiter: asyncio.Future[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._links: set[Pid] | None = None
-        self._monitors: dict[Ref, Any] | None = None
+        self._monitors: dict[Any, Any] | None = None
+        """Who watches this process: monitor ref -> watcher (a Process, a call's
+        From keyed by itself, or a callback)."""
         self._monitoring: dict[Ref, Pid] | None = None
         self._suspended: asyncio.Future[None] | None = None
         self._t0 = 0.0
@@ -167,35 +170,45 @@ class Process:
         (matching) arrives in time; ``timeout=0`` only looks at what is there.
         While the process is suspended, receive does not return.
         """
+        # The plain receive is the hot path: this coroutine keeps few locals
+        # (its frame is built for every message); the rest is _receive.
         t0 = self._t0
+        now = 0.0
         if t0:
-            dt = _perf() - t0
-            self.handler_time += dt
+            now = _perf()
+            self.handler_time += now - t0
             self._t0 = 0.0
-            fl = self._flight
-            if fl is not None:
-                fl.entries.append((t0, dt, self.last_message))
-        if match is None and timeout is None:
-            # fast path: plain receive
+            if self._flight is not None:
+                self._flight.entries.append((t0, now - t0, self.last_message))
+        if match is not None or timeout is not None:
+            msg = await self._receive(match, timeout)
+            now = 0.0
+        else:
             while True:
                 if self._suspended is None:
                     mb = self._mb
                     if mb:
                         msg = mb.popleft()
                         break
-                    # _deliver clears _waiter before waking us; a cancelled
-                    # wait leaves a done future there, which _deliver skips
+                    # send clears _waiter before waking us; a cancelled wait
+                    # leaves a done future there, which send skips
                     fut = self.node._loop.create_future()  # type: ignore[union-attr]
                     self._waiter = fut
                     await fut
                 else:
                     await asyncio.shield(self._suspended)
-            self.handled += 1
-            self.last_message = msg
-            self._t0 = _perf()
-            if self.traced:
-                self.node._emit(MessageReceived(self.pid, msg, time.time()))
-            return msg
+                now = 0.0
+        self.handled += 1
+        self.last_message = msg
+        # a message already there: handling starts at the instant already read
+        self._t0 = now or _perf()
+        if self.traced:
+            self.node._emit(MessageReceived(self.pid, msg, time.time()))
+        return msg
+
+    async def _receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
+        """Selective and timed receive: returns the message taken (the
+        caller, :meth:`receive`, does the accounting)."""
         handle: asyncio.TimerHandle | None = None
         scanned = 0
         try:
@@ -206,19 +219,13 @@ class Process:
                 mb = self._mb
                 if mb:
                     if match is None:
-                        msg = mb.popleft()
-                        break
-                    found = -1
+                        return mb.popleft()
                     i = 0
                     for item in mb:
                         if i >= scanned and match(item):
-                            found = i
-                            break
+                            del mb[i]
+                            return item
                         i += 1
-                    if found >= 0:
-                        msg = mb[found]
-                        del mb[found]
-                        break
                     scanned = len(mb)
                 loop = self.node.loop
                 fut = loop.create_future()
@@ -237,12 +244,6 @@ class Process:
         finally:
             if handle is not None:
                 handle.cancel()
-        self.handled += 1
-        self.last_message = msg
-        self._t0 = _perf()
-        if self.traced:
-            self.node._emit(MessageReceived(self.pid, msg, time.time()))
-        return msg
 
     # -- signals out ------------------------------------------------------------
 
@@ -266,8 +267,10 @@ class Process:
                 w = p._waiter
                 if w is not None:
                     p._waiter = None
-                    if not w.done():
+                    try:
                         w.set_result(None)
+                    except asyncio.InvalidStateError:
+                        pass  # a wait that was cancelled (or timed out) left a done future
         else:
             p = node._names.get(dest)  # type: ignore[arg-type]
             if p is None:
@@ -298,8 +301,10 @@ class Process:
         return pid, self.monitor(pid)
 
     def link(self, pid: Pid) -> None:
-        """Link to ``pid`` (both ways). If it is not alive, this process gets an
-        exit signal with reason ``noproc`` (a message if it traps exits)."""
+        """Link to ``pid`` (both ways). If it is not alive: a process trapping
+        exits gets an ``Exit(pid, "noproc")`` message; any other gets
+        :class:`NoProcess` raised here, which it may catch (Erlang's ``noproc``
+        error from ``link/1``)."""
         self.node._link(self, pid)
 
     def unlink(self, pid: Pid) -> None:
@@ -318,12 +323,19 @@ class Process:
         self.node._demonitor(self, ref, flush)
 
     def send_exit(self, pid: Pid | str, reason: Any) -> None:
-        """Send an exit signal to another process, from this one (Erlang's
-        ``exit(Pid, Reason)``; see :meth:`Node.exit`)."""
+        """Deprecated: use ``node.exit(pid, reason, sender=proc.pid)``, the one
+        way to send an exit signal (:meth:`Node.exit`)."""
+        warnings.warn(
+            "Process.send_exit is deprecated; use node.exit(pid, reason, sender=proc.pid)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.node.exit(pid, reason, sender=self.pid)
 
     def exit(self, reason: Any = "normal") -> None:
-        """End this process now with ``reason`` (raises :class:`ProcessExit`)."""
+        """End this process now with ``reason`` (Erlang's ``exit/1``: raises
+        :class:`ProcessExit`, which the runtime turns into the exit reason).
+        Not a signal: to signal a process, :meth:`Node.exit`."""
         raise ProcessExit(reason)
 
     def register(self, name: str) -> None:
@@ -336,7 +348,8 @@ class Process:
         return await self.node.call(dest, request, timeout=timeout)
 
     def cast(self, dest: Pid | str, msg: Any) -> None:
-        """``cast`` to a gen_server from this process (see :meth:`Node.cast`)."""
+        """``cast`` to a gen_server from this process (see :meth:`Node.cast`:
+        never raises, a dead or unknown destination drops it)."""
         self.msgs_out += 1
         self.node.cast(dest, msg)
 

@@ -177,13 +177,21 @@ async def test_link_to_dead_pid_delivers_noproc() -> None:
         await wait_until(lambda: got)
         assert got[0] == A.Exit(dead, A.NOPROC)
 
+        caught: list[Any] = []
+
         async def plain(proc: A.Process) -> None:
-            proc.link(dead)
+            # not trapping: Erlang's link/1 raises a catchable noproc error
+            try:
+                proc.link(dead)
+            except A.NoProcess as exc:
+                caught.append(exc.target)
             await proc.receive()
 
         p = node.spawn(plain)
-        await wait_until(lambda: not node.is_alive(p))
-        assert node.process(p) if False else True
+        await wait_until(lambda: caught)
+        assert caught == [dead]
+        assert node.is_alive(p)
+        assert node.process(p).mailbox_len == 0
 
 
 async def test_monitor_sends_exactly_one_down_and_noproc_for_dead() -> None:

@@ -29,7 +29,7 @@ class Host:
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the node's loop and return its result."""
-        return self.node.call_threadsafe(fn)
+        return self.node.apply_threadsafe(fn)
 
     def run_async(self, coro: Any, timeout: float = 10.0) -> Any:
         return self.node.run_threadsafe(coro).result(timeout)

@@ -23,6 +23,7 @@ KEYS = (
     "bytes_per_idle_asyncio_task",
     "spawn_us",
     "spawn_vs_create_task",
+    "spawn_first_step_vs_create_task",
     "restart_p50_ms",
     "restart_p99_ms",
     "million_idle_processes_gb",
@@ -62,6 +63,9 @@ def test_quick_run_ends_with_json_holding_every_figure() -> None:
     for key, row in targets.items():
         assert key in result
         assert isinstance(row["met"], bool)
+    uv = result["uvloop"]  # the same ratios on uvloop (a dev dependency: installed here)
+    for key in ("pingpong_vs_asyncio_queue", "call_vs_asyncio_queue", "spawn_first_step_vs_create_task"):
+        assert isinstance(uv[key], float) and math.isfinite(uv[key]), (key, uv)
 
 
 def test_unknown_benchmark_prints_usage_and_exits_2() -> None:

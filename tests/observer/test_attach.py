@@ -50,7 +50,7 @@ class Host:
         return f"127.0.0.1:{self.agent.port}"
 
     def run(self, fn: Any) -> Any:
-        return self.node.call_threadsafe(fn)
+        return self.node.apply_threadsafe(fn)
 
     def run_async(self, coro: Any, timeout: float = 10.0) -> Any:
         return self.node.run_threadsafe(coro).result(timeout)
