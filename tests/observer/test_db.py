@@ -1,7 +1,7 @@
 """The database layer: migrations from a file the first release wrote, a newer file
 refused, one writer thread, read-only readers, a private file, and the backend seam.
 Real SQLite files throughout; the tests taking ``history_where`` run on a real
-PostgreSQL database too (see tests/observer/conftest.py)."""
+PostgreSQL database too (see tests/conftest.py)."""
 
 from __future__ import annotations
 

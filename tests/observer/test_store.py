@@ -1,7 +1,7 @@
 """HistoryStore: round trips, time travel, reopen, audit, and a full or read-only disk.
 
 The tests taking ``history_where`` run on SQLite and on a real PostgreSQL
-database (see tests/observer/conftest.py); the disk failures are SQLite's."""
+database (see tests/conftest.py); the disk failures are SQLite's."""
 
 from __future__ import annotations
 
