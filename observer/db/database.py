@@ -412,13 +412,30 @@ class Database:
             )
             self._error = None
 
-    def _write_backlog(self) -> None:
+    def _begin(self) -> Connection | None:
+        """The writer's connection in a new transaction, or None if the database
+        cannot be reached. A connection that cannot begin one (the server ended
+        the session: a restart, a fail-over, an idle timeout) is replaced once;
+        the second failure is raised."""
         conn = self._ensure_conn()
         if conn is None:
-            return
-        rows = list(self._backlog)
+            return None
         try:
             conn.execute("BEGIN")
+            return conn
+        except self._errors as exc:
+            self._fail(exc)
+        conn = self._ensure_conn()
+        if conn is not None:
+            conn.execute("BEGIN")
+        return conn
+
+    def _write_backlog(self) -> None:
+        rows = list(self._backlog)
+        try:
+            conn = self._begin()
+            if conn is None:
+                return
             i = 0
             while i < len(rows):
                 sql = rows[i][0]
@@ -429,8 +446,9 @@ class Database:
                 i = j
             conn.execute("COMMIT")
         except self._errors as exc:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.execute("ROLLBACK")
             self._fail(exc)
             return
         for _ in range(len(rows)):
@@ -447,13 +465,17 @@ class Database:
         if self._in_write and self._conn is not None:  # called from a write function: its transaction
             fut.set_result(fn(self._conn))
             return
-        conn = self._ensure_conn()
+        try:
+            conn = self._begin()
+        except self._errors as exc:
+            self._fail(exc)
+            fut.set_exception(StoreError(str(exc)))
+            return
         if conn is None:
             fut.set_exception(StoreError(self._error or f"the database {self.backend.describe()} is unavailable"))
             return
         self._in_write = True
         try:
-            conn.execute("BEGIN")
             result = fn(conn)
             conn.execute("COMMIT")
         except self._errors as exc:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backend import Connection, Migration
@@ -263,12 +263,24 @@ def _translate(m: re.Match[str]) -> str:
 
 
 class _Conn:
-    """A psycopg connection as the layer uses one (psycopg's has no ``executemany``)."""
+    """A psycopg connection as the layer uses one (psycopg's has no ``executemany``).
 
-    def __init__(self, raw: Any) -> None:
+    With ``reopen`` (a reader's), a statement that finds the session ended by
+    the server (a restart, a fail-over, a proxy's idle timeout) runs again once
+    on a new one: reads are autocommit statements, safe to repeat."""
+
+    def __init__(self, raw: Any, reopen: Callable[[], Any] | None = None) -> None:
         self.raw = raw
+        self._reopen = reopen
 
     def execute(self, sql: str, parameters: Sequence[Any] | None = None, /) -> Any:
+        try:
+            return self.raw.execute(sql, parameters)
+        except Exception:
+            if self._reopen is None or not self.raw.broken:
+                raise
+        self.raw.close()
+        self.raw = self._reopen()
         return self.raw.execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> None:
@@ -313,19 +325,24 @@ class PostgresBackend:
         return _redact(self.url)
 
     def connect(self, *, write: bool) -> Connection:
-        timeout = max(1, round(self.connect_timeout))
         if write:
-            raw = self._psycopg.connect(self.url, autocommit=True, connect_timeout=timeout, application_name="observer")
-            return _Conn(raw)
-        raw = self._psycopg.connect(
-            self.url, autocommit=True, connect_timeout=timeout, application_name="observer", row_factory=self._dict_row
+            return _Conn(self._connect())
+        return _Conn(self._connect_reader(), reopen=self._connect_reader)
+
+    def _connect(self, **options: Any) -> Any:
+        timeout = max(1, round(self.connect_timeout))
+        return self._psycopg.connect(
+            self.url, autocommit=True, connect_timeout=timeout, application_name="observer", **options
         )
+
+    def _connect_reader(self) -> Any:
+        raw = self._connect(row_factory=self._dict_row)
         try:
             raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         except BaseException:
             raw.close()
             raise
-        return _Conn(raw)
+        return raw
 
     def row_dict(self, row: Any) -> dict[str, Any]:
         return dict(row)

@@ -170,6 +170,31 @@ def test_observers_attached_to_one_node_record_its_history_once_and_hand_it_over
             s.close()
 
 
+def test_connections_dropped_by_the_server_are_replaced_without_failing_a_read_or_an_audit(
+    postgres_url: str,
+) -> None:
+    """A restart, a fail-over or a proxy's idle timeout ends the observer's sessions:
+    the next read and the next audited action open new ones instead of failing."""
+    s = HistoryStore(postgres_url, batch_interval=0.02)
+    try:
+        for m in [*snapshot([sup(P(1), name="top")], seq=1), ev("spawn", 2, pid=P(2), supervisor=P(1))]:
+            s.record("n", m)
+        assert s.flush() and len(s.events(node="n")) == 2  # a pooled read connection
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'observer'"
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2  # the writer's and the reader's
+        assert len(s.events(node="n")) == 2
+        aid = s.audit("ada", "1.2.3.4", "kill", P(2), node="n")
+        s.record("n", ev("spawn", 3, pid=P(3), supervisor=P(1)))
+        assert s.flush()
+        assert [a["id"] for a in s.audits()] == [aid] and len(s.events(node="n")) == 3
+    finally:
+        s.close()
+
+
 def test_a_database_written_by_a_newer_observer_is_refused(postgres_url: str) -> None:
     HistoryStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
