@@ -26,11 +26,12 @@ Failure
     than done unrecorded (``require_audit=False`` turns that off).
 
 Time travel
-    The writer replays the stream into a light process table per node (no
-    counters) and writes it as a checkpoint at every snapshot and every
-    ``checkpoint_events`` events or ``checkpoint_interval`` seconds.
-    :meth:`HistoryStore.tree_at` loads the last checkpoint at or before ``t``
-    and replays the stored events up to ``t`` with the same code.
+    The writer folds the stream per node with the live model's reducer
+    (:mod:`observer.model.history`) and writes the state as a checkpoint at
+    every snapshot and every ``checkpoint_events`` events or
+    ``checkpoint_interval`` seconds. :meth:`HistoryStore.tree_at` restores the
+    last checkpoint at or before ``t`` and replays the stored messages up to
+    ``t`` with the same reducer, so it draws what the live model showed then.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ from typing import Any
 from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
-from .model import pid_key
+from .model import State, build_tree, checkpoint, history_state, proc_table, reduce, replay, restore
 
-__all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError", "replay"]
+__all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError"]
 
 log = logging.getLogger("observer.store")
 audit_log = logging.getLogger("observer.audit")
@@ -55,90 +56,6 @@ CommitListener = Callable[[str, dict[str, Any]], None]
 """``listener(kind, row)`` after a commit: ``audit`` (a new row), ``audit_result``
 (``{"id", "ok", "result", "done_time"}``) or ``crash`` (a crash's columns, without
 its report and traceback)."""
-
-_SLIM = (
-    "pid",
-    "name",
-    "label",
-    "kind",
-    "status",
-    "supervisor",
-    "parent",
-    "child_id",
-    "restarts",
-    "trap_exit",
-    "started_at",
-)
-
-
-# -- replay (shared by the writer and tree_at) ------------------------------------------------
-
-
-def _slim(rec: dict[str, Any]) -> dict[str, Any]:
-    out = {k: rec.get(k) for k in _SLIM}
-    out["links"] = set(rec.get("links") or ())
-    return out
-
-
-def replay(procs: dict[str, dict[str, Any]], names: dict[str, str], ev: dict[str, Any]) -> None:
-    """Apply one ``ev`` message to a light process table (idempotently)."""
-    kind = ev.get("ev")
-    if kind == "spawn":
-        pid = str(ev.get("pid"))
-        keys = ("name", "label", "parent", "supervisor", "child_id", "kind", "restarts")
-        fields = {k: ev[k] for k in keys if k in ev}
-        rec = procs.get(pid)
-        if rec is None:
-            rec = _slim({"pid": pid, "status": "running", "started_at": ev.get("time")})
-            if fields.get("kind") == "supervisor":
-                rec["trap_exit"] = True
-            procs[pid] = rec
-        rec.update(fields)
-        if fields.get("name"):
-            names[fields["name"]] = pid
-    elif kind == "exit":
-        rec = procs.pop(str(ev.get("pid")), None)
-        if rec is not None:
-            pid = rec["pid"]
-            for other in rec["links"]:
-                o = procs.get(other)
-                if o is not None:
-                    o["links"].discard(pid)
-            if rec.get("name") and names.get(rec["name"]) == pid:
-                del names[rec["name"]]
-    elif kind in ("link", "unlink"):
-        a, b = procs.get(str(ev.get("a"))), procs.get(str(ev.get("b")))
-        if a is not None and b is not None:
-            if kind == "link":
-                a["links"].add(b["pid"])
-                b["links"].add(a["pid"])
-            else:
-                a["links"].discard(b["pid"])
-                b["links"].discard(a["pid"])
-    elif kind == "register":
-        name, pid_ = ev.get("name"), ev.get("pid")
-        if isinstance(name, str):
-            old = names.pop(name, None)
-            if old in procs and procs[old].get("name") == name:
-                procs[old]["name"] = None
-            if pid_ is not None:
-                names[name] = str(pid_)
-                if pid_ in procs:
-                    procs[pid_]["name"] = name
-    elif kind == "update":
-        rec = procs.get(str(ev.get("pid")))
-        if rec is not None:
-            for k in ("name", "label", "supervisor", "child_id", "kind", "restarts"):
-                if k in ev:
-                    rec[k] = ev[k]
-    elif kind in ("suspend", "resume"):
-        rec = procs.get(str(ev.get("pid")))
-        if rec is not None:
-            rec["status"] = "suspended" if kind == "suspend" else "waiting"
-    elif kind == "restart":
-        rec = procs.get(str(ev.get("new_pid")))
-        if rec is not None and ev.get("restarts") is not None:
-            rec["restarts"] = ev["restarts"]
 
 
 def _event_pid(ev: dict[str, Any]) -> str | None:
@@ -157,11 +74,7 @@ def _event_pid(ev: dict[str, Any]) -> str | None:
 
 class _NodeState:
     def __init__(self) -> None:
-        self.procs: dict[str, dict[str, Any]] = {}
-        self.names: dict[str, str] = {}
-        self.pending: list[dict[str, Any]] | None = None
-        self.snap_seq = -1
-        self.seq: int | None = None
+        self.state: State = history_state()
         self.since_cp = 0
         self.last_cp = time.monotonic()
         self.last_time = 0.0
@@ -341,7 +254,7 @@ class HistoryStore:
         A link going down gives the claim up, to a server whose link is up."""
         key = f"history:{node}"
         held = self.db.claim(key)
-        if held and not st.recording and st.snap_seq >= 0:
+        if held and not st.recording and st.state.snap_seq >= 0:
             self._muted = False
             self._checkpoint(node, st)
         st.recording = held
@@ -359,12 +272,12 @@ class HistoryStore:
         t = msg.get("t")
         if t == "ev":
             seq = msg.get("seq")
-            if isinstance(seq, int) and seq <= st.snap_seq:
+            if isinstance(seq, int) and seq <= st.state.snap_seq:
                 return
             evtime = float(msg.get("time") or recv)
             pid = _event_pid(msg)
             kind = str(msg.get("ev"))
-            rec = st.procs.get(pid) if pid else None
+            rec = st.state.record(pid) if pid else None
             name = (rec.get("name") or rec.get("label")) if rec else msg.get("name") or msg.get("label")
             body = msg
             if kind == "exit":
@@ -373,45 +286,29 @@ class HistoryStore:
                 if msg.get("report"):
                     body = {**msg, "report": True}  # the report itself is in crashes (observer/db/crashes.py)
             self._push(history_db.EVENT_SQL, (node, seq, evtime, recv, kind, pid, name, json.dumps(body, default=str)))
-            replay(st.procs, st.names, msg)
-            st.seq = seq if isinstance(seq, int) else st.seq
             st.last_time = max(st.last_time, evtime)
             st.since_cp += 1
-            if st.since_cp >= self.checkpoint_events:
-                self._checkpoint(node, st)
-        elif t == "snapshot_begin":
-            st.pending = []
-        elif t == "snapshot_chunk":
-            if st.pending is not None:
-                st.pending.extend(msg.get("procs") or ())
-        elif t == "snapshot_end":
-            if st.pending is None:
-                return
-            st.procs = {str(r.get("pid")): _slim(r) for r in st.pending}
-            st.names = {str(k): str(v) for k, v in (msg.get("names") or {}).items()}
-            st.pending = None
-            st.snap_seq = int(msg.get("seq") or 0)
-            st.seq = st.snap_seq
-            st.last_time = recv
-            info = {"t": "snapshot", "seq": st.snap_seq, "count": len(st.procs)}
-            self._push(history_db.EVENT_SQL, (node, st.snap_seq, recv, recv, "snapshot", None, None, json.dumps(info)))
-            self._checkpoint(node, st, at=recv)
         elif t in ("gap", "status", "error"):
-            body = {k: v for k, v in msg.items()}
-            self._push(
-                history_db.EVENT_SQL, (node, None, recv, recv, str(t), None, None, json.dumps(body, default=str))
-            )
-            if t == "status" and msg.get("status") == "down":
-                st.pending = None
+            self._push(history_db.EVENT_SQL, (node, None, recv, recv, str(t), None, None, json.dumps(msg, default=str)))
+            st.last_time = max(st.last_time, recv)
+            st.since_cp += 1
+        elif t not in ("snapshot_begin", "snapshot_chunk", "snapshot_end"):
+            return
+        # the live model's reducer: the checkpoints hold what the operator saw
+        st.state, changes = reduce(st.state, msg, recv)
+        if t == "snapshot_end" and changes:
+            info = {"t": "snapshot", "seq": st.state.snap_seq, "count": len(st.state.graph)}
+            row = (node, st.state.snap_seq, recv, recv, "snapshot", None, None, json.dumps(info))
+            self._push(history_db.EVENT_SQL, row)
+            st.last_time = recv
+            self._checkpoint(node, st, at=recv)
+        elif st.since_cp >= self.checkpoint_events:
+            self._checkpoint(node, st)
 
     def _checkpoint(self, node: str, st: _NodeState, at: float | None = None) -> None:
-        procs = sorted(
-            ({**r, "links": sorted(r["links"])} for r in st.procs.values()),
-            key=lambda r: pid_key(str(r.get("pid"))),
-        )
-        body = json.dumps({"procs": procs, "names": st.names}, default=str, separators=(",", ":"))
+        body = json.dumps(checkpoint(st.state), default=str, separators=(",", ":"))
         when = at if at is not None else (st.last_time or time.time())
-        self._push(history_db.CHECKPOINT_SQL, (node, when, st.seq, len(procs), body))
+        self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body))
         st.since_cp = 0
         st.last_cp = time.monotonic()
 
@@ -469,22 +366,27 @@ class HistoryStore:
         """Audit rows, newest first (``args`` and ``result`` decoded)."""
         return history_db.audits(self.db, limit=limit, node=node)
 
-    def tree_at(self, node: str, t: float) -> dict[str, Any] | None:
-        """The process table of ``node`` as it was at time ``t``: ``{"node", "time",
-        "checkpoint_time", "replayed", "procs": [records by pid], "names"}``, or
-        None if nothing was stored for it at or before ``t``."""
+    def tree_at(
+        self, node: str, t: float, *, group_threshold: int = 20, expanded: Iterable[str] = ()
+    ) -> dict[str, Any] | None:
+        """``node`` as it was at time ``t``: ``{"node", "time", "checkpoint_time",
+        "replayed", "procs": [records by pid], "names", "tree"}`` (``tree`` as the
+        live model's :meth:`~observer.model.NodeModel.tree`), or None if nothing
+        was stored for it at or before ``t``."""
         cp = history_db.checkpoint_at(self.db, node, t)
-        if cp is None:
+        rows = list(history_db.events_after(self.db, node, cp["event_id"] if cp is not None else 0, t))
+        if cp is None and not rows:
             return None
-        body = json.loads(cp["json"])
-        procs = {str(r["pid"]): {**r, "links": set(r.get("links") or ())} for r in body["procs"]}
-        names = dict(body.get("names") or {})
-        n = 0
-        for ev in history_db.events_after(self.db, node, cp["event_id"], t):
-            replay(procs, names, ev)
-            n += 1
-        rows = sorted(({**r, "links": sorted(r["links"])} for r in procs.values()), key=lambda r: pid_key(r["pid"]))
-        return {"node": node, "time": t, "checkpoint_time": cp["time"], "replayed": n, "procs": rows, "names": names}
+        state = replay(rows, restore(json.loads(cp["json"])) if cp is not None else None)
+        return {
+            "node": node,
+            "time": t,
+            "checkpoint_time": cp["time"] if cp is not None else None,
+            "replayed": len(rows),
+            "procs": proc_table(state),
+            "names": dict(state.names),
+            "tree": build_tree(state, node, group_threshold=group_threshold, expanded=list(expanded)),
+        }
 
     def timeline(self, node: str, buckets: int = 100) -> dict[str, Any]:
         """Time range and event density for a scrubber (see :func:`observer.db.history.timeline`)."""

@@ -40,8 +40,8 @@ AUDIT_SQL = (
 )
 AUDIT_RESULT_SQL = "UPDATE audit SET result = ?, ok = ?, done_time = ? WHERE id = ?"
 
-_NOT_REPLAYED = ("snapshot", "gap", "status", "error")
-"""Event kinds that are notes about the stream, not changes of the tree."""
+_NOT_REPLAYED = ("snapshot",)
+"""Event kinds not replayed: a snapshot row only marks a snapshot (its checkpoint holds the picture)."""
 
 
 def nodes(db: Database) -> list[str]:
@@ -122,15 +122,17 @@ def checkpoint_at(db: Database, node: str, t: float) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def events_after(db: Database, node: str, event_id: int, t: float) -> Iterator[dict[str, Any]]:
-    """The tree-changing events of ``node`` written after the event ``event_id`` and
-    stamped at or before ``t``, in the order they were written (decoded)."""
+def events_after(db: Database, node: str, event_id: int, t: float) -> Iterator[tuple[dict[str, Any], float]]:
+    """The messages of ``node`` to replay (:func:`observer.model.history.replay`): those
+    written after the event ``event_id`` and stamped at or before ``t``, in the order
+    they were written, each decoded and with the time it was received."""
     kinds = ", ".join(f"'{k}'" for k in _NOT_REPLAYED)
     for r in db.iterate(
-        f"SELECT json FROM events WHERE node = ? AND id > ? AND time <= ? AND kind NOT IN ({kinds}) ORDER BY id",
+        f"SELECT json, recv_time FROM events WHERE node = ? AND id > ? AND time <= ? AND kind NOT IN ({kinds}) "
+        "ORDER BY id",
         (node, event_id, t),
     ):
-        yield json.loads(r["json"])
+        yield json.loads(r["json"]), float(r["recv_time"])
 
 
 def timeline(db: Database, node: str, buckets: int = 100) -> dict[str, Any]:

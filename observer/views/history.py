@@ -3,7 +3,7 @@
     GET /events                                 page
     GET /api/events[?node=&kinds=&q=&since=&until=&pid=&limit=]   stored events (and crashes), newest first
     GET /api/nodes/<node>/timeline[?buckets=]   exits, restarts and crashes per time bucket
-    GET /api/nodes/<node>/tree_at?t=[&group_threshold=&layout=]   the tree as it was at ``t``
+    GET /api/nodes/<node>/tree_at?t=[&group_threshold=&expanded=&layout=]   the tree as it was at ``t``
 
 Everything here reads the history store; a node that is no longer attached
 still has its history.
@@ -19,21 +19,12 @@ from typing import Any
 from flask import Blueprint
 
 from ..errors import NotFound
-from ..model import NodeModel, tidy_layout
+from ..model import tidy_layout
 from .common import arg_float, arg_int, arg_list, arg_str, render_page, state
 
 __all__ = ["blueprint"]
 
 blueprint = Blueprint("history", __name__)
-
-
-def _historic_tree(procs: list[dict[str, Any]], names: dict[str, str], group_threshold: int) -> dict[str, Any]:
-    """The nested tree (as the live ``/tree``) of a stored process table."""
-    m = NodeModel("history")
-    m.apply({"t": "snapshot_begin", "seq": 0, "count": len(procs), "node": {}})
-    m.apply({"t": "snapshot_chunk", "seq": 0, "procs": procs})
-    m.apply({"t": "snapshot_end", "seq": 0, "names": names})
-    return m.tree(group_threshold=group_threshold)
 
 
 def _known(node: str) -> None:
@@ -71,8 +62,8 @@ def api_tree_at(node: str) -> Any:
     t = arg_float("t", required=True)
     assert t is not None
     _known(node)
-    snap = state().store.tree_at(node, t)
+    threshold, expanded = arg_int("group_threshold", 20, 1, 1_000_000), arg_list("expanded") or []
+    snap = state().store.tree_at(node, t, group_threshold=threshold, expanded=expanded)
     if snap is None:
         raise NotFound(f"nothing stored for {node} at or before {t}", code="no_history")
-    tree = _historic_tree(snap["procs"], snap["names"], arg_int("group_threshold", 20, 1, 1_000_000))
-    return snap | {"tree": tree, **({"layout": tidy_layout(tree)} if arg_int("layout", 1, 0, 1) else {})}
+    return snap | ({"layout": tidy_layout(snap["tree"])} if arg_int("layout", 1, 0, 1) else {})

@@ -358,7 +358,7 @@ def test_tidy_layout_of_a_deep_chain_and_of_the_model_tree() -> None:
     assert layout["height"] == 9999 and layout["width"] == 0
     m = big_sup_tree(100)
     t = m.tree(expanded={f"{P(1)}/SessionWorker"})
-    _check_layout(t, NodeModel.tidy_layout(t))
+    _check_layout(t, tidy_layout(t))
 
 
 # -- process table ------------------------------------------------------------------------------------
@@ -609,3 +609,40 @@ def test_recent_events_keep_a_flag_not_the_crash_report() -> None:
     feed(m, [ev("exit", 100, pid=P(2), reason="boom", reason_kind="exception", report=report)])
     (last,) = m.recent_events(kinds=["exit"])
     assert last["report"] is True and last["reason"] == "boom"
+
+
+def test_readers_see_one_whole_picture_or_the_other_while_snapshots_are_built() -> None:
+    pictures = [
+        linked([sup(P(1), name="a"), *(rec(P(i), supervisor=P(1), label="W") for i in range(2, 3000))]),
+        linked([sup(P(5000), name="b"), *(rec(P(i), supervisor=P(5000), label="V") for i in range(5001, 5500))]),
+    ]
+    whole = [{r["pid"] for r in recs} for recs in pictures]
+    m = NodeModel("n")
+    feed(m, snapshot(pictures[0], seq=1))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                pids = m.pids()
+                assert pids in whole, f"a mixed picture of {len(pids)} processes"
+                seen.add(whole.index(pids))
+                top = m.tree(group_threshold=10)["children"]
+                assert len(top) == 1 and top[0]["children"][0]["count"] in (2998, 499)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(2, 12):
+            feed(m, snapshot(pictures[i % 2], seq=i, chunk=500))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors[0]
+    assert m.pids() == whole[1] and seen  # the last snapshot won; the readers read meanwhile

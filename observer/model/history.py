@@ -1,0 +1,187 @@
+"""Time travel: checkpoints of the reducer's state, and replay of stored messages with the same reducer.
+
+The history store (:mod:`observer.store`) folds every message it records
+with :func:`~observer.model.reducer.reduce` into a :func:`history_state`,
+writes :func:`checkpoint` of it now and then, and answers "the tree at T" by
+:func:`restore`-ing the last checkpoint before T and :func:`replay`-ing the
+stored messages after it: the live model folds the same messages with the
+same function, so the two cannot disagree (what samples and commands add --
+rates, mailboxes, counters, memory -- is not stored, and stays live-only).
+
+Checkpoint format (``CHECKPOINT_VERSION`` 2), a JSON object::
+
+    {"v": 2,
+     "procs": [record, ...],       # in graph order, without fields at their default value
+     "edges": [[u, v, flags], ...],  # flags: 1 if sup, + 2 if link, + 4 * monitors
+     "unpaired": [pid, ...],       # children not joined to their supervisor by just sup+link / link
+     "names": {name: pid},
+     "cid_order": [[supervisor, [[child_id, position], ...]], ...],
+     "node": {...}, "status": "up", "reason": null,
+     "seq": 41, "snap_seq": 12, "snapshots": 1, "gaps": 0, "dropped": 0, "last_error": null,
+     "last_seen": t, "connected_at": t, "down_since": null,
+     "restart_hist": {pid: [entry, ...]}, "sup_restarts": {pid: [t, ...]},
+     "gave_up": [...], "blocked": null}
+
+A child whose supervisor is in the picture is usually joined to it by the
+edges sup+link (supervisor -> child) and link (child -> supervisor): those
+pairs are left out of ``edges`` (most of a tree's edges), except for the
+children in ``unpaired``, whose edges are all listed as they are.
+
+A version 1 checkpoint (``{"procs": [records with "links"], "names"}``, no
+``"v"``) is read as a snapshot of those records.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from .reducer import reduce
+from .snapshot import no_gc, replace_picture
+from .state import DEFAULTS, RESTART_HISTORY, State, flags_kind, pid_key
+
+__all__ = ["CHECKPOINT_VERSION", "PROC_FIELDS", "checkpoint", "history_state", "proc_table", "replay", "restore"]
+
+CHECKPOINT_VERSION = 2
+_MISSING = object()
+
+PROC_FIELDS = (
+    "pid",
+    "name",
+    "label",
+    "kind",
+    "status",
+    "supervisor",
+    "parent",
+    "child_id",
+    "restarts",
+    "trap_exit",
+    "started_at",
+)
+"""The fields of each process in :func:`proc_table` (with its ``links``)."""
+
+
+def history_state(*, restart_history: int = RESTART_HISTORY) -> State:
+    """An empty state for history: no recent events, no traces (the store has them)."""
+    return State(history_len=restart_history, trace_keep=0, recent=deque(maxlen=0))
+
+
+def replay(rows: Iterable[tuple[dict[str, Any], float]], state: State | None = None) -> State:
+    """Fold stored messages, each with the time it was received, into ``state`` (or an empty
+    :func:`history_state`); returns the state after the last (``state`` is consumed)."""
+    st = state if state is not None else history_state()
+    for msg, now in rows:
+        st, _ = reduce(st, msg, now)
+    return st
+
+
+def checkpoint(state: State) -> dict[str, Any]:
+    """A JSON-able copy of what history keeps of ``state`` (see the module docstring)."""
+    nodes, succ = state.graph._node, state.graph._succ
+    with no_gc():
+        procs = [_compact(rec) for rec in nodes.values()]
+        # a child and its supervisor: the edges sup+link and link, implied unless the child is "unpaired"
+        paired = {c for c, rec in nodes.items() if _paired(succ, rec.get("supervisor"), c)}
+        edges = [
+            [u, v, _bits(d)]
+            for u, nbrs in succ.items()
+            for v, d in nbrs.items()
+            if not ((v in paired and nodes[v]["supervisor"] == u) or (u in paired and nodes[u]["supervisor"] == v))
+        ]
+        unpaired = [c for c, rec in nodes.items() if c not in paired and rec.get("supervisor") in nodes]
+    return {
+        "v": CHECKPOINT_VERSION,
+        "procs": procs,
+        "edges": edges,
+        "unpaired": unpaired,
+        "names": state.names,
+        "cid_order": [[sup, [[cid, i] for cid, i in order.items()]] for sup, order in state.cid_order.items()],
+        "node": state.node_meta,
+        "status": state.status,
+        "reason": state.status_reason,
+        "seq": state.seq,
+        "snap_seq": state.snap_seq,
+        "snapshots": state.snapshots,
+        "gaps": state.gaps,
+        "dropped": state.dropped,
+        "last_error": state.last_error,
+        "last_seen": state.last_seen,
+        "connected_at": state.connected_at,
+        "down_since": state.down_since,
+        "restart_hist": {p: list(h) for p, h in state.restart_hist.items()},
+        "sup_restarts": {p: list(q) for p, q in state.sup_restarts.items()},
+        "gave_up": list(state.gave_up),
+        "blocked": state.blocked,
+    }
+
+
+def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> State:
+    """The state a :func:`checkpoint` (of either version) was made of."""
+    st = history_state(restart_history=restart_history)
+    if "v" not in body:  # version 1: a light process table
+        st.pending, st.pending_begin = list(body.get("procs") or ()), {}
+        st, _ = replace_picture(st, {"seq": 0, "names": body.get("names") or {}}, 0.0)
+        st.snap_seq, st.seq, st.snapshots, st.last_seen = -1, 0, 0, None
+        return st
+    if body["v"] != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {body['v']} is not {CHECKPOINT_VERSION}")
+    g = st.graph
+    with no_gc():
+        g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
+        unpaired = set(body["unpaired"])
+        for c, rec in g._node.items():
+            s = rec["supervisor"]
+            if s in g._node and c not in unpaired:
+                g.add_edge(s, c, sup=True, link=True, kind="sup")
+                g.add_edge(c, s, link=True, kind="link")
+        for u, v, bits in body["edges"]:
+            flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
+            if bits & 2:
+                flags["link"] = True
+            if bits >> 2:
+                flags["monitor"] = bits >> 2
+            g.add_edge(u, v, **flags, kind=flags_kind(flags))
+    st.names = dict(body["names"])
+    st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
+    st.node_meta = dict(body["node"])
+    st.status, st.status_reason = body["status"], body["reason"]
+    st.seq, st.snap_seq, st.snapshots = body["seq"], body["snap_seq"], body["snapshots"]
+    st.gaps, st.dropped, st.last_error = body["gaps"], body["dropped"], body["last_error"]
+    st.last_seen, st.connected_at, st.down_since = body["last_seen"], body["connected_at"], body["down_since"]
+    st.restart_hist = {p: deque(h, maxlen=restart_history) for p, h in body["restart_hist"].items()}
+    st.sup_restarts = {p: deque(q) for p, q in body["sup_restarts"].items()}
+    st.gave_up.extend(body["gave_up"])
+    st.blocked = body["blocked"]
+    return st
+
+
+def _compact(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record without the fields at their default value (of the same type: 0 is not 0.0)."""
+    return {
+        k: v for k, v in rec.items() if (d := DEFAULTS.get(k, _MISSING)) is not v and (v != d or type(v) is not type(d))
+    }
+
+
+def _paired(succ: dict[str, dict[str, dict[str, Any]]], sup: Any, child: str) -> bool:
+    """``child`` and its supervisor are joined by exactly sup+link (sup -> child) and link (child -> sup)."""
+    if sup is None or sup not in succ or sup == child:
+        return False
+    there, back = succ[sup].get(child), succ[child].get(sup)
+    return there is not None and back is not None and _bits(there) == 3 and _bits(back) == 2
+
+
+def _bits(d: dict[str, Any]) -> int:
+    return (1 if d.get("sup") else 0) + (2 if d.get("link") else 0) + 4 * int(d.get("monitor") or 0)
+
+
+def proc_table(state: State) -> list[dict[str, Any]]:
+    """The processes as flat records (:data:`PROC_FIELDS` and ``links``), by pid."""
+    g = state.graph
+    rows = []
+    for pid, rec in g._node.items():
+        row = {k: rec.get(k) for k in PROC_FIELDS}
+        row["links"] = sorted((v for v, d in g._succ[pid].items() if d.get("link")), key=pid_key)
+        rows.append(row)
+    rows.sort(key=lambda r: pid_key(str(r["pid"])))
+    return rows

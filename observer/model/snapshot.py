@@ -1,0 +1,154 @@
+"""Snapshots: a full picture from the agent replaces the graph (the reducer's ``snapshot_end``)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+
+from . import rates
+from .state import DEFAULTS, Change, State, add_flag, pid_key
+
+__all__ = ["build_graph", "no_gc", "normalize", "replace_picture"]
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic collector off for a while: building 100,000 fresh (acyclic) dicts
+    would trigger many full collections, each walking the whole heap."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def normalize(raw: dict[str, Any]) -> dict[str, Any]:
+    """A process record with every key of :data:`~observer.model.state.DEFAULTS` (links and monitors are edges)."""
+    rec = dict(DEFAULTS)
+    rec.update(raw)
+    rec.pop("links", None)
+    rec.pop("monitors", None)
+    rec["pid"] = str(rec["pid"])
+    if rec["trap_exit"] is None:
+        # spawn events do not carry trap_exit: supervisors always trap, others unknown
+        rec["trap_exit"] = True if rec["kind"] == "supervisor" else None
+    rec["rate"] = 0.0
+    return rec
+
+
+def build_graph(procs: list[dict[str, Any]]) -> nx.DiGraph:
+    """The graph of a snapshot's records (nodes in pid order; edges of supervisors, links, monitors)."""
+    with no_gc():
+        g = nx.DiGraph()
+        procs = sorted(procs, key=lambda r: pid_key(str(r.get("pid"))))
+        links: list[tuple[str, str]] = []
+        mons: list[tuple[str, str]] = []
+        items: list[tuple[str, dict[str, Any]]] = []
+        for raw in procs:
+            rec = normalize(raw)
+            pid = rec["pid"]
+            items.append((pid, rec))
+            for o in raw.get("links") or ():
+                links.append((pid, str(o)))
+            for o in raw.get("monitors") or ():
+                mons.append((pid, str(o)))
+        g.add_nodes_from(items)
+        for pid, rec in g._node.items():
+            sup = rec.get("supervisor")
+            if sup and sup in g:
+                add_flag(g, sup, pid, "sup")
+        for a, b in links:
+            if a in g and b in g:
+                add_flag(g, a, b, "link")
+                add_flag(g, b, a, "link")
+        for w, tgt in mons:
+            if w in g and tgt in g:
+                add_flag(g, w, tgt, "monitor")
+    return g
+
+
+def replace_picture(state: State, msg: dict[str, Any], now: float) -> tuple[State, list[Change]]:
+    """``snapshot_end``: a new state holding the snapshot received since ``snapshot_begin``.
+
+    ``state`` is only read, never changed (the facade runs this without its
+    lock while readers go on with the old picture); what the snapshot cannot
+    know (rates, memory, restart history, child order, budget use) is carried over.
+    """
+    procs, begin = state.pending, state.pending_begin
+    if procs is None or begin is None:
+        return state, []
+    g = build_graph(procs)
+    old = state.graph._node
+    for pid, rec in g._node.items():  # keep what the snapshot cannot know
+        prev = old.get(pid)
+        if prev is not None:
+            rec["rate"] = prev.get("rate", 0.0)
+            if rec.get("memory") is None:
+                rec["memory"] = prev.get("memory")
+    snap_seq = int(msg.get("seq") or 0)
+    new = dataclasses.replace(
+        state,
+        graph=g,
+        names={str(k): str(v) for k, v in (msg.get("names") or {}).items()},
+        node_meta={**state.node_meta, **(begin.get("node") or {})},
+        snap_seq=snap_seq,
+        seq=snap_seq,
+        snapshots=state.snapshots + 1,
+        status="up",
+        status_reason=None,
+        down_since=None,
+        last_seen=now,
+        pending=None,
+        pending_begin=None,
+        rates=rates.keep_only(state.rates, g),
+        restart_hist={p: h for p, h in state.restart_hist.items() if p in g},
+        traces={p: tr for p, tr in state.traces.items() if p in g},
+        sup_restarts=_budgets(state, g, now),
+        cid_order=_child_order(state, g),
+    )
+    return new, [
+        Change("reset", None, {"count": g.number_of_nodes(), "seq": snap_seq}),
+        Change("status", None, {"status": "up"}),
+    ]
+
+
+def _budgets(state: State, g: nx.DiGraph, now: float) -> dict[str, deque[float]]:
+    """Restart budgets: seeded with the snapshot's ``used`` (conservatively, as of now)."""
+    out: dict[str, deque[float]] = {}
+    for pid, rec in g._node.items():
+        b = rec.get("budget")
+        if isinstance(b, dict):
+            old_q = state.sup_restarts.get(pid)
+            used = int(b.get("used") or 0)
+            q: deque[float] = deque(old_q) if old_q is not None else deque()
+            period = float(b.get("period") or 5.0)
+            while q and now - q[0] > period:
+                q.popleft()
+            while len(q) < used:
+                q.append(now)
+            while len(q) > used:
+                q.popleft()
+            out[pid] = q
+    return out
+
+
+def _child_order(state: State, g: nx.DiGraph) -> dict[str, dict[Any, int]]:
+    """Pids are sorted: start order, unless we knew better before."""
+    order: dict[str, dict[Any, int]] = {}
+    for rec in g._node.values():
+        sup, cid = rec.get("supervisor"), rec.get("child_id")
+        if sup and cid is not None:
+            mine = order.get(sup)
+            if mine is None:
+                mine = order[sup] = dict(state.cid_order.get(sup, {}))
+            if cid not in mine:
+                mine[cid] = len(mine)
+    return order
