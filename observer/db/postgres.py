@@ -159,6 +159,30 @@ CREATE INDEX IF NOT EXISTS chaos_experiments_started ON chaos_experiments (start
 """
 
 
+_V4 = """
+CREATE TABLE IF NOT EXISTS traces (
+    id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    end_reason TEXT,
+    who TEXT,
+    spec TEXT NOT NULL,
+    count BIGINT NOT NULL DEFAULT 0,
+    dropped BIGINT NOT NULL DEFAULT 0,
+    stored BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS traces_node_started ON traces (node, started);
+CREATE TABLE IF NOT EXISTS trace_messages (
+    trace TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    time DOUBLE PRECISION NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_messages_trace ON trace_messages (trace, n)
+"""
+
+
 def _v1(conn: Connection) -> None:
     _script(conn, _V1)
 
@@ -244,6 +268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, crashes, audit, checkpoints, crash reports", _v1),
     Migration(2, "chaos experiments", _v2),
     Migration(3, "crashes stored once: crash_reports merged into crashes", _v3),
+    Migration(4, "message traces", lambda conn: _script(conn, _V4)),
 )
 """The PostgreSQL schema, from an empty database: SQLite's steps, in this dialect."""
 
