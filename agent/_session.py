@@ -246,7 +246,7 @@ class Session:
             await self._fail(P.E_BUSY, "too many observers attached")
             return False
         self.role = role
-        self.commands = P.commands_for(role)
+        self.commands = tuple(c for c in P.commands_for(role) if c in agent.source.commands)
         audit.info("agent: %s attached from %s as %s", self.id, self.peer, role)
         welcome: P.WelcomeMsg = {
             "t": "welcome",
@@ -256,6 +256,7 @@ class Session:
             "session": self.id,
             "commands": list(self.commands),
             "sample_hz": agent.sample_hz,
+            "node_kind": agent.source.kind,
         }
         await self._send_now(welcome)
         self.ready = True
@@ -418,7 +419,7 @@ class Session:
             chunk: P.SnapshotChunkMsg = {
                 "t": "snapshot_chunk",
                 "seq": seq,
-                "procs": agent.records(procs[i : i + SNAPSHOT_CHUNK]),
+                "procs": agent.node_records(procs[i : i + SNAPSHOT_CHUNK]),  # type: ignore[typeddict-item]
             }
             await self._write(chunk)
             while self.replies:

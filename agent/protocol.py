@@ -60,6 +60,7 @@ OPERATOR_COMMANDS: Final = (
     "terminate_child",
     "flight_recorder",
     "dump",
+    "cancel",
 )
 """Commands that change the system: offered to and accepted from operators only."""
 ALL_COMMANDS: Final = READ_COMMANDS + OPERATOR_COMMANDS

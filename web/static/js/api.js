@@ -75,6 +75,7 @@ export function createApi(config) {
     suspend: (node, pid) => post(`${p(node, pid)}/suspend`),
     resume: (node, pid) => post(`${p(node, pid)}/resume`),
     send: (node, pid, message) => post(`${p(node, pid)}/send`, { message }),
+    cancel: (node, pid, reason) => post(`${p(node, pid)}/cancel`, { reason }),
     // history (observer/views/history.py)
     events: (params) => get("/api/events", params),
     timeline: (node) => get(`${n(node)}/timeline`),
