@@ -30,6 +30,7 @@ from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
 from ._encode import meta_of, process_record
+from ._preauth import PreAuth
 from ._redact import Redactor
 from ._sampling import Sampling
 from ._scrub import RedactionPolicy
@@ -41,7 +42,6 @@ log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
 WRITE_HIGH_WATER = 256 * 1024
 """Transport write-buffer high-water mark per session: writers wait on drain() past it."""
-MAX_PENDING_HANDSHAKES = 64
 
 
 class Agent(Sampling, Clock):
@@ -127,6 +127,8 @@ class Agent(Sampling, Clock):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self.preauth = PreAuth()
+        """Pending handshakes' limits and the agent id the handshake binds (:mod:`agent._preauth`)."""
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.collector = Collector(
@@ -207,7 +209,12 @@ class Agent(Sampling, Clock):
 
     async def _startup(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=self.ssl_context, limit=self.max_frame + 64
+            self._on_connect,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            limit=self.max_frame + 64,
+            backlog=1024,  # a flood of connections must not overflow the queue and drop an observer's SYN
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -274,12 +281,9 @@ class Agent(Sampling, Clock):
             transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         except Exception:
             pass
-        if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
-            writer.write(P.encode_frame(busy))
-            writer.close()
-            return
         session = Session(self, reader, writer)
+        if not self.preauth.admit(session.peer_host, writer):  # no room: answered busy (agent._preauth)
+            return
         self.sessions.append(session)
         try:
             await session.run()

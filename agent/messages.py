@@ -168,7 +168,7 @@ class ProcessRecord(TypedDict):
 
 
 class NodeMeta(TypedDict):
-    """Who the agent runs in (``hello`` and ``snapshot_begin``)."""
+    """Who the agent runs in (``welcome`` and ``snapshot_begin``: after authentication only)."""
 
     node_id: int
     os_pid: int
@@ -541,13 +541,15 @@ went up, down, syncing) and ``error``. ``web/static/js`` is checked against it."
 
 
 class HelloMsg(TypedDict):
-    """The agent's first frame: who it is and a fresh nonce."""
+    """The agent's first frame, before any authentication: only what the
+    handshake needs (the node's details come in ``welcome``, since protocol 2)."""
 
     t: Literal["hello"]
     protocol: Literal["observer-agent"]
     versions: list[int]
     nonce: str
-    node: NodeMeta
+    agent: str
+    """The agent's id (random per agent start), bound into both MACs."""
 
 
 class WelcomeMsg(TypedDict):
@@ -562,6 +564,8 @@ class WelcomeMsg(TypedDict):
     sample_hz: float
     node_kind: NotRequired[str]
     """Repeats the hello's: the commands offered depend on it."""
+    node: NodeMeta
+    """The node's details (host name, OS pid, Python, ...): only after authentication."""
 
 
 class ErrorMsg(TypedDict):
@@ -692,6 +696,8 @@ class AuthMsg(TypedDict):
     t: Literal["auth"]
     version: int
     nonce: str
+    observer: str
+    """The observer's id (at most 128 characters), bound into both MACs."""
     role: str
     mac: str
 

@@ -46,6 +46,7 @@ from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
 from .model import State, build_tree, checkpoint, history_state, proc_table, reduce, replay, restore
+from .redaction import redact_args
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError"]
 
@@ -108,6 +109,7 @@ class HistoryStore:
         db: Database | None = None,
     ) -> None:
         self.path = str(path)
+        """Where the history is: the SQLite file, or the PostgreSQL database (without its password)."""
         self.checkpoint_events = checkpoint_events
         self.checkpoint_interval = checkpoint_interval
         self.require_audit = require_audit
@@ -195,6 +197,7 @@ class HistoryStore:
         Blocks until the row is committed. Raises :class:`AuditError` if it
         cannot be (with ``require_audit=False``: logs and returns -1)."""
         now = time.time()
+        args = redact_args(args)  # the agent's rules: what the mailbox view masks, the audit log masks too
         audit_log.info("audit: %s from %s: %s %s on %s %s", who, from_addr, action, target, node, _brief_json(args))
         row = (now, who, from_addr, node, action, target, json.dumps(args or {}, default=str))
         sql = self.db.dialect(history_db.AUDIT_SQL)

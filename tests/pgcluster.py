@@ -119,7 +119,7 @@ def running_cluster() -> Iterator[PostgresCluster]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        unavailable("psycopg is not installed: pip install -e '.[postgres]'")
+        unavailable("psycopg is not installed: pip install -e '.[postgresql]'")
     bindir = bin_dir()
     if bindir is None:
         unavailable("PostgreSQL is not installed (make postgresql installs Debian's package as root)")

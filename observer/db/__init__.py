@@ -24,7 +24,7 @@ from . import chaos, crashes, history, traces
 from .backend import Backend, Connection, Migration
 from .database import Database
 from .errors import AuditError, SchemaTooNewError, StoreError
-from .postgres import PostgresBackend, is_postgres_url
+from .postgresql import PostgresBackend, is_postgres_url
 from .sqlite import MIGRATIONS, SQLiteBackend
 
 SCHEMA_VERSION = MIGRATIONS[-1].number

@@ -7,7 +7,7 @@ through a :class:`Backend`: how to connect, how to spell what differs between
 SQL dialects, which errors mean "cannot write now", and the engine's own
 numbered :class:`Migration` list, and how observers sharing one database agree
 on who records what (:meth:`Backend.claim`). SQLite (:mod:`observer.db.sqlite`)
-is the embedded default; PostgreSQL (:mod:`observer.db.postgres`) is shared by
+is the embedded default; PostgreSQL (:mod:`observer.db.postgresql`) is shared by
 several observer servers. Neither is known to the callers.
 
 SQL in the query modules is written once, in the portable subset (no

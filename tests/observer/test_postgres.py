@@ -24,7 +24,7 @@ from examples.demo_system import PAYMENTS
 from observer.chaos import ChaosHistory
 from observer.cli import main
 from observer.db import SCHEMA_VERSION, Database, PostgresBackend, StoreError, open_backend
-from observer.db import postgres as pg
+from observer.db import postgresql as pg
 from observer.db import sqlite as lite
 from observer.store import HistoryStore
 from tests.observer import TOKEN, ev, snapshot, sup, wait_for
@@ -36,8 +36,8 @@ LOGIN = "postgres-test-login-token-0123"
 
 
 def test_both_backends_have_the_same_numbered_migrations() -> None:
-    assert [(m.number, m.name) for m in pg.MIGRATIONS] == [(m.number, m.name) for m in lite.MIGRATIONS]
-    assert [m.number for m in pg.MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+    assert [(m.number, m.name) for m in pg.MIGRATIONS_PG] == [(m.number, m.name) for m in lite.MIGRATIONS]
+    assert [m.number for m in pg.MIGRATIONS_PG] == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_portable_sql_is_spoken_in_postgresql_s_dialect() -> None:
@@ -59,7 +59,7 @@ def make_v1_database(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.transaction():
             conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            pg.MIGRATIONS[0].apply(conn)
+            pg.MIGRATIONS_PG[0].apply(conn)
             conn.execute("INSERT INTO schema_version (version) VALUES (1)")
         crash = "INSERT INTO crashes (node, seq, time, pid, name, label, supervisor, exception, reason, traceback) "
         crash += "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -88,6 +88,10 @@ export function createApi(config) {
     // audit (observer/views/audit.py)
     audit: ({ node, limit = 200 } = {}) => get("/api/audit", { node, limit }),
     auditExportUrl: (format, node) => "/api/audit/export" + query({ format, node }),
+    // login sessions (observer/views/sessions.py)
+    sessions: () => get("/api/sessions"),
+    revokeSession: (id) => post(`/api/sessions/${enc(id)}/revoke`),
+    revokeToken: (id) => post(`/api/sessions/${enc(id)}/revoke-token`),
     // chaos (observer/views/chaos.py)
     experiments: ({ node, limit = 50 } = {}) => get("/api/chaos/experiments", { node, limit }),
     experiment: (id, killsFrom = 0) => get(x(id), { kills_from: killsFrom }),
