@@ -198,6 +198,7 @@ def _spawn(state: State, msg: dict[str, Any], now: float) -> list[Change]:
         _set_fields(state, pid, fields)
         return [Change("update", pid, fields)]
     rec = normalize({"pid": pid, **fields, "started_at": msg.get("time"), "status": "running"})
+    pid = rec["pid"]
     g.add_node(pid, **rec)
     sup = rec.get("supervisor")
     if sup and sup in g:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import sys
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import networkx as nx
 
 from . import rates
+from .records import ProcGraph
 from .state import DEFAULTS, Change, State, add_flag, pid_key
 
 __all__ = ["build_graph", "no_gc", "normalize", "replace_picture"]
@@ -36,7 +38,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     rec.update(raw)
     rec.pop("links", None)
     rec.pop("monitors", None)
-    rec["pid"] = str(rec["pid"])
+    rec["pid"] = sys.intern(str(rec["pid"]))  # the graph's key and the record's pid: one string
     if rec["trap_exit"] is None:
         # spawn events do not carry trap_exit: supervisors always trap, others unknown
         rec["trap_exit"] = True if rec["kind"] == "supervisor" else None
@@ -47,7 +49,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
 def build_graph(procs: list[dict[str, Any]]) -> nx.DiGraph:
     """The graph of a snapshot's records (nodes in pid order; edges of supervisors, links, monitors)."""
     with no_gc():
-        g = nx.DiGraph()
+        g = ProcGraph()
         procs = sorted(procs, key=lambda r: pid_key(str(r.get("pid"))))
         links: list[tuple[str, str]] = []
         mons: list[tuple[str, str]] = []
