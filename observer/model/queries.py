@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .order import Order, page_pids
 from .state import State, pid_key
 
 __all__ = ["SORT_KEYS", "GraphView", "aggregates", "process", "processes", "search", "series", "summary"]
@@ -243,10 +244,24 @@ def processes(
     status: str | None = None,
     offset: int = 0,
     limit: int = 100,
+    order: Order | None = None,
 ) -> dict[str, Any]:
-    """One page of the process table (see :meth:`NodeModel.processes`)."""
+    """One page of the process table (see :meth:`NodeModel.processes`); with no filter,
+    ``order`` (of ``sort``, from :func:`~observer.model.order.compute_order`) gives the rows."""
     if sort not in SORT_KEYS:
         raise ValueError(f"cannot sort by {sort!r}; one of {', '.join(SORT_KEYS)}")
+    if order is not None and order.sort == sort and filter_name is None and supervisor is None and status is None:
+        nodes = state.graph._node
+        page: list[Any] = []
+        if limit > 0:
+            for pid in page_pids(order, desc, offset):
+                rec = nodes.get(pid)
+                if rec is not None:  # exited since the order was computed
+                    page.append(rec)
+                    if len(page) >= limit:
+                        break
+        rows = [{k: r.get(k) for k in _ROW_FIELDS} for r in page]
+        return {"total": len(nodes), "rows": rows, "offset": offset, "limit": limit, "sort": sort, "desc": desc}
     needle = filter_name.lower() if filter_name else None
     recs: list[dict[str, Any]] = []
     for pid, rec in state.graph._node.items():
