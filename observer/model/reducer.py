@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import rates
-from .snapshot import normalize, replace_picture
+from .snapshot import no_gc, normalize, prepare, replace_picture
 from .state import Change, State, add_flag, remove_flag
 
 __all__ = ["reduce"]
@@ -94,7 +94,8 @@ def _snapshot_begin(state: State, msg: dict[str, Any], now: float) -> list[Chang
 def _snapshot_chunk(state: State, msg: dict[str, Any], now: float) -> list[Change]:
     state.last_seen = now
     if state.pending is not None:
-        state.pending.extend(msg.get("procs") or ())
+        with no_gc():
+            state.pending.extend(prepare(r) for r in msg.get("procs") or ())
     return []
 
 

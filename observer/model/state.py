@@ -152,8 +152,9 @@ class State:
     """Events the agent said it dropped."""
     last_error: str | None = None
     """The agent's last error message."""
-    pending: list[dict[str, Any]] | None = None
-    """Records of a snapshot being received (between ``snapshot_begin`` and ``snapshot_end``)."""
+    pending: list[Any] | None = None
+    """Records of a snapshot being received (between ``snapshot_begin`` and ``snapshot_end``),
+    raw or made compact on arrival (:func:`observer.model.snapshot.prepare`)."""
     pending_begin: dict[str, Any] | None = None
     """Its ``snapshot_begin``."""
     history_len: int = RESTART_HISTORY
