@@ -138,6 +138,7 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
                 set_edge(g, c, s, False, True, 0)
         for u, v, bits in body["edges"]:
             set_edge(g, u, v, bool(bits & 1), bool(bits & 2), bits >> 2)
+    st.pid_ordered = False  # as it was written: not known to be pid order
     st.names = dict(body["names"])
     st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
     st.node_meta = dict(body["node"])

@@ -63,7 +63,7 @@ class NodeModel:
         self._clock = clock
         self._state = State(history_len=restart_history, rates=Rates(window=series_window))
         self._agg: tuple[float, tuple[dict[str, int], dict[str, int], int]] | None = None
-        self._orders: dict[str, tuple[float, nx.DiGraph, Order]] = {}
+        self._orders: dict[str, tuple[float, nx.DiGraph, Order, float]] = {}
         self._order_lock = threading.Lock()  # one order computed at a time
 
     # -- raw access ---------------------------------------------------------------------------
@@ -222,18 +222,22 @@ class NodeModel:
     def _order(self, sort: str) -> Order:
         """The ascending order by ``sort``: kept a little while, computed off the model's lock."""
         with self._order_lock:
-            mono = time.monotonic()
             with self._lock:
                 g = self._state.graph
                 kept = self._orders.pop(sort, None)
-                fresh = kept is not None and kept[1] is g and mono - kept[0] < ORDER_MAX_AGE
-                if kept is not None and fresh and len(g._node) >= ORDER_MIN_ROWS:
-                    self._orders[sort] = kept  # most recently used last
-                    return kept[2]
+                if kept is not None and kept[1] is g and len(g._node) >= ORDER_MIN_ROWS:
+                    done, _, order, took = kept
+                    # a sort that took long is kept longer: paging never spends more than ~1/5 of a core on it
+                    if time.monotonic() - done < max(ORDER_MAX_AGE, 5 * took):
+                        self._orders[sort] = kept  # most recently used last
+                        return order
                 nodes = dict(g._node)  # records keep changing; the order is a moment's
-            order = compute_order(nodes, sort)
+                ordered = self._state.pid_ordered
+            t0 = time.monotonic()
+            order = compute_order(nodes, sort, pid_ordered=ordered)
+            done = time.monotonic()
             with self._lock:
-                self._orders[sort] = (mono, g, order)
+                self._orders[sort] = (done, g, order, done - t0)
                 while len(self._orders) > ORDERS_KEPT:
                     del self._orders[next(iter(self._orders))]
             return order

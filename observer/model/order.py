@@ -46,9 +46,11 @@ def _getter(nodes: Mapping[str, Any], field: str) -> Callable[[Any], Any]:
     return lambda r: r.get(field)
 
 
-def compute_order(nodes: Mapping[str, Any], sort: str) -> Order:
-    """The ascending order of ``nodes`` (pid -> record) by ``sort``, ties by pid."""
-    base = sorted(nodes, key=pid_key)
+def compute_order(nodes: Mapping[str, Any], sort: str, *, pid_ordered: bool = False) -> Order:
+    """The ascending order of ``nodes`` (pid -> record) by ``sort``, ties by pid
+    (``pid_ordered``: ``nodes`` is in pid order already, see :attr:`State.pid_ordered
+    <observer.model.state.State.pid_ordered>`)."""
+    base = list(nodes) if pid_ordered else sorted(nodes, key=pid_key)
     if sort == "pid":
         return Order(sort, base, len(base))
     recs = [nodes[p] for p in base]

@@ -38,7 +38,7 @@ from typing import Any
 
 from . import rates
 from .snapshot import no_gc, normalize, prepare, replace_picture
-from .state import Change, State, add_flag, remove_flag
+from .state import Change, State, add_flag, pid_key, remove_flag
 
 __all__ = ["reduce"]
 
@@ -200,6 +200,8 @@ def _spawn(state: State, msg: dict[str, Any], now: float) -> list[Change]:
         return [Change("update", pid, fields)]
     rec = normalize({"pid": pid, **fields, "started_at": msg.get("time"), "status": "running"})
     pid = rec["pid"]
+    if state.pid_ordered and g._node and pid_key(pid) < pid_key(next(reversed(g._node))):
+        state.pid_ordered = False
     g.add_node(pid, **rec)
     sup = rec.get("supervisor")
     if sup and sup in g:

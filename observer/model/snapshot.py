@@ -111,6 +111,7 @@ def replace_picture(state: State, msg: dict[str, Any], now: float) -> tuple[Stat
     new = dataclasses.replace(
         state,
         graph=g,
+        pid_ordered=True,  # build_graph adds them in pid order
         names={str(k): str(v) for k, v in (msg.get("names") or {}).items()},
         node_meta={**state.node_meta, **(begin.get("node") or {})},
         snap_seq=snap_seq,

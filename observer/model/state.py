@@ -123,6 +123,9 @@ class State:
 
     graph: nx.DiGraph = field(default_factory=ProcGraph)
     """Processes and their relations (see the module docstring)."""
+    pid_ordered: bool = True
+    """The graph's node order is pid order (a snapshot's is; spawns of ever higher pids keep it):
+    the process table's pid order is then the graph's, without a sort."""
     names: dict[str, str] = field(default_factory=dict)
     """Registered name -> pid."""
     cid_order: dict[str, dict[Any, int]] = field(default_factory=dict)
