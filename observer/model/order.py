@@ -53,7 +53,7 @@ def compute_order(nodes: Mapping[str, Any], sort: str, *, pid_ordered: bool = Fa
     base = list(nodes) if pid_ordered else sorted(nodes, key=pid_key)
     if sort == "pid":
         return Order(sort, base, len(base))
-    recs = [nodes[p] for p in base]
+    recs = list(nodes.values()) if pid_ordered else [nodes[p] for p in base]
     vals: list[Any] = list(map(_getter(nodes, sort), recs))
     if sort == "name":
         labels = list(map(_getter(nodes, "label"), recs))
