@@ -3,10 +3,10 @@
 A million observed processes have to fit in a couple of gigabytes, the live
 model's graph and the history writer's together. Measured at 100,000
 processes (``tracemalloc``, see ``docs/benchmarks.md``), a plain dict per
-record (19 keys: ~400 B), a dict per edge (~180 B, two edges per supervised
-child) and the wire's own copy of every string value (``"worker"``,
-``"waiting"``, the supervisor's pid, ... : ~500 B) were most of the ~2.1 KB a
-process cost. So:
+record (19 keys: ~500 B), a dict per edge (~370 B a process: two edges per
+supervised child) and the wire's own copy of every string value
+(``"worker"``, ``"waiting"``, the supervisor's pid, ... : ~500 B) were most
+of the ~2.1 KB a process cost. So:
 
 * :class:`Proc` is a slotted record (one pointer per field) that behaves as
   the mutable mapping the rest of the package reads (``rec.get(k)``,
