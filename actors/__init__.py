@@ -36,6 +36,9 @@ from ._errors import (
     format_reason,
 )
 from ._events import (
+    CallReplied,
+    CallReturned,
+    CallSent,
     Demonitored,
     Event,
     Exited,
@@ -71,7 +74,7 @@ from ._introspect import (
     process_status,
     task_process,
 )
-from ._messages import From, ReplyMsg
+from ._messages import CallMsg, CastMsg, From, ReplyMsg
 from ._node import Node
 from ._process import Process
 from ._requests import (
@@ -123,7 +126,12 @@ __all__ = [
     "Ancestor",
     "Budget",
     "CallError",
+    "CallMsg",
+    "CallReplied",
+    "CallReturned",
+    "CallSent",
     "CallTimeout",
+    "CastMsg",
     "ChainLink",
     "ChildInfo",
     "ChildSpec",

@@ -32,6 +32,7 @@ from ._encode import event_dict, format_traceback, meta_of, process_record
 from ._redact import RedactionPolicy, Redactor
 from ._sampling import Sampling
 from ._session import Session
+from ._trace import TRACE_EVENTS, Tracer
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
@@ -96,6 +97,8 @@ class Agent(Sampling, Clock):
             dataclasses.replace(self.policy, max_bytes=4096, max_string=500, time_budget_s=0.005)
         )
         self.commands = Commands(self)
+        self.tracer = Tracer(self)
+        """Trace sessions with limits (agent/_trace.py)."""
         self.crash_log = CrashLog(self.policy)
         """Encodes crash reports and keeps the latest (agent/_crash.py)."""
         self.dump_dir = dump_dir if dump_dir is not None else (os.environ.get("OBSERVER_AGENT_DUMP_DIR") or None)
@@ -243,6 +246,7 @@ class Agent(Sampling, Clock):
             self._thread.join(10)
         for key in {k for s in self.sessions for k in s.traced}:
             self._untrace(key)
+        self.tracer.stop_all()
 
     @property
     def address(self) -> str:
@@ -275,6 +279,7 @@ class Agent(Sampling, Clock):
         if session in self.sessions:
             self.sessions.remove(session)
         self.sessions_changed()
+        self.tracer.session_closed(session)
         for key in list(session.traced):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
@@ -368,9 +373,12 @@ class Agent(Sampling, Clock):
                     if ev.report is not None:
                         self.crash_log.note(ev.report)
             self._cache.clear()
+        tracer = self.tracer
         while buf and n < 5000:
             ev = buf.popleft()
             n += 1
+            if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
+                continue
             try:
                 d = event_dict(ev, node, self.policy, self._encode_value)
             except Exception:
@@ -379,6 +387,8 @@ class Agent(Sampling, Clock):
             if d is not None:
                 if d["ev"] == "exit":
                     self._cache.pop(ev.pid.id, None)
+                    if tracer.by_pid:
+                        tracer.exited(ev.pid)
                     report = ev.report
                     if report is None:
                         d["report"] = None
@@ -394,6 +404,8 @@ class Agent(Sampling, Clock):
                 self._publish(d)
         if self._fresh and any(s.ready for s in self.sessions):
             self._recheck_fresh()
+        if tracer.traces:
+            tracer.flush()
 
     def _flush_sessions(self) -> None:
         """End of a drain or a tick's work (``holding`` was set: what they

@@ -20,6 +20,7 @@ from actors import process_stack
 from . import _crash
 from . import protocol as P
 from ._encode import budget_dict, child_id_str, process_record
+from ._trace import TraceError
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -89,7 +90,8 @@ class Commands:
             args = {}
         if not isinstance(args, dict):
             return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
-        destructive = cmd in P.OPERATOR_COMMANDS
+        # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
+        destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
         try:
             result = await self.handlers[cmd](session, args)
         except CommandError as exc:
@@ -278,6 +280,13 @@ class Commands:
             raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
 
     async def trace(self, session: Session, args: dict[str, Any]) -> Any:
+        if "id" in args:  # a trace session with limits (agent/_trace.py)
+            try:
+                return await self.agent.tracer.command(self.on_host, session, args)
+            except TraceError as exc:
+                raise CommandError(exc.code, str(exc)) from None
+        if session.role != P.ROLE_OPERATOR:
+            raise CommandError(P.E_NOT_PERMITTED, "an untimed trace needs the operator role; give an 'id' and limits")
         pids = args.get("pids")
         on = args.get("on", True)
         if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):

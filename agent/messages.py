@@ -73,7 +73,9 @@ __all__ = [
     "Status",
     "SuspendEvent",
     "Time",
+    "TraceArrow",
     "TraceEvent",
+    "TraceMsg",
     "UnlinkEvent",
     "UpdateEvent",
     "Value",
@@ -590,6 +592,39 @@ class EventMsg(EventHeader):
     ev: str
 
 
+TraceArrow = TypedDict(
+    "TraceArrow",
+    {
+        "n": int,
+        "time": float,
+        "kind": Literal["send", "call", "reply", "error", "cast"],
+        "from": "PidText | None",
+        "to": "PidText | str | None",
+        "msg": "Value",
+        "masked": int,
+        "truncated": bool,
+        "call": "int | None",
+        "latency_ms": "float | None",
+        "to_name": NotRequired[str],
+    },
+)
+TraceArrow.__doc__ = """One message of a trace session (agent/_trace.py): ``from``/``to`` null
+is outside the traced processes; a call and its reply share ``call``."""
+
+
+class TraceMsg(TypedDict):
+    """Arrows of a trace session, to the observer that started it only; the
+    last frame has ``end`` (msgs, rate, duration, exited, detached, stopped,
+    agent_stopped)."""
+
+    t: Literal["trace"]
+    trace: str
+    msgs: list[TraceArrow]
+    count: int
+    dropped: int
+    end: NotRequired[str]
+
+
 class DialMsg(TypedDict):
     """An agent that dials out to the observer says who it is before the ``hello``."""
 
@@ -620,7 +655,7 @@ class CommandMsg(TypedDict):
     args: dict[str, Any]
 
 
-PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | ErrorMsg
+PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | TraceMsg | ErrorMsg
 """What the agent pushes after the handshake (besides replies)."""
 
 AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
@@ -633,6 +668,7 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
     "snapshot_end": (SnapshotEndMsg,),
     "gap": (GapMsg,),
     "samples": (SamplesMsg,),
+    "trace": (TraceMsg,),
     "ev": tuple(EVENTS.values()),
     "dial": (DialMsg,),
 }
@@ -640,7 +676,9 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
 OBSERVER_FRAMES: Final[dict[str, tuple[type, ...]]] = {"auth": (AuthMsg,), "cmd": (CommandMsg,)}
 """Every frame type the observer sends."""
 
-PUSH_TYPES: Final = frozenset({"snapshot_begin", "snapshot_chunk", "snapshot_end", "gap", "samples", "ev", "error"})
+PUSH_TYPES: Final = frozenset(
+    {"snapshot_begin", "snapshot_chunk", "snapshot_end", "gap", "samples", "ev", "trace", "error"}
+)
 
 
 def fields(shape: type) -> dict[str, tuple[Any, bool]]:

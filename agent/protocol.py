@@ -48,8 +48,9 @@ ROLES: Final = (ROLE_READ, ROLE_OPERATOR)
 
 # -- commands -------------------------------------------------------------------------
 
-READ_COMMANDS: Final = ("ping", "snapshot", "info", "inspect", "mailbox", "processes")
-"""Commands every authenticated session may use."""
+READ_COMMANDS: Final = ("ping", "snapshot", "info", "inspect", "mailbox", "processes", "trace")
+"""Commands every authenticated session may use. ``trace`` only as a trace session
+with limits (``id`` given: agent/_trace.py); the unbounded form is for operators."""
 OPERATOR_COMMANDS: Final = (
     "kill",
     "suspend",
@@ -57,7 +58,6 @@ OPERATOR_COMMANDS: Final = (
     "send",
     "restart_child",
     "terminate_child",
-    "trace",
     "flight_recorder",
     "dump",
 )

@@ -458,6 +458,10 @@ class PaymentWorker(GenServer):
     async def handle_call(self, request: Any, from_: From, state: Any) -> Reply | NoReply | Stop:
         if request == "stats":
             return Reply({"settled": state["settled"], "pending": len(state["authorizations"])}, state)
+        match request:
+            case ("status", {"charge_id": str(charge_id)}):
+                pending = charge_id in state["authorizations"]
+                return Reply({"charge_id": charge_id, "pending": pending, "settled": state["settled"]}, state)
         return await super().handle_call(request, from_, state)
 
 
@@ -672,6 +676,13 @@ async def _traffic(proc: Process, ctx: _Context) -> None:
                 f"tok_{rng.choice(('4242', '5555', '3782'))}_{rng.getrandbits(40):010x}",
             )
             _cast(proc, PAYMENTS, charge)
+            if charge_serial % 4 == 0:  # the checkout page asks how a payment stands
+                try:
+                    await proc.call(
+                        PAYMENTS, ("status", {"charge_id": charge[1], "card_token": charge[4]}), timeout=0.5
+                    )
+                except ActorError:
+                    pass
         # reads on the pool
         for _ in range(rng.randint(0, 3)):
             _cast(

@@ -41,6 +41,7 @@ from .live import LiveHub, LiveNamespace
 from .model import NodeModel
 from .security import SecurityPolicy, install
 from .store import HistoryStore
+from .trace import install as install_traces
 
 __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverState", "create_app"]
 
@@ -137,6 +138,8 @@ class ObserverState:
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
+        self.traces: Any = None
+        """The :class:`observer.trace.TraceService`."""
 
     def attach_all(self) -> None:
         """Attach to the configured agents: operator role only when destructive
@@ -238,6 +241,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     if config.live_publisher:
         state.manager.on_change(hub.on_change)
     state.store.on_commit(hub.on_commit)
+    state.traces = install_traces(state.manager, state.store, hub.publish)
     socketio.on_namespace(LiveNamespace(hub, state))
     hub.start()
     state.attach_all()

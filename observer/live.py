@@ -12,7 +12,7 @@ Beside the node rooms there are **feeds**, one room each (:data:`FEEDS`):
 result was written), ``chaos`` (an experiment's progress) and ``cluster``
 (a node was added or removed). Producers call :meth:`LiveHub.publish`
 (the store's commit listener :meth:`LiveHub.on_commit`, the chaos service,
-the cluster routes); at most one ``feed`` message per feed goes out every
+the cluster routes, the trace service's arrows: observer/trace.py); at most one ``feed`` message per feed goes out every
 ``urgent_gap``: ``{"feed", "items": [...], "truncated"?}``. An item given a
 ``key`` replaces the pending one with the same key, and may be a function
 called when the message goes out (the chaos journal's head is read then,
@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import request, session
 from flask_socketio import Namespace, SocketIO, join_room, leave_room
 
 from .model import Change
@@ -51,8 +51,10 @@ log = logging.getLogger("observer.live")
 
 NAMESPACE = "/live"
 VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
-FEEDS = frozenset({"crashes", "audit", "chaos", "cluster"})
+FEEDS = frozenset({"crashes", "audit", "chaos", "cluster", "trace"})
 """Rooms not tied to a node (see the module docstring)."""
+FEED_GRANTS = {"trace": frozenset({"inspect", "trace"})}
+"""Feeds that carry what a process holds (messages): only for logins granted one of these."""
 FEED_CAP = 1000
 """Items one ``feed`` message carries at most; beyond that it says ``truncated`` (the browser refetches)."""
 MAX_CHANGES = 2000
@@ -370,6 +372,10 @@ class LiveNamespace(Namespace):
     def _subscribe_feed(self, sid: str, feed: Any) -> dict[str, Any]:
         if not isinstance(feed, str) or feed not in FEEDS:
             ack = {"ok": False, "error": "unknown_feed", "feed": feed}
+            self.emit("ack", ack, room=sid)
+            return ack
+        if feed in FEED_GRANTS and not FEED_GRANTS[feed] & set(session.get("actions") or ()):
+            ack = {"ok": False, "error": "not_permitted", "feed": feed}
             self.emit("ack", ack, room=sid)
             return ack
         with self._lock:

@@ -8,7 +8,8 @@
   migrations); :class:`SQLiteBackend` is the one implementation.
 * The queries and statements, by area: :mod:`observer.db.history` (events,
   checkpoints, audit, timeline), :mod:`observer.db.crashes` (crashes stored
-  once, grouped by signature), :mod:`observer.db.chaos` (experiment journals).
+  once, grouped by signature), :mod:`observer.db.chaos` (experiment journals),
+  :mod:`observer.db.traces` (message traces).
 
 The history writer that folds agents' messages into rows and checkpoints is
 :class:`observer.store.HistoryStore`, built on a :class:`Database`.
@@ -16,7 +17,7 @@ The history writer that folds agents' messages into rows and checkpoints is
 
 from __future__ import annotations
 
-from . import chaos, crashes, history
+from . import chaos, crashes, history, traces
 from .backend import Backend, Connection, Migration
 from .database import Database
 from .errors import AuditError, SchemaTooNewError, StoreError
@@ -39,4 +40,5 @@ __all__ = [
     "chaos",
     "crashes",
     "history",
+    "traces",
 ]

@@ -8,6 +8,7 @@
 ``audit``          the audit log and its exports
 ``chaos``          chaos experiments
 ``cluster``        every node's health; nodes added and removed at run time
+``trace``          message traces: start, live sequence chart, replay, export
 =================  ==========================================================
 
 Errors are raised as the typed exceptions of :mod:`observer.errors` and
@@ -21,7 +22,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import errors
-from . import audit, chaos, cluster, crashes, history, nodes, pages
+from . import audit, chaos, cluster, crashes, history, nodes, pages, trace
 
 __all__ = ["BLUEPRINTS", "register"]
 
@@ -33,6 +34,7 @@ BLUEPRINTS = (
     audit.blueprint,
     chaos.blueprint,
     cluster.blueprint,
+    trace.blueprint,
 )
 
 

@@ -93,5 +93,11 @@ export function createApi(config) {
     startExperiment: (body) => post("/api/chaos/experiments", body),
     abortExperiment: (id) => post(`${x(id)}/abort`),
     activeKills: (node, since) => get("/api/chaos/active", { node, since }),
+    // message traces (observer/views/trace.py)
+    traces: (node) => get("/api/traces", { node }),
+    trace: (id) => get(`/api/traces/${enc(id)}`),
+    startTrace: (node, body) => post(`${n(node)}/traces`, body),
+    stopTrace: (id) => post(`/api/traces/${enc(id)}/stop`),
+    traceExportUrl: (id, format) => `/api/traces/${enc(id)}/export` + query({ format }),
   };
 }
