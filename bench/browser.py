@@ -214,7 +214,7 @@ def system(groups: int, per: int) -> Iterator[tuple[Child, str, str]]:
                 "--no-browser",
                 "--allow-destructive-actions",
             ],
-            _env(OBSERVER_AGENT_TOKEN=token),
+            _env(OBSERVER_NODE_TOKEN=token),
         )
         m = obs.wait_for(URL_RE, timeout=120)
         yield node, m.group(1), m.group(2)
