@@ -21,7 +21,7 @@ from ._child_spec import (
     ChildSpec,
     worker,
 )
-from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
+from ._crash import Ancestor, CrashReport, FlightEntry
 from ._errors import (
     ActorError,
     CallError,
@@ -103,6 +103,7 @@ from ._supervisor_api import (
     which_child,
     which_children,
 )
+from ._traceback import ChainLink, ExceptionInfo, TraceFrame
 from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 __all__ = [

@@ -1,8 +1,10 @@
-"""The in-process agent: serves a running actor system to observers.
+"""The in-process agent: serves a running actor system, or a plain asyncio
+event loop, to observers.
 
-One line in the process that runs the node::
+One line in the process that runs the node (or, inside a coroutine, the loop)::
 
     agent.start(node, bind="127.0.0.1:4711", token=b"...")
+    agent.start(None, bind="127.0.0.1:4711", token=b"...")   # the running asyncio loop
 
 or, with no code changes beyond calling :func:`start_from_env`, from
 ``OBSERVER_AGENT_*`` environment variables. Standard library only. The wire
@@ -11,6 +13,7 @@ protocol is in :mod:`agent.protocol` and ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import client, protocol
 from ._env import refuse_renamed_env
-from ._redact import RedactionPolicy, Redactor
+from ._redact import Redactor
+from ._scrub import RedactionPolicy
 
 if TYPE_CHECKING:
     import actors
@@ -84,8 +88,20 @@ def _bytes(token: str | bytes | None) -> bytes | None:
     return token.encode() if isinstance(token, str) else token
 
 
+def _target(target: actors.Node | asyncio.AbstractEventLoop | None) -> actors.Node | asyncio.AbstractEventLoop:
+    if target is not None:
+        return target
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise ValueError(
+            "agent.start(None) observes the running asyncio loop: call it from a coroutine, "
+            "or pass an actors.Node or an event loop"
+        ) from None
+
+
 def start(
-    node: actors.Node,
+    node: actors.Node | asyncio.AbstractEventLoop | None = None,
     bind: str = "127.0.0.1:4711",
     *,
     token: str | bytes | None = None,
@@ -96,6 +112,12 @@ def start(
     **options: object,
 ) -> Agent:
     """Start an agent for ``node`` in a thread of its own and return it once listening.
+
+    ``node`` is an :class:`actors.Node`, an asyncio event loop, or None: the
+    loop running the caller (see ``docs/asyncio.md``). The handshake tells
+    observers which (``node_kind``: ``actors`` or ``asyncio``), and an
+    asyncio node offers only the commands it supports (``cancel``, no
+    ``suspend``/``send``/``trace``).
 
     ``token`` grants the operator role (every command), ``read_token`` the
     read-only role. Without a token one is generated (``agent.token``).
@@ -110,7 +132,7 @@ def start(
     host, port = _parse_bind(bind)
     tok = _bytes(token) or make_token().encode()
     agent = Agent(
-        node,
+        _target(node),
         host=host,
         port=port,
         token=tok,
@@ -154,9 +176,10 @@ def _env_secret(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def start_from_env(node: actors.Node) -> Agent | None:
+def start_from_env(node: actors.Node | asyncio.AbstractEventLoop | None = None) -> Agent | None:
     """Start an agent configured by environment variables; None if
-    ``OBSERVER_AGENT_BIND`` is unset.
+    ``OBSERVER_AGENT_BIND`` is unset. ``node`` as for :func:`start` (an
+    actors node, an event loop, or None: the running loop).
 
     ``OBSERVER_AGENT_BIND`` (HOST:PORT), ``OBSERVER_AGENT_TOKEN`` or
     ``OBSERVER_AGENT_TOKEN_FILE`` (operator), ``OBSERVER_AGENT_READ_TOKEN`` or

@@ -19,34 +19,38 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import actors
 
 from . import protocol as P
+from ._aio_source import AsyncioSource
 from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
-from ._encode import event_dict, format_traceback, meta_of, process_record
-from ._redact import RedactionPolicy, Redactor
+from ._encode import meta_of, process_record
+from ._preauth import PreAuth
+from ._redact import Redactor
 from ._sampling import Sampling
+from ._scrub import RedactionPolicy
 from ._session import Session
+from ._source import ActorsSource, Source
 from ._trace import TRACE_EVENTS, Tracer
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
 WRITE_HIGH_WATER = 256 * 1024
 """Transport write-buffer high-water mark per session: writers wait on drain() past it."""
-MAX_PENDING_HANDSHAKES = 64
 
 
 class Agent(Sampling, Clock):
-    """Serves one :class:`actors.Node` to observers. Create with :func:`agent.start`."""
+    """Serves one source -- an :class:`actors.Node` or an asyncio event loop
+    (see :mod:`agent._source`) -- to observers. Create with :func:`agent.start`."""
 
     def __init__(
         self,
-        node: actors.Node,
+        target: actors.Node | asyncio.AbstractEventLoop | Source,
         *,
         host: str = "127.0.0.1",
         port: int = 4711,
@@ -73,7 +77,14 @@ class Agent(Sampling, Clock):
             raise ValueError("an operator token is required")
         if read_token is not None and read_token == token:
             raise ValueError("the read-only token must differ from the operator token")
-        self.node = node
+        if isinstance(target, asyncio.AbstractEventLoop):
+            target = AsyncioSource(target)
+        elif not isinstance(target, Source):
+            target = ActorsSource(target)
+        self.source: Source = target
+        """What this agent observes (agent/_source.py)."""
+        if isinstance(target, ActorsSource):
+            self.node = target.node
         self.host = host
         self.port = port
         self.token = token.decode(errors="replace")
@@ -116,13 +127,15 @@ class Agent(Sampling, Clock):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self.preauth = PreAuth()
+        """Pending handshakes' limits and the agent id the handshake binds (:mod:`agent._preauth`)."""
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.collector = Collector(
             self._wake,
             limit=collector_limit,
             trace_rate=trace_rate,
-            host_loop=node.loop,
+            host_loop=target.loop,
             handoff_timeout=handoff_timeout,
         )
         self._cache: dict[int, list[Any]] = {}
@@ -153,7 +166,7 @@ class Agent(Sampling, Clock):
     def start(self) -> Agent:
         """Start the thread, bind, and return once listening (or raise)."""
         try:
-            if asyncio.get_running_loop() is self.node.loop:
+            if asyncio.get_running_loop() is self.source.loop:
                 self._host_tid = threading.get_ident()
         except RuntimeError:
             pass
@@ -162,13 +175,13 @@ class Agent(Sampling, Clock):
         self._ready.wait(10)
         if self._startup_error is not None:
             raise self._startup_error
-        self.node.add_instrument(self.collector)
-        if self.dump_dir:
+        self.source.attach(self)
+        if self.dump_dir and isinstance(self.source, ActorsSource):
             from ._dump import Dumper
 
             self.dumper = Dumper(self, self.dump_dir, gzip=self.dump_gzip).start()
         if self._host_tid is None:
-            self.node.loop.call_soon_threadsafe(self._record_host_thread)
+            self.source.loop.call_soon_threadsafe(self._record_host_thread)
         log.info("agent listening on %s:%s%s", self.host, self.port, " (TLS)" if self.ssl_context else "")
         return self
 
@@ -196,13 +209,18 @@ class Agent(Sampling, Clock):
 
     async def _startup(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=self.ssl_context, limit=self.max_frame + 64
+            self._on_connect,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            limit=self.max_frame + 64,
+            backlog=1024,  # a flood of connections must not overflow the queue and drop an observer's SYN
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
         try:
-            self.node.loop.call_soon_threadsafe(self._host_tick)
+            self.source.loop.call_soon_threadsafe(self._host_tick)
         except RuntimeError:  # the host loop is closed: no ticks, the watchdog samples
             pass
 
@@ -227,13 +245,13 @@ class Agent(Sampling, Clock):
         if self._stopping:
             return
         self._stopping = True
-        self.node.remove_instrument(self.collector)
+        self.source.detach()
         if self.dumper is not None:
             self.dumper.stop()
         handle = self._tick_handle
         if handle is not None:
             try:
-                self.node.loop.call_soon_threadsafe(handle.cancel)
+                self.source.loop.call_soon_threadsafe(handle.cancel)
             except RuntimeError:  # host loop already closed
                 pass
         loop = self._loop
@@ -263,12 +281,9 @@ class Agent(Sampling, Clock):
             transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         except Exception:
             pass
-        if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
-            writer.write(P.encode_frame(busy))
-            writer.close()
-            return
         session = Session(self, reader, writer)
+        if not self.preauth.admit(session.peer_host, writer):  # no room: answered busy (agent._preauth)
+            return
         self.sessions.append(session)
         try:
             await session.run()
@@ -358,20 +373,12 @@ class Agent(Sampling, Clock):
     def _drain_some(self) -> None:
         """Encode up to 5,000 of the collector's events and queue them on the sessions."""
         buf = self.collector.buf
-        node = self.node
+        source = self.source
         n = 0
         if not any(s.ready for s in self.sessions):
             # nobody attached: nothing to encode, only the counters to keep
             while buf:
-                ev = buf.popleft()
-                t = type(ev)
-                if t is actors.Restarted:
-                    self.restarts += 1
-                elif t is actors.Exited:
-                    if isinstance(ev.reason, BaseException):
-                        self.crashes += 1
-                    if ev.report is not None:
-                        self.crash_log.note(ev.report)
+                source.account(buf.popleft())
             self._cache.clear()
         tracer = self.tracer
         while buf and n < 5000:
@@ -380,30 +387,14 @@ class Agent(Sampling, Clock):
             if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
                 continue
             try:
-                d = event_dict(ev, node, self.policy, self._encode_value)
+                d = source.encode(ev)
             except Exception:
                 log.exception("agent: could not encode %s", type(ev).__name__)
                 continue
             if d is not None:
-                if d["ev"] == "exit":
-                    self._cache.pop(ev.pid.id, None)
-                    if tracer.by_pid:
-                        tracer.exited(ev.pid)
-                    report = ev.report
-                    if report is None:
-                        d["report"] = None
-                    else:
-                        rep = d["report"] = self.crash_log.note(report)
-                        # the same text, capped and redacted the same way: once
-                        d["traceback"] = (
-                            rep["traceback"] if "traceback" in rep else format_traceback(ev.reason, self.policy)
-                        )
-                if d["ev"] == "spawn":
-                    self._remember(ev.pid)
-                    self._fresh.append((self._last_drain, ev.pid))
                 self._publish(d)
-        if self._fresh and any(s.ready for s in self.sessions):
-            self._recheck_fresh()
+        if any(s.ready for s in self.sessions):
+            source.recheck()
         if tracer.traces:
             tracer.flush()
 
@@ -441,20 +432,23 @@ class Agent(Sampling, Clock):
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
     def node_meta(self) -> P.NodeMeta:
-        node = self.node
-        return {
-            "node_id": node.node_id,
+        meta = {
+            **self.source.meta(),
+            "node_kind": self.source.kind,
             "os_pid": os.getpid(),
             "host": socket.gethostname(),
             "python": sys.version.split()[0],
-            "started_at": node.started_at,
             "agent_version": AGENT_VERSION,
-            "process_count": node.process_count(),
             "sample_hz": self.sample_hz,
         }
+        return cast(P.NodeMeta, meta)
 
-    def node_processes(self) -> list[actors.Process]:
-        return list(self.node.iter_processes())
+    def node_processes(self) -> list[Any]:
+        """The source's units for a snapshot (processes, or tasks and scopes)."""
+        return self.source.units()
+
+    def node_records(self, units: list[Any]) -> list[dict[str, Any]]:
+        return self.source.records(units)
 
     def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
@@ -481,4 +475,4 @@ class Agent(Sampling, Clock):
             ent[2] = meta_of(p)
 
     def names(self) -> dict[str, str]:
-        return {n: str(pid) for n in self.node.registered() if (pid := self.node.whereis(n)) is not None}
+        return self.source.names()

@@ -21,6 +21,7 @@ from . import messages as M
 if TYPE_CHECKING:
     from ._collector import Collector
     from ._session import Session
+    from ._source import Source
 
 log = logging.getLogger("agent")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("agent")
 class Clock:
     """Needs the agent's node, sessions, collector, loop and the methods below."""
 
-    node: actors.Node
+    source: Source
     sessions: list[Session]
     collector: Collector
     heartbeat: float
@@ -110,8 +111,8 @@ class Clock:
         """A tick overdue by more than ``block_threshold`` means the host loop is
         blocked right now; the first tick after it, that it is free again."""
         last = self._host_last
-        if last is None:
-            return
+        if last is None or (self._blocked_since is None and not self.source.loop.is_running()):
+            return  # no host loop running (between two asyncio.run calls, say): nothing is blocked
         overdue = now - last - self.heartbeat
         if self._blocked_since is None:
             if overdue > self.block_threshold:
@@ -141,8 +142,8 @@ class Clock:
             # nobody attached (no wake-ups), or the host loop is blocked and
             # cannot run its hand-off: drain on our own clock
             self._drain()
-        elif self._fresh and any(s.ready for s in self.sessions):
-            self._recheck_fresh()
+        elif any(s.ready for s in self.sessions):
+            self.source.recheck()
 
     def _host_tick(self) -> None:
         """Runs on the host loop every ``heartbeat``: how late was it? Then it
@@ -161,7 +162,7 @@ class Clock:
         if self._stopping:
             return
         self._tick_due = now + self.heartbeat
-        self._tick_handle = self.node.loop.call_later(self.heartbeat, self._host_tick)
+        self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
         loop = self._loop
         if loop is not None:
             try:
@@ -171,15 +172,15 @@ class Clock:
             self.collector.tick_handoff()
 
     def _report_blocked(self, waited: float) -> None:
-        pid = name = None
         task = None
         try:
-            task = asyncio.current_task(self.node.loop)
+            task = asyncio.current_task(self.source.loop)
         except Exception:
             pass
-        p = actors.task_process(self.node, task)
-        if p is not None:
-            pid, name = str(p.pid), p.name or p.label
+        try:
+            pid, name = self.source.owner(task)
+        except Exception:
+            pid = name = None
         stack: list[M.StackEntry] = []
         frame = sys._current_frames().get(self._host_tid) if self._host_tid is not None else None
         while frame is not None and len(stack) < 40:

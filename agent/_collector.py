@@ -94,6 +94,8 @@ class Collector(actors.Instrument):
         self._ticks_done = 0
         self._woken = 0
         """The latest batch the agent was woken for (host thread)."""
+        self._lazy = False
+        """The pending hand-off was scheduled by :meth:`put_lazy` (later than usual)."""
 
     def put(self, event: Any) -> None:
         buf = self.buf
@@ -105,12 +107,36 @@ class Collector(actors.Instrument):
         if not self.wake_pending:
             self.wake_pending = True
             self.batches += 1
+            self._lazy = False
             if self.handoff_enabled and self.host_loop is not None:
                 # wake the agent and hand it the GIL a little later, from the
                 # host loop (see the module docstring), so that a burst of
                 # events shares one hand-off. With nobody attached there is no
                 # wake-up at all: the agent drains on its own clock.
                 self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
+        elif self._lazy:
+            # a lazy hand-off is pending: this event should not wait for it
+            self._lazy = False
+            if self.handoff_enabled and self.host_loop is not None:
+                self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
+
+    def put_lazy(self, event: Any, delay: float) -> None:
+        """Like :meth:`put`, for an event observers need not see at once (a
+        task started or ended): the hand-off it schedules comes ``delay``
+        later, so that a stream of them shares fewer hand-offs (each costs
+        the host a GIL hand-over). A :meth:`put` meanwhile hands off as usual."""
+        buf = self.buf
+        if len(buf) >= self.limit:
+            self.dropped += 1
+            return
+        buf.append(event)
+        self.accepted += 1
+        if not self.wake_pending:
+            self.wake_pending = True
+            self.batches += 1
+            self._lazy = True
+            if self.handoff_enabled and self.host_loop is not None:
+                self.host_loop.call_later(delay, self.handoff, self.batches)
 
     def handoff(self, batch: int) -> None:
         """Host loop: let the agent's thread run until it has flushed ``batch``

@@ -19,6 +19,7 @@ from actors import process_stack
 
 from . import _crash
 from . import protocol as P
+from ._args import CommandError, int_arg, reason_arg, target_arg
 from ._encode import budget_dict, child_id_str, process_record
 from ._trace import TraceError
 
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
 audit = logging.getLogger("agent.audit")
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[Any]]
-
-
-class CommandError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _target(args: dict[str, Any], key: str = "pid") -> actors.Pid | str:
-    raw = args.get(key)
-    if not isinstance(raw, str) or not raw or len(raw) > 200:
-        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be a pid like <0.42.0> or a registered name")
-    if raw.startswith("<"):
-        try:
-            return actors.Pid.parse(raw)
-        except ValueError:
-            raise CommandError(P.E_BAD_ARGS, f"not a pid: {raw[:50]!r}") from None
-    return raw
-
-
-def _reason(args: dict[str, Any]) -> Any:
-    r = args.get("reason", "kill")
-    if not isinstance(r, str) or not r or len(r) > 200:
-        raise CommandError(P.E_BAD_ARGS, "'reason' must be a short string")
-    return r
 
 
 class Commands:
@@ -75,12 +51,17 @@ class Commands:
             "trace": self.trace,
             "flight_recorder": functools.partial(_crash.flight_recorder, self),
             "dump": functools.partial(_crash.dump, self),
+            "cancel": self.unsupported,
         }
         assert set(self.handlers) == set(P.ALL_COMMANDS)
+        self.handlers.update(agent.source.handlers(self))
 
     async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg:
         if not isinstance(cmd, str) or cmd not in self.handlers:
             return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
+        if cmd not in self.agent.source.commands:
+            kind = self.agent.source.kind
+            return _err(rid, P.E_UNKNOWN_COMMAND, f"'{cmd}' is not supported by this node (node_kind {kind})")
         if cmd not in session.commands:
             audit.warning(
                 "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
@@ -115,7 +96,7 @@ class Commands:
                 res = await res
             return res
 
-        cf = asyncio.run_coroutine_threadsafe(call(), agent.node.loop)
+        cf = asyncio.run_coroutine_threadsafe(call(), agent.source.loop)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(cf), timeout or agent.command_timeout)
         except TimeoutError:
@@ -123,6 +104,9 @@ class Commands:
             raise CommandError(
                 P.E_TIMEOUT, "the actor system did not answer in time (its loop may be blocked)"
             ) from None
+
+    async def unsupported(self, session: Session, args: dict[str, Any]) -> Any:
+        raise CommandError(P.E_UNKNOWN_COMMAND, f"not supported by this node (node_kind {self.agent.source.kind})")
 
     # -- read-only --------------------------------------------------------------------------------
 
@@ -134,13 +118,13 @@ class Commands:
         return {"resync": True}
 
     async def processes(self, session: Session, args: dict[str, Any]) -> Any:
-        limit = _int_arg(args, "limit", 1000, 0, 10_000)
-        offset = _int_arg(args, "offset", 0, 0, 1 << 40)
+        limit = int_arg(args, "limit", 1000, 0, 10_000)
+        offset = int_arg(args, "offset", 0, 0, 1 << 40)
         procs = self.agent.node_processes()[offset : offset + limit]
-        return {"count": self.agent.node.process_count(), "offset": offset, "procs": self.agent.records(procs)}
+        return {"count": self.agent.source.count(), "offset": offset, "procs": self.agent.node_records(procs)}
 
     async def info(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
 
         def read() -> dict[str, Any]:
@@ -155,8 +139,8 @@ class Commands:
 
     async def inspect(self, session: Session, args: dict[str, Any]) -> Any:
         """Info, stack, supervisor children, state and a mailbox peek (redacted)."""
-        target = _target(args)
-        peek = _int_arg(args, "mailbox_limit", 10, 0, 100)
+        target = target_arg(args)
+        peek = int_arg(args, "mailbox_limit", 10, 0, 100)
         node = self.agent.node
 
         def read() -> dict[str, Any]:
@@ -201,8 +185,8 @@ class Commands:
         return rec
 
     async def mailbox(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
-        limit = _int_arg(args, "limit", 20, 0, 200)
+        target = target_arg(args)
+        limit = int_arg(args, "limit", 20, 0, 200)
         node = self.agent.node
         msgs, total = await self.on_host(lambda: _peek(node.process(target), limit))
         encs = [self.agent.redactor.encode(m) for m in msgs]
@@ -216,8 +200,8 @@ class Commands:
     # -- operator ----------------------------------------------------------------------------------
 
     async def kill(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
-        reason = _reason(args)
+        target = target_arg(args)
+        reason = reason_arg(args)
         node = self.agent.node
 
         def do() -> str:
@@ -228,19 +212,19 @@ class Commands:
         return {"pid": await self.on_host(do), "reason": reason}
 
     async def suspend(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
         await self.on_host(lambda: node.suspend(target))
         return {"suspended": True}
 
     async def resume(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
         await self.on_host(lambda: node.resume(target))
         return {"resumed": True}
 
     async def send(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args, "to")
+        target = target_arg(args, "to")
         if "message" not in args:
             raise CommandError(P.E_BAD_ARGS, "'message' is required (any JSON value)")
         message = _freeze(args["message"])
@@ -263,7 +247,7 @@ class Commands:
 
     async def _child_op(self, op: Callable[..., Awaitable[Any]], args: dict[str, Any]) -> Any:
         """A supervisor call on the host, bounded below the command timeout."""
-        sup = _target(args, "supervisor")
+        sup = target_arg(args, "supervisor")
         cid = args.get("child_id")
         node = self.agent.node
         timeout = max(self.agent.command_timeout - 0.5, 0.1)
@@ -291,7 +275,7 @@ class Commands:
         on = args.get("on", True)
         if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):
             raise CommandError(P.E_BAD_ARGS, "'pids' must be a list of 1-100 pids and 'on' a boolean")
-        targets = [_target({"pid": p}) for p in pids]
+        targets = [target_arg({"pid": p}) for p in pids]
         node = self.agent.node
         agent = self.agent
 
@@ -324,13 +308,6 @@ _NO_STATE = object()
 
 def _err(rid: int | str, code: str, message: str) -> P.ReplyError:
     return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}
-
-
-def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    v = args.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be an integer in [{lo}, {hi}]")
-    return v
 
 
 def _freeze(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import actors
 from actors import estimate_memory, find_process, process_status
@@ -20,6 +20,7 @@ from ._encode import meta_dict, meta_of
 if TYPE_CHECKING:
     from ._collector import Collector
     from ._session import Session
+    from ._source import Source
 
 log = logging.getLogger("agent")
 
@@ -37,6 +38,7 @@ class Sampling:
     """Needs the agent's node, sessions, counters and ``_publish``."""
 
     node: actors.Node
+    source: Source
     sessions: list[Session]
     collector: Collector
     seq: int
@@ -84,7 +86,7 @@ class Sampling:
         """One sampling scan pushed to every session; returns its cost in seconds."""
         t0 = time.perf_counter()
         try:
-            rows, msgs = self._scan()
+            rows, msgs = self.source.scan()
         except Exception:
             log.exception("agent: sampling failed")
             rows, msgs = [], 0
@@ -92,7 +94,7 @@ class Sampling:
         self.messages_total += msgs
         stats: M.NodeStats = {
             "time": time.time(),
-            "process_count": self.node.process_count(),
+            "process_count": self.source.count(),
             "messages": msgs,
             "messages_total": self.messages_total,
             "restarts": self.restarts,
@@ -103,6 +105,7 @@ class Sampling:
             "seq": self.seq,
             "sample_cost_ms": round(cost * 1000, 3),
         }
+        cast(dict[str, Any], stats).update(self.source.stats())  # the source's own figures (NotRequired fields)
         self._lag_max = 0.0
         for s in self.sessions:
             s.push_samples(rows, stats)

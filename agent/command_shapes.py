@@ -90,6 +90,13 @@ class KillArgs(TypedDict):
     reason: NotRequired[Annotated[str, Schema(minLength=1, maxLength=200)]]
 
 
+class CancelArgs(TypedDict):
+    """asyncio nodes: ``pid`` a task; ``reason`` its cancel message."""
+
+    pid: Target
+    reason: NotRequired[Annotated[str, Schema(maxLength=200)]]
+
+
 class SendArgs(TypedDict):
     """``message``: any JSON (arrays arrive as tuples)."""
 
@@ -135,6 +142,7 @@ COMMAND_ARGS: Final[dict[str, type]] = {
     "suspend": PidArgs,
     "resume": PidArgs,
     "send": SendArgs,
+    "cancel": CancelArgs,
     "restart_child": ChildArgs,
     "terminate_child": ChildArgs,
     "trace": TraceArgs,
@@ -273,6 +281,14 @@ class DumpResult(TypedDict):
     path: str
 
 
+class CancelResult(TypedDict):
+    """``cancelled``: what ``Task.cancel()`` answered; ``cancelling``: requests so far."""
+
+    pid: PidText
+    cancelled: bool
+    cancelling: int
+
+
 COMMAND_RESULTS: Final[dict[str, type]] = {
     "ping": PingResult,
     "snapshot": SnapshotResult,
@@ -289,6 +305,7 @@ COMMAND_RESULTS: Final[dict[str, type]] = {
     "trace": TraceResult,
     "flight_recorder": FlightRecorderResult,
     "dump": DumpResult,
+    "cancel": CancelResult,
 }
 """Each command and the shape of its result (a reply does not name its command:
 the observer knows which ``id`` it sent; the schema has each as a definition)."""

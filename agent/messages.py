@@ -129,7 +129,12 @@ class ProcessMeta(TypedDict):
 
 
 class ProcessRecord(TypedDict):
-    """One process in a snapshot (``budget`` is null except for supervisors)."""
+    """One process in a snapshot (``budget`` is null except for supervisors).
+    An asyncio node's task records leave out the actor-only fields
+    (``child_id``, ``restarts``, ``mailbox``, ``msgs_in``, ``msgs_out``,
+    ``links``, ``monitors``, ``trap_exit``, ``budget``): read them as their
+    defaults (none, 0, 0, 0, 0, [], [], false, null); an actors node sends
+    them all."""
 
     pid: PidText
     name: str | None
@@ -138,22 +143,32 @@ class ProcessRecord(TypedDict):
     status: Status
     supervisor: PidText | None
     parent: PidText | None
-    child_id: ChildId
-    restarts: int
-    mailbox: int
-    msgs_in: int
-    msgs_out: int
+    child_id: NotRequired[ChildId]
+    restarts: NotRequired[int]
+    mailbox: NotRequired[int]
+    msgs_in: NotRequired[int]
+    msgs_out: NotRequired[int]
     handled: int
     handler_time: float
-    links: list[PidText]
-    monitors: list[PidText]
-    trap_exit: bool
+    links: NotRequired[list[PidText]]
+    monitors: NotRequired[list[PidText]]
+    trap_exit: NotRequired[bool]
     started_at: Time
-    budget: Budget | None
+    budget: NotRequired[Budget | None]
+    coro: NotRequired[str | None]
+    """asyncio nodes: the task's coroutine (docs/asyncio.md)."""
+    created_at: NotRequired[str | None]
+    """asyncio nodes: ``file:line in function`` that created the task."""
+    origin: NotRequired[str]
+    """asyncio nodes: ``task``, ``callback``, ``threadsafe`` or ``adopted``."""
+    task_state: NotRequired[str]
+    """asyncio nodes: ``pending`` (a live task)."""
+    cancelling: NotRequired[int]
+    """asyncio nodes: cancellations requested."""
 
 
 class NodeMeta(TypedDict):
-    """Who the agent runs in (``hello`` and ``snapshot_begin``)."""
+    """Who the agent runs in (``welcome`` and ``snapshot_begin``: after authentication only)."""
 
     node_id: int
     os_pid: int
@@ -163,6 +178,10 @@ class NodeMeta(TypedDict):
     agent_version: str
     process_count: int
     sample_hz: float
+    node_kind: NotRequired[str]
+    """``actors``, or ``asyncio`` for a plain event loop (docs/asyncio.md)."""
+    loop: NotRequired[str]
+    """asyncio nodes: the loop's class."""
 
 
 class NodeStats(TypedDict):
@@ -179,6 +198,16 @@ class NodeStats(TypedDict):
     trace_dropped: int
     seq: int
     sample_cost_ms: float
+    node_kind: NotRequired[str]
+    tasks: NotRequired[int]
+    """asyncio nodes: tasks alive (also ``process_count``, with the scopes)."""
+    scopes: NotRequired[int]
+    tasks_created_total: NotRequired[int]
+    tasks_finished_total: NotRequired[int]
+    tasks_created_per_s: NotRequired[float]
+    tasks_finished_per_s: NotRequired[float]
+    hook_errors: NotRequired[int]
+    factory_replaced: NotRequired[bool]
 
 
 SampleRow = Annotated[
@@ -274,6 +303,17 @@ class CrashReport(TypedDict):
     handled: int
     mailbox: int
     omitted: NotRequired[Literal["rate"]]
+    coro: NotRequired[str | None]
+    """asyncio nodes: the task's coroutine (docs/asyncio.md)."""
+    created_at: NotRequired[str | None]
+    """asyncio nodes: ``file:line in function`` that created the task."""
+    parent: NotRequired[PidText | None]
+    """asyncio nodes: the task that created it."""
+    steps: NotRequired[int]
+    message_text: NotRequired[str | None]
+    """asyncio nodes: what the loop's exception handler or the log record said."""
+    task: NotRequired[PidText | None]
+    """asyncio nodes: the task that logged the error."""
 
 
 @final
@@ -310,6 +350,12 @@ class SpawnEvent(TypedDict):
     restarts: NotRequired[int]
     trap_exit: NotRequired[bool]
     budget: NotRequired[Budget | None]
+    coro: NotRequired[str | None]
+    """asyncio nodes: the task's coroutine (docs/asyncio.md)."""
+    created_at: NotRequired[str | None]
+    """asyncio nodes: ``file:line in function`` that created the task."""
+    origin: NotRequired[str]
+    """asyncio nodes: ``task``, ``callback``, ``threadsafe`` or ``adopted``."""
 
 
 class ExitEvent(TypedDict):
@@ -325,6 +371,8 @@ class ExitEvent(TypedDict):
     traceback: str | None
     time: Time
     report: NotRequired[CrashReport | CrashReportError | None]
+    state: NotRequired[str]
+    """asyncio nodes: ``done``, ``cancelled``, ``failed`` or ``destroyed``."""
 
 
 class RestartEvent(TypedDict):
@@ -493,13 +541,15 @@ went up, down, syncing) and ``error``. ``web/static/js`` is checked against it."
 
 
 class HelloMsg(TypedDict):
-    """The agent's first frame: who it is and a fresh nonce."""
+    """The agent's first frame, before any authentication: only what the
+    handshake needs (the node's details come in ``welcome``, since protocol 2)."""
 
     t: Literal["hello"]
     protocol: Literal["observer-agent"]
     versions: list[int]
     nonce: str
-    node: NodeMeta
+    agent: str
+    """The agent's id (random per agent start), bound into both MACs."""
 
 
 class WelcomeMsg(TypedDict):
@@ -512,6 +562,10 @@ class WelcomeMsg(TypedDict):
     session: str
     commands: list[str]
     sample_hz: float
+    node_kind: NotRequired[str]
+    """Repeats the hello's: the commands offered depend on it."""
+    node: NodeMeta
+    """The node's details (host name, OS pid, Python, ...): only after authentication."""
 
 
 class ErrorMsg(TypedDict):
@@ -642,6 +696,8 @@ class AuthMsg(TypedDict):
     t: Literal["auth"]
     version: int
     nonce: str
+    observer: str
+    """The observer's id (at most 128 characters), bound into both MACs."""
     role: str
     mac: str
 

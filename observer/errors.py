@@ -53,6 +53,7 @@ AGENT_STATUS = {
     P.E_NOT_PERMITTED: 403,
     P.E_TIMEOUT: 504,
     P.E_BUSY: 503,
+    P.E_UNKNOWN_COMMAND: 400,  # e.g. suspend on an asyncio node
     E_NOT_CONNECTED: 503,
 }
 """HTTP status for an agent's error code (502 for any other)."""

@@ -54,7 +54,14 @@ DESTRUCTIVE = frozenset({"kill", "suspend", "send", "chaos"})
 """Actions that also need ``--allow-destructive-actions`` on the server."""
 ROLE_READ = "read"
 ROLE_OPERATOR = "operator"
-_COMMAND_ACTION = {"kill": "kill", "suspend": "suspend", "resume": "suspend", "send": "send", "inspect": "inspect"}
+_COMMAND_ACTION = {
+    "kill": "kill",
+    "cancel": "kill",  # an asyncio node's kill: cancel a task
+    "suspend": "suspend",
+    "resume": "suspend",
+    "send": "send",
+    "inspect": "inspect",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ def match(grants: Iterable[Grant], given: Any) -> Grant | None:
 
 
 def action_of(command: str) -> str:
-    """The permission an agent command needs (``resume`` goes with ``suspend``)."""
+    """The permission an agent command needs (``resume`` goes with ``suspend``, ``cancel`` with ``kill``)."""
     return _COMMAND_ACTION.get(command, command)
 
 

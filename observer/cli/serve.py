@@ -42,8 +42,9 @@ __all__ = ["demo", "serve"]
 @click.command()
 @click.option("--seed", type=int, default=None, help="seed of the demo's random choices")
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True, help="load multiplier")
+@click.option("--asyncio", "with_asyncio", is_flag=True, help="also a plain asyncio web service (aiohttp): node 'shop'")
 @h.server_options
-def demo(seed: int | None, scale: int, **opts: Any) -> None:
+def demo(seed: int | None, scale: int, with_asyncio: bool, **opts: Any) -> None:
     """Run the demo system (its own process, with its agent) and observe it."""
     h.check_tls(opts)
     token = secrets.token_urlsafe(32)
@@ -58,12 +59,24 @@ def demo(seed: int | None, scale: int, **opts: Any) -> None:
     )
     signal.signal(signal.SIGTERM, h.raise_exit)  # so that `finally` stops the demo (gunicorn sets its own)
     h.on_forced_exit(lambda: _stop(proc))
+    shop = None
     try:
         address = _await_agent(proc, timeout=30.0)
+        specs = [AttachSpec("demo", address, token)]
+        banner = [f"demo system (pid {proc.pid}), agent {address}"]
+        if with_asyncio:  # docs/asyncio.md: an asyncio node next to the actors one
+            cmd = [sys.executable, "-m", "examples.asyncio_service"]
+            shop = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            h.on_forced_exit(lambda: _stop(shop) if shop is not None else None)
+            shop_address = _await_agent(shop, timeout=30.0)
+            specs.append(AttachSpec("shop", shop_address, token))
+            banner.append(f"asyncio shop service (pid {shop.pid}), agent {shop_address}")
         sock = h.bind(opts)
-        config = h.make_config(opts, sock, (AttachSpec("demo", address, token),))
-        h.run(config, sock, no_browser=opts["no_browser"], banner=[f"demo system (pid {proc.pid}), agent {address}"])
+        config = h.make_config(opts, sock, tuple(specs))
+        h.run(config, sock, no_browser=opts["no_browser"], banner=banner)
     finally:
+        if shop is not None:
+            _stop(shop)
         _stop(proc)
 
 

@@ -11,7 +11,8 @@ Migrations (:data:`MIGRATIONS`, numbered; the version is kept in the table
    the same exit where there is one) and dropped, ``crash_groups`` is rebuilt
    from ``crashes``;
 4. message traces: ``traces`` (one row per trace: its spec, counts, end) and
-   ``trace_messages`` (its arrows), see :mod:`observer.db.traces`.
+   ``trace_messages`` (its arrows), see :mod:`observer.db.traces`;
+5. ``login_sessions``: the server-side login sessions (:mod:`observer.db.sessions`).
 """
 
 from __future__ import annotations
@@ -238,11 +239,26 @@ def _v3(conn: Connection) -> None:
     )
 
 
+def _v5(conn: Connection) -> None:
+    _script(
+        conn,
+        """
+        CREATE TABLE login_sessions (
+            id TEXT PRIMARY KEY, token TEXT NOT NULL, who TEXT NOT NULL, role TEXT NOT NULL,
+            created REAL NOT NULL, last_seen REAL NOT NULL, expires REAL NOT NULL,
+            revoked REAL, revoked_by TEXT, from_addr TEXT, agent TEXT
+        );
+        CREATE INDEX login_sessions_token ON login_sessions (token)
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, crashes, audit, checkpoints, crash reports", _v1),
     Migration(2, "chaos experiments", _v2),
     Migration(3, "crashes stored once: crash_reports merged into crashes", _v3),
     Migration(4, "message traces", _v4),
+    Migration(5, "server-side login sessions", _v5),
 )
 """The SQLite schema, from an empty file."""
 

@@ -15,7 +15,11 @@ from .database import Database
 
 __all__ = ["add_messages", "begin", "end", "get", "list_traces", "prune"]
 
-_NEW_SQL = "INSERT OR REPLACE INTO traces (id, node, started, who, spec) VALUES (?, ?, ?, ?, ?)"
+_NEW_SQL = (  # portable (SQLite and PostgreSQL): a trace id started again starts afresh, as a replace would
+    "INSERT INTO traces (id, node, started, who, spec) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "node = excluded.node, started = excluded.started, who = excluded.who, spec = excluded.spec, "
+    "ended = NULL, end_reason = NULL, count = 0, dropped = 0, stored = 0"
+)
 _MSG_SQL = "INSERT INTO trace_messages (trace, n, time, json) VALUES (?, ?, ?, ?)"
 _END_SQL = "UPDATE traces SET count = ?, dropped = ?, stored = ?, ended = ?, end_reason = ? WHERE id = ?"
 _PRUNE_MSGS_SQL = "DELETE FROM trace_messages WHERE trace NOT IN (SELECT id FROM traces ORDER BY started DESC LIMIT ?)"

@@ -47,7 +47,8 @@ __all__ = ["ACTIONS", "blueprint"]
 
 blueprint = Blueprint("nodes", __name__)
 
-ACTIONS = ("kill", "suspend", "resume", "send")
+ACTIONS = ("kill", "suspend", "resume", "send", "cancel")
+"""``cancel`` is an asyncio node's kill (its agent offers no kill, suspend or send)."""
 
 
 # -- pages -------------------------------------------------------------------------------------------
@@ -184,4 +185,9 @@ def _action_args(action: str, pid: str, data: dict[str, Any]) -> dict[str, Any]:
         if "message" not in data:
             raise BadRequest("'message' is required (any JSON value)", code="bad_args")
         return {"to": pid, "message": data["message"]}
+    if action == "cancel":
+        reason = data.get("reason", "cancelled by an operator")
+        if not isinstance(reason, str) or not reason or len(reason) > 200:
+            raise BadRequest("'reason' must be a short string", code="bad_args")
+        return {"pid": pid, "reason": reason}
     return {"pid": pid}

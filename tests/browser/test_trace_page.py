@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DemoServer
+from tests.browser.conftest import DemoServer, login_with_form
 
 TRACER = "tracer-login-token-0123"
 VIEWER = "viewer-login-token-4567"
@@ -42,8 +42,7 @@ def _page(browser: Any, server: DemoServer, token: str) -> Any:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.js_errors = errors
-    resp = page.goto(f"{server.base}/login?token={token}")
-    assert resp is not None and resp.ok
+    login_with_form(page, server.base, token)  # a URL's token works once per server run
     return page
 
 

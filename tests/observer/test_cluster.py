@@ -68,7 +68,7 @@ class Cluster:
 
     def client(self, token: str = OPERATOR_LOGIN) -> FlaskClient:
         c = self.app.test_client()
-        assert c.get(f"/login?token={token}").status_code == 302
+        assert c.post("/login", data={"token": token}).status_code == 302
         return c
 
     def csrf(self, c: FlaskClient) -> dict[str, str]:

@@ -75,6 +75,7 @@ export function createApi(config) {
     suspend: (node, pid) => post(`${p(node, pid)}/suspend`),
     resume: (node, pid) => post(`${p(node, pid)}/resume`),
     send: (node, pid, message) => post(`${p(node, pid)}/send`, { message }),
+    cancel: (node, pid, reason) => post(`${p(node, pid)}/cancel`, { reason }),
     // history (observer/views/history.py)
     events: (params) => get("/api/events", params),
     timeline: (node) => get(`${n(node)}/timeline`),
@@ -87,6 +88,10 @@ export function createApi(config) {
     // audit (observer/views/audit.py)
     audit: ({ node, limit = 200 } = {}) => get("/api/audit", { node, limit }),
     auditExportUrl: (format, node) => "/api/audit/export" + query({ format, node }),
+    // login sessions (observer/views/sessions.py)
+    sessions: () => get("/api/sessions"),
+    revokeSession: (id) => post(`/api/sessions/${enc(id)}/revoke`),
+    revokeToken: (id) => post(`/api/sessions/${enc(id)}/revoke-token`),
     // chaos (observer/views/chaos.py)
     experiments: ({ node, limit = 50 } = {}) => get("/api/chaos/experiments", { node, limit }),
     experiment: (id, killsFrom = 0) => get(x(id), { kills_from: killsFrom }),

@@ -2,6 +2,7 @@
 // peek (redacted by the agent), restart history; gated actions behind a
 // confirmation dialog that shows the kill preview first.
 import { esc, fmtBytes, fmtDateTime, fmtInt, fmtNum, fmtSecs, fmtTime, processHref, rendered, statusClass, throttle } from "../util.js";
+import { actionsPanel, infoRows, isAsync, wireCancel } from "./inspector_task.js";
 
 let ctx = null;
 let proc = null; // the model record (+ restart history)
@@ -85,7 +86,10 @@ function draw() {
   const budget = p.budget_now || get("budget");
   const hist = p.restart_history || [];
   const allow = !!ctx.config.allow_destructive;
-  const actions = allow
+  const task = isAsync(p); // an asyncio node's task, scope or loop: its own info rows and action
+  const actions = task
+    ? actionsPanel(p, allow)
+    : allow
     ? `<section class="panel full"><h2>Actions</h2>
         <div class="actions">
           <input id="kill-reason" value="kill" aria-label="exit reason" style="width:160px" title="exit reason: kill (untrappable), shutdown, normal, or any text">
@@ -97,6 +101,18 @@ function draw() {
         <div class="actions" style="margin-top:6px"><button id="act-send" type="button">Send message…</button><span id="act-result" class="muted"></span></div></div>
       </section>`
     : `<section class="panel full muted small">Read-only: kill, suspend, resume and send are off (start the observer with <code>--allow-destructive-actions</code>).</section>`;
+  const actorRows = task
+    ? ""
+    : `<dt>mailbox</dt><dd>${fmtInt(get("mailbox"))}</dd>
+        <dt>messages in / out</dt><dd>${fmtInt(get("msgs_in"))} / ${fmtInt(get("msgs_out"))}</dd>
+        <dt>handled</dt><dd>${fmtInt(get("handled"))} · ${fmtSecs(get("handler_time"))} in handlers</dd>
+        <dt>rate</dt><dd>${fmtNum(p.rate)} msgs/s</dd>
+        <dt>memory</dt><dd>${fmtBytes(get("memory"))}</dd>
+        <dt>trap_exit</dt><dd>${esc(String(get("trap_exit") ?? "unknown"))}</dd>
+        <dt>started</dt><dd>${fmtDateTime(p.started_at)}</dd>
+        <dt>restarts</dt><dd>${fmtInt(p.restarts)}</dd>
+        <dt>supervisor</dt><dd>${p.supervisor ? `<a href="${processHref(ctx.node, p.supervisor)}">${esc(p.supervisor)}</a>` : "–"} ${p.child_id != null ? "· child " + esc(p.child_id) : ""}</dd>
+        ${budget ? `<dt>restart budget</dt><dd>${gaugeHtml(budget)}</dd>` : ""}`;
   document.getElementById("insp").innerHTML = `
     <div class="insp-head">
       <h1>${esc(title)}</h1>
@@ -108,16 +124,7 @@ function draw() {
     <div class="crumbs" style="margin:6px 0 12px">${path}</div>
     <div class="insp">
       <section class="panel"><h2>Info</h2><dl class="info">
-        <dt>mailbox</dt><dd>${fmtInt(get("mailbox"))}</dd>
-        <dt>messages in / out</dt><dd>${fmtInt(get("msgs_in"))} / ${fmtInt(get("msgs_out"))}</dd>
-        <dt>handled</dt><dd>${fmtInt(get("handled"))} · ${fmtSecs(get("handler_time"))} in handlers</dd>
-        <dt>rate</dt><dd>${fmtNum(p.rate)} msgs/s</dd>
-        <dt>memory</dt><dd>${fmtBytes(get("memory"))}</dd>
-        <dt>trap_exit</dt><dd>${esc(String(get("trap_exit") ?? "unknown"))}</dd>
-        <dt>started</dt><dd>${fmtDateTime(p.started_at)}</dd>
-        <dt>restarts</dt><dd>${fmtInt(p.restarts)}</dd>
-        <dt>supervisor</dt><dd>${p.supervisor ? `<a href="${processHref(ctx.node, p.supervisor)}">${esc(p.supervisor)}</a>` : "–"} ${p.child_id != null ? "· child " + esc(p.child_id) : ""}</dd>
-        ${budget ? `<dt>restart budget</dt><dd>${gaugeHtml(budget)}</dd>` : ""}
+        ${task ? infoRows(p, ins, ctx.node) : actorRows}
       </dl></section>
       <section class="panel"><h2>Links and monitors</h2><dl class="info">
         <dt>links</dt><dd>${pidLinks(p.links)}</dd>
@@ -145,7 +152,8 @@ function draw() {
       <section class="panel" id="insp-crashes">${crashPanel}</section>
       ${actions}
     </div>`;
-  if (allow) {
+  if (allow && task) wireCancel(ctx, proc, ins, { ask, run });
+  else if (allow) {
     wireActions();
     hideUnpermitted();
   }

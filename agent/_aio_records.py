@@ -1,0 +1,191 @@
+"""The asyncio source's records: one per task and per scope, and the small
+helpers that read a task without changing it (see ``agent/_aio_source.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from typing import Any
+
+from ._aio_inspect import coro_name
+
+_SKIP_DIRS = (os.path.dirname(asyncio.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
+_HANDLE_RUN = asyncio.events.Handle._run.__code__
+"""Walking up from the factory, this frame means "created from a loop callback"."""
+_THREADSAFE_CB = next(
+    (c for c in asyncio.run_coroutine_threadsafe.__code__.co_consts if getattr(c, "co_name", None) == "callback"),
+    None,
+)
+
+
+class TaskRec:
+    """One task (host thread creates it; the agent thread fills ``sup`` and the counters)."""
+
+    __slots__ = (
+        "key",
+        "ref",
+        "root",
+        "parent",
+        "created",
+        "where",
+        "origin",
+        "name",
+        "coro",
+        "sup",
+        "scope",
+        "steps",
+        "time_s",
+        "pos",
+        "row",
+        "spawned",
+        "ended",
+        "__weakref__",
+    )
+
+    def __init__(self, key: str, task: asyncio.Task[Any], root: str, parent: str | None, origin: str) -> None:
+        self.key = key
+        self.ref = weakref.ref(task)
+        self.root = root
+        self.parent = parent
+        self.created = time.time()
+        self.where: tuple[str, int, str] | None = None
+        self.origin = origin
+        self.name: str | None = None
+        self.coro: str | None = None
+        self.sup: str | None = None
+        self.scope: ScopeRec | None = None
+        self.steps = 0
+        self.time_s = 0.0
+        self.pos: tuple[int, int] | None = None
+        self.row: list[Any] | None = None
+        self.spawned = 0.0
+        self.ended = False
+
+
+class ScopeRec:
+    """A TaskGroup or a gather (agent thread only)."""
+
+    __slots__ = ("key", "kind", "ref", "sup", "parent", "created", "children", "root")
+
+    def __init__(self, key: str, kind: str, obj: object, sup: str, parent: str | None, root: str) -> None:
+        self.key = key
+        self.kind = kind
+        self.ref = weakref.ref(obj)
+        self.sup = sup
+        self.parent = parent
+        self.root = root
+        self.created = time.time()
+        self.children = 0
+
+
+def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str]:
+    """The first frame outside asyncio and the agent, walking up from the factory's caller."""
+    f = frame
+    threadsafe = False
+    for _ in range(16):
+        if f is None:
+            break
+        code = f.f_code
+        if code is _THREADSAFE_CB:
+            threadsafe = True
+        elif code is _HANDLE_RUN:
+            break  # created from a loop callback with no application frame on the way
+        elif not code.co_filename.startswith(_SKIP_DIRS):
+            return (code.co_filename, f.f_lineno, code.co_qualname), origin
+        f = f.f_back
+    return None, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin)
+
+
+def _where(w: tuple[str, int, str] | None) -> str | None:
+    return None if w is None else f"{w[0]}:{w[1]} in {w[2]}"
+
+
+def _coro_of(task: asyncio.Task[Any]) -> str | None:
+    try:
+        return coro_name(task.get_coro())
+    except Exception:
+        return None
+
+
+def _task_name(task: asyncio.Task[Any]) -> str | None:
+    try:
+        return str(task.get_name())[:200]
+    except Exception:
+        return None
+
+
+def _current(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task(loop)
+    except Exception:
+        return None
+
+
+def _status(task: asyncio.Task[Any], cur: asyncio.Task[Any] | None) -> str:
+    return "running" if task is cur else "waiting"
+
+
+def _state(task: asyncio.Task[Any]) -> str:
+    if not task.done():
+        return "pending"
+    if task.cancelled():
+        return "cancelled"
+    return "failed" if getattr(task, "_exception", None) is not None else "done"
+
+
+def _cancelling(task: asyncio.Task[Any]) -> int:
+    try:
+        return int(task.cancelling())
+    except Exception:
+        return 0
+
+
+def _scope_over(s: ScopeRec) -> bool:
+    obj = s.ref()
+    if obj is None:
+        return True
+    if s.kind == "gather":
+        return bool(obj.done())  # type: ignore[attr-defined]
+    parent = getattr(obj, "_parent_task", None)
+    if isinstance(parent, asyncio.Task) and parent.done():
+        return True
+    return bool(getattr(obj, "_exiting", False)) and not getattr(obj, "_tasks", None)
+
+
+def _meta(sup: str | None, kind: str) -> dict[str, Any]:
+    return {"supervisor": sup, "child_id": None, "kind": kind, "restarts": 0, "trap_exit": False, "budget": None}
+
+
+def _record(
+    key: str,
+    name: str | None,
+    label: str | None,
+    sup: str | None,
+    parent: str | None,
+    status: str,
+    started: float,
+    kind: str,
+) -> dict[str, Any]:
+    return {
+        "pid": key,
+        "name": name,
+        "label": label,
+        "kind": kind,
+        "status": status,
+        "supervisor": sup,
+        "parent": parent,
+        "child_id": None,
+        "restarts": 0,
+        "mailbox": 0,
+        "msgs_in": 0,
+        "msgs_out": 0,
+        "handled": 0,
+        "handler_time": 0.0,
+        "links": [],
+        "monitors": [],
+        "trap_exit": False,
+        "started_at": started,
+        "budget": None,
+    }
