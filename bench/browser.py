@@ -385,9 +385,8 @@ def measure_sort(browser: Any, args: argparse.Namespace, out: dict[str, Any], *,
     progress(f"process table node: {groups} x {args.per} workers ({n} processes)")
     with system(groups, args.per) as (_node, base, token):
         page = _login(browser, base, token)
-        out[key.replace("_s", "_processes").replace("process_sort", "sort")] = _wait_processes(
-            page, base, "bench", n, timeout=3600
-        )
+        tag = key.removeprefix("process_sort_").removesuffix("_s")  # 100k or 1m
+        out[f"sort_{tag}_processes"] = _wait_processes(page, base, "bench", n, timeout=3600)
         page.goto(f"{base}/nodes/bench/processes")
         page.wait_for_selector("#p-rows tr[data-pid]")
         runs: dict[str, float] = {}
@@ -397,7 +396,7 @@ def measure_sort(browser: Any, args: argparse.Namespace, out: dict[str, Any], *,
             if int(r["total"]) < n:
                 raise RuntimeError(f"sorted {r['total']} processes, expected {n}")
         out[key] = rnd(median(list(runs.values())))
-        out[key.replace("_s", "_runs_s")] = {k: rnd(v) for k, v in runs.items()}
+        out[f"process_sort_{tag}_runs_s"] = {k: rnd(v) for k, v in runs.items()}
         progress(f"{key} {out[key]} s (median of {len(runs)} columns)")
         if args.screenshots:
             page.screenshot(path=str(SHOTS / f"processes-{key.split('_')[-2]}.png"))
