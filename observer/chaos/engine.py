@@ -298,19 +298,30 @@ class Engine(KillTracker, CancelRunner):
 
     async def _during(self) -> None:
         next_probe = time.monotonic()
-        while True:
-            await asyncio.sleep(0.05)
-            self._expire_pending(time.time())
-            if self.model.status != "up" and not self._stop:
-                reason = self.att.last_error or self.model.status
-                self._deviate("attachment", "during", f"lost the node ({reason})", {"status": self.model.status})
-                self._stop = True  # kills cannot be sent, restarts not seen: whatever the setting
-                if self._wake is not None:
-                    self._wake.set()
-            if time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + self.exp.check_interval_s
-                self._http = await http_results(self.exp.probes)
-                self._check_all("during")
+        # http probes run beside the loop (a slow URL must not hold up the other checks): each check
+        # uses the latest answers
+        http: asyncio.Task[dict[int, tuple[bool, Any, dict[str, Any]]]] | None = None
+        has_http = any(p.func == "http" for p in self.exp.probes)
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                self._expire_pending(time.time())
+                if self.model.status != "up" and not self._stop:
+                    reason = self.att.last_error or self.model.status
+                    self._deviate("attachment", "during", f"lost the node ({reason})", {"status": self.model.status})
+                    self._stop = True  # kills cannot be sent, restarts not seen: whatever the setting
+                    if self._wake is not None:
+                        self._wake.set()
+                if http is not None and http.done():
+                    self._http, http = http.result(), None
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + self.exp.check_interval_s
+                    if has_http and http is None:
+                        http = asyncio.get_running_loop().create_task(http_results(self.exp.probes))
+                    self._check_all("during")
+        finally:
+            if http is not None:
+                http.cancel()
 
     async def _settle(self) -> None:
         deadline = time.monotonic() + self.exp.settle_s

@@ -73,6 +73,10 @@ class Service:
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def strict(self, request: web.Request) -> web.Response:
+        """Healthy only while no worker was ever cancelled."""
+        return web.Response(status=503 if self.cancelled_workers else 200)
+
     async def down(self, request: web.Request) -> web.Response:
         return web.Response(status=503, text="down")
 
@@ -80,7 +84,7 @@ class Service:
         self.changed = asyncio.Event()
         self.keeper_task = asyncio.create_task(self.keeper(), name="keeper")
         app = web.Application()
-        app.add_routes([web.get("/health", self.health), web.get("/down", self.down)])
+        app.add_routes([web.get("/health", self.health), web.get("/down", self.down), web.get("/strict", self.strict)])
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
@@ -166,6 +170,19 @@ def test_cancelling_random_workers_while_the_service_keeps_answering(service: tu
     assert all(c["ok"] and c["value"] == 200 for c in http_checks)
     assert h.call(lambda: svc.cancelled_workers) == 4  # the application's own tasks really took them
     assert h.call(lambda: svc.keeper_cancelled) is False  # not matching the pattern: never touched
+
+
+def test_an_http_probe_failing_during_the_method_is_a_deviation(service: tuple[LoopHost, Service]) -> None:
+    h, svc = service
+    spec = cancel_action(names=["worker-*"], interval_ms=300, duration_s=20, seed=1)
+    exp = experiment(svc.port, path="/strict", method=[spec], check_interval_s=0.05, settle_s=0.5)
+    with attached(f"127.0.0.1:{h.agent.port}", OP_TOKEN) as (mgr, att):
+        wait_for_workers(att, 4)
+        _, j = run(mgr, att, parse(exp))
+    assert j["status"] == "deviated" and j["hypothesis_held"] is False
+    dev = j["deviations"][0]
+    assert dev["probe"] == "the service answers" and dev["phase"] in ("during", "after") and "503" in dev["message"]
+    assert len(j["kills"]) < 10  # stopped at the deviation, not after 20 s of cancels
 
 
 def test_an_http_probe_that_fails_before_stops_the_experiment(service: tuple[LoopHost, Service]) -> None:
