@@ -45,6 +45,8 @@ class AgentClient:
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.max_frame = P.MAX_OUTBOUND_FRAME
+        self.features: tuple[str, ...] = P.FEATURES
+        """Features asked for in the handshake (``()``: served as an older observer is)."""
 
     @classmethod
     async def connect(
@@ -133,6 +135,8 @@ class AgentClient:
             "role": role,
             "mac": P.client_mac(token, agent_nonce, nonce, role),
         }
+        if self.features:
+            auth["features"] = list(self.features)
         self._send(auth)
         await self.writer.drain()
         try:
@@ -161,6 +165,10 @@ class AgentClient:
                     fut = self._pending.pop(rid, None) if isinstance(rid, int) else None
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
+                    continue
+                if t == "batch":  # several events in one frame (the ``batch`` feature): each as its own
+                    for ev in P.read_batch(msg):
+                        self.messages.put_nowait(ev)
                     continue
                 if t == "error":
                     err = P.read_error(msg)

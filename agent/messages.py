@@ -20,9 +20,12 @@ from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 __all__ = [
     "AGENT_FRAMES",
     "EVENTS",
+    "FEATURES",
+    "FEATURE_BATCH",
     "OBSERVER_FRAMES",
     "PUSH_TYPES",
     "AuthMsg",
+    "BatchMsg",
     "Budget",
     "ChildId",
     "CommandMsg",
@@ -560,6 +563,8 @@ class WelcomeMsg(TypedDict):
     sample_hz: float
     node_kind: NotRequired[str]
     """Repeats the hello's: the commands offered depend on it."""
+    features: NotRequired[list[str]]
+    """The features of the auth's ``features`` this agent grants (sent only when the auth asked)."""
 
 
 class ErrorMsg(TypedDict):
@@ -640,6 +645,21 @@ class EventMsg(EventHeader):
     ev: str
 
 
+FEATURE_BATCH: Final = "batch"
+"""Feature: the agent may send several events in one :class:`BatchMsg` frame."""
+FEATURES: Final = (FEATURE_BATCH,)
+"""Features negotiated in the handshake (``auth.features`` asks, ``welcome.features`` grants),
+independent of the protocol version: an observer that asks for none is served as before."""
+
+
+class BatchMsg(TypedDict):
+    """Several ``ev`` frames in one, in ``seq`` order (only to a session granted ``batch``):
+    read exactly as if each item had come in a frame of its own."""
+
+    t: Literal["batch"]
+    evs: list[dict[str, Any]]
+
+
 class DialMsg(TypedDict):
     """An agent that dials out to the observer says who it is before the ``hello``."""
 
@@ -659,6 +679,8 @@ class AuthMsg(TypedDict):
     nonce: str
     role: str
     mac: str
+    features: NotRequired[list[str]]
+    """Optional features this observer reads (:data:`FEATURES`); an older observer sends none."""
 
 
 class CommandMsg(TypedDict):
@@ -684,6 +706,7 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
     "gap": (GapMsg,),
     "samples": (SamplesMsg,),
     "ev": tuple(EVENTS.values()),
+    "batch": (BatchMsg,),
     "dial": (DialMsg,),
 }
 """Every frame type the agent sends, and its shapes."""
