@@ -59,8 +59,11 @@ class AgentClient:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         timeout: float = 5.0,
+        features: tuple[str, ...] = P.FEATURES,
     ) -> AgentClient:
-        """Connect and authenticate; raises :class:`AgentError` if refused."""
+        """Connect and authenticate; raises :class:`AgentError` if refused.
+        ``features``: those to ask for (``()``: served as an observer older
+        than them is)."""
         tok = token.encode() if isinstance(token, str) else token
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
@@ -72,7 +75,7 @@ class AgentClient:
             ),
             timeout,
         )
-        return await cls.over(reader, writer, token=tok, role=role, timeout=timeout)
+        return await cls.over(reader, writer, token=tok, role=role, timeout=timeout, features=features)
 
     @classmethod
     async def over(
@@ -83,6 +86,7 @@ class AgentClient:
         token: str | bytes,
         role: str = P.ROLE_OPERATOR,
         timeout: float = 5.0,
+        features: tuple[str, ...] = P.FEATURES,
     ) -> AgentClient:
         """Authenticate over an open stream (the agent speaks first with
         ``hello``): used by :meth:`connect` and for agents that dialled out to
@@ -90,6 +94,7 @@ class AgentClient:
         on any failure."""
         tok = token.encode() if isinstance(token, str) else token
         client = cls(reader, writer)
+        client.features = features
         try:
             await asyncio.wait_for(client._handshake(tok, role), timeout)
         except BaseException:
