@@ -32,7 +32,7 @@ from ._crash import CrashLog
 from ._encode import meta_of, process_record
 from ._redact import RedactionPolicy, Redactor
 from ._sampling import Sampling
-from ._session import Session
+from ._session import Session, event_size
 from ._source import ActorsSource, Source
 
 log = logging.getLogger("agent")
@@ -289,7 +289,7 @@ class Agent(Sampling, Clock):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
         session.traced.clear()
-        session.events.clear()
+        session.clear_events()
         session.samples.clear()
 
     def ready_sessions(self) -> list[Session]:
@@ -408,8 +408,9 @@ class Agent(Sampling, Clock):
                 s.forget(d["pid"])
         elif kind == "restart":
             self.restarts += 1
+        size = event_size(d)  # once for every session
         for s in self.sessions:
-            s.push_event(d)
+            s.push_event(d, size)
 
     def _encode_value(self, value: Any) -> Any:
         return self.trace_redactor.encode(value).data

@@ -52,6 +52,8 @@ class Session:
         self.role = ""
         self.commands: tuple[str, ...] = ()
         self.events: deque[dict[str, Any]] = deque()
+        self._sizes: deque[int] = deque()
+        """Each queued event's :func:`event_size`, worked out once (when it was published)."""
         self.event_bytes = 0
         self.peak_events = 0
         """The most events this session ever had queued (for tests and benchmarks)."""
@@ -76,19 +78,21 @@ class Session:
     def queued_items(self) -> int:
         return len(self.events) + len(self.samples) + len(self.replies)
 
-    def push_event(self, msg: dict[str, Any]) -> None:
+    def push_event(self, msg: dict[str, Any], size: int | None = None) -> None:
+        """Queue an event; ``size``: its :func:`event_size` if the caller has it."""
         if not self.ready:
             return
         if self.resync:
             return  # the coming snapshot reflects it
-        size = _estimate(msg)
+        if size is None:
+            size = event_size(msg)
         if len(self.events) >= self.agent.event_limit or self.event_bytes + size > self.agent.event_bytes_limit:
             self.dropped += len(self.events) + 1
-            self.events.clear()
-            self.event_bytes = 0
+            self.clear_events()
             self.resync = True
         else:
             self.events.append(msg)
+            self._sizes.append(size)
             self.event_bytes += size
             if len(self.events) > self.peak_events:
                 self.peak_events = len(self.events)
@@ -141,9 +145,13 @@ class Session:
     def forget(self, pid: str) -> None:
         self.samples.pop(pid, None)
 
-    def request_resync(self) -> None:
+    def clear_events(self) -> None:
         self.events.clear()
+        self._sizes.clear()
         self.event_bytes = 0
+
+    def request_resync(self) -> None:
+        self.clear_events()
         self.resync = True
         self._wake.set()
 
@@ -350,13 +358,12 @@ class Session:
         """Up to ``limit`` queued events taken off the queue, as frames: one
         ``batch`` frame when the observer reads them (several events), else
         one frame each."""
-        events = self.events
+        events, sizes = self.events, self._sizes
         taken: list[dict[str, Any]] = []
         size = 0
         while events and len(taken) < limit:
-            msg = events.popleft()
-            size += _estimate(msg)
-            taken.append(msg)
+            taken.append(events.popleft())
+            size += sizes.popleft()
         self.event_bytes -= size
         if self.batch and len(taken) > 1:
             frame: P.BatchMsg = {"t": "batch", "evs": taken}
@@ -430,8 +437,7 @@ class Session:
         # queue reset; events queued from here on have seq > this one
         seq = agent.seq
         self.resync = False
-        self.events.clear()
-        self.event_bytes = 0
+        self.clear_events()
         self.samples = {}
         if self.dropped:
             gap: P.GapMsg = {"t": "gap", "dropped": self.dropped}
@@ -453,7 +459,7 @@ class Session:
         await self._write(end)
 
 
-def _estimate(msg: dict[str, Any]) -> int:
+def event_size(msg: dict[str, Any]) -> int:
     """A cheap, deliberately high estimate of an event's memory in bytes (a dict
     of ~10 fields with its small strings measures 550-700 bytes on CPython 3.11;
     the margin covers the allocator's overhead and the encoded frame)."""
