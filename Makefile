@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest bench chromium redis-server clean
+.PHONY: demo test lint typecheck pytest bench chromium redis-server prometheus postgresql clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,25 @@ redis-server:
 	  else echo "redis-server is missing: the message-queue tests will be skipped"; fi; \
 	fi
 
-pytest: $(STAMP) $(WEB_STAMP) chromium redis-server
+# Debian's prometheus for the metrics test (tests/observer/test_metrics.py scrapes a real observer)
+prometheus:
+	@if ! command -v prometheus >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus for the metrics test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus is missing: the Prometheus scrape test will be skipped (or fail under CI=true)"; fi; \
+	fi
+
+# Debian's postgresql for the shared-history tests (they start a cluster of their own with initdb/pg_ctl)
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's postgresql for the shared-history tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql is missing: the PostgreSQL tests will be skipped (or fail under CI=true)"; fi; \
+	fi
+
+pytest: $(STAMP) $(WEB_STAMP) chromium redis-server prometheus postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -21,7 +21,7 @@ from ._child_spec import (
     ChildSpec,
     worker,
 )
-from ._crash import Ancestor, ChainLink, CrashReport, ExceptionInfo, FlightEntry, TraceFrame
+from ._crash import Ancestor, CrashReport, FlightEntry
 from ._errors import (
     ActorError,
     CallError,
@@ -36,6 +36,9 @@ from ._errors import (
     format_reason,
 )
 from ._events import (
+    CallReplied,
+    CallReturned,
+    CallSent,
     Demonitored,
     Event,
     Exited,
@@ -71,7 +74,7 @@ from ._introspect import (
     process_status,
     task_process,
 )
-from ._messages import From, ReplyMsg
+from ._messages import CallMsg, CastMsg, From, ReplyMsg
 from ._node import Node
 from ._process import Process
 from ._requests import (
@@ -100,6 +103,7 @@ from ._supervisor_api import (
     which_child,
     which_children,
 )
+from ._traceback import ChainLink, ExceptionInfo, TraceFrame
 from ._types import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, is_normal_shutdown
 
 __all__ = [
@@ -123,7 +127,12 @@ __all__ = [
     "Ancestor",
     "Budget",
     "CallError",
+    "CallMsg",
+    "CallReplied",
+    "CallReturned",
+    "CallSent",
     "CallTimeout",
+    "CastMsg",
     "ChainLink",
     "ChildInfo",
     "ChildSpec",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import traceback as _tb
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._types import Pid, Ref
 
@@ -225,6 +225,78 @@ class MessageReceived:
     hook = "message_received"
 
 
+class _TraceEvent:
+    """Base of the call events: plain slotted classes rather than frozen
+    dataclasses, because a traced call builds two or three of them and a frozen
+    dataclass's ``__init__`` costs about three times more. Treat them as immutable."""
+
+    __slots__ = ()
+    hook: ClassVar[str] = ""
+
+    def __repr__(self) -> str:
+        names: tuple[str, ...] = type(self).__slots__
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
+        return f"{type(self).__name__}({fields})"
+
+
+class CallSent(_TraceEvent):
+    """A traced process called a gen_server with ``Process.call`` (only for
+    traced callers). The server's side shows the same call as a
+    :class:`MessageReceived` whose message is a ``CallMsg`` with this ``request``
+    (the very object)."""
+
+    __slots__ = ("pid", "request", "time", "to")
+    hook = "call_sent"
+
+    def __init__(self, pid: Pid, to: Pid | str, request: Any, time: float) -> None:
+        self.pid = pid
+        """The traced caller."""
+        self.to = to
+        """The server as the caller named it."""
+        self.request = request
+        """The request (a reference, not a copy)."""
+        self.time = time
+        """Wall-clock time of the event."""
+
+
+class CallReturned(_TraceEvent):
+    """A traced caller's ``Process.call`` ended: the reply came (``ok``), or the
+    call failed and ``value`` is the exception it raises."""
+
+    __slots__ = ("ok", "pid", "time", "to", "value")
+    hook = "call_returned"
+
+    def __init__(self, pid: Pid, to: Pid | str, value: Any, ok: bool, time: float) -> None:
+        self.pid = pid
+        """The traced caller."""
+        self.to = to
+        """The server as the caller named it."""
+        self.value = value
+        """The reply, or the exception."""
+        self.ok = ok
+        """Whether a reply came."""
+        self.time = time
+        """Wall-clock time of the event."""
+
+
+class CallReplied(_TraceEvent):
+    """A traced gen_server replied to a call (from ``handle_call``, or later
+    through ``From.reply``: a deferred reply is traced too)."""
+
+    __slots__ = ("pid", "reply_to", "time", "value")
+    hook = "call_replied"
+
+    def __init__(self, pid: Pid, reply_to: Any, value: Any, time: float) -> None:
+        self.pid = pid
+        """The traced server."""
+        self.reply_to = reply_to
+        """The call's ``From``: the same object as in the ``CallMsg`` it received."""
+        self.value = value
+        """The reply (a reference, not a copy)."""
+        self.time = time
+        """Wall-clock time of the event."""
+
+
 Event = (
     Spawned
     | Exited
@@ -239,6 +311,9 @@ Event = (
     | SupervisorGaveUp
     | MessageSent
     | MessageReceived
+    | CallSent
+    | CallReturned
+    | CallReplied
 )
 
 
@@ -288,3 +363,12 @@ class Instrument:
 
     def message_received(self, event: MessageReceived) -> None:
         """A traced process received a message."""
+
+    def call_sent(self, event: CallSent) -> None:
+        """A traced process called a gen_server."""
+
+    def call_returned(self, event: CallReturned) -> None:
+        """A traced process's call returned or failed."""
+
+    def call_replied(self, event: CallReplied) -> None:
+        """A traced gen_server replied to a call."""

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._crash import capture_chain, format_chain
+from ._traceback import capture_chain, format_chain
 from ._types import Pid
 
 if TYPE_CHECKING:

@@ -6,9 +6,11 @@ A gen_server's mailbox holds :class:`CallMsg`, :class:`CastMsg`,
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from ._events import CallReplied
 from ._types import Ref
 
 
@@ -40,6 +42,8 @@ class From:
             srv = self._server
             if srv is not None:
                 srv.msgs_out += 1
+                if srv.traced:
+                    srv.node._emit(CallReplied(srv.pid, self, value, time.time()))
 
     def __repr__(self) -> str:
         return f"<From {self.ref}>"
@@ -70,6 +74,8 @@ class RequestFrom(From):
         srv = self._server
         if srv is not None:
             srv.msgs_out += 1
+            if srv.traced:
+                srv.node._emit(CallReplied(srv.pid, self, value, time.time()))
 
 
 class ReplyMsg:

@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from ._child_spec import (
     ALL_SIGNIFICANT,
     AUTO_SHUTDOWNS,
-    BRUTAL_KILL,
     INFINITY,
     NEVER,
     PERMANENT,
@@ -45,42 +43,28 @@ from ._child_spec import (
     Budget,
     ChildInfo,
     ChildSpec,
-    spec_error,
     without_start,
 )
-from ._errors import NameTaken, ReceiveTimeout, StartError
+from ._errors import StartError
 from ._events import Restarted, SupervisorGaveUp
 from ._gen_server import GenServer, Ignore, NoReply, Reply, Stop, start_link
 from ._messages import From
 from ._process import Process
-from ._types import KILL, SHUTDOWN, Down, Exit, Pid, is_normal_shutdown
+from ._sup_calls import CALLS
+from ._sup_children import (
+    Child,
+    SupError,
+    TryAgain,
+    TryAgainDynamic,
+    check_startspec,
+    error,
+    should_restart,
+    start_failure,
+    stop_pids,
+)
+from ._types import SHUTDOWN, Exit, Pid
 
 __all__ = ["ChildSpec", "Supervisor"]  # ChildSpec: for ``GenServer.child_spec``
-
-
-@dataclass
-class _Child:
-    """The supervisor's record of one child (OTP's ``#child{}``)."""
-
-    spec: ChildSpec
-    pid: Pid | None = None
-    restarts: int = 0
-    extra: tuple[Any, ...] = field(default_factory=tuple)
-    """simple_one_for_one: the start arguments (none kept for temporary children)."""
-    restarting: bool = False
-    """A restart failed and is retried from the mailbox (OTP's ``{restarting, Pid}``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _TryAgain:
-    child_id: Any
-    pid_hint: Pid | None
-
-
-@dataclass(frozen=True, slots=True)
-class _TryAgainDynamic:
-    old_pid: Pid
-    """The key of the restarting child: the pid it had before it exited."""
 
 
 class Supervisor(GenServer):
@@ -115,9 +99,9 @@ class Supervisor(GenServer):
         self.period = period
         self.auto_shutdown = auto_shutdown
         self._specs: Sequence[ChildSpec] = list(children)
-        self._children: dict[Hashable, _Child] = {}
+        self._children: dict[Hashable, Child] = {}
         self._by_pid: dict[Pid, Hashable] = {}
-        self._dynamic: dict[Pid, _Child] = {}
+        self._dynamic: dict[Pid, Child] = {}
         """simple_one_for_one children by pid; a restarting one by its old pid."""
         self._restarts: deque[float] = deque()
 
@@ -185,41 +169,41 @@ class Supervisor(GenServer):
         simple = self.strategy == "simple_one_for_one"
         if simple and len(specs) != 1:
             return Stop(("bad_start_spec", specs))  # exactly one: the template
-        err = _check_startspec(specs, self.auto_shutdown)
+        err = check_startspec(specs, self.auto_shutdown)
         if err is not None:
             return Stop(("start_spec", err))
         if simple:
             self._template = specs[0]
             return None
         for spec in specs:
-            child = _Child(spec)
+            child = Child(spec)
             self._children[spec.id] = child
             try:
                 pid = await self._start_child(child)
             except Exception as exc:
                 await self._terminate_all()
-                return Stop((SHUTDOWN, ("failed_to_start_child", spec.id, _reason(exc))))
+                return Stop((SHUTDOWN, ("failed_to_start_child", spec.id, start_failure(exc))))
             if pid is None and spec.restart == TEMPORARY:
                 del self._children[spec.id]  # an ignored temporary child is not kept (OTP)
         return None
 
     async def handle_call(self, request: Any, from_: From, state: Any) -> Reply | NoReply | Stop:
         op, *args = request if isinstance(request, tuple) else (request,)
-        handler = _CALLS.get(op)
+        handler = CALLS.get(op)
         if handler is None:
-            return Reply(_error(("unknown_call", op)), state)
+            return Reply(error(("unknown_call", op)), state)
         try:
             return Reply(await handler(self, *args), state)
-        except _SupError as err:
-            return Reply(_error(err.reason), state)
+        except SupError as err:
+            return Reply(error(err.reason), state)
 
     async def handle_info(self, msg: Any, state: Any) -> Any:
         t = type(msg)
         if t is Exit:
             return await self._child_exited(msg.pid, msg.reason, state)
-        if t is _TryAgain:
+        if t is TryAgain:
             return await self._try_again(msg, state)
-        if t is _TryAgainDynamic:
+        if t is TryAgainDynamic:
             return await self._try_again_dynamic(msg, state)
         return await super().handle_info(msg, state)
 
@@ -228,7 +212,7 @@ class Supervisor(GenServer):
 
     # -- starting ---------------------------------------------------------------------------------
 
-    async def _start_child(self, child: _Child) -> Pid | None:
+    async def _start_child(self, child: Child) -> Pid | None:
         proc = self.proc
         simple = self.strategy == "simple_one_for_one"
         proc._adopting = (None if simple else child.spec.id, child.restarts)
@@ -266,7 +250,7 @@ class Supervisor(GenServer):
 
     # -- stopping ------------------------------------------------------------------------------------
 
-    async def _shutdown_child(self, child: _Child) -> None:
+    async def _shutdown_child(self, child: Child) -> None:
         child.restarting = False  # a pending retry must not bring it back
         pid = child.pid
         if pid is None:
@@ -274,14 +258,14 @@ class Supervisor(GenServer):
         child.pid = None
         self._by_pid.pop(pid, None)
         self._dynamic.pop(pid, None)
-        await _stop_pids(self.proc, [pid], child.spec.shutdown)
+        await stop_pids(self.proc, [pid], child.spec.shutdown)
 
     async def _terminate_all(self) -> None:
         if self.strategy == "simple_one_for_one":
             pids = [pid for pid, c in self._dynamic.items() if not c.restarting]
             self._dynamic.clear()
             if pids:
-                await _stop_pids(self.proc, pids, self._template.shutdown)
+                await stop_pids(self.proc, pids, self._template.shutdown)
             return
         for child in reversed(list(self._children.values())):
             await self._shutdown_child(child)
@@ -305,7 +289,7 @@ class Supervisor(GenServer):
             )
         return Stop(SHUTDOWN, state)
 
-    def _auto_shutdown(self, child: _Child, state: Any) -> Any:
+    def _auto_shutdown(self, child: Child, state: Any) -> Any:
         """After ``child`` ended by itself and is not restarted: shut down if it
         was significant and the ``auto_shutdown`` flag says so (OTP's do_auto_shutdown)."""
         if self.auto_shutdown == NEVER or not child.spec.significant:
@@ -322,7 +306,7 @@ class Supervisor(GenServer):
             if child is None or child.restarting:
                 return state
             del self._dynamic[pid]
-            if not _should_restart(child.spec.restart, reason):
+            if not should_restart(child.spec.restart, reason):
                 return state
             if not self._add_restart():
                 return self._give_up(None, state)
@@ -334,7 +318,7 @@ class Supervisor(GenServer):
             return state  # not a child (and not the parent: the loop handles that)
         child = self._children[cid]
         child.pid = None
-        if not _should_restart(child.spec.restart, reason):
+        if not should_restart(child.spec.restart, reason):
             if child.spec.restart == TEMPORARY:
                 del self._children[cid]
             return self._auto_shutdown(child, state)
@@ -342,7 +326,7 @@ class Supervisor(GenServer):
             return self._give_up(cid, state)
         return await self._restart(cid, pid, state)
 
-    async def _restart_dynamic(self, child: _Child, old: Pid, state: Any) -> Any:
+    async def _restart_dynamic(self, child: Child, old: Pid, state: Any) -> Any:
         """Start a simple_one_for_one child again; while that fails, it stays
         in the table as restarting, under its old pid, and is retried."""
         try:
@@ -352,13 +336,13 @@ class Supervisor(GenServer):
                 return self._give_up(None, state)
             child.restarting = True
             self._dynamic[old] = child
-            self.proc.node.send(self.proc.pid, _TryAgainDynamic(old))
+            self.proc.node.send(self.proc.pid, TryAgainDynamic(old))
             return state
         self._dynamic.pop(old, None)  # its new pid is recorded (or it was ignored: gone)
         self._emit_restart(None, old, new, child.restarts)
         return state
 
-    async def _try_again_dynamic(self, msg: _TryAgainDynamic, state: Any) -> Any:
+    async def _try_again_dynamic(self, msg: TryAgainDynamic, state: Any) -> Any:
         child = self._dynamic.get(msg.old_pid)
         if child is None or not child.restarting:
             return state  # terminated meanwhile
@@ -393,12 +377,12 @@ class Supervisor(GenServer):
                 if not self._add_restart():
                     return self._give_up(gid, state)
                 child.restarting = True
-                self.proc.node.send(self.proc.pid, _TryAgain(gid, old_pid))
+                self.proc.node.send(self.proc.pid, TryAgain(gid, old_pid))
                 return state
             self._emit_restart(gid, old_pid, new, child.restarts)
         return state
 
-    async def _try_again(self, msg: _TryAgain, state: Any) -> Any:
+    async def _try_again(self, msg: TryAgain, state: Any) -> Any:
         child = self._children.get(msg.child_id)
         if child is None or child.pid is not None or not child.restarting:
             return state  # deleted, restarted or terminated meanwhile
@@ -409,227 +393,3 @@ class Supervisor(GenServer):
         node = self.proc.node
         if node._instruments:
             node._emit(Restarted(self.proc.pid, cid, old, new, count, time.time()))
-
-    # -- calls ----------------------------------------------------------------------------------------------
-
-    async def _call_start_child(self, arg: Any) -> Any:
-        if self.strategy == "simple_one_for_one":
-            extra = tuple(arg) if isinstance(arg, list | tuple) else (arg,)
-            child = _Child(self._template, extra=extra)
-            del extra, arg
-            try:
-                return ("ok", await self._start_child(child))
-            except Exception as exc:
-                return _error(_reason(exc))
-        spec = arg
-        if not isinstance(spec, ChildSpec):
-            raise _SupError(("invalid_child_spec", spec))
-        err = spec_error(spec, self.auto_shutdown)
-        if err is not None:
-            raise _SupError(err)
-        if spec.id in self._children:
-            c = self._children[spec.id]
-            raise _SupError(("already_started", c.pid) if c.pid is not None else "already_present")
-        child = _Child(spec)
-        try:
-            pid = await self._start_child(child)
-        except Exception as exc:
-            return _error(_reason(exc))
-        if pid is not None or spec.restart != TEMPORARY:  # an ignored temporary child is not kept (OTP)
-            self._children[spec.id] = child
-        return ("ok", pid)
-
-    async def _call_terminate_child(self, key: Any) -> Any:
-        if self.strategy == "simple_one_for_one":
-            if not isinstance(key, Pid):
-                raise _SupError("simple_one_for_one")  # its children are known by pid only
-            child = self._dynamic.get(key)
-            if child is None:
-                if self.proc.node.is_alive(key):
-                    raise _SupError("not_found")  # alive, but not ours
-                return "ok"  # already gone: nothing to do (OTP)
-            if child.restarting:
-                child.restarting = False  # stops the retries: _try_again_dynamic finds nothing
-                del self._dynamic[key]
-                return "ok"
-            self._dynamic.pop(key, None)
-            await _stop_pids(self.proc, [key], child.spec.shutdown)
-            return "ok"
-        child = self._children.get(key)
-        if child is None:
-            raise _SupError("not_found")
-        await self._shutdown_child(child)
-        if child.spec.restart == TEMPORARY:
-            del self._children[key]
-        return "ok"
-
-    async def _call_restart_child(self, cid: Any) -> Any:
-        self._no_dynamic()
-        child = self._children.get(cid)
-        if child is None:
-            raise _SupError("not_found")
-        if child.pid is not None:
-            raise _SupError("running")
-        if child.restarting:
-            raise _SupError("restarting")
-        try:
-            pid = await self._start_child(child)
-        except Exception as exc:
-            return _error(_reason(exc))
-        return ("ok", pid)
-
-    async def _call_delete_child(self, cid: Any) -> Any:
-        self._no_dynamic()
-        child = self._children.get(cid)
-        if child is None:
-            raise _SupError("not_found")
-        if child.pid is not None:
-            raise _SupError("running")
-        if child.restarting:
-            raise _SupError("restarting")
-        del self._children[cid]
-        return "ok"
-
-    async def _call_get_childspec(self, key: Any) -> Any:
-        if self.strategy == "simple_one_for_one":
-            # as OTP's find_child: a child's pid (running or restarting), a pid
-            # no longer alive, or the template's own id all name the template
-            if isinstance(key, Pid):
-                if key in self._dynamic or not self.proc.node.is_alive(key):
-                    return ("ok", self._template)
-            elif key == self._template.id:
-                return ("ok", self._template)
-            raise _SupError("not_found")
-        child = self._children.get(key)
-        if child is None:
-            raise _SupError("not_found")
-        return ("ok", child.spec)
-
-    async def _call_which_child(self, key: Any) -> Any:
-        if self.strategy == "simple_one_for_one":
-            if not isinstance(key, Pid):
-                raise _SupError("simple_one_for_one")
-            child = self._dynamic.get(key)
-            pid = None if child is None or child.restarting else key
-            row = None if child is None else ChildInfo(None, pid, child.spec.type, child.restarts, child.restarting)
-        else:
-            child = self._children.get(key)
-            row = (
-                None if child is None else ChildInfo(key, child.pid, child.spec.type, child.restarts, child.restarting)
-            )
-        if row is None:
-            raise _SupError("not_found")
-        return ("ok", row)
-
-    async def _call_which_children(self) -> Any:
-        return self.child_rows()
-
-    async def _call_count_children(self) -> Any:
-        # as OTP: a static child counts as active only if its process is alive
-        # (its EXIT may still wait in the mailbox); dynamic ones are not checked
-        rows = self.child_rows()
-        simple = self.strategy == "simple_one_for_one"
-        alive = self.proc.node.is_alive
-        return {
-            "specs": 1 if simple else len(rows),
-            "active": sum(1 for r in rows if r.pid is not None and (simple or alive(r.pid))),
-            "supervisors": sum(1 for r in rows if r.type == "supervisor"),
-            "workers": sum(1 for r in rows if r.type == "worker"),
-        }
-
-    async def _call_budget(self) -> Any:
-        return self.budget()
-
-    def _no_dynamic(self) -> None:
-        if self.strategy == "simple_one_for_one":
-            raise _SupError("simple_one_for_one")
-
-
-_CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
-    "start_child": Supervisor._call_start_child,
-    "terminate_child": Supervisor._call_terminate_child,
-    "restart_child": Supervisor._call_restart_child,
-    "delete_child": Supervisor._call_delete_child,
-    "get_childspec": Supervisor._call_get_childspec,
-    "which_child": Supervisor._call_which_child,
-    "which_children": Supervisor._call_which_children,
-    "count_children": Supervisor._call_count_children,
-    "budget": Supervisor._call_budget,
-}
-
-
-class _SupError(Exception):
-    def __init__(self, reason: Any) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _check_startspec(specs: list[Any], auto_shutdown: str) -> Any:
-    """Why these init specs cannot start (OTP's check_startspec), or None."""
-    seen: set[Hashable] = set()
-    for s in specs:
-        if not isinstance(s, ChildSpec):
-            return ("invalid_child_spec", s)
-        err = spec_error(s, auto_shutdown)
-        if err is not None:
-            return err
-        if s.id in seen:
-            return ("duplicate_child_name", s.id)  # OTP's name for it, kept for compatibility there
-        seen.add(s.id)
-    return None
-
-
-def _error(reason: Any) -> tuple[str, Any]:
-    return ("error", reason)
-
-
-def _reason(exc: BaseException) -> Any:
-    """A failed start as OTP's reason: the start's own, and a name already
-    taken as ``("already_started", holder)``."""
-    if isinstance(exc, StartError):
-        return exc.reason
-    holder = getattr(exc, "pid", None) if isinstance(exc, NameTaken) else None
-    return ("already_started", holder) if holder is not None else exc
-
-
-def _should_restart(restart: str, reason: Any) -> bool:
-    if restart == PERMANENT:
-        return True
-    if restart == TEMPORARY:
-        return False
-    return not is_normal_shutdown(reason)
-
-
-async def _stop_pids(sup: Process, pids: list[Pid], shutdown: float | str) -> None:
-    """Stop children as OTP does: monitor, unlink, flush their EXIT, send
-    ``shutdown`` (or ``kill``), wait for DOWN up to the timeout, then ``kill``."""
-    node = sup.node
-    refs: dict[Any, Pid] = {}
-    for pid in pids:
-        ref = sup.monitor(pid)
-        sup.unlink(pid)
-        refs[ref] = pid
-    gone = set(pids)
-    sup.drop(lambda m: type(m) is Exit and m.pid in gone)
-    reason = KILL if shutdown == BRUTAL_KILL else SHUTDOWN
-    for pid in pids:
-        node.exit(pid, reason, sender=sup.pid)
-    pending = set(refs)
-
-    def is_down(m: Any) -> bool:
-        return type(m) is Down and m.ref in pending
-
-    deadline = None if shutdown in (BRUTAL_KILL, INFINITY) else node.loop.time() + float(shutdown)
-    while pending:
-        if deadline is None:
-            msg = await sup.receive(is_down)
-        else:
-            left = deadline - node.loop.time()
-            try:
-                msg = await sup.receive(is_down, timeout=max(left, 0.0))
-            except ReceiveTimeout:
-                for ref in pending:
-                    node.exit(refs[ref], KILL, sender=sup.pid)
-                deadline = None
-                continue
-        pending.discard(msg.ref)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import client, protocol
 from ._env import refuse_renamed_env
-from ._redact import RedactionPolicy, Redactor
+from ._redact import Redactor
+from ._scrub import RedactionPolicy
 
 if TYPE_CHECKING:
     import actors

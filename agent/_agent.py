@@ -30,16 +30,18 @@ from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
 from ._encode import meta_of, process_record
-from ._redact import RedactionPolicy, Redactor
+from ._preauth import PreAuth
+from ._redact import Redactor
 from ._sampling import Sampling
+from ._scrub import RedactionPolicy
 from ._session import Session, event_size
 from ._source import ActorsSource, Source
+from ._trace import TRACE_EVENTS, Tracer
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
 WRITE_HIGH_WATER = 256 * 1024
 """Transport write-buffer high-water mark per session: writers wait on drain() past it."""
-MAX_PENDING_HANDSHAKES = 64
 
 
 class Agent(Sampling, Clock):
@@ -106,6 +108,8 @@ class Agent(Sampling, Clock):
             dataclasses.replace(self.policy, max_bytes=4096, max_string=500, time_budget_s=0.005)
         )
         self.commands = Commands(self)
+        self.tracer = Tracer(self)
+        """Trace sessions with limits (agent/_trace.py)."""
         self.crash_log = CrashLog(self.policy)
         """Encodes crash reports and keeps the latest (agent/_crash.py)."""
         self.dump_dir = dump_dir if dump_dir is not None else (os.environ.get("OBSERVER_AGENT_DUMP_DIR") or None)
@@ -123,6 +127,8 @@ class Agent(Sampling, Clock):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self.preauth = PreAuth()
+        """Pending handshakes' limits and the agent id the handshake binds (:mod:`agent._preauth`)."""
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.collector = Collector(
@@ -203,7 +209,12 @@ class Agent(Sampling, Clock):
 
     async def _startup(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=self.ssl_context, limit=self.max_frame + 64
+            self._on_connect,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            limit=self.max_frame + 64,
+            backlog=1024,  # a flood of connections must not overflow the queue and drop an observer's SYN
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -253,6 +264,7 @@ class Agent(Sampling, Clock):
             self._thread.join(10)
         for key in {k for s in self.sessions for k in s.traced}:
             self._untrace(key)
+        self.tracer.stop_all()
 
     @property
     def address(self) -> str:
@@ -269,12 +281,9 @@ class Agent(Sampling, Clock):
             transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         except Exception:
             pass
-        if len(self.sessions) - len(self.ready_sessions()) >= MAX_PENDING_HANDSHAKES:
-            busy: P.ErrorMsg = {"t": "error", "code": P.E_BUSY, "message": "too many pending handshakes"}
-            writer.write(P.encode_frame(busy))
-            writer.close()
-            return
         session = Session(self, reader, writer)
+        if not self.preauth.admit(session.peer_host, writer):  # no room: answered busy (agent._preauth)
+            return
         self.sessions.append(session)
         try:
             await session.run()
@@ -285,6 +294,7 @@ class Agent(Sampling, Clock):
         if session in self.sessions:
             self.sessions.remove(session)
         self.sessions_changed()
+        self.tracer.session_closed(session)
         for key in list(session.traced):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
@@ -370,9 +380,12 @@ class Agent(Sampling, Clock):
             while buf:
                 source.account(buf.popleft())
             self._cache.clear()
+        tracer = self.tracer
         while buf and n < 5000:
             ev = buf.popleft()
             n += 1
+            if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
+                continue
             try:
                 d = source.encode(ev)
             except Exception:
@@ -382,6 +395,8 @@ class Agent(Sampling, Clock):
                 self._publish(d)
         if any(s.ready for s in self.sessions):
             source.recheck()
+        if tracer.traces:
+            tracer.flush()
 
     def _flush_sessions(self) -> None:
         """End of a drain or a tick's work (``holding`` was set: what they

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _aio_inspect as ins
 from . import protocol as P
 from ._aio_records import ScopeRec, TaskRec, _cancelling, _current, _record, _status
-from ._commands import CommandError
+from ._args import CommandError
 
 if TYPE_CHECKING:
     from ._commands import Commands

@@ -18,7 +18,7 @@ import traceback
 import types
 from typing import Any
 
-from ._redact import RedactionPolicy, redact_text
+from ._scrub import RedactionPolicy, redact_text
 
 MAX_TEXT = 16 * 1024
 MAX_CHAIN = 40

@@ -243,5 +243,11 @@ class Collector(actors.Instrument):
         if self._trace_ok(event.pid):
             self.put(event)
 
+    def call_sent(self, event: actors.CallSent | actors.CallReturned | actors.CallReplied) -> None:
+        if self._trace_ok(event.pid):
+            self.put(event)
+
+    call_returned = call_replied = call_sent
+
     def forget_trace(self, pid: actors.Pid) -> None:
         self._trace_window.pop(pid, None)

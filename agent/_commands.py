@@ -19,7 +19,9 @@ from actors import process_stack
 
 from . import _crash
 from . import protocol as P
+from ._args import CommandError, int_arg, reason_arg, target_arg
 from ._encode import budget_dict, child_id_str, process_record
+from ._trace import TraceError
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -28,31 +30,6 @@ if TYPE_CHECKING:
 audit = logging.getLogger("agent.audit")
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[Any]]
-
-
-class CommandError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _target(args: dict[str, Any], key: str = "pid") -> actors.Pid | str:
-    raw = args.get(key)
-    if not isinstance(raw, str) or not raw or len(raw) > 200:
-        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be a pid like <0.42.0> or a registered name")
-    if raw.startswith("<"):
-        try:
-            return actors.Pid.parse(raw)
-        except ValueError:
-            raise CommandError(P.E_BAD_ARGS, f"not a pid: {raw[:50]!r}") from None
-    return raw
-
-
-def _reason(args: dict[str, Any]) -> Any:
-    r = args.get("reason", "kill")
-    if not isinstance(r, str) or not r or len(r) > 200:
-        raise CommandError(P.E_BAD_ARGS, "'reason' must be a short string")
-    return r
 
 
 class Commands:
@@ -94,7 +71,8 @@ class Commands:
             args = {}
         if not isinstance(args, dict):
             return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
-        destructive = cmd in P.OPERATOR_COMMANDS
+        # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
+        destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
         try:
             result = await self.handlers[cmd](session, args)
         except CommandError as exc:
@@ -140,13 +118,13 @@ class Commands:
         return {"resync": True}
 
     async def processes(self, session: Session, args: dict[str, Any]) -> Any:
-        limit = _int_arg(args, "limit", 1000, 0, 10_000)
-        offset = _int_arg(args, "offset", 0, 0, 1 << 40)
+        limit = int_arg(args, "limit", 1000, 0, 10_000)
+        offset = int_arg(args, "offset", 0, 0, 1 << 40)
         procs = self.agent.node_processes()[offset : offset + limit]
         return {"count": self.agent.source.count(), "offset": offset, "procs": self.agent.node_records(procs)}
 
     async def info(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
 
         def read() -> dict[str, Any]:
@@ -161,8 +139,8 @@ class Commands:
 
     async def inspect(self, session: Session, args: dict[str, Any]) -> Any:
         """Info, stack, supervisor children, state and a mailbox peek (redacted)."""
-        target = _target(args)
-        peek = _int_arg(args, "mailbox_limit", 10, 0, 100)
+        target = target_arg(args)
+        peek = int_arg(args, "mailbox_limit", 10, 0, 100)
         node = self.agent.node
 
         def read() -> dict[str, Any]:
@@ -207,8 +185,8 @@ class Commands:
         return rec
 
     async def mailbox(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
-        limit = _int_arg(args, "limit", 20, 0, 200)
+        target = target_arg(args)
+        limit = int_arg(args, "limit", 20, 0, 200)
         node = self.agent.node
         msgs, total = await self.on_host(lambda: _peek(node.process(target), limit))
         encs = [self.agent.redactor.encode(m) for m in msgs]
@@ -222,8 +200,8 @@ class Commands:
     # -- operator ----------------------------------------------------------------------------------
 
     async def kill(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
-        reason = _reason(args)
+        target = target_arg(args)
+        reason = reason_arg(args)
         node = self.agent.node
 
         def do() -> str:
@@ -234,19 +212,19 @@ class Commands:
         return {"pid": await self.on_host(do), "reason": reason}
 
     async def suspend(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
         await self.on_host(lambda: node.suspend(target))
         return {"suspended": True}
 
     async def resume(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args)
+        target = target_arg(args)
         node = self.agent.node
         await self.on_host(lambda: node.resume(target))
         return {"resumed": True}
 
     async def send(self, session: Session, args: dict[str, Any]) -> Any:
-        target = _target(args, "to")
+        target = target_arg(args, "to")
         if "message" not in args:
             raise CommandError(P.E_BAD_ARGS, "'message' is required (any JSON value)")
         message = _freeze(args["message"])
@@ -269,7 +247,7 @@ class Commands:
 
     async def _child_op(self, op: Callable[..., Awaitable[Any]], args: dict[str, Any]) -> Any:
         """A supervisor call on the host, bounded below the command timeout."""
-        sup = _target(args, "supervisor")
+        sup = target_arg(args, "supervisor")
         cid = args.get("child_id")
         node = self.agent.node
         timeout = max(self.agent.command_timeout - 0.5, 0.1)
@@ -286,11 +264,18 @@ class Commands:
             raise CommandError(P.E_FAILED, f"supervisor refused: {exc.reason!r}"[:300]) from None
 
     async def trace(self, session: Session, args: dict[str, Any]) -> Any:
+        if "id" in args:  # a trace session with limits (agent/_trace.py)
+            try:
+                return await self.agent.tracer.command(self.on_host, session, args)
+            except TraceError as exc:
+                raise CommandError(exc.code, str(exc)) from None
+        if session.role != P.ROLE_OPERATOR:
+            raise CommandError(P.E_NOT_PERMITTED, "an untimed trace needs the operator role; give an 'id' and limits")
         pids = args.get("pids")
         on = args.get("on", True)
         if not isinstance(pids, list) or not pids or len(pids) > 100 or not isinstance(on, bool):
             raise CommandError(P.E_BAD_ARGS, "'pids' must be a list of 1-100 pids and 'on' a boolean")
-        targets = [_target({"pid": p}) for p in pids]
+        targets = [target_arg({"pid": p}) for p in pids]
         node = self.agent.node
         agent = self.agent
 
@@ -323,13 +308,6 @@ _NO_STATE = object()
 
 def _err(rid: int | str, code: str, message: str) -> P.ReplyError:
     return {"t": "reply", "id": rid, "ok": False, "error": {"code": code, "message": message}}
-
-
-def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    v = args.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise CommandError(P.E_BAD_ARGS, f"'{key}' must be an integer in [{lo}, {hi}]")
-    return v
 
 
 def _freeze(value: Any) -> Any:

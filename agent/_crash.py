@@ -26,8 +26,10 @@ import actors
 
 from . import messages as M
 from . import protocol as P
+from ._args import CommandError, int_arg, target_arg
 from ._encode import finite
-from ._redact import RedactionPolicy, Redactor, redact_text
+from ._redact import Redactor
+from ._scrub import RedactionPolicy, redact_text
 
 if TYPE_CHECKING:
     from ._commands import Commands
@@ -175,14 +177,13 @@ def _short(v: Any) -> str | None:
 async def flight_recorder(commands: Commands, session: Session, args: dict[str, Any]) -> Any:
     """``flight_recorder {pid, on, size?, subtree?}``: switch a process's (or a
     subtree's) flight recorder; answers the pids changed."""
-    from ._commands import CommandError, _int_arg, _target
 
-    target = _target(args)
+    target = target_arg(args)
     on = args.get("on", True)
     subtree = args.get("subtree", False)
     if not isinstance(on, bool) or not isinstance(subtree, bool):
         raise CommandError(P.E_BAD_ARGS, "'on' and 'subtree' must be booleans")
-    size = _int_arg(args, "size", 20, 1, FLIGHT_MAX)
+    size = int_arg(args, "size", 20, 1, FLIGHT_MAX)
     node = commands.agent.node
     pids = await commands.on_host(lambda: node.flight_recorder(target, on, size=size, subtree=subtree))
     return {"on": on, "size": size, "subtree": subtree, "pids": [str(p) for p in pids]}
@@ -192,8 +193,6 @@ async def dump(commands: Commands, session: Session, args: dict[str, Any]) -> An
     """``dump {}``: write a post-mortem dump now (to the agent's dump directory)."""
     import asyncio
     import threading
-
-    from ._commands import CommandError
 
     dumper = getattr(commands.agent, "dumper", None)
     if dumper is None:

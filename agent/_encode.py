@@ -13,7 +13,7 @@ import actors
 from actors import process_kind, process_status
 
 from . import messages as M
-from ._redact import RedactionPolicy, redact_text
+from ._scrub import RedactionPolicy, redact_text
 
 MAX_TRACEBACK = 16 * 1024
 

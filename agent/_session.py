@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
+from ._preauth import HANDSHAKE_DEADLINE
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent")
 audit = logging.getLogger("agent.audit")
 
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE
 _OWN_FRAMES = frozenset({"ev", "samples", "snapshot_chunk"})
 """Frames built only from the agent's own numbers and redacted values (see ``P.encode_frame``'s ``fast``)."""
 SNAPSHOT_CHUNK = 2000
@@ -48,6 +49,7 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         self.id = secrets.token_hex(6)
         self.role = ""
         self.commands: tuple[str, ...] = ()
@@ -210,42 +212,71 @@ class Session:
         return P.decode_payload(payload)
 
     async def _handshake(self) -> bool:
+        """hello -> auth -> welcome within the pre-auth deadline; the pending slot is released either way."""
+        try:
+            return await self._handshake_steps()
+        finally:
+            self.agent.preauth.done(self.peer_host, self.writer)
+
+    async def _handshake_steps(self) -> bool:
         agent = self.agent
+        pre = agent.preauth
         nonce = secrets.token_hex(16)
+        # only what the handshake needs before authentication: nothing about the host
         hello: P.HelloMsg = {
             "t": "hello",
             "protocol": P.PROTOCOL,
             "versions": list(P.SUPPORTED_VERSIONS),
             "nonce": nonce,
-            "node": agent.node_meta(),
+            "agent": pre.agent_id,
         }
         await self._send_now(hello)
         try:
-            msg = await asyncio.wait_for(self._read_frame(), HANDSHAKE_TIMEOUT)
+            msg = await asyncio.wait_for(self._read_frame(), pre.deadline)
         except TimeoutError:
-            audit.warning("agent: handshake timeout from %s", self.peer)
+            pre.timed_out += 1
+            pre.note(self.peer_host, "timed out")
             await self._fail(P.E_BAD_HANDSHAKE, "handshake timed out")
             return False
         except P.FrameError as exc:
-            audit.warning("agent: bad handshake frame from %s: %s", self.peer, exc)
+            pre.note(self.peer_host, f"sent a bad frame ({exc.code})")
             await self._fail(exc.code, str(exc))
             return False
         version = msg.get("version")
         if msg.get("t") != "auth" or type(version) is not int or version not in P.SUPPORTED_VERSIONS:
-            audit.warning("agent: bad handshake from %s: %.100r", self.peer, msg.get("t"))
-            await self._fail(P.E_BAD_HANDSHAKE, f"expected auth with a version in {list(P.SUPPORTED_VERSIONS)}")
+            pre.note(self.peer_host, f"refused: protocol version {str(version)[:10]}, not {list(P.SUPPORTED_VERSIONS)}")
+            await self._fail(
+                P.E_BAD_HANDSHAKE,
+                f"this agent speaks protocol version(s) {list(P.SUPPORTED_VERSIONS)}: upgrade the observer",
+            )
             return False
         role = msg.get("role")
         client_nonce = msg.get("nonce")
+        observer_id = msg.get("observer")
         token = agent.token_for(role) if isinstance(role, str) else None
+        channel = P.channel_binding(self.writer.get_extra_info("ssl_object"))
         if (
             token is None
             or not isinstance(client_nonce, str)
             or not (16 <= len(client_nonce) <= 128)
-            or not P.verify(P.client_mac(token, nonce, client_nonce, str(role)), msg.get("mac"))
+            or not isinstance(observer_id, str)
+            or len(observer_id) > 128
+            or not P.verify(
+                P.client_mac(
+                    token,
+                    nonce,
+                    client_nonce,
+                    str(role),
+                    agent_id=pre.agent_id,
+                    observer_id=str(observer_id),
+                    channel=channel,
+                ),
+                msg.get("mac"),
+            )
         ):
             agent.auth_failures += 1
-            audit.warning("agent: authentication failed from %s (role %.20r)", self.peer, role)
+            pre.failed += 1
+            pre.note(self.peer_host, "authentication failed")
             await self._fail(P.E_AUTH_FAILED, "authentication failed")
             return False
         assert isinstance(role, str)
@@ -257,16 +288,19 @@ class Session:
         asked = msg.get("features")
         granted = [f for f in P.FEATURES if f in asked] if isinstance(asked, list) else None
         self.batch = granted is not None and P.FEATURE_BATCH in granted
-        audit.info("agent: %s attached from %s as %s", self.id, self.peer, role)
+        audit.info("agent: %s attached from %s as %s (observer %.40s)", self.id, self.peer, role, observer_id)
         welcome: P.WelcomeMsg = {
             "t": "welcome",
             "version": P.VERSION,
             "role": role,
-            "mac": P.server_mac(token, nonce, client_nonce, role),
+            "mac": P.server_mac(
+                token, nonce, client_nonce, role, agent_id=pre.agent_id, observer_id=str(observer_id), channel=channel
+            ),
             "session": self.id,
             "commands": list(self.commands),
             "sample_hz": agent.sample_hz,
             "node_kind": agent.source.kind,
+            "node": agent.node_meta(),
         }
         if granted is not None:  # only to an observer that asked: an older one is served as before
             welcome["features"] = granted

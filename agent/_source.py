@@ -163,6 +163,8 @@ class ActorsSource(Source):
             return None
         if d["ev"] == "exit":
             ag._cache.pop(ev.pid.id, None)
+            if ag.tracer.by_pid:
+                ag.tracer.exited(ev.pid)
             report = ev.report
             if report is None:
                 d["report"] = None

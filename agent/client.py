@@ -47,6 +47,8 @@ class AgentClient:
         self.max_frame = P.MAX_OUTBOUND_FRAME
         self.features: tuple[str, ...] = P.FEATURES
         """Features asked for in the handshake (``()``: served as an older observer is)."""
+        self.observer_id = secrets.token_hex(8)
+        """This side's id in the handshake's MACs (random per connection unless set before the handshake)."""
 
     @classmethod
     async def connect(
@@ -124,21 +126,31 @@ class AgentClient:
         if hello.get("t") == "error":
             err = P.read_error(hello)
             raise AgentError(err["code"], err["message"])
+        versions = hello.get("versions")
+        if hello.get("t") == "hello" and isinstance(versions, list) and P.VERSION not in versions:
+            raise AgentError(
+                P.E_BAD_HANDSHAKE,
+                f"the agent speaks protocol version(s) {versions}, this observer {P.VERSION}: "
+                "run the same release on both sides",
+            )
         try:
             checked = P.read_hello(hello)
         except P.FrameError as exc:
             raise AgentError(exc.code, str(exc)) from None
-        if P.VERSION not in checked["versions"]:
-            raise AgentError(P.E_BAD_HANDSHAKE, f"agent speaks versions {checked['versions']}, we speak {P.VERSION}")
+        agent_id = checked["agent"]
         self.hello = hello
         nonce = secrets.token_hex(16)
         agent_nonce = checked["nonce"]
+        channel = P.channel_binding(self.writer.get_extra_info("ssl_object"))
         auth: P.AuthMsg = {
             "t": "auth",
             "version": P.VERSION,
             "nonce": nonce,
+            "observer": self.observer_id,
             "role": role,
-            "mac": P.client_mac(token, agent_nonce, nonce, role),
+            "mac": P.client_mac(
+                token, agent_nonce, nonce, role, agent_id=str(agent_id), observer_id=self.observer_id, channel=channel
+            ),
         }
         if self.features:
             auth["features"] = list(self.features)
@@ -155,8 +167,13 @@ class AgentClient:
             mac = P.read_welcome(welcome)["mac"]
         except P.FrameError:
             mac = None
-        if not P.verify(P.server_mac(token, agent_nonce, nonce, role), mac):
+        expected = P.server_mac(
+            token, agent_nonce, nonce, role, agent_id=str(agent_id), observer_id=self.observer_id, channel=channel
+        )
+        if not P.verify(expected, mac):
             raise AgentError(P.E_AUTH_FAILED, "the agent could not prove it holds the token")
+        # since protocol 2 the node's details come after authentication; readers keep finding them in hello
+        self.hello = {**hello, "node": welcome.get("node") or {}}
         self.welcome = welcome
 
     async def _read_loop(self) -> None:

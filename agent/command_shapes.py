@@ -112,8 +112,16 @@ class ChildArgs(TypedDict):
 
 
 class TraceArgs(TypedDict):
-    pids: Annotated[list[Target], Schema(minItems=1, maxItems=100)]
+    """With ``id``: a trace session with limits (agent/_trace.py; ``on: false``
+    and the ``id`` stop it). Without: the operators' untimed per-process switch."""
+
+    pids: NotRequired[Annotated[list[Target], Schema(minItems=1, maxItems=100)]]
     on: NotRequired[bool]
+    id: NotRequired[Annotated[str, Schema(minLength=1, maxLength=64)]]
+    dir: NotRequired[Literal["in", "out", "both"]]
+    max_msgs: NotRequired[Annotated[int, _int(1, 100_000)]]
+    max_rate: NotRequired[Annotated[int, _int(1, 10_000)]]
+    duration: NotRequired[Annotated[float, Schema(minimum=0.05, maximum=3600)]]
 
 
 class FlightRecorderArgs(TypedDict):
@@ -242,11 +250,24 @@ class TerminateChildResult(TypedDict):
 
 
 class TraceResult(TypedDict):
-    """``traced`` (``on``) or ``untraced``: the live processes switched."""
+    """Untimed: ``traced`` (``on``) or ``untraced``, the live processes switched,
+    and ``rate_limit_per_s``. A trace session started: ``trace``, ``pids``,
+    ``names`` and its limits; stopped: ``trace``, ``end``, ``count``, ``dropped``."""
 
     traced: NotRequired[list[PidText]]
     untraced: NotRequired[list[PidText]]
-    rate_limit_per_s: float
+    rate_limit_per_s: NotRequired[float]
+    trace: NotRequired[str]
+    pids: NotRequired[list[PidText]]
+    names: NotRequired[dict[str, str]]
+    dir: NotRequired[Literal["in", "out", "both"]]
+    max_msgs: NotRequired[int]
+    max_rate: NotRequired[int]
+    duration: NotRequired[float]
+    started: NotRequired[float]
+    end: NotRequired[str]
+    count: NotRequired[int]
+    dropped: NotRequired[int]
 
 
 class FlightRecorderResult(TypedDict):

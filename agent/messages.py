@@ -76,7 +76,9 @@ __all__ = [
     "Status",
     "SuspendEvent",
     "Time",
+    "TraceArrow",
     "TraceEvent",
+    "TraceMsg",
     "UnlinkEvent",
     "UpdateEvent",
     "Value",
@@ -169,7 +171,7 @@ class ProcessRecord(TypedDict):
 
 
 class NodeMeta(TypedDict):
-    """Who the agent runs in (``hello`` and ``snapshot_begin``)."""
+    """Who the agent runs in (``welcome`` and ``snapshot_begin``: after authentication only)."""
 
     node_id: int
     os_pid: int
@@ -542,13 +544,15 @@ went up, down, syncing) and ``error``. ``web/static/js`` is checked against it."
 
 
 class HelloMsg(TypedDict):
-    """The agent's first frame: who it is and a fresh nonce."""
+    """The agent's first frame, before any authentication: only what the
+    handshake needs (the node's details come in ``welcome``, since protocol 2)."""
 
     t: Literal["hello"]
     protocol: Literal["observer-agent"]
     versions: list[int]
     nonce: str
-    node: NodeMeta
+    agent: str
+    """The agent's id (random per agent start), bound into both MACs."""
 
 
 class WelcomeMsg(TypedDict):
@@ -565,6 +569,8 @@ class WelcomeMsg(TypedDict):
     """Repeats the hello's: the commands offered depend on it."""
     features: NotRequired[list[str]]
     """The features of the auth's ``features`` this agent grants (sent only when the auth asked)."""
+    node: NodeMeta
+    """The node's details (host name, OS pid, Python, ...): only after authentication."""
 
 
 class ErrorMsg(TypedDict):
@@ -660,6 +666,39 @@ class BatchMsg(TypedDict):
     evs: list[dict[str, Any]]
 
 
+TraceArrow = TypedDict(
+    "TraceArrow",
+    {
+        "n": int,
+        "time": float,
+        "kind": Literal["send", "call", "reply", "error", "cast"],
+        "from": "PidText | None",
+        "to": "PidText | str | None",
+        "msg": "Value",
+        "masked": int,
+        "truncated": bool,
+        "call": "int | None",
+        "latency_ms": "float | None",
+        "to_name": NotRequired[str],
+    },
+)
+TraceArrow.__doc__ = """One message of a trace session (agent/_trace.py): ``from``/``to`` null
+is outside the traced processes; a call and its reply share ``call``."""
+
+
+class TraceMsg(TypedDict):
+    """Arrows of a trace session, to the observer that started it only; the
+    last frame has ``end`` (msgs, rate, duration, exited, detached, stopped,
+    agent_stopped)."""
+
+    t: Literal["trace"]
+    trace: str
+    msgs: list[TraceArrow]
+    count: int
+    dropped: int
+    end: NotRequired[str]
+
+
 class DialMsg(TypedDict):
     """An agent that dials out to the observer says who it is before the ``hello``."""
 
@@ -677,6 +716,8 @@ class AuthMsg(TypedDict):
     t: Literal["auth"]
     version: int
     nonce: str
+    observer: str
+    """The observer's id (at most 128 characters), bound into both MACs."""
     role: str
     mac: str
     features: NotRequired[list[str]]
@@ -692,7 +733,7 @@ class CommandMsg(TypedDict):
     args: dict[str, Any]
 
 
-PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | ErrorMsg
+PushMsg = SnapshotBeginMsg | SnapshotChunkMsg | SnapshotEndMsg | GapMsg | SamplesMsg | EventMsg | TraceMsg | ErrorMsg
 """What the agent pushes after the handshake (besides replies)."""
 
 AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
@@ -705,6 +746,7 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
     "snapshot_end": (SnapshotEndMsg,),
     "gap": (GapMsg,),
     "samples": (SamplesMsg,),
+    "trace": (TraceMsg,),
     "ev": tuple(EVENTS.values()),
     "batch": (BatchMsg,),
     "dial": (DialMsg,),
@@ -713,7 +755,9 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
 OBSERVER_FRAMES: Final[dict[str, tuple[type, ...]]] = {"auth": (AuthMsg,), "cmd": (CommandMsg,)}
 """Every frame type the observer sends."""
 
-PUSH_TYPES: Final = frozenset({"snapshot_begin", "snapshot_chunk", "snapshot_end", "gap", "samples", "ev", "error"})
+PUSH_TYPES: Final = frozenset(
+    {"snapshot_begin", "snapshot_chunk", "snapshot_end", "gap", "samples", "ev", "trace", "error"}
+)
 
 
 def fields(shape: type) -> dict[str, tuple[Any, bool]]:

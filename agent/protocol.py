@@ -12,11 +12,14 @@ by that many bytes of UTF-8 JSON, one object per frame, each with a ``t``
 (type) field (the bytes: ``agent/_framing.py``, re-exported here).
 
 Handshake (see :func:`client_mac` / :func:`server_mac`): the agent sends
-``hello`` with a fresh nonce; the observer answers ``auth`` with its own
-nonce, the role it asks for and an HMAC-SHA256 over both nonces keyed by the
-role's token; the agent checks it and answers ``welcome`` with its own HMAC
-(so the observer knows the agent holds the token too) and the commands this
-session may use. The token itself never crosses the wire.
+``hello`` with a fresh nonce and its agent id (nothing else about the host);
+the observer answers ``auth`` with its own nonce, its observer id, the role
+it asks for and an HMAC-SHA256 keyed by the role's token over both nonces,
+both ids and the TLS channel binding; the agent checks it and answers
+``welcome`` with its own HMAC over the same (so the observer knows the agent
+holds the token too), the node's details and the commands this session may
+use. The token itself never crosses the wire, and a MAC made for one
+connection is worthless on another (a relay fails).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from .command_shapes import *  # noqa: F403 - each command's args and result sha
 from .messages import *  # noqa: F403 - the message shapes are part of this module's surface
 
 PROTOCOL: Final = "observer-agent"
-VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = (1,)
+VERSION: Final = 2
+"""2: the handshake binds both peers (agent id, observer id, TLS channel) and
+``hello`` carries nothing but what the handshake needs (the node's details come in ``welcome``)."""
+SUPPORTED_VERSIONS: Final = (2,)
 
 ROLE_READ: Final = "read"
 ROLE_OPERATOR: Final = "operator"
@@ -48,8 +53,9 @@ ROLES: Final = (ROLE_READ, ROLE_OPERATOR)
 
 # -- commands -------------------------------------------------------------------------
 
-READ_COMMANDS: Final = ("ping", "snapshot", "info", "inspect", "mailbox", "processes")
-"""Commands every authenticated session may use."""
+READ_COMMANDS: Final = ("ping", "snapshot", "info", "inspect", "mailbox", "processes", "trace")
+"""Commands every authenticated session may use. ``trace`` only as a trace session
+with limits (``id`` given: agent/_trace.py); the unbounded form is for operators."""
 OPERATOR_COMMANDS: Final = (
     "kill",
     "suspend",
@@ -57,7 +63,6 @@ OPERATOR_COMMANDS: Final = (
     "send",
     "restart_child",
     "terminate_child",
-    "trace",
     "flight_recorder",
     "dump",
     "cancel",
@@ -212,16 +217,57 @@ def read_dial(obj: dict[str, Any]) -> M.DialMsg:
 # -- handshake MACs ----------------------------------------------------------------------------
 
 
-def client_mac(token: bytes, agent_nonce: str, client_nonce: str, role: str) -> str:
-    """The observer's proof that it holds ``token`` (for this handshake only)."""
-    msg = f"{PROTOCOL}/{VERSION} auth|{agent_nonce}|{client_nonce}|{role}".encode()
+def _bound(agent_id: str, observer_id: str, channel: bytes) -> str:
+    """What binds a handshake to its two peers and its connection: the agent's
+    id (from ``hello``), the observer's id (from ``auth``) and the TLS channel
+    binding (``tls-unique`` of this connection; empty without TLS)."""
+    return f"{len(agent_id)}:{agent_id}|{len(observer_id)}:{observer_id}|{channel.hex()}"
+
+
+def client_mac(
+    token: bytes,
+    agent_nonce: str,
+    client_nonce: str,
+    role: str,
+    *,
+    agent_id: str = "",
+    observer_id: str = "",
+    channel: bytes = b"",
+) -> str:
+    """The observer's proof that it holds ``token``, for this handshake, these
+    two peers and this connection only (a relay's other connection has another
+    ``channel``; another agent has another ``agent_id``)."""
+    bound = _bound(agent_id, observer_id, channel)
+    msg = f"{PROTOCOL}/{VERSION} auth|{agent_nonce}|{client_nonce}|{role}|{bound}".encode()
     return hmac.new(token, msg, hashlib.sha256).hexdigest()
 
 
-def server_mac(token: bytes, agent_nonce: str, client_nonce: str, role: str) -> str:
-    """The agent's proof that it holds ``token`` too (mutual authentication)."""
-    msg = f"{PROTOCOL}/{VERSION} welcome|{client_nonce}|{agent_nonce}|{role}".encode()
+def server_mac(
+    token: bytes,
+    agent_nonce: str,
+    client_nonce: str,
+    role: str,
+    *,
+    agent_id: str = "",
+    observer_id: str = "",
+    channel: bytes = b"",
+) -> str:
+    """The agent's proof that it holds ``token`` too (mutual authentication), bound like :func:`client_mac`."""
+    bound = _bound(agent_id, observer_id, channel)
+    msg = f"{PROTOCOL}/{VERSION} welcome|{client_nonce}|{agent_nonce}|{role}|{bound}".encode()
     return hmac.new(token, msg, hashlib.sha256).hexdigest()
+
+
+def channel_binding(ssl_object: Any) -> bytes:
+    """The TLS channel binding of a connection (``tls-unique``), from its
+    ``ssl_object`` (``writer.get_extra_info("ssl_object")``); ``b""`` without TLS."""
+    if ssl_object is None:
+        return b""
+    try:
+        data = ssl_object.get_channel_binding("tls-unique")
+    except (ValueError, AttributeError):
+        return b""
+    return bytes(data or b"")
 
 
 def verify(expected: str, got: object) -> bool:

@@ -30,6 +30,10 @@ Figures (see ``docs/benchmarks.md`` for the method of each):
   with ``crash_reports=False``, both with an instrument registered (the
   agent's case: reports are built only then); alternating blocks, median.
   What the node's loop pays to build a report for each crash.
+* ``traced_call_ratio`` / ``untraced_call_ratio_while_tracing_others``: call
+  round trips/s with caller and server in a trace session of an attached,
+  reading observer, over the same untraced; and an untraced pair while another
+  is traced, over nothing traced (``bench/trace.py``, ``docs/tracing.md``).
 
 * ``uvloop``: the throughput and spawn ratios again, every one measured on
   uvloop's event loop (its own ``asyncio.Queue`` pair and ``create_task`` as
@@ -89,6 +93,7 @@ from ._util import (
     rss_bytes,
     run_bench_json,
 )
+from .trace import trace_ratios
 
 perf = time.perf_counter
 clock = time.perf_counter
@@ -104,6 +109,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "restart_p99_ms": ("<=", 1.0),
     "crash_reports_call_ratio": (">=", 0.97),
     "flight_recorder_call_ratio": (">=", 0.8),
+    "traced_call_ratio": (">=", 0.5),
+    "untraced_call_ratio_while_tracing_others": (">=", 0.97),
 }
 """Key -> (comparison, target). 2616 bytes is a fresh BEAM process (OTP 26, 64-bit)."""
 
@@ -843,6 +850,12 @@ def run(cfg: Config, quick: bool) -> dict[str, Any]:
     cs = asyncio.run(crash_storm(cfg))
     result["exception_crash_reports_ratio"] = cs["exception_crash_reports_ratio"]
     details["crash_storm"] = cs["details"]
+
+    progress(f"tracing: {cfg.pairs} pairs of blocks of {cfg.pair_rt:,} calls traced / untraced, an observer attached")
+    tr = trace_ratios(calls=cfg.pair_rt, pairs=cfg.pairs, clock=clock)
+    for k in ("traced_call_ratio", "untraced_call_ratio_while_tracing_others"):
+        result[k] = tr.pop(k)
+    details["trace"] = tr
 
     progress("a million idle processes")
     per_spawn_s = details["memory"]["actors_spawn_and_start_s"] / cfg.mem_n

@@ -235,7 +235,10 @@ def chromium() -> Iterator[Any]:
 def _login(browser: Any, base: str, token: str, *, width: int = 1400, height: int = 900) -> Any:
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.set_default_timeout(120_000)
-    page.goto(f"{base}/login?token={token}")
+    page.goto(f"{base}/login")  # the form: a token in a URL is exchanged once per server run
+    page.fill("#token", token)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
     return page
 
 

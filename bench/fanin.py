@@ -180,7 +180,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
             )
             base = _read_until(observer, URL_RE, 120).group(1)
             http = requests.Session()
-            http.get(f"{base}/login", params={"token": login}, timeout=30)
+            http.post(f"{base}/login", data={"token": login}, timeout=30)
             expected = nodes * groups * per
             deadline = time.monotonic() + 600
             while True:

@@ -1,4 +1,5 @@
-"""Example systems built on :mod:`actors`: see ``examples/README.md``.
+"""The demo system's old home: it ships with the observer now (:mod:`observer.demo`).
 
-``python -m examples.payments`` runs the demo system of :mod:`examples.demo_system`.
+These modules re-export :mod:`observer.demo.system`, :mod:`observer.demo.node`
+and :mod:`observer.demo.payments` under their old names; see ``examples/README.md``.
 """

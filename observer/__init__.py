@@ -17,6 +17,9 @@ from .attach import AttachManager, Attachment
 from .model import Change, NodeModel, tidy_layout
 from .store import AuditError, HistoryStore, StoreError
 
+__version__ = "0.2.0.dev0"
+"""The one version source: ``pyproject.toml`` reads it (``dynamic = ["version"]``)."""
+
 __all__ = [
     "AttachManager",
     "Attachment",
@@ -25,5 +28,6 @@ __all__ = [
     "HistoryStore",
     "NodeModel",
     "StoreError",
+    "__version__",
     "tidy_layout",
 ]

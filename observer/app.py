@@ -33,22 +33,34 @@ from flask_socketio import SocketIO
 
 from agent import protocol as P
 
-from . import views
+from . import metrics, views
 from .attach import AttachManager, Attachment
 from .chaos.web import ChaosService
 from .dialin import DialInListener
-from .live import LiveHub, LiveNamespace
+from .gate import SocketGate
+from .live import NAMESPACE, LiveHub, LiveNamespace
 from .model import NodeModel
+from .refusals import RefusalLog
 from .security import SecurityPolicy, install
+from .sessions import IDLE, MAX_AGE, SessionStore
 from .store import HistoryStore
+from .trace import install as install_traces
 
 __all__ = ["ASYNC_MODES", "WEB_DIR", "AttachSpec", "ObserverConfig", "ObserverState", "create_app"]
 
 log = logging.getLogger("observer.app")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-"""The repository's ``web/`` directory (templates, static files, node_modules)."""
-ASYNC_MODES = ("threading", "eventlet")
+
+def _web_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    installed = here / "web"  # the wheel: package ``observer.web``, mapped onto web/ by pyproject.toml
+    return installed if (installed / "templates").is_dir() else here.parent / "web"
+
+
+WEB_DIR = _web_dir()
+"""``web/`` (templates, static files, node_modules): inside the installed
+package, or the repository's top-level directory when run from a checkout."""
+ASYNC_MODES = ("threading", "gevent", "eventlet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +92,8 @@ class ObserverConfig:
     allowed_origins: tuple[str, ...] = ()
     async_mode: str = "threading"
     db: str | None = None
-    """SQLite history file; None: a temporary file removed on close."""
+    """The history: a SQLite file, or ``postgresql://...`` (:mod:`observer.db.postgresql`);
+    None: a temporary SQLite file removed on close."""
     attach: tuple[AttachSpec, ...] = ()
     tls: bool = False
     grants: tuple[Any, ...] = field(default=(), repr=False)
@@ -101,11 +114,19 @@ class ObserverConfig:
     live_publisher: bool = True
     """Push live batches; with a shared message queue one server publishes for all."""
     batch_interval: float = 0.25
+    session_idle: float = IDLE
+    """Seconds of inactivity after which a login session ends."""
+    session_max_age: float = MAX_AGE
+    """Seconds after login after which a session ends, however active."""
     """Seconds between two ``batch`` messages to one room."""
     manager: AttachManager | None = None
     """An attach manager to use instead of creating one (not closed by us)."""
     store: Any = None
     """A :class:`observer.store.HistoryStore` to use instead of opening ``db`` (not closed by us)."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """Serve ``/metrics`` to scrapers that send ``Authorization: Bearer`` this token (:mod:`observer.metrics`)."""
+    metrics_listen: str | None = None
+    """``host:port`` of a separate HTTP server for the metrics (:mod:`observer.metrics`)."""
 
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
@@ -134,9 +155,17 @@ class ObserverState:
         self.manager = (
             config.manager if config.manager is not None else AttachManager(self.store, change_interval=0.005)
         )
+        self.refusals = RefusalLog(self.store).start()
+        """Refusals, coalesced into the audit log (:mod:`observer.refusals`)."""
+        self.sessions = SessionStore(self.store.db, idle=config.session_idle, max_age=config.session_max_age)
+        """Server-side login sessions (:mod:`observer.sessions`)."""
         self.hub: LiveHub | None = None
         self.dialin: Any = None
         """The :class:`observer.dialin.DialInListener`, with ``listen_agents``."""
+        self.metrics_server: Any = None
+        """The :class:`observer.metrics.MetricsServer`, with ``metrics_listen``."""
+        self.traces: Any = None
+        """The :class:`observer.trace.TraceService`."""
 
     def attach_all(self) -> None:
         """Attach to the configured agents: operator role only when destructive
@@ -173,6 +202,10 @@ class ObserverState:
         if self.dialin is not None:
             self.dialin.stop()
             self.dialin = None
+        self.refusals.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self._owns_manager:
             with contextlib.suppress(Exception):
                 self.manager.close()
@@ -229,7 +262,10 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
         message_queue=config.message_queue,
         logger=False,
         engineio_logger=False,
+        namespaces=[NAMESPACE],  # nothing else, not even the default "/"
     )
+    state.metrics_server = metrics.install(app, state, token=config.metrics_token, listen=config.metrics_listen)
+    app.wsgi_app = SocketGate(app.wsgi_app, app)  # type: ignore[method-assign]
     hub = LiveHub(socketio, state.stats, interval=config.batch_interval)
     hub.shared = config.message_queue is not None
     state.hub = hub
@@ -238,6 +274,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
     if config.live_publisher:
         state.manager.on_change(hub.on_change)
     state.store.on_commit(hub.on_commit)
+    state.traces = install_traces(state.manager, state.store, hub.publish)
     socketio.on_namespace(LiveNamespace(hub, state))
     hub.start()
     state.attach_all()
@@ -250,5 +287,7 @@ def create_app(config: ObserverConfig) -> tuple[Flask, SocketIO]:
             role=role,
             ssl_context=config.listen_agents_ssl,
             store=state.store,
-        ).start()
+        )
+        state.dialin.refusals = state.refusals
+        state.dialin.start()
     return app, socketio

@@ -140,6 +140,9 @@ class Attachment:
         self._flush_handle: asyncio.TimerHandle | None = None
         self.bad_frames = 0
         """Frames the agent pushed that did not read (see :func:`agent.protocol.read_push`): dropped."""
+        self.frame_tap: Callable[[str, list[dict[str, Any]]], None] | None = None
+        """Sees every batch of the agent's messages (loop thread; must not block):
+        the trace service takes its ``trace`` frames (observer/trace.py)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -331,6 +334,12 @@ class Attachment:
 
     async def _feed(self, raw: list[dict[str, Any]]) -> None:
         batch = self._checked(raw)
+        tap = self.frame_tap
+        if tap is not None:
+            try:
+                tap(self.name, batch)
+            except Exception:
+                log.exception("observer: frame tap failed on %s", self.name)
         store = self.store
         if store is not None:
             for m in batch:
@@ -495,6 +504,8 @@ class AttachManager:
         self._lock = threading.Lock()
         self._attachments: dict[str, Attachment] = {}
         self._listeners: list[NamedChangeListener] = []
+        self.frame_tap: Callable[[str, list[dict[str, Any]]], None] | None = None
+        """Given to every attachment (see :attr:`Attachment.frame_tap`)."""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="observer-attach", daemon=True)
@@ -561,6 +572,7 @@ class AttachManager:
             )
             for cb in self._listeners:
                 att.on_change(_bind(cb, key))
+            att.frame_tap = self.frame_tap
             self._attachments[key] = att
         att.start()
         return att

@@ -112,6 +112,8 @@ class DialInListener:
         self.role = role
         self.ssl_context = ssl_context
         self.store = store
+        self.refusals: Any = None
+        """An :class:`observer.refusals.RefusalLog`: refusals coalesced (a flood writes a few rows)."""
         self.refused = 0
         self.pending = 0
         self._server: asyncio.AbstractServer | None = None
@@ -219,6 +221,10 @@ class DialInListener:
         with contextlib.suppress(Exception):
             writer.write(P.encode_frame({"t": "error", "code": P.E_AUTH_FAILED, "message": "refused"}))
             writer.close()
+        if self.refusals is not None:  # coalesced per address (not per port) and rate-limited
+            host = peer.rsplit(":", 1)[0]
+            self.refusals.note("dial_in", "refused", who="agent", addr=host, node=name, message=reason, sync=False)
+            return
         store = self.store
         if store is None:
             return

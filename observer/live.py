@@ -12,7 +12,7 @@ Beside the node rooms there are **feeds**, one room each (:data:`FEEDS`):
 result was written), ``chaos`` (an experiment's progress) and ``cluster``
 (a node was added or removed). Producers call :meth:`LiveHub.publish`
 (the store's commit listener :meth:`LiveHub.on_commit`, the chaos service,
-the cluster routes); at most one ``feed`` message per feed goes out every
+the cluster routes, the trace service's arrows: observer/trace.py); at most one ``feed`` message per feed goes out every
 ``urgent_gap``: ``{"feed", "items": [...], "truncated"?}``. An item given a
 ``key`` replaces the pending one with the same key, and may be a function
 called when the message goes out (the chaos journal's head is read then,
@@ -39,11 +39,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import request, session
 from flask_socketio import Namespace, SocketIO, join_room, leave_room
 
 from .model import Change
-from .security import check_origin, is_logged_in
+from .permissions import who
+from .security import check_origin, is_logged_in, session_of
 
 __all__ = ["FEEDS", "NAMESPACE", "LiveHub", "LiveNamespace", "coalesce", "feed_room", "room_of"]
 
@@ -51,8 +52,10 @@ log = logging.getLogger("observer.live")
 
 NAMESPACE = "/live"
 VIEWS = frozenset({"overview", "tree", "processes", "events", "process"})
-FEEDS = frozenset({"crashes", "audit", "chaos", "cluster"})
+FEEDS = frozenset({"crashes", "audit", "chaos", "cluster", "trace"})
 """Rooms not tied to a node (see the module docstring)."""
+FEED_GRANTS = {"trace": frozenset({"inspect", "trace"})}
+"""Feeds that carry what a process holds (messages): only for logins granted one of these."""
 FEED_CAP = 1000
 """Items one ``feed`` message carries at most; beyond that it says ``truncated`` (the browser refetches)."""
 MAX_CHANGES = 2000
@@ -109,6 +112,9 @@ def coalesce(changes: list[Change]) -> tuple[list[dict[str, Any]], int]:
     cut = max(0, len(out) - MAX_CHANGES)
     return (out[-MAX_CHANGES:] if cut else out), cut
 
+
+_EVENTS = frozenset({"connect", "disconnect", "subscribe"})
+"""The Socket.IO events ``/live`` handles; any other is refused and audited."""
 
 URGENT = frozenset({"spawn", "exit", "restart", "gave_up", "status", "loop_blocked", "reset", "gap"})
 """Change kinds pushed within ``urgent_gap`` rather than at the next ``interval``."""
@@ -330,14 +336,69 @@ class LiveNamespace(Namespace):
         self.state = state
         self._rooms: dict[str, str] = {}
         self._sid_feeds: dict[str, set[str]] = {}
+        self._login_of: dict[str, str] = {}
+        """Socket id -> login session id (to close a revoked session's sockets)."""
         self._lock = threading.Lock()
+        sessions = getattr(state, "sessions", None)
+        if sessions is not None:
+            sessions.on_revoke(self._revoked)
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        """Dispatch to ``on_<event>``; an event we do not handle is refused and audited."""
+        if event not in _EVENTS:
+            self._refused_event(str(event)[:60], str(args[0]) if args else "")
+            return None
+        return super().trigger_event(event, *args)
+
+    def _refused_event(self, event: str, sid: str) -> None:
+        # outside any request context (no handler runs): who and where come from the connection's environ
+        environ = self.server.get_environ(sid, namespace=self.namespace) if self.server is not None else None
+        refusals = getattr(self.state, "refusals", None)
+        if not environ or refusals is None:
+            return
+        sess = session_of(environ["flask.app"], environ) or {}
+        refusals.note(
+            "socket_event",
+            "unknown_event",
+            who=f"{sess.get('who') or 'anonymous'}/{sess.get('sid') or '-'}",
+            addr=environ.get("REMOTE_ADDR"),
+            target=event,
+            message=f"no such event {event!r}",
+            sync=False,
+        )
 
     def on_connect(self, auth: Any = None) -> bool:
         policy = self.state.policy
-        if check_origin(policy, request.host, request.headers.get("Origin")) is not None:
+        reason = check_origin(policy, request.host, request.headers.get("Origin"))
+        if reason is not None:
             log.warning("observer: live connection refused (host/origin) from %s", request.remote_addr)
+            self._refused(reason, f"{reason} not allowed")
             return False
-        return is_logged_in()
+        if not is_logged_in() or not self._alive():
+            self._refused("login_required", "log in first")
+            return False
+        with self._lock:
+            self._login_of[str(getattr(request, "sid", ""))] = str(session.get("sid"))
+        return True
+
+    def _revoked(self, logins: set[str]) -> None:
+        """Session listener: close the live connections of revoked login sessions."""
+        with self._lock:
+            doomed = [s for s, login in self._login_of.items() if login in logins]
+        for sock in doomed:
+            try:
+                self.disconnect(sock)
+            except Exception:
+                log.exception("observer: could not close a revoked session's live connection")
+
+    def _alive(self) -> bool:
+        sessions = getattr(self.state, "sessions", None)
+        return sessions is None or bool(sessions.alive(str(session.get("sid"))))
+
+    def _refused(self, reason: str, message: str) -> None:
+        refusals = getattr(self.state, "refusals", None)
+        if refusals is not None:
+            refusals.note("socket_connect", reason, who=who(), addr=request.remote_addr, message=message, sync=False)
 
     def on_subscribe(self, data: Any) -> dict[str, Any]:
         sid = str(getattr(request, "sid", ""))
@@ -372,6 +433,10 @@ class LiveNamespace(Namespace):
             ack = {"ok": False, "error": "unknown_feed", "feed": feed}
             self.emit("ack", ack, room=sid)
             return ack
+        if feed in FEED_GRANTS and not FEED_GRANTS[feed] & set(session.get("actions") or ()):
+            ack = {"ok": False, "error": "not_permitted", "feed": feed}
+            self.emit("ack", ack, room=sid)
+            return ack
         with self._lock:
             mine = self._sid_feeds.setdefault(sid, set())
             new = feed not in mine
@@ -388,6 +453,7 @@ class LiveNamespace(Namespace):
         with self._lock:
             node = self._rooms.pop(sid, None)
             feeds = self._sid_feeds.pop(sid, set())
+            self._login_of.pop(sid, None)
         if node is not None:
             self.hub.subscribed(node, -1)
         for feed in feeds:

@@ -50,7 +50,7 @@ def measure(mode: str, kills: int) -> dict[str, Any]:
     proc, base, token = _start(mode)
     try:
         http = requests.Session()
-        http.get(f"{base}/login", params={"token": token}, timeout=10)
+        http.post(f"{base}/login", data={"token": token}, timeout=10)
         deadline = time.monotonic() + 30
         sessions_sup = None
         while sessions_sup is None and time.monotonic() < deadline:

@@ -2,14 +2,15 @@
 
 A login token file holds one token per line, optionally with its grant::
 
-    # TOKEN [role=read|operator] [actions=inspect,kill,suspend,send,chaos] [name=LABEL]
+    # TOKEN [role=read|operator] [actions=inspect,kill,suspend,send,chaos,trace] [name=LABEL]
     3kq...  role=operator actions=kill,suspend name=alice
     Zx9...  role=read name=dashboard
 
 A file with one bare token (the single-token form of ``--login-token-file``
 and ``OBSERVER_LOGIN_TOKEN``) grants the operator role with every action.
 ``role=read`` allows ``inspect`` only (and can be narrowed to nothing with
-``actions=``); ``role=operator`` allows every action unless ``actions=``
+``actions=``, or given ``trace``: message traces within limits, not
+destructive); ``role=operator`` allows every action unless ``actions=``
 lists fewer, and is the only role that may add or remove nodes.
 
 The grant is stored in the signed session cookie at login. Every request
@@ -47,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("observer.permissions")
 
-ACTIONS = ("inspect", "kill", "suspend", "send", "chaos")
+ACTIONS = ("inspect", "kill", "suspend", "send", "chaos", "trace")
 """Every action a login token can be granted."""
 DESTRUCTIVE = frozenset({"kill", "suspend", "send", "chaos"})
 """Actions that also need ``--allow-destructive-actions`` on the server."""

@@ -4,7 +4,10 @@ Everything here follows ``docs/web.md`` ("Serving and security"):
 
 * a login token (compared in constant time) is exchanged at ``/login`` for a
   signed session cookie (HttpOnly, SameSite=Strict, Secure with TLS) holding
-  a session id and a CSRF token;
+  a session id and a CSRF token; the session itself is server-side
+  (:mod:`observer.sessions`: expiry, revocation), and a token given in a URL
+  is exchanged once per server run (then only the form takes it);
+* a token file others may read is warned about (:func:`loose_permissions`);
 * every request's ``Host`` must be one the server is bound to (or an allowed
   origin's), and its ``Origin``, when sent, one of the allowed origins;
 * state-changing requests carry ``X-CSRF-Token`` equal to the session's;
@@ -20,7 +23,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +46,8 @@ __all__ = [
     "install",
     "is_logged_in",
     "login_session",
+    "loose_permissions",
+    "session_of",
 ]
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -126,17 +133,48 @@ def is_logged_in() -> bool:
     return bool(session.get("auth")) and isinstance(session.get("sid"), str)
 
 
+def loose_permissions(path: str) -> str | None:
+    """A warning if the file at ``path`` (a token file) may be read by its group or others, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (
+            f"{path} can be read by other users (mode {stat.S_IMODE(mode):04o}): "
+            f"anyone who reads it can log in or attach; chmod 600 {path}"
+        )
+    return None
+
+
+def session_of(app: Flask, environ: dict[str, Any]) -> dict[str, Any] | None:
+    """The logged-in session carried by a raw WSGI request's cookie, or None
+    (no cookie, a bad signature, not logged in, or a server-side session that
+    expired or was revoked). Used before Flask's request handling starts."""
+    try:
+        sess = app.session_interface.open_session(app, app.request_class(environ))
+    except Exception:
+        return None
+    if sess is None or not sess.get("auth") or not isinstance(sess.get("sid"), str):
+        return None
+    sessions = getattr(app.extensions.get("observer"), "sessions", None)
+    if sessions is not None and not sessions.alive(sess["sid"]):
+        return None
+    return dict(sess)
+
+
 def current_user() -> str:
     """The token's label and the session id (the audit log's "who")."""
     return who()
 
 
-def login_session(grant: Grant | None = None) -> None:
-    """Start a fresh authenticated session (new id and CSRF token) with ``grant``'s role and actions."""
+def login_session(grant: Grant | None = None, *, sid: str | None = None) -> None:
+    """Start a fresh authenticated session (new id and CSRF token) with ``grant``'s role and actions;
+    ``sid``: its server-side session (:mod:`observer.sessions`)."""
     grant = grant or Grant("-", name="operator")
     session.clear()
     session["auth"] = True
-    session["sid"] = secrets.token_hex(8)
+    session["sid"] = sid or secrets.token_hex(8)
     session["csrf"] = secrets.token_urlsafe(24)
     session["role"] = grant.role
     session["actions"] = sorted(grant.actions)
@@ -158,6 +196,8 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             return error_response(403, reason, f"{reason} not allowed")
         if request.endpoint in _OPEN_ENDPOINTS or request.path.startswith("/socket.io"):
             return None  # the Socket.IO connect handler checks the session itself
+        if is_logged_in() and not _session_alive():
+            session.clear()  # expired or revoked server-side: the cookie is worth nothing
         if not is_logged_in():
             if request.path.startswith("/api/"):
                 return error_response(401, "login_required", "log in first (GET /login?token=...)")
@@ -174,6 +214,7 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
                     who(),
                     CSRF_HEADER,
                 )
+                _note_refusal("csrf", f"{request.method} {request.path[:200]}", "missing or wrong CSRF header")
                 return error_response(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
         return None
 
@@ -197,7 +238,21 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
             log.warning("observer: wrong login token from %s", request.remote_addr)
             _audit_wrong_login()
             return _login_form(app, "wrong token"), 403
-        login_session(grant)
+        sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+        if request.method == "GET" and sessions is not None and not sessions.claim_link(grant.token):
+            # the token in a URL (printed, in a browser's history, in a proxy's log) works once
+            log.warning("observer: a used login link again from %s", request.remote_addr)
+            refusals = getattr(current_app.extensions.get("observer"), "refusals", None)
+            if refusals is not None:
+                msg = "login link used again"
+                refusals.note("login", "link_used", who=grant.name, addr=request.remote_addr, message=msg)
+            return _login_form(app, "this login link was already used: paste the token into the form"), 403
+        sid = None
+        if sessions is not None:
+            sid = sessions.start(
+                grant.token, grant.name, grant.role, addr=request.remote_addr, agent=request.headers.get("User-Agent")
+            )
+        login_session(grant, sid=sid)
         nxt = request.values.get("next") or "/"
         if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:  # no open redirect
             nxt = "/"
@@ -205,6 +260,9 @@ def install(app: Flask, policy: SecurityPolicy) -> None:
 
     @app.route("/logout", methods=["POST"])
     def logout() -> Any:
+        sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+        if sessions is not None and isinstance(session.get("sid"), str):
+            sessions.revoke(session["sid"], by=who())  # a copy of the cookie is worth nothing now
         session.clear()
         return jsonify({"ok": True})
 
@@ -213,11 +271,27 @@ def _audit_wrong_login() -> None:
     state = current_app.extensions.get("observer")
     if state is None:
         return
+    refusals = getattr(state, "refusals", None)
+    if refusals is not None:
+        refusals.note("login", "wrong_token", who="anonymous", addr=request.remote_addr, message="wrong login token")
+        return
     try:
         aid = state.store.audit("anonymous", request.remote_addr, "login", None, {})
         state.store.audit_result(aid, {"error": "wrong_token", "message": "wrong login token"}, ok=False)
     except Exception as exc:
         log.error("observer: could not audit a wrong login token: %s", exc)
+
+
+def _session_alive() -> bool:
+    sessions = getattr(current_app.extensions.get("observer"), "sessions", None)
+    return sessions is None or bool(sessions.alive(session.get("sid")))
+
+
+def _note_refusal(action: str, target: str, message: str) -> None:
+    """A refusal of this request, to the coalescing refusal log (:mod:`observer.refusals`)."""
+    refusals = getattr(current_app.extensions.get("observer"), "refusals", None)
+    if refusals is not None:
+        refusals.note(action, action, who=who(), addr=request.remote_addr, target=target, message=message)
 
 
 _LOGIN = """<!doctype html>

@@ -34,11 +34,20 @@ from flask import Flask
 from flask_socketio import SocketIO
 from gunicorn.app.base import BaseApplication
 
+from .gate import SocketGate
+
 __all__ = ["ObserverGunicorn", "bind_socket", "eventlet_available", "gunicorn_has_eventlet", "serve"]
 
 log = logging.getLogger("observer.serve")
 
 Factory = Callable[[], tuple[Flask, SocketIO]]
+
+DEFAULT_THREADS = 320
+"""gthread worker threads: a WebSocket holds one for its life (``bench flood``: 300 live browsers)."""
+RESERVED_THREADS = 16
+"""With the gthread worker: threads never given to a WebSocket (pages and the API keep them)."""
+GEVENT_CONNECTIONS = 4000
+"""With the gevent worker: simultaneous connections (greenlets) at most."""
 
 
 def eventlet_available() -> bool:
@@ -87,7 +96,11 @@ class ObserverGunicorn(BaseApplication):
 
     def load(self) -> Any:
         app, _socketio = self._factory()
-        return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware
+        gate = app.wsgi_app
+        if isinstance(gate, SocketGate) and self._options.get("worker_class") == "gthread":
+            # a thread per WebSocket: keep RESERVED_THREADS for pages and the API
+            gate.max_live = max(1, int(self._options["threads"]) - RESERVED_THREADS)
+        return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware (and our gate)
 
 
 def serve(
@@ -95,7 +108,7 @@ def serve(
     sock: socket.socket,
     *,
     async_mode: str = "threading",
-    threads: int = 64,
+    threads: int = DEFAULT_THREADS,
     on_exit: Callable[[], None] | None = None,
     log_level: str = "warning",
     tls_cert: str | None = None,
@@ -106,11 +119,15 @@ def serve(
     if async_mode == "eventlet" and not gunicorn_has_eventlet():
         _serve_eventlet(factory, sock, on_exit)
         return
+    if async_mode == "gevent" and importlib.util.find_spec("gevent") is None:
+        raise RuntimeError("--async-mode gevent needs gevent: pip install 'observer[gevent]'")
+    worker: Any = _gevent_worker() if async_mode == "gevent" else {"eventlet": "eventlet"}.get(async_mode, "gthread")
     options = {
         "bind": [f"fd://{sock.fileno()}"],
         "workers": 1,
-        "worker_class": "eventlet" if async_mode == "eventlet" else "gthread",
+        "worker_class": worker,
         "threads": threads,
+        "worker_connections": GEVENT_CONNECTIONS,
         "timeout": 0 if async_mode == "threading" else 30,
         "graceful_timeout": 5,
         "keepalive": 5,
@@ -123,6 +140,27 @@ def serve(
     if tls_cert:
         options.update({"certfile": tls_cert, "keyfile": tls_key})
     ObserverGunicorn(factory, options, on_exit).run()
+
+
+def _gevent_worker() -> Any:
+    """gunicorn's gevent worker, patching everything but threads: the attach loop
+    (asyncio) and the store's writer stay real threads; only connections are greenlets."""
+    if importlib.util.find_spec("gevent") is None:
+        return None
+    from gevent import monkey
+    from gevent import socket as green_socket
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class ObserverGeventWorker(GeventWorker):
+        def patch(self) -> None:
+            monkey.patch_all(thread=False, queue=False, select=False, Event=False)
+            sockets: list[Any] = []
+            listeners: list[Any] = getattr(self, "sockets", [])
+            for s in listeners:
+                sockets.append(green_socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach()))
+            self.sockets = sockets
+
+    return ObserverGeventWorker
 
 
 def _serve_eventlet(factory: Factory, sock: socket.socket, on_exit: Callable[[], None] | None) -> None:

@@ -42,10 +42,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .db import SCHEMA_VERSION, AuditError, Database, SQLiteBackend, StoreError
+from .db import SCHEMA_VERSION, AuditError, Backend, Database, SQLiteBackend, StoreError
 from .db import crashes as crash_db
 from .db import history as history_db
+from .db.postgresql import PostgresBackend, is_postgres_url
 from .model import State, build_tree, checkpoint, history_state, proc_table, reduce, replay, restore
+from .redaction import redact_args
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError"]
 
@@ -104,7 +106,11 @@ class HistoryStore:
         store_traces: bool = True,
         db: Database | None = None,
     ) -> None:
-        self.path = str(path)
+        backend: Backend = (
+            PostgresBackend(str(path)) if is_postgres_url(str(path)) else SQLiteBackend(str(path), max_bytes=max_bytes)
+        )
+        self.path = backend.describe()
+        """Where the history is: the SQLite file, or the PostgreSQL database (without its password)."""
         self.checkpoint_events = checkpoint_events
         self.checkpoint_interval = checkpoint_interval
         self.require_audit = require_audit
@@ -116,7 +122,7 @@ class HistoryStore:
             db
             if db is not None
             else Database(
-                SQLiteBackend(self.path, max_bytes=max_bytes),
+                backend,
                 batch_interval=batch_interval,
                 batch_rows=batch_rows,
                 max_pending=max_pending,
@@ -190,6 +196,7 @@ class HistoryStore:
         Blocks until the row is committed. Raises :class:`AuditError` if it
         cannot be (with ``require_audit=False``: logs and returns -1)."""
         now = time.time()
+        args = redact_args(args)  # the agent's rules: what the mailbox view masks, the audit log masks too
         audit_log.info("audit: %s from %s: %s %s on %s %s", who, from_addr, action, target, node, _brief_json(args))
         row = (now, who, from_addr, node, action, target, json.dumps(args or {}, default=str))
         sql = self.db.dialect(history_db.AUDIT_SQL)

@@ -67,6 +67,16 @@ def test_dockerfiles_copy_what_exists_and_the_compose_file_is_complete() -> None
             assert "TOKEN" not in k or (k.endswith("_FILE") and v.startswith("/run/secrets/")), k
 
 
+def test_the_images_install_the_built_wheel_not_a_checkout() -> None:
+    for name in ("observer.Dockerfile", "demo.Dockerfile"):
+        text = (DOCKER / name).read_text()
+        assert re.search(r"^RUN pip wheel .*--no-deps --wheel-dir /dist \.$", text, re.M), name
+        assert re.search(r"^RUN .*pip install --no-cache-dir .*/dist/\*\.whl", text, re.M), name
+        assert " -e " not in text and "PYTHONPATH" not in text, name
+        final = text[text.rindex("\nFROM ") :]  # the image that runs: the wheel only, no sources
+        assert not re.search(r"^COPY (?!--from=wheel /dist)", final, re.M), name
+
+
 def _container_argv(argv: list[str], mapping: dict[str, str]) -> list[str]:
     out = []
     for a in argv:
@@ -110,7 +120,7 @@ def test_the_compose_entrypoints_run_an_observer_with_three_dialling_nodes(tmp_p
         for name in ("node-1", "node-2", "node-3"):
             svc = services[name]
             node_argv = _container_argv(_entrypoint(_dockerfile(svc)) + [str(a) for a in svc.get("command", [])], {})
-            assert node_argv[:3] == ["python", "-m", "examples.cluster_node"]
+            assert node_argv[:3] == ["python", "-m", "observer.demo.node"]
             env = {k: _container_argv([v], mapping)[0] for k, v in env_map(svc["environment"]).items()}
             p = subprocess.Popen(
                 [sys.executable, *node_argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -96,8 +96,6 @@ KNOWN_LATE_IMPORTS = {
     "agent/__init__.py: from ._agent import Agent",
     "agent/__init__.py: from ._dial import Dialer, dial_ssl_context",
     "agent/_agent.py: from ._dump import Dumper",
-    "agent/_crash.py: from ._commands import CommandError, _int_arg, _target",
-    "agent/_crash.py: from ._commands import CommandError",
 }
 
 

@@ -31,6 +31,8 @@ class BudgetLedger:
         self.model = model
         self._spent: dict[str, deque[float]] = {}
         self._held: dict[str, dict[str, int]] = {}
+        self._held_by_pid: dict[str, list[tuple[str, str]]] = {}
+        """``(supervisor, key)`` of every entry a kill of the pid holds: spent or released at once."""
 
     def info(self, sup: str) -> dict[str, Any] | None:
         """The supervisor's budget as the stream last reported it, with its name (None: unknown)."""
@@ -106,6 +108,7 @@ class BudgetLedger:
             # keyed by the pid whose restart spends it (the target, for its own supervisor)
             key = pid if sup == own_sup else f"{pid}@{sup}"
             self._held.setdefault(sup, {})[key] = n
+            self._held_by_pid.setdefault(pid, []).append((sup, key))
 
     def restarted(self, sup: str, old: str, t: float) -> bool:
         """A restart of ``old`` by ``sup`` at ``t``; True if one of our kills explains it."""
@@ -121,12 +124,12 @@ class BudgetLedger:
 
     def spend(self, pid: str, t: float) -> None:
         """The kill of ``pid`` is over: what it still holds becomes spent at ``t``."""
-        for sup, entries in self._held.items():
-            for key in [x for x in entries if x == pid or x.startswith(f"{pid}@")]:
-                self._spent.setdefault(sup, deque()).extend([t] * entries.pop(key))
+        for sup, key in self._held_by_pid.pop(pid, ()):
+            n = self._held.get(sup, {}).pop(key, None)
+            if n:
+                self._spent.setdefault(sup, deque()).extend([t] * n)
 
     def release(self, pid: str) -> None:
         """The kill of ``pid`` was never carried out: it costs nothing."""
-        for entries in self._held.values():
-            for key in [x for x in entries if x == pid or x.startswith(f"{pid}@")]:
-                entries.pop(key, None)
+        for sup, key in self._held_by_pid.pop(pid, ()):
+            self._held.get(sup, {}).pop(key, None)

@@ -36,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import random
 import secrets
 import time
@@ -51,7 +52,7 @@ from .budget import BudgetLedger
 from .experiment import Experiment, KillSpec
 from .hypothesis import Baseline, PathKey, baseline, check, path_of, resolve
 from .journal import Journal
-from .targets import candidates
+from .targets import CandidatePool
 from .tracking import KillTracker, _Kill
 
 __all__ = ["Engine", "ProgressHook"]
@@ -107,6 +108,7 @@ class Engine(KillTracker):
         self._base: Baseline | None = None
         self._last_during: dict[str, tuple[str, bool, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: CandidatePool | None = None
         self._launched = 0
         self._rng = random.Random()
         probe = next((p for p in experiment.probes if p.func == "recovery_ms"), None)
@@ -302,11 +304,15 @@ class Engine(KillTracker):
         next_at = start
         seq_i = 0
         self._launched = 0
-        cands: list[str] = []
-        cands_at = -1.0
+        pool = self._pool = CandidatePool(self.model, spec)
+        pool_at = -1.0
         while not self._stop:
             now = loop.time()
             if spec.duration_s is not None and now - start >= spec.duration_s:
+                step = spec.interval_ms / 1000.0
+                end = start + spec.duration_s
+                if spec.policy != "sequence" and step > 0:  # behind at the end: the slots still owed
+                    self._late(spec, math.ceil((end - next_at) / step - 1e-6))  # (not a rounding error's)
                 break
             if spec.kills is not None and self._launched >= spec.kills:
                 break
@@ -333,14 +339,13 @@ class Engine(KillTracker):
                         continue
                     tries = [target]
                 else:
-                    cands = [c for c in cands if c not in self._down]
-                    age = loop.time() - cands_at
-                    if age > 0.05 or (not cands and age > 0.005):  # restarted victims come back
-                        cands, cands_at = candidates(self.model, spec, self._down), loop.time()
-                    if not cands:
+                    if pool.stale or (not len(pool) and loop.time() - pool_at > 0.05):  # victims come back
+                        pool.refresh(self._down)
+                        pool_at = loop.time()
+                    if not len(pool):
                         self._skip("no_candidate")
                         continue
-                    tries = self._rng.sample(cands, min(TRIES, len(cands)))
+                    tries = pool.sample(self._rng, TRIES)
                 await sem.acquire()
                 if self._stop:
                     sem.release()
@@ -350,7 +355,23 @@ class Engine(KillTracker):
             step = spec.interval_ms / 1000.0
             if spec.jitter_ms:
                 step += self._rng.uniform(-spec.jitter_ms, spec.jitter_ms) / 1000.0
-            next_at = max(next_at + max(step, 0.0), loop.time() - 1.0)  # never a backlog over 1 s
+            next_at += max(step, 0.0)
+            floor = loop.time() - 1.0  # never a backlog over 1 s: attempts further behind are dropped
+            if next_at < floor:
+                if step > 0:  # whole slots: the schedule stays on its grid, every slot is made or counted
+                    lost = math.ceil((floor - next_at) / step)
+                    self._late(spec, lost)
+                    next_at += lost * step
+                else:
+                    next_at = floor
+
+    def _late(self, spec: KillSpec, slots: int) -> None:
+        """``slots`` times the schedule owed were never reached: the engine fell behind."""
+        n = slots * (spec.burst_size if spec.policy == "burst" else 1)
+        if n > 0:
+            with self.journal.lock:
+                self.journal.attempted += n
+                self.journal.skipped["late"] = self.journal.skipped.get("late", 0) + n
 
     def _skip(self, why: str) -> None:
         with self.journal.lock:
@@ -396,7 +417,7 @@ class Engine(KillTracker):
             return False
         if r.get("child_id") is not None:
             with self.model.locked() as g:
-                path: PathKey | None = path_of(dict(g.nodes(data=True)), pid)[0]
+                path: PathKey | None = path_of(g.nodes, pid)[0]
         else:
             path = None
         now = time.time()
@@ -424,6 +445,9 @@ class Engine(KillTracker):
         if dies:
             self._pending[pid] = k
             self._down.update(down)
+            if self._pool is not None:
+                for p in down:
+                    self._pool.discard(p)
             self.ledger.hold(pid, r.get("supervisor"), units)
             for sup in units:
                 self._budget_note(sup, kill=True, used=used_after.get(sup))
@@ -460,6 +484,7 @@ class Engine(KillTracker):
             k.deadline = k.sent + self._track_ms / 1000.0 + GRACE_S
             try:
                 await self.att.acommand("kill", pid=rec["pid"], reason=rec["reason"], timeout=10.0)
+                rec["ack_ms"] = round((time.time() - k.sent) * 1000.0, 3)
             except AgentError as exc:
                 self._failed(k, exc.code, exc.message)
                 return
@@ -481,6 +506,8 @@ class Engine(KillTracker):
         self._pending.pop(rec["pid"], None)
         self._down.discard(rec["pid"])
         self.ledger.release(rec["pid"])
+        if self._pool is not None:
+            self._pool.consider(rec["pid"])  # not killed: a candidate again if it still qualifies
         self._emit("kill", dict(rec))
 
     # -- rollbacks -----------------------------------------------------------------------------------------

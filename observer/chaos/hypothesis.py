@@ -24,6 +24,7 @@ Threading rules
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,9 @@ def child_paths(model: NodeModel, root: str | None = None) -> dict[PathKey, str]
     return out
 
 
-def path_of(recs: dict[str, dict[str, Any]], pid: str) -> tuple[PathKey, list[str]]:
-    """The child-id path of ``pid`` and the pids along it (``pid`` first)."""
+def path_of(recs: Mapping[str, Mapping[str, Any]], pid: str) -> tuple[PathKey, list[str]]:
+    """The child-id path of ``pid`` and the pids along it (``pid`` first). ``recs``: records by
+    pid (a dict, or the model's ``graph.nodes`` under its lock: no copy for one path)."""
     path: list[str] = []
     chain: list[str] = []
     cur: str | None = pid

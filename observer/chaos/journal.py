@@ -6,8 +6,10 @@ A journal (``Journal.to_dict()``) is one JSON object::
      "status": "running" | "completed" | "deviated" | "aborted" | "failed",
      "hypothesis_held": bool | null, "started", "ended", "aborted_at", "abort_reason", "error",
      "kills": [{"n", "pid", "name", "label", "kind", "supervisor", "child_id", "action", "reason",
-                "time", "status", "new_pid", "recovery_ms", "restarted": [...], "error"}],
-     "skipped": {"would_exceed_budget": n, "budget_unknown": n, "no_candidate": n, "gone": n},
+                "time", "status", "new_pid", "recovery_ms", "ack_ms" (the command's round trip),
+                "restarted": [...], "error"}],
+     "skipped": {"would_exceed_budget": n, "budget_unknown": n, "no_candidate": n, "gone": n,
+                 "late": n},
      "checks": [{"probe", "func", "phase", "ok", "value", "tolerance", "time", "evidence"}],
      "deviations": [{"probe", "phase", "time", "message", "evidence"}],
      "budgets": {sup_pid: {"name", "strategy", "intensity", "period", "kills", "peak_used", "gave_up"}},
@@ -74,7 +76,13 @@ class Journal:
         self.error: str | None = None
         self.kills: list[dict[str, Any]] = []
         self.attempted = 0
-        self.skipped: dict[str, int] = {"would_exceed_budget": 0, "budget_unknown": 0, "no_candidate": 0, "gone": 0}
+        self.skipped: dict[str, int] = {
+            "would_exceed_budget": 0,
+            "budget_unknown": 0,
+            "no_candidate": 0,
+            "gone": 0,
+            "late": 0,
+        }
         self.checks: list[dict[str, Any]] = []
         self.deviations: list[dict[str, Any]] = []
         self.budgets: dict[str, dict[str, Any]] = {}

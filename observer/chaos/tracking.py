@@ -27,6 +27,7 @@ from .budget import BudgetLedger
 from .experiment import Experiment
 from .hypothesis import PathKey, child_paths
 from .journal import Journal
+from .targets import CandidatePool
 
 __all__ = ["KillTracker"]
 
@@ -55,6 +56,7 @@ class KillTracker:
     _gone_ok: set[PathKey]
     _slow: list[dict[str, Any]]
     _tasks: set[asyncio.Task[None]]
+    _pool: CandidatePool | None
     _recovery_limit: float | None
     _track_ms: float
 
@@ -79,6 +81,8 @@ class KillTracker:
                 if k is not None:
                     k.rec["exit_reason"] = (c.data or {}).get("reason")
                     k.rec["exited"] = True
+        if self._pool is not None:
+            self._pool.on_changes(changes, self._down)
 
     def _on_restart(self, c: Change) -> None:
         d = c.data or {}

@@ -4,6 +4,9 @@ Secrets never come from the command line (``ps`` shows it to everyone):
 
 * node tokens (the observer's tokens for reaching agents): ``--node-token-file``,
   ``OBSERVER_NODE_TOKEN_FILE`` or ``OBSERVER_NODE_TOKEN`` (:func:`read_node_tokens`);
+* the scrape token of ``/metrics``: ``--metrics-token-file``,
+  ``OBSERVER_METRICS_TOKEN_FILE`` or ``OBSERVER_METRICS_TOKEN`` (no token: no
+  ``/metrics`` on the UI's port);
 * login tokens (for the browser): ``--login-token-file``,
   ``OBSERVER_LOGIN_TOKEN_FILE`` or ``OBSERVER_LOGIN_TOKEN``, generated
   otherwise and printed in the URL (:func:`login_tokens`).
@@ -31,8 +34,9 @@ from typing import Any
 import click
 
 from ..app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
+from ..attach import parse_address
 from ..permissions import Grant, parse_login_tokens
-from ..security import is_loopback
+from ..security import is_loopback, loose_permissions
 from ..serve import bind_socket, serve
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "http_options",
     "login_tokens",
     "make_config",
+    "metrics_token",
     "no_node_token",
     "on_forced_exit",
     "raise_exit",
@@ -75,7 +80,13 @@ FILE = click.Path(exists=True, dir_okay=False)
 _HTTP = [
     click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port"),
     click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (loopback by default)"),
-    click.option("--db", type=click.Path(dir_okay=False), default=None, help="SQLite history (default: temporary)"),
+    click.option(
+        "--db",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="history: a SQLite file, or postgresql://USER@HOST:PORT/DB shared by several servers (password: "
+        "PGPASSWORD or ~/.pgpass); default: a temporary SQLite file",
+    ),
     click.option(
         "--allowed-origin", "allowed_origins", multiple=True, help="extra allowed Origin (scheme://host:port)"
     ),
@@ -91,6 +102,10 @@ _SERVER = [
     *_HTTP,
     click.option("--allow-destructive-actions", is_flag=True, help="enable kill/suspend/resume/send (audited)"),
     click.option("--async-mode", type=click.Choice(ASYNC_MODES), default="threading", show_default=True),
+    click.option(
+        "--metrics-token-file", type=FILE, default=None, help="serve /metrics to this bearer token (docs/metrics.md)"
+    ),
+    click.option("--metrics-listen", default=None, help="HOST:PORT of a separate server for /metrics"),
 ]
 """Options of the commands that observe live agents (``demo``, ``serve``)."""
 
@@ -112,7 +127,10 @@ def server_options(fn: Any) -> Any:
 
 
 def read_secret(path: str) -> str:
-    """A file's text, stripped; a usage error if it is empty."""
+    """A file's text, stripped; a usage error if it is empty; a warning if others may read it."""
+    loose = loose_permissions(path)
+    if loose is not None:
+        click.echo(f"observer: warning: {loose}", err=True)
     text = Path(path).read_text(encoding="utf-8").strip()
     if not text:
         raise click.UsageError(f"{path} is empty")
@@ -200,6 +218,11 @@ def bind(opts: dict[str, Any]) -> Any:
 def make_config(opts: dict[str, Any], sock: Any, attach: tuple[AttachSpec, ...] = ()) -> ObserverConfig:
     """The app's config from the options of :func:`http_options` / :func:`server_options`."""
     login_token, grants = login_tokens(opts["login_token_file"])
+    if opts.get("metrics_listen"):
+        try:
+            parse_address(opts["metrics_listen"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics-listen") from None
     return ObserverConfig(
         tls=bool(opts["tls_cert"]),
         tls_cert=opts["tls_cert"],
@@ -213,7 +236,17 @@ def make_config(opts: dict[str, Any], sock: Any, attach: tuple[AttachSpec, ...] 
         async_mode=opts.get("async_mode", "threading"),
         db=opts["db"],
         attach=attach,
+        metrics_token=metrics_token(opts.get("metrics_token_file")),
+        metrics_listen=opts.get("metrics_listen"),
     )
+
+
+def metrics_token(path: str | None) -> str | None:
+    """The scrape token: ``--metrics-token-file``, ``OBSERVER_METRICS_TOKEN_FILE`` or ``OBSERVER_METRICS_TOKEN``."""
+    path = path or os.environ.get("OBSERVER_METRICS_TOKEN_FILE") or None
+    if path:
+        return read_secret(path)
+    return os.environ.get("OBSERVER_METRICS_TOKEN") or None
 
 
 def run(

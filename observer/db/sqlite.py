@@ -9,7 +9,10 @@ Migrations (:data:`MIGRATIONS`, numbered; the version is kept in the table
 3. crashes stored once: ``crashes`` gains the report and its signature,
    ``crash_reports`` rows are carried over into it (merged with the row of
    the same exit where there is one) and dropped, ``crash_groups`` is rebuilt
-   from ``crashes``.
+   from ``crashes``;
+4. message traces: ``traces`` (one row per trace: its spec, counts, end) and
+   ``trace_messages`` (its arrows), see :mod:`observer.db.traces`;
+5. ``login_sessions``: the server-side login sessions (:mod:`observer.db.sessions`).
 """
 
 from __future__ import annotations
@@ -131,12 +134,40 @@ CREATE INDEX IF NOT EXISTS chaos_experiments_started ON chaos_experiments (start
 """
 
 
+_V4 = """
+CREATE TABLE IF NOT EXISTS traces (
+    id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    end_reason TEXT,
+    who TEXT,
+    spec TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    stored INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS traces_node_started ON traces (node, started);
+CREATE TABLE IF NOT EXISTS trace_messages (
+    trace TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    time REAL NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_messages_trace ON trace_messages (trace, n)
+"""
+
+
 def _v1(conn: Connection) -> None:
     _script(conn, _V1)
 
 
 def _v2(conn: Connection) -> None:
     _script(conn, _V2)
+
+
+def _v4(conn: Connection) -> None:
+    _script(conn, _V4)
 
 
 def _v3(conn: Connection) -> None:
@@ -208,10 +239,26 @@ def _v3(conn: Connection) -> None:
     )
 
 
+def _v5(conn: Connection) -> None:
+    _script(
+        conn,
+        """
+        CREATE TABLE login_sessions (
+            id TEXT PRIMARY KEY, token TEXT NOT NULL, who TEXT NOT NULL, role TEXT NOT NULL,
+            created REAL NOT NULL, last_seen REAL NOT NULL, expires REAL NOT NULL,
+            revoked REAL, revoked_by TEXT, from_addr TEXT, agent TEXT
+        );
+        CREATE INDEX login_sessions_token ON login_sessions (token)
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, crashes, audit, checkpoints, crash reports", _v1),
     Migration(2, "chaos experiments", _v2),
     Migration(3, "crashes stored once: crash_reports merged into crashes", _v3),
+    Migration(4, "message traces", _v4),
+    Migration(5, "server-side login sessions", _v5),
 )
 """The SQLite schema, from an empty file."""
 

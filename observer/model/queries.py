@@ -212,6 +212,10 @@ def summary(state: State, name: str, agg: tuple[dict[str, int], dict[str, int], 
         "agent_events_dropped": r.stats.get("events_dropped"),
         "last_error": state.last_error,
         "gave_up": list(state.gave_up)[-10:],
+        # an asyncio node's own figures (docs/asyncio.md); None for an actors node
+        "tasks": r.stats.get("tasks"),
+        "tasks_created_per_s": r.stats.get("tasks_created_per_s"),
+        "tasks_finished_per_s": r.stats.get("tasks_finished_per_s"),
     }
 
 

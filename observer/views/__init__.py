@@ -8,6 +8,9 @@
 ``audit``          the audit log and its exports
 ``chaos``          chaos experiments
 ``cluster``        every node's health; nodes added and removed at run time
+``trace``          message traces: start, live sequence chart, replay, export
+``sessions``       login sessions: the list, logging out one or every one of a token
+``apidoc``         ``/api/openapi.json``, generated from these routes
 =================  ==========================================================
 
 Errors are raised as the typed exceptions of :mod:`observer.errors` and
@@ -21,7 +24,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .. import errors
-from . import audit, chaos, cluster, crashes, history, nodes, pages
+from . import apidoc, audit, chaos, cluster, crashes, history, nodes, pages, sessions, trace
 
 __all__ = ["BLUEPRINTS", "register"]
 
@@ -33,6 +36,9 @@ BLUEPRINTS = (
     audit.blueprint,
     chaos.blueprint,
     cluster.blueprint,
+    trace.blueprint,
+    sessions.blueprint,
+    apidoc.blueprint,
 )
 
 

@@ -71,7 +71,7 @@ def audit_export() -> Any:
     rows = state().store.audits(limit=limit, node=arg_str("node"))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     if fmt == "csv":
-        text, mimetype = to_csv(rows), "text/csv; charset=utf-8"
+        text, mimetype = to_csv(rows), "text/csv"  # Flask adds "; charset=utf-8"
     else:
         text, mimetype = json.dumps({"audit": rows}, default=str, indent=1), "application/json"
     resp = Response(text, mimetype=mimetype)

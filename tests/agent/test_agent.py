@@ -148,17 +148,22 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 async def test_no_token_and_replayed_handshake_are_refused(host: Host) -> None:
     # no mac at all
     reader, writer, hello = await _raw(host)
-    writer.write(P.encode_frame({"t": "auth", "version": 1, "nonce": "a" * 32, "role": "operator"}))
+    writer.write(
+        P.encode_frame({"t": "auth", "version": P.VERSION, "nonce": "a" * 32, "observer": "o", "role": "operator"})
+    )
     assert (await _read_frame(reader))["code"] == P.E_AUTH_FAILED
     writer.close()
     # a valid auth for one connection, replayed on another
     reader, writer, hello = await _raw(host)
     good = {
         "t": "auth",
-        "version": 1,
+        "version": P.VERSION,
         "nonce": "b" * 32,
+        "observer": "o",
         "role": "operator",
-        "mac": P.client_mac(OP_TOKEN.encode(), hello["nonce"], "b" * 32, "operator"),
+        "mac": P.client_mac(
+            OP_TOKEN.encode(), hello["nonce"], "b" * 32, "operator", agent_id=hello["agent"], observer_id="o"
+        ),
     }
     writer.write(P.encode_frame(good))
     assert (await _read_frame(reader))["t"] == "welcome"
@@ -419,10 +424,13 @@ async def test_stalled_observer_gets_gap_then_snapshot_and_memory_stays_bounded(
             P.encode_frame(
                 {
                     "t": "auth",
-                    "version": 1,
+                    "version": P.VERSION,
+                    "observer": "o",
                     "nonce": nonce,
                     "role": "operator",
-                    "mac": P.client_mac(OP_TOKEN.encode(), hello["nonce"], nonce, "operator"),
+                    "mac": P.client_mac(
+                        OP_TOKEN.encode(), hello["nonce"], nonce, "operator", agent_id=hello["agent"], observer_id="o"
+                    ),
                 }
             )
         )
@@ -517,10 +525,18 @@ async def test_events_never_interleave_with_snapshot_chunks(host: Host) -> None:
             P.encode_frame(
                 {
                     "t": "auth",
-                    "version": 1,
+                    "version": P.VERSION,
+                    "observer": "o",
                     "nonce": "c" * 32,
                     "role": "operator",
-                    "mac": P.client_mac(OP_TOKEN.encode(), hello["nonce"], "c" * 32, "operator"),
+                    "mac": P.client_mac(
+                        OP_TOKEN.encode(),
+                        hello["nonce"],
+                        "c" * 32,
+                        "operator",
+                        agent_id=hello["agent"],
+                        observer_id="o",
+                    ),
                 }
             )
         )

@@ -207,7 +207,8 @@ async def _agent_frames() -> list[dict[str, Any]]:
     them, from a supervisor with an infinite period whose child crashes."""
     from agent._crash import CrashLog
     from agent._encode import event_dict, process_record
-    from agent._redact import RedactionPolicy, Redactor
+    from agent._redact import Redactor
+    from agent._scrub import RedactionPolicy
 
     policy = RedactionPolicy()
     red = Redactor(policy)

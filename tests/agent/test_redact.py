@@ -1,4 +1,4 @@
-"""agent._redact: bounded, never-raising, redacting serialization."""
+"""agent._redact (agent._serialize + agent._scrub): bounded, never-raising, redacting serialization."""
 
 from __future__ import annotations
 
@@ -18,15 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors._types import Pid, Ref
-from agent._redact import (
-    Encoded,
-    RedactionPolicy,
-    Redactor,
-    encode,
-    is_secret_name,
-    name_parts,
-    redact_text,
-)
+from agent._redact import Redactor, encode
+from agent._scrub import RedactionPolicy, is_secret_name, name_parts, redact_text
+from agent._serialize import Encoded
 
 SLACK = 512  # closing markers may go a little past max_bytes
 

@@ -187,6 +187,10 @@ async def _capture() -> list[Frame]:
         await client.command("trace", pids=[str(fwd)], on=True)
         h.run(lambda: node.send(fwd, {"hello": "world"}))
         await _until(client, lambda m: m.get("ev") == "trace" and m.get("dir") == "out", "trace out")
+        # a trace session with limits: its arrows come in trace frames, the last with its end
+        await client.command("trace", id="schema", pids=[str(fwd)], max_msgs=2)
+        h.run(lambda: node.send(fwd, {"again": 1}))
+        await _until(client, lambda m: m.get("t") == "trace" and "end" in m, "a trace session's end")
         # an update, a normal exit, a crash with its report and a restart, a supervisor giving up
         late = h.spawn(_late_trapper)
         await _until(client, lambda m: m.get("ev") == "spawn" and m.get("pid") == str(late), "spawn")

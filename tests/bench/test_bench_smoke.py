@@ -29,6 +29,8 @@ KEYS = (
     "million_idle_processes_gb",
     "crash_reports_call_ratio",
     "flight_recorder_call_ratio",
+    "traced_call_ratio",
+    "untraced_call_ratio_while_tracing_others",
 )
 
 
@@ -86,7 +88,8 @@ def test_fanin_quick_run_ends_with_json_holding_its_figures() -> None:
 
 
 def test_chaos_quick_run_ends_with_json_holding_its_figures() -> None:
-    proc = _run("chaos", "--quick")
+    # the sustained part is covered at every rate by the next test: here one small rate keeps the run short
+    proc = _run("chaos", "--quick", "--groups", "50", "--rates", "10")
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("recovery_p50_ms", "recovery_p99_ms"):
@@ -95,6 +98,26 @@ def test_chaos_quick_run_ends_with_json_holding_its_figures() -> None:
             assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (key, rate, value)
     assert result["within_budget_kills"] > 0
     assert result["within_budget_give_ups"] == 0
+    assert result["sustained"]["sustained_give_ups"] == 0 and result["sustained"]["sustained_kills"] > 0
     for rate, row in result["details"].items():
         made = row["carried_out"] + row["errors"]  # an error: the victim was gone when the kill arrived
         assert row["attempted"] == made + row["skipped_budget"] + row["skipped_other"], rate
+
+
+def test_chaos_sustained_quick_run_reports_kills_at_every_rate_and_no_give_up() -> None:
+    proc = _run("chaos", "--sustained-only", "--quick", "--groups", "100")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "recovery_p99_ms" not in result  # the demo runs were left out
+    s = result["sustained"]
+    assert set(s["recovery_p99_ms"]) == {"10", "100", "1000"}
+    for rate, value in s["recovery_p99_ms"].items():
+        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (rate, value)
+    assert s["sustained_kills"] == sum(s["carried_out"].values()) > 0
+    assert s["sustained_give_ups"] == 0
+    assert s["workload"]["killable"] == 1000
+    for rate, row in s["details"].items():
+        made = row["carried_out"] + row["errors"]
+        assert row["attempted"] == made + row["skipped_budget"] + row["skipped_other"], rate
+        assert row["carried_out"] > 0, rate
+    assert set(s["targets"]) == {"sustained_kills", "sustained_give_ups", "recovery_p99_ms_100", "recovery_p99_ms_1000"}

@@ -134,9 +134,18 @@ def logged_in_page(browser: Any, server: DemoServer, *, height: int = 1000) -> A
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.js_errors = errors
-    resp = page.goto(server.login_url)
-    assert resp is not None and resp.ok, "login failed"
+    login_with_form(page, server.base, server.token)
     return page
+
+
+def login_with_form(page: Any, base: str, token: str) -> None:
+    """Log in through the login form (the token in a URL is exchanged once per server run)."""
+    resp = page.goto(f"{base}/login")
+    assert resp is not None and resp.ok, "no login form"
+    page.fill("#token", token)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/login" not in page.url, "login failed"
 
 
 @pytest.fixture

@@ -92,3 +92,11 @@ def test_cancel_a_task_from_the_inspector_is_previewed_and_audited(page: Any, sh
 
     rows = wait_for(done, timeout=10, what="the cancel's audited result")
     assert rows[0]["ok"] == 1 and rows[0]["node"] == "shop"
+
+
+def test_the_overview_shows_both_kinds_of_node(page: Any, shop_server: DemoServer) -> None:
+    page.goto(f"{shop_server.base}/")
+    page.wait_for_selector('.nodecard[data-node="shop"][data-kind="asyncio"]', timeout=30000)
+    page.wait_for_selector('.nodecard[data-node="demo"][data-kind="actors"]')
+    card = page.inner_text('.nodecard[data-node="shop"]').lower()
+    assert "asyncio" in card and "tasks" in card and "supervisors" not in card

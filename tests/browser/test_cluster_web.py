@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ROOT
+from tests.browser.conftest import ROOT, login_with_form
 from tests.observer import READ_TOKEN
 from tests.observer.nodes import NodeProcess, clean_env, read_line, stop_process
 
@@ -56,8 +56,7 @@ def _page(browser: Any, server: ClusterServer, token: str) -> Any:
     page = ctx.new_page()
     page.js_errors = []
     page.on("pageerror", lambda e: page.js_errors.append(str(e)))
-    resp = page.goto(f"{server.base}/login?token={token}")
-    assert resp is not None and resp.ok
+    login_with_form(page, server.base, token)
     return page
 
 

@@ -57,3 +57,20 @@ def test_held_kills_count_until_their_restart_and_expire_a_period_after_it() -> 
     info = ledger.info("<0.1.0>")
     assert info is not None and info["intensity"] == 2 and info["name"] == "top"
     assert ledger.check({"<0.9.0>": 1}, margin=0)[0] == "budget_unknown"
+
+
+def test_spending_one_kill_moves_only_its_own_held_units_wherever_they_are() -> None:
+    m = model_with(used=0, intensity=5)
+    ledger = BudgetLedger(m)
+    ledger.hold("<0.2.0>", "<0.1.0>", {"<0.1.0>": 1, "<0.9.0>": 2})  # its own supervisor, and one above
+    ledger.hold("<0.3.0>", "<0.1.0>", {"<0.1.0>": 1})
+    t = time.time()
+    assert ledger.used("<0.1.0>", t, 5.0) == 2 and ledger.used("<0.9.0>", t, 5.0) == 2
+    ledger.spend("<0.2.0>", t)
+    assert ledger.used("<0.1.0>", t, 5.0) == 2  # one spent, one still held
+    assert ledger.used("<0.9.0>", t, 5.0) == 2  # spent now, no longer held
+    assert ledger.used("<0.9.0>", t + 5.1, 5.0) == 0
+    ledger.release("<0.3.0>")
+    assert ledger.used("<0.1.0>", t, 5.0) == 1
+    ledger.spend("<0.3.0>", t)  # already released: nothing left to spend
+    assert ledger.used("<0.1.0>", t, 5.0) == 1

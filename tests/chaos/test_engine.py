@@ -51,7 +51,10 @@ def test_within_budget_run_on_the_demo_keeps_every_supervisor_up(demo_host: Demo
     assert s["carried_out"] >= 15  # the demo's budgets allow ~20 restarts per period
     assert s["skipped"]["would_exceed_budget"] > 0  # the budget held the rest back
     errors = [k.get("error") for k in j["kills"] if k["status"] == "error"]
-    assert s["carried_out"] + sum(s["skipped"].values()) == 300, errors[:5]
+    # a victim may end on its own (a short-lived session) between the draw and the kill: the agent
+    # says no_such_process; nothing else may go wrong
+    assert all(e.startswith("no_such_process") for e in errors), errors[:5]
+    assert s["carried_out"] + len(errors) + sum(s["skipped"].values()) == 300
     for b in j["budgets"].values():
         assert b["peak_used"] <= b["intensity"] - 1, b
     assert "supervisor" not in killed_kinds(j)

@@ -48,7 +48,7 @@ class ChaosWeb:
 
     def client(self, token: str = LOGIN) -> tuple[FlaskClient, dict[str, str]]:
         c = self.app.test_client()
-        assert c.get(f"/login?token={token}").status_code == 302
+        assert c.post("/login", data={"token": token}).status_code == 302
         return c, {"X-CSRF-Token": str(page_config(c)["csrf"]), "Origin": ORIGIN}
 
     def close(self) -> None:

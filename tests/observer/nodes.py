@@ -121,7 +121,7 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
 
 def login(http: Any, base: str, token: str) -> str:
     """Log ``http`` (a requests.Session) in; return the CSRF token of the session."""
-    r = http.get(f"{base}/login", params={"token": token}, allow_redirects=False)
+    r = http.post(f"{base}/login", data={"token": token}, allow_redirects=False)  # the form: a URL's token works once
     assert r.status_code == 302, r.text
     html = http.get(f"{base}/").text
     m = re.search(r'"csrf":\s*"([^"]+)"', html)

@@ -87,10 +87,14 @@ def test_login_token_comes_from_observer_login_token_and_the_old_name_is_flagged
     assert login_tokens(None) == ("login-from-env-123", ())
     f = tmp_path / "logins"
     f.write_text("AAAAAAAA role=read name=r\n")
+    f.chmod(0o600)
     monkeypatch.setenv("OBSERVER_LOGIN_TOKEN_FILE", str(f))
     token, grants = login_tokens(None)
     assert token == "AAAAAAAA" and grants[0].role == "read"
     assert capsys.readouterr().err == ""
+    f.chmod(0o644)  # readable by others: it still works, with a warning
+    assert login_tokens(None)[0] == "AAAAAAAA"
+    assert f"{f} can be read by other users (mode 0644)" in capsys.readouterr().err
     monkeypatch.delenv("OBSERVER_LOGIN_TOKEN_FILE")
     monkeypatch.delenv("OBSERVER_LOGIN_TOKEN")
     monkeypatch.setenv("OBSERVER_TOKEN", "old-name-token")
@@ -166,7 +170,7 @@ class Demo:
         return m
 
     def login(self) -> None:
-        resp = self.http.get(f"{self.base}/login", params={"token": self.token}, timeout=10)
+        resp = self.http.post(f"{self.base}/login", data={"token": self.token}, timeout=10)
         assert resp.status_code == 200 and resp.url == f"{self.base}/"
 
     def get(self, path: str) -> Any:

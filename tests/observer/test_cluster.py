@@ -68,7 +68,7 @@ class Cluster:
 
     def client(self, token: str = OPERATOR_LOGIN) -> FlaskClient:
         c = self.app.test_client()
-        assert c.get(f"/login?token={token}").status_code == 302
+        assert c.post("/login", data={"token": token}).status_code == 302
         return c
 
     def csrf(self, c: FlaskClient) -> dict[str, str]:
@@ -288,7 +288,8 @@ def test_login_token_file_grants() -> None:
     grants = parse_login_tokens("# ops\nAAAAAAAA role=operator actions=kill,suspend name=alice\nBBBBBBBB role=read\n")
     assert grants[0] == Grant("AAAAAAAA", "operator", frozenset({"kill", "suspend"}), "alice")
     assert grants[1].role == "read" and grants[1].actions == frozenset({"inspect"})
-    assert parse_login_tokens("CCCCCCCCCC\n")[0].actions == frozenset({"inspect", "kill", "suspend", "send", "chaos"})
+    every = frozenset({"inspect", "kill", "suspend", "send", "chaos", "trace"})
+    assert parse_login_tokens("CCCCCCCCCC\n")[0].actions == every
     for bad, msg in [
         ("AAAAAAAA role=read actions=kill", "read-only token cannot have kill"),
         ("AAAAAAAA actions=nuke", "unknown action"),

@@ -88,11 +88,21 @@ export function createApi(config) {
     // audit (observer/views/audit.py)
     audit: ({ node, limit = 200 } = {}) => get("/api/audit", { node, limit }),
     auditExportUrl: (format, node) => "/api/audit/export" + query({ format, node }),
+    // login sessions (observer/views/sessions.py)
+    sessions: () => get("/api/sessions"),
+    revokeSession: (id) => post(`/api/sessions/${enc(id)}/revoke`),
+    revokeToken: (id) => post(`/api/sessions/${enc(id)}/revoke-token`),
     // chaos (observer/views/chaos.py)
     experiments: ({ node, limit = 50 } = {}) => get("/api/chaos/experiments", { node, limit }),
     experiment: (id, killsFrom = 0) => get(x(id), { kills_from: killsFrom }),
     startExperiment: (body) => post("/api/chaos/experiments", body),
     abortExperiment: (id) => post(`${x(id)}/abort`),
     activeKills: (node, since) => get("/api/chaos/active", { node, since }),
+    // message traces (observer/views/trace.py)
+    traces: (node) => get("/api/traces", { node }),
+    trace: (id) => get(`/api/traces/${enc(id)}`),
+    startTrace: (node, body) => post(`${n(node)}/traces`, body),
+    stopTrace: (id) => post(`/api/traces/${enc(id)}/stop`),
+    traceExportUrl: (id, format) => `/api/traces/${enc(id)}/export` + query({ format }),
   };
 }

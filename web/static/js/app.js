@@ -11,11 +11,12 @@ import * as crash from "./views/crash.js";
 import * as events from "./views/events.js";
 import * as audit from "./views/audit.js";
 import * as chaos from "./views/chaos.js";
+import * as trace from "./views/trace.js";
 
 // Each view module: mount(root, ctx), update(state, delta), destroy(), and
 // optionally `feeds` (the /live feeds it follows: crashes, audit, chaos, cluster)
 // and `followsNodes = false` (no node batches wanted).
-const VIEWS = { overview, tree, processes, process: inspector, events, audit, crashes, crash, chaos };
+const VIEWS = { overview, tree, processes, process: inspector, events, audit, crashes, crash, chaos, trace };
 
 function readConfig() {
   try {

@@ -21,8 +21,61 @@ export function mount(root, context) {
     load();
   });
   document.getElementById("audit-refused").addEventListener("change", draw);
+  document.getElementById("sessions-table").addEventListener("click", onSessionClick);
   exportLinks();
   load();
+  loadSessions();
+}
+
+// -- login sessions (server-side; observer/sessions.py) --------------------------------------------
+
+let sessions = [];
+let operator = false;
+
+async function loadSessions() {
+  const count = document.getElementById("sessions-count");
+  try {
+    ({ sessions, operator } = await ctx.api.sessions());
+  } catch (err) {
+    count.textContent = "Cannot load the sessions: " + err.message;
+    return;
+  }
+  drawSessions();
+}
+
+function sessionButtons(s) {
+  if (s.status !== "live") return "";
+  const out = [];
+  if (s.current || operator) out.push(`<button type="button" data-revoke="${esc(s.id)}">${s.current ? "log out" : "end"}</button>`);
+  if (operator) out.push(`<button type="button" data-revoke-token="${esc(s.id)}" title="end every session logged in with this token">end all of this token</button>`);
+  return out.join(" ");
+}
+
+function drawSessions() {
+  const live = sessions.filter((s) => s.status === "live").length;
+  document.getElementById("sessions-count").textContent = `${live} live of ${sessions.length} recent sessions`;
+  document.querySelector("#sessions-table tbody").innerHTML = sessions
+    .map(
+      (s) => `<tr data-session="${esc(s.id)}" data-status="${esc(s.status)}"${s.current ? ' class="current"' : ""}>
+        <td>${esc(s.who)}${s.current ? " <span class=\"muted\">(you)</span>" : ""}</td><td>${esc(s.role)}</td>
+        <td class="mono">${esc(s.from_addr || "")}</td><td>${fmtDateTime(s.created)}</td><td>${fmtDateTime(s.last_seen)}</td>
+        <td>${s.status === "live" ? fmtDateTime(s.expires) : ""}</td>
+        <td>${s.status === "revoked" ? `revoked by ${esc(s.revoked_by || "")}` : esc(s.status)}</td><td>${sessionButtons(s)}</td></tr>`,
+    )
+    .join("") || `<tr><td colspan="8" class="muted">No session.</td></tr>`;
+}
+
+async function onSessionClick(ev) {
+  const btn = ev.target.closest("button");
+  if (!btn) return;
+  try {
+    if (btn.dataset.revoke) await ctx.api.revokeSession(btn.dataset.revoke);
+    else if (btn.dataset.revokeToken) await ctx.api.revokeToken(btn.dataset.revokeToken);
+  } catch (err) {
+    document.getElementById("sessions-count").textContent = "Refused: " + err.message;
+    return;
+  }
+  loadSessions();
 }
 
 function exportLinks() {
@@ -97,6 +150,7 @@ export function update(state, delta) {
     }
     apply(delta.items);
     draw();
+    if (delta.items.some((i) => i.row && String(i.row.action || "").startsWith("session_"))) loadSessions();
   } else if (delta.kind === "connection" && delta.status === "live" && loaded) {
     load(); // reconnected: rows pushed meanwhile are lost, the log is not
   }

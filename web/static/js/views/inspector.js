@@ -119,6 +119,7 @@ function draw() {
       <span class="mono">${esc(p.pid)}</span>
       <span class="pill ${statusClass(gone ? "dead" : p.status)}">${esc(gone ? "exited" : p.status)}</span>
       <span class="muted">${esc(p.kind || "")}${p.label && p.name ? " · " + esc(p.label) : ""}</span>
+      ${(ctx.config.actions || []).includes("trace") && !gone ? `<a id="act-trace" href="/nodes/${encodeURIComponent(ctx.node)}/trace?pids=${encodeURIComponent(p.name || p.pid)}">Trace messages…</a>` : ""}
     </div>
     <div class="crumbs" style="margin:6px 0 12px">${path}</div>
     <div class="insp">

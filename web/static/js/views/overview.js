@@ -89,15 +89,22 @@ function drawCards() {
       const gave = (s.gave_up || []).length
         ? `<div class="small" style="color:var(--bad)">${s.gave_up.length} supervisor give-up(s), last ${ago(s.gave_up[s.gave_up.length - 1].time)}</div>`
         : "";
-      return `<div class="panel nodecard" data-node="${esc(s.name)}">
-        <div class="title"><a href="${nodePath(s.name, "/tree")}">${esc(s.name)}</a>
-          <span class="pill ${statusClass(status)}">${esc(status)}</span></div>
-        <div class="kv">
-          ${gauge("processes", fmtInt(st.process_count ?? s.process_count))}
+      // an asyncio node (docs/asyncio.md): tasks instead of processes, no supervisors or mailboxes
+      const aio = (s.node || {}).node_kind === "asyncio";
+      const kv = aio
+        ? `${gauge("tasks", fmtInt(st.tasks ?? s.tasks ?? s.process_count))}
+          ${gauge("created / s", fmtNum(st.tasks_created_per_s ?? s.tasks_created_per_s))}
+          ${gauge("finished / s", fmtNum(st.tasks_finished_per_s ?? s.tasks_finished_per_s))}`
+        : `${gauge("processes", fmtInt(st.process_count ?? s.process_count))}
           ${gauge("supervisors", fmtInt(s.supervisor_count))}
           ${gauge("mailboxes", fmtInt(s.mailbox_total))}
           ${gauge("msgs / s", fmtNum(s.message_rate))}
-          ${gauge("restarts / s", fmtNum(s.restart_rate, 2))}
+          ${gauge("restarts / s", fmtNum(s.restart_rate, 2))}`;
+      return `<div class="panel nodecard" data-node="${esc(s.name)}" data-kind="${aio ? "asyncio" : "actors"}">
+        <div class="title"><a href="${nodePath(s.name, "/tree")}">${esc(s.name)}</a>
+          <span class="pill ${statusClass(status)}">${esc(status)}</span>${aio ? ` <span class="pill" title="a plain asyncio event loop">asyncio</span>` : ""}</div>
+        <div class="kv">
+          ${kv}
           ${gauge("loop lag", lag == null ? "–" : fmtNum(lag, 1) + " ms")}
         </div>
         ${blocked}${gave}

@@ -17,6 +17,7 @@ let pendingFlash = [];
 let budgets = new Map();
 let budgetsAt = -Infinity;
 let linksOn = false;
+let picked = null; // the pid picked in the search (the Trace… link traces it)
 let hoverTimer = null;
 let sampleTimer = null;
 let focusAfterLoad = null;
@@ -46,6 +47,13 @@ export function mount(root, context) {
     if (!linksOn) graph.clearRelations();
   });
   wireSearch();
+  // the trace page, for the process picked in the search (else the search text as a pattern)
+  document.getElementById("tree-trace").addEventListener("click", (e) => {
+    e.preventDefault();
+    const q = document.getElementById("tree-search").value.trim();
+    const sel = picked ? `?pids=${encodeURIComponent(picked)}` : q ? `?pids=${encodeURIComponent(q)}` : "";
+    location.assign(`/nodes/${encodeURIComponent(ctx.node)}/trace${sel}`);
+  });
   // /nodes/<node>/tree?path=<root>,...,<pid> (from a crash report): highlight that path
   const hl = (new URL(location.href).searchParams.get("path") || "").split(",").filter(Boolean);
   if (hl.length) focusAfterLoad = { pid: hl[hl.length - 1], path: hl };
@@ -242,6 +250,7 @@ function wireSearch() {
     if (li) pick(results[Number(li.dataset.i)]);
   });
   function pick(r) {
+    picked = r.pid;
     list.classList.add("hidden");
     const path = r.path || [r.pid];
     if (!graph.focus(r.pid, path)) {

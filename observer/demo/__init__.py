@@ -1,11 +1,18 @@
 """The demo system in its own OS process, with its agent: ``python -m observer.demo``.
 
+The package ships with the wheel: :mod:`.system` (the demo system itself, a
+service built on :mod:`actors`), :mod:`.node` (one node of a demo cluster,
+``python -m observer.demo.node``) and :mod:`.payments` (the demo system alone,
+with a status line a second). ``examples/`` in the repository re-exports them
+under their old names.
+
+
 Started by ``observer demo``. Reads its settings from the environment (never
 the command line, which other users can read): ``OBSERVER_AGENT_TOKEN`` (the
 operator token) and/or ``OBSERVER_AGENT_READ_TOKEN`` (read-only; the observer
 attaches with it when destructive actions are off), ``OBSERVER_DEMO_SEED``,
 ``OBSERVER_DEMO_SCALE``.
-Runs :func:`examples.demo_system.build` on a fresh node, starts the agent on
+Runs :func:`observer.demo.system.build` on a fresh node, starts the agent on
 127.0.0.1 (a free port) and prints one line ``agent 127.0.0.1:PORT`` on
 stdout. Stops cleanly on SIGINT/SIGTERM or when stdin closes (the parent
 observer died).
@@ -27,7 +34,8 @@ import threading
 
 import actors
 import agent
-from examples.demo_system import build
+
+from .system import build
 
 __all__ = ["AGENT_LINE", "main", "run"]
 
@@ -78,7 +86,3 @@ def main() -> int:
         return asyncio.run(run(token=token, read_token=read_token, seed=int(seed) if seed else None, scale=scale))
     except KeyboardInterrupt:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
