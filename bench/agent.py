@@ -237,18 +237,25 @@ async def _stalled(events: int) -> dict[str, Any]:
             reader, writer = await asyncio.open_connection("127.0.0.1", ag.port)
             (n,) = struct.unpack(">I", await reader.readexactly(4))
             hello = P.decode_payload(await reader.readexactly(n))
-            nonce = "d" * 32
-            writer.write(
-                P.encode_frame(
-                    {
-                        "t": "auth",
-                        "version": 1,
-                        "nonce": nonce,
-                        "role": "operator",
-                        "mac": P.client_mac(TOKEN.encode(), hello["nonce"], nonce, "operator"),
-                    }
-                )
+            nonce, observer_id = "d" * 32, "stalled-bench-observer"
+            mac = P.client_mac(
+                TOKEN.encode(),
+                hello["nonce"],
+                nonce,
+                "operator",
+                agent_id=str(hello["agent"]),
+                observer_id=observer_id,
+                channel=P.channel_binding(None),
             )
+            auth: P.AuthMsg = {
+                "t": "auth",
+                "version": P.VERSION,
+                "nonce": nonce,
+                "observer": observer_id,
+                "role": "operator",
+                "mac": mac,
+            }
+            writer.write(P.encode_frame(auth))
             await writer.drain()
             await asyncio.sleep(0.2)
             gc.collect()
@@ -270,6 +277,8 @@ async def _stalled(events: int) -> dict[str, Any]:
             held = _agent_bytes(tracemalloc.take_snapshot()) - base
             tracemalloc.stop()
             s = ag.sessions[0] if ag.sessions else None
+            if s is None or not s.ready:
+                raise RuntimeError("the stalled observer was not attached: the figure would measure nothing")
             info = {
                 "held_bytes": max(held, peak),
                 "held_at_end": held,
