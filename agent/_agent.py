@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from typing import Any, cast
 
 import actors
 
+from . import _host_drain
 from . import protocol as P
 from ._aio_source import AsyncioSource
 from ._clock import Clock
@@ -70,6 +72,7 @@ class Agent(Sampling, Clock):
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
         handoff_timeout: float = 0.004,
+        host_drain: bool = True,
         dump_dir: str | None = None,
         dump_gzip: bool = False,
     ) -> None:
@@ -138,6 +141,12 @@ class Agent(Sampling, Clock):
             host_loop=target.loop,
             handoff_timeout=handoff_timeout,
         )
+        self.work_lock = threading.Lock()
+        """Held by the agent's thread except while its loop waits in ``select``
+        (agent/_host_drain.py): the host drains a batch itself when it gets it."""
+        self.write_high_water = WRITE_HIGH_WATER
+        if host_drain:
+            self.collector.host_work = functools.partial(_host_drain.host_drain, self)
         self._cache: dict[int, list[Any]] = {}
         self._fresh: deque[tuple[float, actors.Pid]] = deque()
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
@@ -189,7 +198,14 @@ class Agent(Sampling, Clock):
         self._host_tid = threading.get_ident()
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        self.work_lock.acquire()  # let go only while the loop waits in select
+        try:
+            self._run()
+        finally:
+            self.work_lock.release()
+
+    def _run(self) -> None:
+        loop = asyncio.SelectorEventLoop(_host_drain.LockedSelector(self.work_lock))
         self._loop = loop
         try:
             loop.run_until_complete(self._startup())

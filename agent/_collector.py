@@ -96,6 +96,12 @@ class Collector(actors.Instrument):
         """The latest batch the agent was woken for (host thread)."""
         self._lazy = False
         """The pending hand-off was scheduled by :meth:`put_lazy` (later than usual)."""
+        self.host_work: Callable[[int], bool] | None = None
+        """Drains and writes a batch on the host's own thread when the agent's
+        thread is parked (agent/_host_drain.py); True if it did. Tried first
+        at each hand-off; the wait below is the fallback."""
+        self.host_drains = 0
+        """Batches drained and written on the host's thread."""
 
     def put(self, event: Any) -> None:
         buf = self.buf
@@ -143,6 +149,9 @@ class Collector(actors.Instrument):
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
         if self.drained >= batch:
+            return
+        work = self.host_work
+        if work is not None and work(batch):
             return
         if self._woken < batch:
             # wake the agent only now, right before releasing the GIL to it:

@@ -134,6 +134,10 @@ class Session:
     def wake_writer(self) -> None:
         self._wake.set()
 
+    def writer_woken(self) -> bool:
+        """The writer task has been woken and has not run yet."""
+        return self._wake.is_set()
+
     def push_samples(self, rows: list[list[Any]], stats: P.NodeStats) -> None:
         if not self.ready:
             return

@@ -144,7 +144,14 @@ def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
     thread = ag._thread
     tid = thread.native_id if thread is not None else None
     cpu = proc_cpu_seconds(f"/proc/self/task/{tid}/stat") if tid is not None else None
-    return (time.perf_counter(), c.batches, c.handoff_waits, c.handoff_wait_s, -1.0 if cpu is None else cpu)
+    return (
+        time.perf_counter(),
+        c.batches,
+        c.handoff_waits,
+        c.handoff_wait_s,
+        -1.0 if cpu is None else cpu,
+        c.host_drains,
+    )
 
 
 async def _throughput(
@@ -155,6 +162,7 @@ async def _throughput(
     kill_every: float = 0.02,
     features: str = "batch",
     host_us: list[float] | None = None,
+    host_drain: bool = True,
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     without: list[float] = []
     with_: list[float] = []
@@ -166,7 +174,7 @@ async def _throughput(
         for r in range(rounds):
             pa = await _measure(counter, seconds)
             a = pa.rate
-            ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
+            ag = agent.start(node, "127.0.0.1:0", token=TOKEN, host_drain=host_drain)
             if idle is not None:  # the agent with nobody attached (its cost while no one watches)
                 await asyncio.sleep(0.2)
                 idle.append(await _phase(node, counter, seconds) / a)
@@ -199,6 +207,7 @@ async def _throughput(
                         "batches_per_s": rnd((c1[1] - c0[1]) / dt),
                         "handoffs_per_s": rnd((c1[2] - c0[2]) / dt),
                         "handoff_wait_ms_per_s": rnd((c1[3] - c0[3]) * 1000 / dt),
+                        "host_drains_per_s": rnd((c1[5] - c0[5]) / dt),
                         "agent_thread_cpu_fraction": rnd((c1[4] - c0[4]) / dt) if c0[4] >= 0 else None,
                         "host_cpu_fraction": rnd(pb.cpu / pb.wall),
                         "events_per_s": rnd(pb.events / pb.wall),
@@ -372,6 +381,16 @@ def main(argv: list[str]) -> int:
     _, _, single_ratios, single_lat = asyncio.run(
         _throughput(storm_rounds, seconds, None, single_costs, kill_every=0.001, features="none", host_us=single_us)
     )
+    progress("the design replaced (host_drain=False: every batch handed to the agent's thread, the host waiting)")
+    old_costs: list[dict[str, Any]] = []
+    old_us: list[float] = []
+    _, _, old_ratios, old_lat = asyncio.run(
+        _throughput(storm_rounds, seconds, None, old_costs, host_us=old_us, host_drain=False)
+    )
+    old_storm_us: list[float] = []
+    _, _, old_storm, old_storm_lat = asyncio.run(
+        _throughput(storm_rounds, seconds, None, None, kill_every=0.001, host_us=old_storm_us, host_drain=False)
+    )
     progress(f"stalled observer: {events:,} lifecycle events")
     stalled = asyncio.run(_stalled(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
@@ -409,6 +428,16 @@ def main(argv: list[str]) -> int:
                 "crash_to_observer_p99_ms": rnd(percentile(storm_lat, 99)) if storm_lat else None,
                 "host_us_per_event": rnd(median(storm_us)) if storm_us else None,
                 "agent_costs_per_round": storm_costs,
+            },
+            "replaced_design": {
+                "what": "host_drain=False: each batch handed to the agent's thread, the host waiting (GIL released)",
+                "ratios": [rnd(x) for x in old_ratios],
+                "crash_to_observer_p99_ms": rnd(percentile(old_lat, 99)) if old_lat else None,
+                "host_us_per_event": rnd(median(old_us)) if old_us else None,
+                "agent_costs_per_round": old_costs,
+                "storm_ratios": [rnd(x) for x in old_storm],
+                "storm_event_p99_ms": rnd(percentile(old_storm_lat, 99)) if old_storm_lat else None,
+                "storm_host_us_per_event": rnd(median(old_storm_us)) if old_storm_us else None,
             },
             "event_storm_one_event_per_frame": {
                 "ratios": [rnd(x) for x in single_ratios],
