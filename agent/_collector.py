@@ -20,6 +20,11 @@ sharing one GIL, it pays anyway) and bounds the event latency. Whatever the
 agent's state, the waits never add up to more than ``handoff_budget`` (5%)
 of any ``handoff_window`` (1 s).
 
+Since issue 19 the hand-off first tries to do the batch's work on the host's
+own thread (``host_work``, agent/_host_drain.py): when the agent's thread is
+parked in ``select``, the host encodes and writes the batch itself and
+nothing waits; the wait below is the fallback when the agent's thread is busy.
+
 Waiting for the GIL is not free either: a thread waiting for it is woken at
 every release (a futex wake paid by the releasing host, each loop iteration).
 So the agent must not want the GIL while the host runs: it is woken only by
