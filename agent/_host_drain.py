@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import selectors
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def host_drain(agent: Agent, batch: int) -> bool:
     try:
         if loop is None or loop.is_closed() or agent._stopping or not agent._ready.is_set() or agent.tracer.traces:
             return False  # (a trace session's timers live on the agent's loop: its drains stay there)
+        agent._last_drain = time.monotonic()  # as the agent's own drain notes it (fresh spawns' clock)
         c.wake_pending = False
         agent.holding = True
         try:
