@@ -148,6 +148,7 @@ class Agent(Sampling, Clock):
         """Held by the agent's thread except while its loop waits in ``select``
         (agent/_host_drain.py): the host drains a batch itself when it gets it."""
         self.write_high_water = WRITE_HIGH_WATER
+        self._host_tick_work = functools.partial(_host_drain.host_tick, self) if host_drain else None
         if host_drain:
             self.collector.host_work = functools.partial(_host_drain.host_drain, self)
         self._cache: dict[int, list[Any]] = {}

@@ -106,6 +106,8 @@ class Collector(actors.Instrument):
         thread is parked (agent/_host_drain.py); True if it did. Tried first
         at each hand-off; the wait below is the fallback."""
         self.host_drains = 0
+        self.host_ticks = 0
+        """Heartbeat ticks whose work ran on the host's thread."""
         """Batches drained and written on the host's thread."""
 
     def put(self, event: Any) -> None:

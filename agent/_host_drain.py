@@ -70,18 +70,7 @@ def host_drain(agent: Agent, batch: int) -> bool:
             agent._drain_some()
         finally:
             agent.holding = False
-        for s in agent.sessions:
-            if not s.ready:
-                continue
-            if s.writer.get_extra_info("sslcontext") is not None:
-                wake = True  # TLS: written by the agent's thread
-                continue
-            try:
-                s.flush_now(agent.write_high_water)
-            except Exception:
-                log.exception("agent session %s: write failed", s.id)
-            if s.writer_woken():
-                wake = True
+        wake = _write(agent)
         dropped = c.dropped
         if dropped:
             c.dropped -= dropped
@@ -105,5 +94,75 @@ def host_drain(agent: Agent, batch: int) -> bool:
         try:
             loop.call_soon_threadsafe(agent._flush_sessions)
         except RuntimeError:  # the agent's loop closed meanwhile
+            pass
+    return True
+
+
+def _write(agent: Agent) -> bool:
+    """Write what the sessions queued (host thread, lock held); True if the
+    agent's loop has something left to do (a TLS session, a writer woken)."""
+    wake = False
+    for s in agent.sessions:
+        if not s.ready:
+            continue
+        if s.writer.get_extra_info("sslcontext") is not None:
+            wake = True  # TLS: written by the agent's thread
+            continue
+        try:
+            s.flush_now(agent.write_high_water)
+        except Exception:
+            log.exception("agent session %s: write failed", s.id)
+        if s.writer_woken():
+            wake = True
+    return wake
+
+
+def host_tick(agent: Agent) -> bool:
+    """Host loop, each heartbeat: the agent's periodic work (the watchdog
+    re-armed, sampling when due, the collector drained, fresh spawns
+    re-checked) on this thread if the agent's thread is parked; False
+    (nothing done: the tick's hand-off follows) if it is busy, stopping, a
+    trace runs, or a blocked loop is to be reported as over. Never raises."""
+    lock = agent.work_lock
+    if not lock.acquire(blocking=False):
+        return False
+    loop = agent._loop
+    wake = False
+    try:
+        if (
+            loop is None
+            or loop.is_closed()
+            or agent._stopping
+            or not agent._ready.is_set()
+            or agent.tracer.traces
+            or agent._blocked_since is not None
+        ):
+            return False
+        agent._arm_watchdog(agent.heartbeat + agent.block_threshold * 1.2)
+        now = time.monotonic()
+        c = agent.collector
+        agent.holding = True
+        try:
+            agent._sample_due(now)
+            if c.buf:
+                agent._last_drain = now
+                c.wake_pending = False
+                agent._drain_some()
+                c.flushed(c.batches)
+            elif any(s.ready for s in agent.sessions):
+                agent.source.recheck()
+        finally:
+            agent.holding = False
+        wake = _write(agent)
+        c.host_ticks += 1
+    except Exception:  # never into the host
+        log.exception("agent: host-side tick failed")
+        wake = True
+    finally:
+        lock.release()
+    if wake and loop is not None:
+        try:
+            loop.call_soon_threadsafe(agent._flush_sessions)
+        except RuntimeError:
             pass
     return True

@@ -12,6 +12,7 @@ import pytest
 
 import actors
 from tests.agent.conftest import Host, connect, next_event
+from tests.conftest import wait_until
 
 
 async def _crasher(proc: actors.Process) -> None:
@@ -39,8 +40,12 @@ async def test_each_batch_reaches_the_observer_in_either_design(host_drain: bool
                 # while the agent's thread is busy, its tick say, falls back to
                 # the hand-off: not every one, so not asserted for each)
                 assert c.host_drains > drains0
+                # and the heartbeat's work (sampling, re-checks) too, without a hand-off
+                await wait_until(lambda: c.host_ticks >= 3, what="three ticks' work on the host")
+                samples = await next_event(client, lambda m: m.get("t") == "samples")  # sampled on the host
+                assert isinstance(samples["rows"], list)
             else:
-                assert c.host_drains == 0 and c.handoff_waits > waits0
+                assert c.host_drains == 0 and c.host_ticks == 0 and c.handoff_waits > waits0
             assert (await client.command("ping"))["pong"] is True
         finally:
             await client.close()
