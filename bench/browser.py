@@ -18,6 +18,13 @@ Debian's Chromium. Figures (all timed inside the page with
 * ``process_sort_100k_s``: a click on a column header of the processes page
   of a ~100,000-process node until the sorted page is drawn (median over the
   sortable columns).
+* ``tree_first_render_100k_s``: as ``tree_first_render_10k_s``, for a node
+  of ~100,000 processes (``--huge-tree``; 1,000 supervisors of 100 workers).
+* ``process_sort_1m_s``: as ``process_sort_100k_s``, for a node of
+  ~1,000,000 processes (``--huge``; its agent's snapshot alone takes minutes
+  to build and send on a small machine: run it on a quiet one, ``--only
+  sort1m``). The first click on a column sorts the million rows on the
+  server; the later pages and the other direction read that order.
 
 ``--screenshots`` also saves every page of ``observer demo`` to
 ``docs/screenshots/``. A figure that could not be measured is null, with the
@@ -207,7 +214,7 @@ def system(groups: int, per: int) -> Iterator[tuple[Child, str, str]]:
                 "--no-browser",
                 "--allow-destructive-actions",
             ],
-            _env(OBSERVER_AGENT_TOKEN=token),
+            _env(OBSERVER_NODE_TOKEN=token),
         )
         m = obs.wait_for(URL_RE, timeout=120)
         yield node, m.group(1), m.group(2)
@@ -346,26 +353,53 @@ def measure_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any], no
         page.context.close()
 
 
-def measure_sort(browser: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
-    groups = args.big // args.per
+def measure_big_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """``tree_first_render_100k_s``: the first drawing of a ~100,000-process node's tree."""
+    groups = max(1, args.huge_tree // args.per)
+    n = groups * args.per + groups + 1
+    progress(f"big tree node: {groups} x {args.per} workers ({n} processes)")
+    with system(groups, args.per) as (_node, base, token):
+        page = _login(browser, base, token)
+        out["tree_100k_processes"] = _wait_processes(page, base, "bench", n, timeout=1200)
+        page.add_init_script(script=f"({FIRST_TREE})()")
+        firsts = []
+        for _ in range(3):
+            page.goto(f"{base}/nodes/bench/tree")
+            page.wait_for_function("() => window.__firstTree !== null", timeout=300_000)
+            firsts.append(page.evaluate("() => window.__firstTree") / 1000)
+        drawn = page.evaluate("() => window.observer.view.stats()")
+        out["tree_first_render_100k_s"] = rnd(median(firsts))
+        out["tree_first_render_100k_runs_s"] = [rnd(x) for x in firsts]
+        out["tree_items_laid_out_100k"] = drawn["items"]
+        progress(f"tree_first_render_100k_s {out['tree_first_render_100k_s']} s ({drawn['items']} items laid out)")
+        if args.screenshots:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "tree-100k.png"))
+        page.context.close()
+
+
+def measure_sort(browser: Any, args: argparse.Namespace, out: dict[str, Any], *, size: int, key: str) -> None:
+    """``key`` (``process_sort_100k_s`` or ``process_sort_1m_s``): column clicks on a ``size``-process table."""
+    groups = max(1, size // args.per)
     n = groups * args.per + groups + 1
     progress(f"process table node: {groups} x {args.per} workers ({n} processes)")
     with system(groups, args.per) as (_node, base, token):
         page = _login(browser, base, token)
-        out["sort_processes"] = _wait_processes(page, base, "bench", n, timeout=600)
+        tag = key.removeprefix("process_sort_").removesuffix("_s")  # 100k or 1m
+        out[f"sort_{tag}_processes"] = _wait_processes(page, base, "bench", n, timeout=3600)
         page.goto(f"{base}/nodes/bench/processes")
         page.wait_for_selector("#p-rows tr[data-pid]")
         runs: dict[str, float] = {}
-        for key in ("mailbox", "rate", "handler_time", "memory", "restarts", "name", "pid"):
-            r = page.evaluate(SORT_CLICK, key)
-            runs[key] = r["s"]
+        for col in ("mailbox", "rate", "handler_time", "memory", "restarts", "name", "pid"):
+            r = page.evaluate(SORT_CLICK, col)
+            runs[col] = r["s"]
             if int(r["total"]) < n:
                 raise RuntimeError(f"sorted {r['total']} processes, expected {n}")
-        out["process_sort_100k_s"] = rnd(median(list(runs.values())))
-        out["process_sort_runs_s"] = {k: rnd(v) for k, v in runs.items()}
-        progress(f"sort {out['process_sort_100k_s']} s (median of {len(runs)} columns)")
+        out[key] = rnd(median(list(runs.values())))
+        out[f"process_sort_{tag}_runs_s"] = {k: rnd(v) for k, v in runs.items()}
+        progress(f"{key} {out[key]} s (median of {len(runs)} columns)")
         if args.screenshots:
-            page.screenshot(path=str(SHOTS / "processes-100k.png"))
+            page.screenshot(path=str(SHOTS / f"processes-{key.split('_')[-2]}.png"))
         page.context.close()
 
 
@@ -452,15 +486,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="10 s of churn, 8 kills, 20,000-process sort")
     ap.add_argument("--screenshots", action="store_true", help="also save every page to docs/screenshots/")
     ap.add_argument("--only-screenshots", action="store_true", help="only save the screenshots")
-    ap.add_argument("--only", choices=("tree", "sort"), default=None, help="run one part only")
+    ap.add_argument("--only", choices=("tree", "sort", "tree100k", "sort1m"), default=None, help="run one part only")
     ap.add_argument("--groups", type=int, default=100, help="supervisors of the tree node")
     ap.add_argument("--per", type=int, default=100, help="workers per supervisor")
     ap.add_argument("--big", type=int, default=None, help="workers of the process-table node (default 100,000)")
+    ap.add_argument("--huge-tree", type=int, default=None, help="workers of the big tree node (default 100,000)")
+    ap.add_argument("--huge", type=int, default=None, help="workers of the million-row table node (default 1,000,000)")
     ap.add_argument("--kills", type=int, default=None, help="kills for crash-to-pixel (default 30)")
     ap.add_argument("--rate", type=float, default=1000.0, help="lifecycle events/s during the backlog run")
     ap.add_argument("--churn-seconds", type=float, default=None, help="length of the backlog run (default 60)")
     args = ap.parse_args(argv)
     args.big = args.big or (20_000 if args.quick else 100_000)
+    args.huge_tree = args.huge_tree or (20_000 if args.quick else 100_000)
+    args.huge = args.huge or (50_000 if args.quick else 1_000_000)
     args.kills = args.kills or (8 if args.quick else 30)
     args.churn_seconds = args.churn_seconds or (10.0 if args.quick else 60.0)
     keys = (
@@ -469,6 +507,8 @@ def main(argv: list[str]) -> int:
         "tree_first_render_10k_s",
         "backlog_after_60s_at_1k_events_s",
         "process_sort_100k_s",
+        "tree_first_render_100k_s",
+        "process_sort_1m_s",
     )
     out: dict[str, Any] = dict.fromkeys(keys)
     notes: list[str] = []
@@ -480,7 +520,9 @@ def main(argv: list[str]) -> int:
             if not args.only_screenshots:
                 steps = (
                     ("tree", lambda: measure_tree(browser, args, out, notes)),
-                    ("sort", lambda: measure_sort(browser, args, out)),
+                    ("sort", lambda: measure_sort(browser, args, out, size=args.big, key="process_sort_100k_s")),
+                    ("tree100k", lambda: measure_big_tree(browser, args, out)),
+                    ("sort1m", lambda: measure_sort(browser, args, out, size=args.huge, key="process_sort_1m_s")),
                 )
                 for name, step in steps:
                     if args.only not in (None, name):
@@ -493,7 +535,11 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         notes.append(f"no browser: {type(exc).__name__}: {exc}")
     if args.big != 100_000 and out.get("process_sort_100k_s") is not None:
-        notes.append(f"process_sort_100k_s measured with {out.get('sort_processes')} processes (--quick/--big)")
+        notes.append(f"process_sort_100k_s measured with {out.get('sort_100k_processes')} processes (--quick/--big)")
+    if args.huge != 1_000_000 and out.get("process_sort_1m_s") is not None:
+        notes.append(f"process_sort_1m_s measured with {out.get('sort_1m_processes')} processes (--quick/--huge)")
+    if args.huge_tree != 100_000 and out.get("tree_first_render_100k_s") is not None:
+        notes.append(f"tree_first_render_100k_s measured with {out.get('tree_100k_processes')} processes (--huge-tree)")
     out["quick"] = args.quick
     out["machine"] = machine()
     if notes:

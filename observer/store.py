@@ -42,10 +42,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .db import SCHEMA_VERSION, AuditError, Backend, Database, SQLiteBackend, StoreError
+from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
-from .db.postgresql import PostgresBackend, is_postgres_url
 from .model import State, build_tree, checkpoint, history_state, proc_table, reduce, replay, restore
 from .redaction import redact_args
 
@@ -80,16 +79,19 @@ class _NodeState:
         self.since_cp = 0
         self.last_cp = time.monotonic()
         self.last_time = 0.0
+        self.recording = False
+        """Whether this observer wrote the node's history at its last message (see ``_records``)."""
 
 
 class HistoryStore:
     """The history of attached nodes, on a :class:`observer.db.Database`
     (see the module docstring for the threading rules).
 
-    ``path`` is the SQLite file (created readable by its owner only), or pass
-    an open ``db`` (then ``path`` is only a label and the size/batching options
-    are the database's). Raises :class:`StoreError` if the file was written by
-    a newer observer."""
+    ``path`` is the SQLite file (created readable by its owner only) or a
+    ``postgresql://`` URL (a history shared with other observer servers), or
+    pass an open ``db`` (then ``path`` is only a label and the size/batching
+    options are the database's). Raises :class:`StoreError` if the database was
+    written by a newer observer (or a URL cannot be used: no psycopg, malformed)."""
 
     def __init__(
         self,
@@ -106,10 +108,7 @@ class HistoryStore:
         store_traces: bool = True,
         db: Database | None = None,
     ) -> None:
-        backend: Backend = (
-            PostgresBackend(str(path)) if is_postgres_url(str(path)) else SQLiteBackend(str(path), max_bytes=max_bytes)
-        )
-        self.path = backend.describe()
+        self.path = str(path)
         """Where the history is: the SQLite file, or the PostgreSQL database (without its password)."""
         self.checkpoint_events = checkpoint_events
         self.checkpoint_interval = checkpoint_interval
@@ -118,17 +117,18 @@ class HistoryStore:
         self._nodes: dict[str, _NodeState] = {}
         self._recorded = 0
         self._closed = False
-        self.db = (
-            db
-            if db is not None
-            else Database(
+        self._muted = False
+        if db is None:
+            backend = open_backend(self.path, max_bytes=max_bytes)
+            self.path = backend.describe()  # a URL's password is not shown by stats()
+            db = Database(
                 backend,
                 batch_interval=batch_interval,
                 batch_rows=batch_rows,
                 max_pending=max_pending,
                 retry_interval=retry_interval,
             )
-        )
+        self.db = db
         self._listeners: list[CommitListener] = []
         self._call_soon = self.db.call_soon
         self.db.on_tick(self._tick)
@@ -148,8 +148,9 @@ class HistoryStore:
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener(kind, row)`` on the writer thread once audit rows, audit
-        results and crashes are committed (for live pushes). It must not block;
-        one that raises is logged and kept."""
+        results and crashes are committed (for live pushes); a crash on a node whose
+        history another observer records (a shared database) as soon as it is heard.
+        It must not block; one that raises is logged and kept."""
         self._listeners.append(listener)
 
     def _committed(self, kind: str, row: dict[str, Any]) -> None:
@@ -237,18 +238,40 @@ class HistoryStore:
     # -- ingest (the database's writer thread) --------------------------------------------------
 
     def _push(self, sql: str, row: tuple[Any, ...]) -> None:
-        self.db.buffer(sql, row)
+        if not self._muted:
+            self.db.buffer(sql, row)
+        elif sql == crash_db.INSERT_SQL:  # another observer writes it: heard here all the same
+            self._rows_committed([(sql, row)])
 
     def _tick(self, now: float) -> None:
         for node, st in self._nodes.items():
-            if st.since_cp and now - st.last_cp >= self.checkpoint_interval:
+            if st.since_cp and now - st.last_cp >= self.checkpoint_interval and st.recording:
+                self._muted = False
                 self._checkpoint(node, st)
+
+    def _records(self, node: str, st: _NodeState, msg: dict[str, Any]) -> bool:
+        """Whether this observer writes ``node``'s history. In a database shared by
+        several observer servers attached to one node, the one holding the node's
+        claim does (:meth:`observer.db.Database.claim`); the others keep folding the
+        stream, and one that takes over starts with a checkpoint of what it has.
+        A link going down gives the claim up, to a server whose link is up."""
+        key = f"history:{node}"
+        held = self.db.claim(key)
+        if held and not st.recording and st.state.snap_seq >= 0:
+            self._muted = False
+            self._checkpoint(node, st)
+        st.recording = held
+        if held and msg.get("t") == "status" and msg.get("status") == "down":
+            self.db.release(key)
+            st.recording = False
+        return held
 
     def _ingest(self, node: str, msg: dict[str, Any], recv: float) -> None:
         self._recorded += 1
         st = self._nodes.get(node)
         if st is None:
             st = self._nodes[node] = _NodeState()
+        self._muted = not self._records(node, st, msg)
         t = msg.get("t")
         if t == "ev":
             seq = msg.get("seq")

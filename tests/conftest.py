@@ -2,6 +2,12 @@
 
 A test that leaves tasks running (a leaked process, say) fails: every test's
 loop must be empty when it ends.
+
+The history database on both backends: ``history_where`` is parametrized over
+``sqlite`` (a file in the test's tmp dir) and ``postgresql`` (a fresh database
+on the session's own PostgreSQL cluster, see :mod:`tests.pgcluster`), so a test
+taking it runs on both, and the SQLite path and the PostgreSQL path pass the
+same tests.
 """
 
 from __future__ import annotations
@@ -9,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.pgcluster import PostgresCluster, running_cluster
 
 
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -65,3 +74,24 @@ async def wait_until(pred: Callable[[], Any], *, timeout: float = 5.0, what: str
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.001)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """The session's own PostgreSQL server (skipped when PostgreSQL is missing; failed under CI=true)."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ``--db`` value: an SQLite file, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "history.db")
+    return str(request.getfixturevalue("postgres_url"))

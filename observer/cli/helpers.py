@@ -35,6 +35,8 @@ import click
 
 from ..app import ASYNC_MODES, AttachSpec, ObserverConfig, ObserverState, create_app
 from ..attach import parse_address
+from ..db import PostgresBackend, StoreError, is_postgres_url
+from ..db.postgresql import has_password
 from ..permissions import Grant, parse_login_tokens
 from ..security import is_loopback, loose_permissions
 from ..serve import bind_socket, serve
@@ -42,6 +44,7 @@ from ..serve import bind_socket, serve
 __all__ = [
     "FILE",
     "NODE_TOKEN_HINT",
+    "HistoryDB",
     "bind",
     "check_tls",
     "http_options",
@@ -77,15 +80,37 @@ NOT_READ_ENV = {
 FILE = click.Path(exists=True, dir_okay=False)
 """An existing file (not a directory)."""
 
+
+class HistoryDB(click.ParamType):
+    """``--db``: an SQLite file (not a directory), or a ``postgresql://`` URL
+    checked up front (psycopg installed, the URL well formed, no password in it:
+    ``ps`` shows the command line to everyone)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        where = str(value)
+        if not is_postgres_url(where):
+            return str(click.Path(dir_okay=False).convert(where, param, ctx))
+        if has_password(where):
+            self.fail("leave the password out of the URL (the command line is visible to every user): "
+                      "put it in PGPASSWORD or ~/.pgpass", param, ctx)  # fmt: skip
+        try:
+            PostgresBackend(where)
+        except StoreError as exc:
+            self.fail(str(exc), param, ctx)
+        return where
+
+
 _HTTP = [
     click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port"),
     click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (loopback by default)"),
     click.option(
         "--db",
-        type=click.Path(dir_okay=False),
+        type=HistoryDB(),
         default=None,
-        help="history: a SQLite file, or postgresql://USER@HOST:PORT/DB shared by several servers (password: "
-        "PGPASSWORD or ~/.pgpass); default: a temporary SQLite file",
+        help="history: an SQLite file (default: temporary), or postgresql://user@host:port/dbname shared by "
+        "several servers (password from PGPASSWORD or ~/.pgpass)",
     ),
     click.option(
         "--allowed-origin", "allowed_origins", multiple=True, help="extra allowed Origin (scheme://host:port)"

@@ -1,9 +1,9 @@
 """``observer demo`` and ``observer serve``: observe live agents and serve the UI.
 
-    observer demo  [--port 0|N] [--seed N] [--scale N] [--allow-destructive-actions] [--db PATH] [--no-browser]
+    observer demo  [--port 0|N] [--seed N] [--scale N] [--allow-destructive-actions] [--db PATH|URL] [--no-browser]
     observer serve --attach [NAME=]HOST:PORT ... [--node-token-file F] [--login-token-file F] [--port N] [--host H]
                    [--config cluster.toml] [--listen-agents HOST:PORT [--agents-tls-cert F --agents-tls-key F
-                   [--agents-tls-ca F]]] [--tls-cert F --tls-key F] [--allow-destructive-actions] [--db PATH]
+                   [--agents-tls-ca F]]] [--tls-cert F --tls-key F] [--allow-destructive-actions] [--db PATH|URL]
                    [--async-mode threading|eventlet] [--message-queue redis://...]
 
 Threading rules

@@ -5,8 +5,10 @@
   numbered migrations applied on open (a file written by a newer observer is
   refused with :class:`SchemaTooNewError`). Nothing else opens the database.
 * :class:`Backend` -- the seam to one engine (connect, dialect, errors,
-  migrations); :class:`SQLiteBackend` (the embedded default) and
-  :class:`PostgresBackend` (a history several observer servers share).
+  migrations): :class:`SQLiteBackend` (the embedded default, one file) and
+  :class:`PostgresBackend` (one database shared by several observer servers);
+  :func:`open_backend` picks one from a ``--db`` value (a path or a
+  ``postgresql://`` URL).
 * The queries and statements, by area: :mod:`observer.db.history` (events,
   checkpoints, audit, timeline), :mod:`observer.db.crashes` (crashes stored
   once, grouped by signature), :mod:`observer.db.chaos` (experiment journals),
@@ -26,7 +28,17 @@ from .postgresql import PostgresBackend, is_postgres_url
 from .sqlite import MIGRATIONS, SQLiteBackend
 
 SCHEMA_VERSION = MIGRATIONS[-1].number
-"""The SQLite schema version this observer writes."""
+"""The schema version this observer writes (the same on every backend)."""
+
+
+def open_backend(where: str, *, max_bytes: int | None = None) -> Backend:
+    """The backend for a ``--db`` value: a ``postgresql://`` URL, else an SQLite file
+    (``max_bytes`` caps the file; a PostgreSQL server has its own limits). Raises
+    :class:`StoreError` for a URL when psycopg is missing or the URL is malformed."""
+    if is_postgres_url(where):
+        return PostgresBackend(where)
+    return SQLiteBackend(where, max_bytes=max_bytes)
+
 
 __all__ = [
     "MIGRATIONS",
@@ -44,5 +56,6 @@ __all__ = [
     "crashes",
     "history",
     "is_postgres_url",
+    "open_backend",
     "traces",
 ]

@@ -5,9 +5,10 @@ migration runner) and the query modules (:mod:`observer.db.history`,
 :mod:`observer.db.crashes`, :mod:`observer.db.chaos`) speak to the engine only
 through a :class:`Backend`: how to connect, how to spell what differs between
 SQL dialects, which errors mean "cannot write now", and the engine's own
-numbered :class:`Migration` list. SQLite (:mod:`observer.db.sqlite`) is the one
-implementation today; a PostgreSQL backend adds a module and leaves every
-caller alone.
+numbered :class:`Migration` list, and how observers sharing one database agree
+on who records what (:meth:`Backend.claim`). SQLite (:mod:`observer.db.sqlite`)
+is the embedded default; PostgreSQL (:mod:`observer.db.postgresql`) is shared by
+several observer servers. Neither is known to the callers.
 
 SQL in the query modules is written once, in the portable subset (no
 ``INSERT OR REPLACE``, no ``MIN(a, b)`` scalars, no boolean sums), with ``?``
@@ -62,7 +63,7 @@ class Backend(Protocol):
     from the writer thread (``write=True``) or any reader (``write=False``)."""
 
     name: str
-    """``sqlite`` (``postgresql`` later)."""
+    """``sqlite`` or ``postgresql``."""
     errors: tuple[type[BaseException], ...]
     """The engine's own errors. On the writer they mean the database cannot be
     written now (disk full, read-only, locked): the layer keeps rows in memory
@@ -102,4 +103,15 @@ class Backend(Protocol):
 
     def migrations(self) -> Sequence[Migration]:
         """This engine's schema, as numbered steps from an empty database."""
+        ...
+
+    def claim(self, conn: Connection, key: str) -> bool:
+        """Try to take ``key`` for this observer, on the writer's connection ``conn``
+        (outside a transaction); held until :meth:`release` or the connection
+        closes, so a claim of an observer that dies passes to another. True if
+        held. An engine that one observer alone writes (SQLite) always says True."""
+        ...
+
+    def release(self, conn: Connection, key: str) -> None:
+        """Give ``key`` up (it was claimed on ``conn``)."""
         ...

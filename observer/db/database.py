@@ -33,6 +33,14 @@ Failure
     about to do. A function raising on the writer thread is logged and does
     not stop the writer.
 
+Claims
+    Several observers sharing one database (PostgreSQL) and attached to the
+    same node would each write its history. :meth:`Database.claim` (writer
+    thread) says whether this observer holds a key, such as a node's history:
+    the backend's lock, held by the writer's connection, so the claim of an
+    observer that stops or loses its connection passes to another. An unheld
+    claim is asked for again at most every ``claim_interval`` seconds.
+
 Migrations
     When the writer opens the database it reads the schema version (table
     ``schema_version``) and applies, in one transaction, every migration of
@@ -85,6 +93,7 @@ class Database:
         readers: int = 4,
         max_queued: int = 1_000_000,
         open_timeout: float = 30.0,
+        claim_interval: float = 2.0,
     ) -> None:
         self.backend = backend
         self.batch_interval = batch_interval
@@ -93,6 +102,9 @@ class Database:
         self.retry_interval = retry_interval
         self.readers = readers
         self.max_queued = max_queued
+        self.claim_interval = claim_interval
+        self._claims: dict[str, tuple[bool, float]] = {}
+        self._claims_asked: set[str] = set()
         self._errors: tuple[type[BaseException], ...] = (*backend.errors, OSError)
         self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._backlog: deque[tuple[str, tuple[Any, ...]]] = deque()
@@ -229,6 +241,36 @@ class Database:
 
     # -- the writer thread ----------------------------------------------------------------------
 
+    def claim(self, key: str) -> bool:
+        """(Writer thread only.) True if this observer holds ``key`` (see "Claims"
+        in the module docstring). Cheap: a held claim is not asked again until the
+        connection changes. While the database cannot be reached, the last answer
+        stands (True if there was none: rows are kept, not lost)."""
+        held, next_try = self._claims.get(key, (True, 0.0))
+        conn = self._conn
+        now = time.monotonic()
+        if conn is None or (key in self._claims_asked and (held or now < next_try)):
+            return held
+        try:
+            held = self.backend.claim(conn, key)
+        except self._errors as exc:
+            self._fail(exc)
+            return held
+        self._claims[key] = (held, now + self.claim_interval)
+        self._claims_asked.add(key)
+        return held
+
+    def release(self, key: str) -> None:
+        """(Writer thread only.) Give up ``key`` if held; the next :meth:`claim` asks again."""
+        held, _ = self._claims.pop(key, (False, 0.0))
+        asked = key in self._claims_asked
+        self._claims_asked.discard(key)
+        if held and asked and self._conn is not None:
+            try:
+                self.backend.release(self._conn, key)
+            except self._errors as exc:
+                self._fail(exc)
+
     def buffer(self, sql: str, row: tuple[Any, ...]) -> None:
         """(Writer thread only.) Add one write-behind row; the oldest are dropped past ``max_pending``."""
         self._backlog.append((sql, row))
@@ -331,6 +373,7 @@ class Database:
             raise
 
     def _close_writer(self) -> None:
+        self._claims_asked.clear()  # a new connection holds nothing yet: ask again
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
@@ -369,13 +412,30 @@ class Database:
             )
             self._error = None
 
-    def _write_backlog(self) -> None:
+    def _begin(self) -> Connection | None:
+        """The writer's connection in a new transaction, or None if the database
+        cannot be reached. A connection that cannot begin one (the server ended
+        the session: a restart, a fail-over, an idle timeout) is replaced once;
+        the second failure is raised."""
         conn = self._ensure_conn()
         if conn is None:
-            return
-        rows = list(self._backlog)
+            return None
         try:
             conn.execute("BEGIN")
+            return conn
+        except self._errors as exc:
+            self._fail(exc)
+        conn = self._ensure_conn()
+        if conn is not None:
+            conn.execute("BEGIN")
+        return conn
+
+    def _write_backlog(self) -> None:
+        rows = list(self._backlog)
+        try:
+            conn = self._begin()
+            if conn is None:
+                return
             i = 0
             while i < len(rows):
                 sql = rows[i][0]
@@ -386,8 +446,9 @@ class Database:
                 i = j
             conn.execute("COMMIT")
         except self._errors as exc:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.execute("ROLLBACK")
             self._fail(exc)
             return
         for _ in range(len(rows)):
@@ -404,13 +465,17 @@ class Database:
         if self._in_write and self._conn is not None:  # called from a write function: its transaction
             fut.set_result(fn(self._conn))
             return
-        conn = self._ensure_conn()
+        try:
+            conn = self._begin()
+        except self._errors as exc:
+            self._fail(exc)
+            fut.set_exception(StoreError(str(exc)))
+            return
         if conn is None:
             fut.set_exception(StoreError(self._error or f"the database {self.backend.describe()} is unavailable"))
             return
         self._in_write = True
         try:
-            conn.execute("BEGIN")
             result = fn(conn)
             conn.execute("COMMIT")
         except self._errors as exc:

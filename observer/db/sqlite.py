@@ -328,3 +328,9 @@ class SQLiteBackend:
 
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
+
+    def claim(self, conn: Connection, key: str) -> bool:
+        return True  # a file for one observer: it records everything
+
+    def release(self, conn: Connection, key: str) -> None:
+        return None

@@ -33,13 +33,14 @@ A version 1 checkpoint (``{"procs": [records with "links"], "names"}``, no
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 from .reducer import reduce
 from .snapshot import no_gc, replace_picture
-from .state import DEFAULTS, RESTART_HISTORY, State, flags_kind, pid_key
+from .state import DEFAULTS, RESTART_HISTORY, State, pid_key, set_edge
 
 __all__ = ["CHECKPOINT_VERSION", "PROC_FIELDS", "checkpoint", "history_state", "proc_table", "replay", "restore"]
 
@@ -128,20 +129,16 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
         raise ValueError(f"checkpoint version {body['v']} is not {CHECKPOINT_VERSION}")
     g = st.graph
     with no_gc():
-        g.add_nodes_from((str(r["pid"]), {**DEFAULTS, **r}) for r in body["procs"])
+        g.add_nodes_from((sys.intern(str(r["pid"])), r) for r in body["procs"])  # Proc: defaults implied
         unpaired = set(body["unpaired"])
         for c, rec in g._node.items():
             s = rec["supervisor"]
             if s in g._node and c not in unpaired:
-                g.add_edge(s, c, sup=True, link=True, kind="sup")
-                g.add_edge(c, s, link=True, kind="link")
+                set_edge(g, s, c, True, True, 0)
+                set_edge(g, c, s, False, True, 0)
         for u, v, bits in body["edges"]:
-            flags: dict[str, Any] = {"sup": True} if bits & 1 else {}
-            if bits & 2:
-                flags["link"] = True
-            if bits >> 2:
-                flags["monitor"] = bits >> 2
-            g.add_edge(u, v, **flags, kind=flags_kind(flags))
+            set_edge(g, u, v, bool(bits & 1), bool(bits & 2), bits >> 2)
+    st.pid_ordered = False  # as it was written: not known to be pid order
     st.names = dict(body["names"])
     st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
     st.node_meta = dict(body["node"])

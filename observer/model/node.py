@@ -29,15 +29,22 @@ import networkx as nx
 
 from . import queries
 from .kill_preview import kill_preview
+from .order import Order, compute_order
 from .queries import GraphView
 from .reducer import reduce
 from .state import RESTART_HISTORY, SERIES_WINDOW, Change, Rates, State
 from .tree import build_tree
 
-__all__ = ["AGGREGATE_MAX_AGE", "NodeModel"]
+__all__ = ["AGGREGATE_MAX_AGE", "ORDER_MAX_AGE", "NodeModel"]
 
 AGGREGATE_MAX_AGE = 1.0
 """Seconds the summary's status/kind counts and mailbox total may be old."""
+ORDER_MAX_AGE = 2.0
+"""Seconds a process table's sort order may be old (its rows are always fresh)."""
+ORDER_MIN_ROWS = 20_000
+"""Tables smaller than this are sorted afresh for every page (a few milliseconds)."""
+ORDERS_KEPT = 3
+"""Sort orders kept per node (the latest used): 8 MB each at a million processes."""
 
 
 class NodeModel:
@@ -56,6 +63,8 @@ class NodeModel:
         self._clock = clock
         self._state = State(history_len=restart_history, rates=Rates(window=series_window))
         self._agg: tuple[float, tuple[dict[str, int], dict[str, int], int]] | None = None
+        self._orders: dict[str, tuple[float, nx.DiGraph, Order, float]] = {}
+        self._order_lock = threading.Lock()  # one order computed at a time
 
     # -- raw access ---------------------------------------------------------------------------
 
@@ -188,10 +197,19 @@ class NodeModel:
         pid; ``supervisor`` keeps its direct children; ``status`` one status.
         Rows whose sort value is None (``memory`` before it is known) come last.
         ``sort`` is one of :data:`~observer.model.queries.SORT_KEYS` (ValueError otherwise).
+        Ties are broken by pid (descending when ``desc``). Without filters, a
+        table of :data:`ORDER_MIN_ROWS` or more is sorted at most once per
+        :data:`ORDER_MAX_AGE` seconds (see :mod:`~observer.model.order`): pages
+        read in a row agree with each other, and a process started meanwhile
+        shows up at the next sort.
         """
+        if sort not in queries.SORT_KEYS:
+            raise ValueError(f"cannot sort by {sort!r}; one of {', '.join(queries.SORT_KEYS)}")
+        order = self._order(sort) if filter_name is None and supervisor is None and status is None else None
         with self._lock:
             return queries.processes(
                 self._state,
+                order=order,
                 sort=sort,
                 desc=desc,
                 filter_name=filter_name,
@@ -200,6 +218,29 @@ class NodeModel:
                 offset=offset,
                 limit=limit,
             )
+
+    def _order(self, sort: str) -> Order:
+        """The ascending order by ``sort``: kept a little while, computed off the model's lock."""
+        with self._order_lock:
+            with self._lock:
+                g = self._state.graph
+                kept = self._orders.pop(sort, None)
+                if kept is not None and kept[1] is g and len(g._node) >= ORDER_MIN_ROWS:
+                    done, _, order, took = kept
+                    # a sort that took long is kept longer: paging never spends more than ~1/5 of a core on it
+                    if time.monotonic() - done < max(ORDER_MAX_AGE, 5 * took):
+                        self._orders[sort] = kept  # most recently used last
+                        return order
+                nodes = dict(g._node)  # records keep changing; the order is a moment's
+                ordered = self._state.pid_ordered
+            t0 = time.monotonic()
+            order = compute_order(nodes, sort, pid_ordered=ordered)
+            done = time.monotonic()
+            with self._lock:
+                self._orders[sort] = (done, g, order, done - t0)
+                while len(self._orders) > ORDERS_KEPT:
+                    del self._orders[next(iter(self._orders))]
+            return order
 
     def process(self, pid: str) -> dict[str, Any] | None:
         """Everything known about one process: the record, links, monitors (both

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import rates
-from .snapshot import normalize, replace_picture
-from .state import Change, State, add_flag, remove_flag
+from .snapshot import no_gc, normalize, prepare, replace_picture
+from .state import Change, State, add_flag, pid_key, remove_flag
 
 __all__ = ["reduce"]
 
@@ -94,7 +94,8 @@ def _snapshot_begin(state: State, msg: dict[str, Any], now: float) -> list[Chang
 def _snapshot_chunk(state: State, msg: dict[str, Any], now: float) -> list[Change]:
     state.last_seen = now
     if state.pending is not None:
-        state.pending.extend(msg.get("procs") or ())
+        with no_gc():
+            state.pending.extend(prepare(r) for r in msg.get("procs") or ())
     return []
 
 
@@ -198,6 +199,9 @@ def _spawn(state: State, msg: dict[str, Any], now: float) -> list[Change]:
         _set_fields(state, pid, fields)
         return [Change("update", pid, fields)]
     rec = normalize({"pid": pid, **fields, "started_at": msg.get("time"), "status": "running"})
+    pid = rec["pid"]
+    if state.pid_ordered and g._node and pid_key(pid) < pid_key(next(reversed(g._node))):
+        state.pid_ordered = False
     g.add_node(pid, **rec)
     sup = rec.get("supervisor")
     if sup and sup in g:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import sys
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import networkx as nx
 
 from . import rates
+from .records import Proc, ProcGraph
 from .state import DEFAULTS, Change, State, add_flag, pid_key
 
-__all__ = ["build_graph", "no_gc", "normalize", "replace_picture"]
+__all__ = ["Prepared", "build_graph", "no_gc", "normalize", "prepare", "replace_picture"]
 
 
 @contextlib.contextmanager
@@ -36,7 +38,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     rec.update(raw)
     rec.pop("links", None)
     rec.pop("monitors", None)
-    rec["pid"] = str(rec["pid"])
+    rec["pid"] = sys.intern(str(rec["pid"]))  # the graph's key and the record's pid: one string
     if rec["trap_exit"] is None:
         # spawn events do not carry trap_exit: supervisors always trap, others unknown
         rec["trap_exit"] = True if rec["kind"] == "supervisor" else None
@@ -44,34 +46,46 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def build_graph(procs: list[dict[str, Any]]) -> nx.DiGraph:
-    """The graph of a snapshot's records (nodes in pid order; edges of supervisors, links, monitors)."""
+Prepared = tuple[str, Proc, tuple[str, ...], tuple[str, ...]]
+"""A snapshot record made compact on arrival: (pid, record, links, monitors)."""
+
+
+def prepare(raw: dict[str, Any]) -> Prepared:
+    """A snapshot record as it will be kept: done as each chunk arrives, so that a
+    100,000-record snapshot is not held as 100,000 wire dicts (~1.5 KB each) until its end."""
+    rec = Proc()
+    rec.update(normalize(raw))
+    pid: str = rec["pid"]
+    links = tuple(sys.intern(str(o)) for o in raw.get("links") or ())
+    mons = tuple(sys.intern(str(o)) for o in raw.get("monitors") or ())
+    return pid, rec, links, mons
+
+
+def build_graph(procs: list[Prepared] | list[dict[str, Any]]) -> nx.DiGraph:
+    """The graph of a snapshot's records, raw or :func:`prepare`-d (nodes in pid order;
+    edges of supervisors, links, monitors)."""
     with no_gc():
-        g = nx.DiGraph()
-        procs = sorted(procs, key=lambda r: pid_key(str(r.get("pid"))))
-        links: list[tuple[str, str]] = []
-        mons: list[tuple[str, str]] = []
-        items: list[tuple[str, dict[str, Any]]] = []
-        for raw in procs:
-            rec = normalize(raw)
-            pid = rec["pid"]
-            items.append((pid, rec))
-            for o in raw.get("links") or ():
-                links.append((pid, str(o)))
-            for o in raw.get("monitors") or ():
-                mons.append((pid, str(o)))
-        g.add_nodes_from(items)
-        for pid, rec in g._node.items():
+        g = ProcGraph()
+        items = [p if isinstance(p, tuple) else prepare(p) for p in procs]
+        items.sort(key=lambda it: pid_key(it[0]))
+        nodes, succ, pred = g._node, g._succ, g._pred
+        for pid, rec, _, _ in items:
+            if pid not in nodes:
+                succ[pid], pred[pid] = {}, {}
+            nodes[pid] = rec  # a repeated pid: the last record wins
+        for pid, rec in nodes.items():
             sup = rec.get("supervisor")
-            if sup and sup in g:
+            if sup and sup in nodes:
                 add_flag(g, sup, pid, "sup")
-        for a, b in links:
-            if a in g and b in g:
-                add_flag(g, a, b, "link")
-                add_flag(g, b, a, "link")
-        for w, tgt in mons:
-            if w in g and tgt in g:
-                add_flag(g, w, tgt, "monitor")
+        for a, _, ls, _ in items:
+            for b in ls:
+                if b in nodes:
+                    add_flag(g, a, b, "link")
+                    add_flag(g, b, a, "link")
+        for w, _, _, ms in items:
+            for tgt in ms:
+                if tgt in nodes:
+                    add_flag(g, w, tgt, "monitor")
     return g
 
 
@@ -97,6 +111,7 @@ def replace_picture(state: State, msg: dict[str, Any], now: float) -> tuple[Stat
     new = dataclasses.replace(
         state,
         graph=g,
+        pid_ordered=True,  # build_graph adds them in pid order
         names={str(k): str(v) for k, v in (msg.get("names") or {}).items()},
         node_meta={**state.node_meta, **(begin.get("node") or {})},
         snap_seq=snap_seq,

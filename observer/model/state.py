@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
+from .records import DEFAULTS, ProcGraph, edge_flags
+
 __all__ = [
     "DEFAULTS",
     "RECENT_EVENTS",
@@ -42,6 +44,7 @@ __all__ = [
     "flags_kind",
     "pid_key",
     "remove_flag",
+    "set_edge",
 ]
 
 RESTART_HISTORY = 20
@@ -55,29 +58,6 @@ RECENT_EVENTS = 1000
 TRACE_KEEP = 200
 """Traced messages kept per process."""
 SERIES = ("process_count", "message_rate", "restart_rate", "loop_lag_ms", "top_mailboxes")
-
-DEFAULTS: dict[str, Any] = {
-    "pid": None,
-    "name": None,
-    "label": None,
-    "kind": "worker",
-    "status": "waiting",
-    "supervisor": None,
-    "parent": None,
-    "child_id": None,
-    "restarts": 0,
-    "mailbox": 0,
-    "msgs_in": 0,
-    "msgs_out": 0,
-    "handled": 0,
-    "handler_time": 0.0,
-    "trap_exit": None,
-    "started_at": None,
-    "budget": None,
-    "memory": None,
-    "rate": 0.0,
-}
-"""Every process record has these keys (a snapshot's record or a spawn event fills them in)."""
 
 
 class Change(NamedTuple):
@@ -141,8 +121,11 @@ class State:
     """Everything the reducer knows about one node. Mutable plain data, no lock:
     owned by whoever holds it (the facade under its lock, the history writer, a replay)."""
 
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    graph: nx.DiGraph = field(default_factory=ProcGraph)
     """Processes and their relations (see the module docstring)."""
+    pid_ordered: bool = True
+    """The graph's node order is pid order (a snapshot's is; spawns of ever higher pids keep it):
+    the process table's pid order is then the graph's, without a sort."""
     names: dict[str, str] = field(default_factory=dict)
     """Registered name -> pid."""
     cid_order: dict[str, dict[Any, int]] = field(default_factory=dict)
@@ -172,8 +155,9 @@ class State:
     """Events the agent said it dropped."""
     last_error: str | None = None
     """The agent's last error message."""
-    pending: list[dict[str, Any]] | None = None
-    """Records of a snapshot being received (between ``snapshot_begin`` and ``snapshot_end``)."""
+    pending: list[Any] | None = None
+    """Records of a snapshot being received (between ``snapshot_begin`` and ``snapshot_end``),
+    raw or made compact on arrival (:func:`observer.model.snapshot.prepare`)."""
     pending_begin: dict[str, Any] | None = None
     """Its ``snapshot_begin``."""
     history_len: int = RESTART_HISTORY
@@ -217,12 +201,16 @@ def add_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
     d = g._succ[u].get(v)
     if d is None:
         g.add_edge(u, v)
-        d = g._succ[u][v]
-    if flag == "monitor":
-        d["monitor"] = int(d.get("monitor") or 0) + 1
+        sup, link, mon = False, False, 0
     else:
-        d[flag] = True
-    d["kind"] = flags_kind(d)
+        sup, link, mon = bool(d.get("sup")), bool(d.get("link")), int(d.get("monitor") or 0)
+    if flag == "monitor":
+        mon += 1
+    elif flag == "sup":
+        sup = True
+    else:
+        link = True
+    g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, mon)
 
 
 def remove_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
@@ -230,16 +218,25 @@ def remove_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
     d = g._succ[u].get(v) if u in g else None
     if d is None:
         return
+    sup, link, mon = bool(d.get("sup")), bool(d.get("link")), int(d.get("monitor") or 0)
     if flag == "monitor":
-        n = int(d.get("monitor") or 0) - 1
-        if n > 0:
-            d["monitor"] = n
-        else:
-            d.pop("monitor", None)
+        mon = max(0, mon - 1)
+    elif flag == "sup":
+        sup = False
     else:
-        d.pop(flag, None)
-    k = flags_kind(d)
-    if k is None:
+        link = False
+    if not (sup or link or mon):
         g.remove_edge(u, v)
     else:
-        d["kind"] = k
+        g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, mon)
+
+
+def set_edge(g: nx.DiGraph, u: str, v: str, sup: bool, link: bool, monitor: int) -> None:
+    """The edge u -> v with exactly these relations (none: no edge)."""
+    if not (sup or link or monitor):
+        if g.has_edge(u, v):
+            g.remove_edge(u, v)
+        return
+    if v not in g._succ.get(u, ()):
+        g.add_edge(u, v)
+    g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, monitor)

@@ -23,10 +23,10 @@ NO_CHAOS = "login-token-without-chaos"
 
 
 class ChaosWeb:
-    def __init__(self, tmp: Path, *, allow_destructive: bool) -> None:
+    def __init__(self, tmp: Path, *, allow_destructive: bool, db: str | None = None) -> None:
         self.host = Host()
         self.demo = self.host.run_async(build(self.host.node, seed=7, traffic=False))
-        self.store = HistoryStore(str(tmp / "history.sqlite3"), batch_interval=0.02)
+        self.store = HistoryStore(db or str(tmp / "history.sqlite3"), batch_interval=0.02)
         self.manager = AttachManager(self.store, change_interval=0.02)
         grants = parse_login_tokens(f"{LOGIN} role=operator name=op\n{NO_CHAOS} role=operator actions=kill name=killer")
         token = OP_TOKEN if allow_destructive else READ_TOKEN
@@ -135,8 +135,8 @@ def test_bad_input_no_grant_and_no_confirmation_get_4xx(make_web: Callable[..., 
     assert audits(w, "kill") == [], "nothing was killed"
 
 
-def test_start_watch_and_stop_an_experiment(make_web: Callable[..., ChaosWeb]) -> None:
-    w = make_web(allow_destructive=True)
+def test_start_watch_and_stop_an_experiment(make_web: Callable[..., ChaosWeb], history_where: str) -> None:
+    w = make_web(allow_destructive=True, db=history_where)  # the journal and audit rows on SQLite and PostgreSQL
     c, h = w.client()
     assert page_config(c, "/chaos")["may_chaos"] is True
     resp = c.post("/api/chaos/experiments", json=BODY, headers=h)

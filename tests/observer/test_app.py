@@ -32,10 +32,10 @@ ORIGIN = f"http://127.0.0.1:{PORT}"
 class Web:
     """A node with the demo tree, its agent, and the observer app attached to it."""
 
-    def __init__(self, tmp: Path, *, allow_destructive: bool = False) -> None:
+    def __init__(self, tmp: Path, *, allow_destructive: bool = False, db: str | None = None) -> None:
         self.host = Host()
         self.demo = self.host.run_async(build(self.host.node, seed=7, traffic=False))
-        self.store = HistoryStore(str(tmp / "history.sqlite3"), batch_interval=0.02)
+        self.store = HistoryStore(db or str(tmp / "history.sqlite3"), batch_interval=0.02)
         self.manager = AttachManager(self.store, change_interval=0.02)
         self.config = ObserverConfig(
             host="127.0.0.1",

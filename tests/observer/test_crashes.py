@@ -1,16 +1,17 @@
-"""Crash reports in the observer: stored in SQLite, grouped by signature, served
-as JSON twins and pages; the flight recorder switched from the inspector's API.
-A real node + agent + AttachManager + SQLite store behind the Flask test client."""
+"""Crash reports in the observer: stored in SQLite (and PostgreSQL), grouped by
+signature, served as JSON twins and pages; the flight recorder switched from the
+inspector's API. A real node + agent + AttachManager + history store behind the
+Flask test client."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import actors
 from tests.observer import test_app, wait_for
 from tests.observer.test_app import Web, csrf_headers
+from tests.pgcluster import table_names
 
 make_web = test_app.make_web  # the fixture
 
@@ -51,8 +52,10 @@ def _crash(web: Web, msg: Any) -> str:
     return str(old)
 
 
-def test_identical_crashes_group_by_signature_in_the_store_and_the_api(make_web: Callable[..., Web]) -> None:
-    web = make_web(allow_destructive=True)
+def test_identical_crashes_group_by_signature_in_the_store_and_the_api(
+    make_web: Callable[..., Web], history_where: str
+) -> None:
+    web = make_web(allow_destructive=True, db=history_where)
     sup = _start(web)
     pids = [_crash(web, i) for i in range(3)]
     other = _crash(web, "other")
@@ -70,15 +73,11 @@ def test_identical_crashes_group_by_signature_in_the_store_and_the_api(make_web:
     assert gs["ValueError"]["first_seen"] < gs["ValueError"]["last_seen"]
     assert gs["ValueError"]["latest"]["pid"] == pids[-1] and gs["KeyError"]["latest"]["pid"] == other
     # the tables themselves: one group row per signature, one row per crash, stored once
-    conn = sqlite3.connect(web.store.path)
-    try:
-        assert conn.execute("SELECT COUNT(*) FROM crash_groups WHERE node = 'demo'").fetchone()[0] == 2
-        assert conn.execute("SELECT COUNT(*) FROM crashes WHERE node = 'demo'").fetchone()[0] == 4
-        assert conn.execute("SELECT COUNT(*) FROM crashes WHERE report IS NULL").fetchone()[0] == 0
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert "crash_reports" not in tables
-    finally:
-        conn.close()
+    db = web.store.db
+    assert db.execute("SELECT COUNT(*) AS n FROM crash_groups WHERE node = 'demo'") == [{"n": 2}]
+    assert db.execute("SELECT COUNT(*) AS n FROM crashes WHERE node = 'demo'") == [{"n": 4}]
+    assert db.execute("SELECT COUNT(*) AS n FROM crashes WHERE report IS NULL") == [{"n": 0}]
+    assert "crashes" in table_names(db) and "crash_reports" not in table_names(db)
     # the events page's crashes (a time window) are the same rows
     window = c.get("/api/events?node=demo&q=boom").get_json()["crashes"]
     assert {x["id"] for x in window} >= {g["latest"]["id"] for g in groups() if g["exception"] == "ValueError"}

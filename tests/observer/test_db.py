@@ -1,6 +1,7 @@
 """The database layer: migrations from a file the first release wrote, a newer file
 refused, one writer thread, read-only readers, a private file, and the backend seam.
-Real SQLite files throughout."""
+Real SQLite files throughout; the tests taking ``history_where`` run on a real
+PostgreSQL database too (see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from observer.db import (
     SchemaTooNewError,
     SQLiteBackend,
     StoreError,
+    open_backend,
 )
 from observer.store import HistoryStore
 from tests.observer import ev, rec, snapshot
@@ -277,8 +279,8 @@ def test_the_history_file_is_created_readable_by_its_owner_only(tmp_path: Path) 
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(SQLiteBackend(str(tmp_path / "d.db")), batch_interval=0.02)
+def db(history_where: str) -> Iterator[Database]:
+    d = Database(open_backend(history_where), batch_interval=0.02)
     yield d
     d.close()
 
@@ -290,7 +292,7 @@ def test_every_write_runs_on_the_one_writer_thread_in_its_own_transaction(db: Da
     def write(i: int) -> None:
         def fn(conn: Connection) -> int:
             seen.add(threading.get_ident())
-            conn.execute("INSERT INTO audit (time, action) VALUES (?, ?)", (float(i), "w"))
+            conn.execute(db.dialect("INSERT INTO audit (time, action) VALUES (?, ?)"), (float(i), "w"))
             return i
 
         results.append(db.execute_write_fn(fn))
@@ -303,7 +305,7 @@ def test_every_write_runs_on_the_one_writer_thread_in_its_own_transaction(db: Da
     assert sorted(results) == list(range(8)) and len(seen) == 1 and threading.get_ident() not in seen
 
     def half_then_fail(conn: Connection) -> None:
-        conn.execute("INSERT INTO audit (time, action) VALUES (?, ?)", (99.0, "rolled back"))
+        conn.execute(db.dialect("INSERT INTO audit (time, action) VALUES (?, ?)"), (99.0, "rolled back"))
         raise ValueError("no")
 
     with pytest.raises(ValueError):
@@ -313,7 +315,7 @@ def test_every_write_runs_on_the_one_writer_thread_in_its_own_transaction(db: Da
 
 
 def test_readers_cannot_write_and_are_reused(db: Database) -> None:
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError, match=r"readonly|read-only"):
         db.execute("INSERT INTO audit (time, action) VALUES (1, 'x')")
     for _ in range(20):
         assert db.execute("SELECT COUNT(*) AS n FROM events") == [{"n": 0}]
@@ -423,8 +425,8 @@ def test_another_backend_plugs_in_without_touching_the_callers(tmp_path: Path) -
         s.close()
 
 
-def test_a_writer_that_falls_behind_drops_new_items_instead_of_blocking(tmp_path: Path) -> None:
-    db = Database(SQLiteBackend(str(tmp_path / "q.db")), max_queued=100)
+def test_a_writer_that_falls_behind_drops_new_items_instead_of_blocking(history_where: str) -> None:
+    db = Database(open_backend(history_where), max_queued=100)
     busy, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -449,20 +451,20 @@ def test_a_writer_that_falls_behind_drops_new_items_instead_of_blocking(tmp_path
 
 def test_a_write_function_may_write_through_the_layer_again(db: Database) -> None:
     def outer(conn: Connection) -> int:
-        conn.execute("INSERT INTO audit (time, action) VALUES (?, ?)", (1.0, "outer"))
+        conn.execute(db.dialect("INSERT INTO audit (time, action) VALUES (?, ?)"), (1.0, "outer"))
         return db.execute_write_fn(lambda c: c.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
     assert db.execute_write_fn(outer) == 1  # the inner one ran in the outer's transaction
 
 
-def test_commit_listeners_hear_audit_rows_results_and_crashes_after_they_are_committed(tmp_path: Path) -> None:
-    s = HistoryStore(str(tmp_path / "l.db"), batch_interval=0.01)
+def test_commit_listeners_hear_audit_rows_results_and_crashes_after_they_are_committed(history_where: str) -> None:
+    s = HistoryStore(history_where, batch_interval=0.01)
     seen: list[tuple[str, dict[str, Any], int]] = []
 
     def listener(kind: str, row: dict[str, Any]) -> None:
-        with contextlib.closing(sqlite3.connect(s.path)) as conn:  # committed: another connection sees it
+        with contextlib.closing(s.db.backend.connect(write=False)) as conn:  # committed: another connection sees it
             table = "crashes" if kind == "crash" else "audit"
-            seen.append((kind, row, conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]))
+            seen.append((kind, row, conn.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()["n"]))
 
     s.on_commit(lambda kind, row: 1 / 0)  # a broken one is logged and the others still hear
     s.on_commit(listener)

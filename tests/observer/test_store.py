@@ -1,4 +1,7 @@
-"""HistoryStore: round trips, time travel, reopen, audit, and a full or read-only disk."""
+"""HistoryStore: round trips, time travel, reopen, audit, and a full or read-only disk.
+
+The tests taking ``history_where`` run on SQLite and on a real PostgreSQL
+database (see tests/conftest.py); the disk failures are SQLite's."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import contextlib
 import errno
 import logging
 import os
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from observer.db import open_backend
 from observer.store import SCHEMA_VERSION, AuditError, HistoryStore, StoreError
 from tests.observer import ev, linked, rec, snapshot, sup, wait_for
 
@@ -24,8 +27,8 @@ def P(i: int) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HistoryStore]:
-    s = HistoryStore(str(tmp_path / "history.db"))
+def store(history_where: str) -> Iterator[HistoryStore]:
+    s = HistoryStore(history_where)
     yield s
     s.close()
 
@@ -94,8 +97,8 @@ def test_round_trip_events_crashes_and_search(store: HistoryStore) -> None:
 
 
 @pytest.mark.parametrize("checkpoint_events", [2, 10_000])
-def test_tree_at_before_and_after_a_kill(tmp_path: Path, checkpoint_events: int) -> None:
-    s = HistoryStore(str(tmp_path / "h.db"), checkpoint_events=checkpoint_events)
+def test_tree_at_before_and_after_a_kill(history_where: str, checkpoint_events: int) -> None:
+    s = HistoryStore(history_where, checkpoint_events=checkpoint_events)
     try:
         t0 = time.time()
         record_all(s, "n", snapshot(base_records(), seq=5, names={"top": P(1), "beta": P(3)}))
@@ -142,8 +145,8 @@ def test_tree_at_before_and_after_a_kill(tmp_path: Path, checkpoint_events: int)
         s.close()
 
 
-def test_survives_reopen_and_schema_is_versioned(tmp_path: Path) -> None:
-    path = str(tmp_path / "h.db")
+def test_survives_reopen_and_schema_is_versioned(history_where: str) -> None:
+    path = history_where
     s = HistoryStore(path)
     record_all(s, "n", [*snapshot(base_records(), seq=1), ev("spawn", 2, pid=P(9), label="x")])
     aid = s.audit("ada", "10.0.0.1", "kill", P(2), {"reason": "kill"}, node="n")
@@ -158,11 +161,12 @@ def test_survives_reopen_and_schema_is_versioned(tmp_path: Path) -> None:
         assert s.flush()
     finally:
         s.close()
-    with contextlib.closing(sqlite3.connect(path)) as conn:
+    backend = open_backend(path)
+    with contextlib.closing(backend.connect(write=True)) as conn:  # autocommit
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if backend.name == "sqlite":
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.execute("UPDATE schema_version SET version = 99")
-        conn.commit()
     with pytest.raises(StoreError, match="newer observer"):
         HistoryStore(path)
 
@@ -170,11 +174,10 @@ def test_survives_reopen_and_schema_is_versioned(tmp_path: Path) -> None:
 def test_audit_row_is_committed_before_the_action_and_updated_after(store: HistoryStore) -> None:
     aid = store.audit("ada", "10.0.0.1", "kill", P(2), {"reason": "kill"}, node="n1")
     # visible to another connection right away: written before anything is done
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        row = conn.execute(
-            "SELECT who, from_addr, action, target, args, result FROM audit WHERE id = ?", (aid,)
-        ).fetchone()
-    assert row == ("ada", "10.0.0.1", "kill", P(2), '{"reason": "kill"}', None)
+    with contextlib.closing(store.db.backend.connect(write=False)) as conn:
+        sql = store.db.dialect("SELECT who, from_addr, action, target, args, result FROM audit WHERE id = ?")
+        row = store.db.backend.row_dict(conn.execute(sql, (aid,)).fetchone())
+    assert tuple(row.values()) == ("ada", "10.0.0.1", "kill", P(2), '{"reason": "kill"}', None)
     store.audit_result(aid, {"pid": P(2)}, ok=True)
     assert store.flush()
     a = store.audits(node="n1")[0]

@@ -32,10 +32,10 @@ BLIND = "blind-token-for-tests"
 class TraceWeb:
     """The demo tree (no traffic) with its agent, attached read-only, and logins with grants."""
 
-    def __init__(self, tmp: Path, extra: str = "") -> None:
+    def __init__(self, tmp: Path, extra: str = "", db: str | None = None) -> None:
         self.host = Host()
         self.host.run_async(build(self.host.node, seed=7, traffic=False))
-        self.store = HistoryStore(str(tmp / "history.sqlite3"), batch_interval=0.02)
+        self.store = HistoryStore(db or str(tmp / "history.sqlite3"), batch_interval=0.02)
         self.manager = AttachManager(self.store, change_interval=0.02)
         grants = parse_login_tokens(
             f"{OPS} role=operator name=ops\n{TRACER} role=read actions=inspect,trace name=tracer\n"
@@ -84,8 +84,8 @@ class TraceWeb:
 
 
 @pytest.fixture
-def tweb(tmp_path: Path) -> Iterator[TraceWeb]:
-    w = TraceWeb(tmp_path)
+def tweb(tmp_path: Path, history_where: str) -> Iterator[TraceWeb]:
+    w = TraceWeb(tmp_path, db=history_where)  # the traces stored on SQLite and on PostgreSQL
     yield w
     w.close()
 

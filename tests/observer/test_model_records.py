@@ -1,0 +1,61 @@
+"""The compact records: a slotted process record that reads as a mapping, shared edge flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from observer.model.records import DEFAULTS, FIELDS, Proc, ProcGraph, edge_flags
+from observer.model.state import add_flag, remove_flag, set_edge
+
+
+def test_a_record_reads_as_its_defaults_until_set() -> None:
+    rec = Proc()
+    assert dict(rec) == DEFAULTS
+    assert list(rec) == list(FIELDS) and len(rec) == len(FIELDS)
+    assert rec["kind"] == "worker" and rec.get("status") == "waiting" and rec.get("nope", 7) == 7
+    with pytest.raises(KeyError):
+        rec["nope"]
+    rec["mailbox"] = 3
+    rec.update({"name": "n"}, extra=1)
+    assert rec["mailbox"] == 3 and rec["name"] == "n" and rec["extra"] == 1 and "extra" in rec
+    assert json.loads(json.dumps(dict(rec)))["extra"] == 1
+    assert rec.pop("mailbox") == 3 and rec["mailbox"] == 0  # a field goes back to its default
+    del rec["extra"]
+    assert "extra" not in rec and rec == {**DEFAULTS, "name": "n"}
+
+
+def test_string_values_are_interned() -> None:
+    a, b = Proc(), Proc()
+    s1 = "".join(["<0.", "4", "2.0>"])
+    s2 = "".join(["<0.4", "2.0>"])
+    assert s1 is not s2
+    a["supervisor"], b["supervisor"] = s1, s2
+    assert a["supervisor"] is b["supervisor"] is sys.intern(s1)
+
+
+def test_edges_share_read_only_flags() -> None:
+    g = ProcGraph()
+    g.add_nodes_from(["a", "b", "c"])
+    add_flag(g, "a", "b", "sup")
+    add_flag(g, "a", "b", "link")
+    add_flag(g, "a", "c", "sup")
+    add_flag(g, "a", "c", "link")
+    assert g["a"]["b"] is g["a"]["c"] is edge_flags(True, True, 0)
+    assert g["a"]["b"] == {"sup": True, "link": True, "kind": "sup"}
+    assert g._pred["b"]["a"] is g._succ["a"]["b"]
+    with pytest.raises(TypeError):
+        g["a"]["b"]["kind"] = "x"
+    add_flag(g, "b", "c", "monitor")
+    add_flag(g, "b", "c", "monitor")
+    assert g["b"]["c"] == {"monitor": 2, "kind": "monitor"}
+    remove_flag(g, "b", "c", "monitor")
+    assert g["b"]["c"]["monitor"] == 1
+    remove_flag(g, "b", "c", "monitor")
+    assert not g.has_edge("b", "c")
+    remove_flag(g, "a", "b", "sup")
+    assert g["a"]["b"] == {"link": True, "kind": "link"}
+    set_edge(g, "a", "b", False, False, 0)
+    assert not g.has_edge("a", "b") and isinstance(g.nodes["a"], Proc)
