@@ -1,16 +1,20 @@
 """The agent: a thread with its own event loop serving observers.
 
-The host (the actor system's loop) only ever runs the :class:`Collector`'s
-deque appends and, while an observer is attached, one hand-off per batch of
-events, a tick callback ten times a second, and the commands observers send
-(bounded by timeouts). Everything else -- encoding, redaction, sampling, snapshots,
-sockets -- runs on the agent's thread.
+The host (the actor system's loop) runs the :class:`Collector`'s deque
+appends and, while an observer is attached, one hand-off per batch of
+events, in which it encodes and writes the batch itself when the agent's
+thread is parked (agent/_host_drain.py; otherwise it waits for the agent's
+thread to do it), a tick callback ten times a second, and the commands
+observers send (bounded by timeouts). Everything else -- sampling,
+snapshots, handshakes, the watchdog, blocked-loop reports -- runs on the
+agent's thread (docs/protocol.md §11.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -23,6 +27,7 @@ from typing import Any, cast
 
 import actors
 
+from . import _host_drain
 from . import protocol as P
 from ._aio_source import AsyncioSource
 from ._clock import Clock
@@ -34,7 +39,7 @@ from ._preauth import PreAuth
 from ._redact import Redactor
 from ._sampling import Sampling
 from ._scrub import RedactionPolicy
-from ._session import Session
+from ._session import Session, event_size
 from ._source import ActorsSource, Source
 from ._trace import TRACE_EVENTS, Tracer
 
@@ -70,6 +75,7 @@ class Agent(Sampling, Clock):
         redaction: RedactionPolicy | None = None,
         trace_rate: float = 200.0,
         handoff_timeout: float = 0.004,
+        host_drain: bool = True,
         dump_dir: str | None = None,
         dump_gzip: bool = False,
     ) -> None:
@@ -138,6 +144,13 @@ class Agent(Sampling, Clock):
             host_loop=target.loop,
             handoff_timeout=handoff_timeout,
         )
+        self.work_lock = threading.Lock()
+        """Held by the agent's thread except while its loop waits in ``select``
+        (agent/_host_drain.py): the host drains a batch itself when it gets it."""
+        self.write_high_water = WRITE_HIGH_WATER
+        self._host_tick_work = functools.partial(_host_drain.host_tick, self) if host_drain else None
+        if host_drain:
+            self.collector.host_work = functools.partial(_host_drain.host_drain, self)
         self._cache: dict[int, list[Any]] = {}
         self._fresh: deque[tuple[float, actors.Pid]] = deque()
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
@@ -189,7 +202,14 @@ class Agent(Sampling, Clock):
         self._host_tid = threading.get_ident()
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        self.work_lock.acquire()  # let go only while the loop waits in select
+        try:
+            self._run()
+        finally:
+            self.work_lock.release()
+
+    def _run(self) -> None:
+        loop = asyncio.SelectorEventLoop(_host_drain.LockedSelector(self.work_lock))
         self._loop = loop
         try:
             loop.run_until_complete(self._startup())
@@ -299,7 +319,7 @@ class Agent(Sampling, Clock):
             if not self.traced_elsewhere(key, session):
                 self._untrace(key)
         session.traced.clear()
-        session.events.clear()
+        session.clear_events()
         session.samples.clear()
 
     def ready_sessions(self) -> list[Session]:
@@ -423,8 +443,9 @@ class Agent(Sampling, Clock):
                 s.forget(d["pid"])
         elif kind == "restart":
             self.restarts += 1
+        size = event_size(d)  # once for every session
         for s in self.sessions:
-            s.push_event(d)
+            s.push_event(d, size)
 
     def _encode_value(self, value: Any) -> Any:
         return self.trace_redactor.encode(value).data

@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import actors
@@ -51,6 +52,7 @@ class Clock:
     _blocked_since: float | None
     _blocked_pid: str | None
     _stopping: bool
+    _host_tick_work: Callable[[], bool] | None
 
     def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
@@ -130,7 +132,7 @@ class Clock:
             self._blocked_since = None
             self._blocked_pid = None
 
-    def _tick_work(self, now: float) -> None:
+    def _sample_due(self, now: float) -> None:
         if any(s.ready for s in self.sessions) and now >= self._next_sample:
             # samples at sample_hz on average (on the tick's grid), and at
             # most ~5% of a core on sampling, whatever the node's size
@@ -138,6 +140,9 @@ class Clock:
             cost = self._sample_once()
             nxt = max(self._next_sample + period, now + cost * 20 - self.heartbeat / 2)
             self._next_sample = nxt if nxt >= now else now + period
+
+    def _tick_work(self, now: float) -> None:
+        self._sample_due(now)
         if self.collector.buf and now - self._last_drain >= self.heartbeat:
             # nobody attached (no wake-ups), or the host loop is blocked and
             # cannot run its hand-off: drain on our own clock
@@ -163,6 +168,9 @@ class Clock:
             return
         self._tick_due = now + self.heartbeat
         self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
+        work = self._host_tick_work
+        if work is not None and work():
+            return  # done on this thread (agent/_host_drain.py)
         loop = self._loop
         if loop is not None:
             try:

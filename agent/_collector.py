@@ -20,6 +20,11 @@ sharing one GIL, it pays anyway) and bounds the event latency. Whatever the
 agent's state, the waits never add up to more than ``handoff_budget`` (5%)
 of any ``handoff_window`` (1 s).
 
+Since issue 19 the hand-off first tries to do the batch's work on the host's
+own thread (``host_work``, agent/_host_drain.py): when the agent's thread is
+parked in ``select``, the host encodes and writes the batch itself and
+nothing waits; the wait below is the fallback when the agent's thread is busy.
+
 Waiting for the GIL is not free either: a thread waiting for it is woken at
 every release (a futex wake paid by the releasing host, each loop iteration).
 So the agent must not want the GIL while the host runs: it is woken only by
@@ -96,6 +101,14 @@ class Collector(actors.Instrument):
         """The latest batch the agent was woken for (host thread)."""
         self._lazy = False
         """The pending hand-off was scheduled by :meth:`put_lazy` (later than usual)."""
+        self.host_work: Callable[[int], bool] | None = None
+        """Drains and writes a batch on the host's own thread when the agent's
+        thread is parked (agent/_host_drain.py); True if it did. Tried first
+        at each hand-off; the wait below is the fallback."""
+        self.host_drains = 0
+        self.host_ticks = 0
+        """Heartbeat ticks whose work ran on the host's thread."""
+        """Batches drained and written on the host's thread."""
 
     def put(self, event: Any) -> None:
         buf = self.buf
@@ -143,6 +156,9 @@ class Collector(actors.Instrument):
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
         if self.drained >= batch:
+            return
+        work = self.host_work
+        if work is not None and work(batch):
             return
         if self._woken < batch:
             # wake the agent only now, right before releasing the GIL to it:

@@ -32,6 +32,8 @@ HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE
 _OWN_FRAMES = frozenset({"ev", "samples", "snapshot_chunk"})
 """Frames built only from the agent's own numbers and redacted values (see ``P.encode_frame``'s ``fast``)."""
 SNAPSHOT_CHUNK = 2000
+BATCH_EVENTS = 256
+"""Events per ``batch`` frame at most (and per write burst without batches)."""
 
 
 class SessionClosed(Exception):
@@ -52,6 +54,8 @@ class Session:
         self.role = ""
         self.commands: tuple[str, ...] = ()
         self.events: deque[dict[str, Any]] = deque()
+        self._sizes: deque[int] = deque()
+        """Each queued event's :func:`event_size`, worked out once (when it was published)."""
         self.event_bytes = 0
         self.peak_events = 0
         """The most events this session ever had queued (for tests and benchmarks)."""
@@ -68,25 +72,29 @@ class Session:
         self._closed = False
         self._snapshotting = False
         self.bytes_out = 0
+        self.batch = False
+        """The observer reads ``batch`` frames (negotiated in the handshake): events go several to a frame."""
 
     # -- queueing (agent loop) ---------------------------------------------------------------
 
     def queued_items(self) -> int:
         return len(self.events) + len(self.samples) + len(self.replies)
 
-    def push_event(self, msg: dict[str, Any]) -> None:
+    def push_event(self, msg: dict[str, Any], size: int | None = None) -> None:
+        """Queue an event; ``size``: its :func:`event_size` if the caller has it."""
         if not self.ready:
             return
         if self.resync:
             return  # the coming snapshot reflects it
-        size = _estimate(msg)
+        if size is None:
+            size = event_size(msg)
         if len(self.events) >= self.agent.event_limit or self.event_bytes + size > self.agent.event_bytes_limit:
             self.dropped += len(self.events) + 1
-            self.events.clear()
-            self.event_bytes = 0
+            self.clear_events()
             self.resync = True
         else:
             self.events.append(msg)
+            self._sizes.append(size)
             self.event_bytes += size
             if len(self.events) > self.peak_events:
                 self.peak_events = len(self.events)
@@ -118,18 +126,17 @@ class Session:
             self.wake_writer()
             return
         out: list[bytes] = []
-        events = self.events
-        while events:
-            msg = events.popleft()
-            self.event_bytes -= _estimate(msg)
-            data = self._frame(msg)
-            if data is not None:
-                out.append(data)
+        while self.events:
+            out += self._event_frames(BATCH_EVENTS)
         out += self._sample_frames()
         self._send(out)
 
     def wake_writer(self) -> None:
         self._wake.set()
+
+    def writer_woken(self) -> bool:
+        """The writer task has been woken and has not run yet."""
+        return self._wake.is_set()
 
     def push_samples(self, rows: list[list[Any]], stats: P.NodeStats) -> None:
         if not self.ready:
@@ -144,9 +151,13 @@ class Session:
     def forget(self, pid: str) -> None:
         self.samples.pop(pid, None)
 
-    def request_resync(self) -> None:
+    def clear_events(self) -> None:
         self.events.clear()
+        self._sizes.clear()
         self.event_bytes = 0
+
+    def request_resync(self) -> None:
+        self.clear_events()
         self.resync = True
         self._wake.set()
 
@@ -278,6 +289,9 @@ class Session:
             return False
         self.role = role
         self.commands = tuple(c for c in P.commands_for(role) if c in agent.source.commands)
+        asked = msg.get("features")
+        granted = [f for f in P.FEATURES if f in asked] if isinstance(asked, list) else None
+        self.batch = granted is not None and P.FEATURE_BATCH in granted
         audit.info("agent: %s attached from %s as %s (observer %.40s)", self.id, self.peer, role, observer_id)
         welcome: P.WelcomeMsg = {
             "t": "welcome",
@@ -292,6 +306,8 @@ class Session:
             "node_kind": agent.source.kind,
             "node": agent.node_meta(),
         }
+        if granted is not None:  # only to an observer that asked: an older one is served as before
+            welcome["features"] = granted
         await self._send_now(welcome)
         self.ready = True
         agent.sessions_changed()
@@ -359,12 +375,8 @@ class Session:
             # it back from a busy host (measured: 606 sends/s cost the host ~4%)
             out: list[bytes] = []
             while self.events:
-                msg = self.events.popleft()
-                self.event_bytes -= _estimate(msg)
-                data = self._frame(msg)
-                if data is not None:
-                    out.append(data)
-                if len(out) >= 256:
+                out += self._event_frames(BATCH_EVENTS)
+                if len(out) >= 256 or (self.batch and self.events):
                     self._send(out)
                     out = []
                     await w.drain()
@@ -379,6 +391,30 @@ class Session:
             out += self._sample_frames()
             self._send(out)
             await w.drain()
+
+    def _event_frames(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` queued events taken off the queue, as frames: one
+        ``batch`` frame when the observer reads them (several events), else
+        one frame each."""
+        events, sizes = self.events, self._sizes
+        taken: list[dict[str, Any]] = []
+        size = 0
+        while events and len(taken) < limit:
+            taken.append(events.popleft())
+            size += sizes.popleft()
+        self.event_bytes -= size
+        if self.batch and len(taken) > 1:
+            frame: P.BatchMsg = {"t": "batch", "evs": taken}
+            try:
+                return [P.encode_frame(frame, fast=True)]
+            except P.FrameError:  # over the frame limit: one frame each (an oversized one is dropped)
+                pass
+        out = []
+        for msg in taken:
+            data = self._frame(msg)
+            if data is not None:
+                out.append(data)
+        return out
 
     def _sample_frames(self) -> list[bytes]:
         """The queued samples as frames (5,000 rows each), and the queue emptied."""
@@ -439,8 +475,7 @@ class Session:
         # queue reset; events queued from here on have seq > this one
         seq = agent.seq
         self.resync = False
-        self.events.clear()
-        self.event_bytes = 0
+        self.clear_events()
         self.samples = {}
         if self.dropped:
             gap: P.GapMsg = {"t": "gap", "dropped": self.dropped}
@@ -462,7 +497,7 @@ class Session:
         await self._write(end)
 
 
-def _estimate(msg: dict[str, Any]) -> int:
+def event_size(msg: dict[str, Any]) -> int:
     """A cheap, deliberately high estimate of an event's memory in bytes (a dict
     of ~10 fields with its small strings measures 550-700 bytes on CPython 3.11;
     the margin covers the allocator's overhead and the encoded frame)."""

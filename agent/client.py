@@ -45,6 +45,8 @@ class AgentClient:
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.max_frame = P.MAX_OUTBOUND_FRAME
+        self.features: tuple[str, ...] = P.FEATURES
+        """Features asked for in the handshake (``()``: served as an older observer is)."""
         self.observer_id = secrets.token_hex(8)
         """This side's id in the handshake's MACs (random per connection unless set before the handshake)."""
 
@@ -59,8 +61,11 @@ class AgentClient:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         timeout: float = 5.0,
+        features: tuple[str, ...] = P.FEATURES,
     ) -> AgentClient:
-        """Connect and authenticate; raises :class:`AgentError` if refused."""
+        """Connect and authenticate; raises :class:`AgentError` if refused.
+        ``features``: those to ask for (``()``: served as an observer older
+        than them is)."""
         tok = token.encode() if isinstance(token, str) else token
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
@@ -72,7 +77,7 @@ class AgentClient:
             ),
             timeout,
         )
-        return await cls.over(reader, writer, token=tok, role=role, timeout=timeout)
+        return await cls.over(reader, writer, token=tok, role=role, timeout=timeout, features=features)
 
     @classmethod
     async def over(
@@ -83,6 +88,7 @@ class AgentClient:
         token: str | bytes,
         role: str = P.ROLE_OPERATOR,
         timeout: float = 5.0,
+        features: tuple[str, ...] = P.FEATURES,
     ) -> AgentClient:
         """Authenticate over an open stream (the agent speaks first with
         ``hello``): used by :meth:`connect` and for agents that dialled out to
@@ -90,6 +96,7 @@ class AgentClient:
         on any failure."""
         tok = token.encode() if isinstance(token, str) else token
         client = cls(reader, writer)
+        client.features = features
         try:
             await asyncio.wait_for(client._handshake(tok, role), timeout)
         except BaseException:
@@ -145,6 +152,8 @@ class AgentClient:
                 token, agent_nonce, nonce, role, agent_id=str(agent_id), observer_id=self.observer_id, channel=channel
             ),
         }
+        if self.features:
+            auth["features"] = list(self.features)
         self._send(auth)
         await self.writer.drain()
         try:
@@ -178,6 +187,10 @@ class AgentClient:
                     fut = self._pending.pop(rid, None) if isinstance(rid, int) else None
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
+                    continue
+                if t == "batch":  # several events in one frame (the ``batch`` feature): each as its own
+                    for ev in P.read_batch(msg):
+                        self.messages.put_nowait(ev)
                     continue
                 if t == "error":
                     err = P.read_error(msg)

@@ -20,9 +20,12 @@ from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict, final
 __all__ = [
     "AGENT_FRAMES",
     "EVENTS",
+    "FEATURES",
+    "FEATURE_BATCH",
     "OBSERVER_FRAMES",
     "PUSH_TYPES",
     "AuthMsg",
+    "BatchMsg",
     "Budget",
     "ChildId",
     "CommandMsg",
@@ -564,6 +567,8 @@ class WelcomeMsg(TypedDict):
     sample_hz: float
     node_kind: NotRequired[str]
     """Repeats the hello's: the commands offered depend on it."""
+    features: NotRequired[list[str]]
+    """The features of the auth's ``features`` this agent grants (sent only when the auth asked)."""
     node: NodeMeta
     """The node's details (host name, OS pid, Python, ...): only after authentication."""
 
@@ -646,6 +651,21 @@ class EventMsg(EventHeader):
     ev: str
 
 
+FEATURE_BATCH: Final = "batch"
+"""Feature: the agent may send several events in one :class:`BatchMsg` frame."""
+FEATURES: Final = (FEATURE_BATCH,)
+"""Features negotiated in the handshake (``auth.features`` asks, ``welcome.features`` grants),
+independent of the protocol version: an observer that asks for none is served as before."""
+
+
+class BatchMsg(TypedDict):
+    """Several ``ev`` frames in one, in ``seq`` order (only to a session granted ``batch``):
+    read exactly as if each item had come in a frame of its own."""
+
+    t: Literal["batch"]
+    evs: list[dict[str, Any]]
+
+
 TraceArrow = TypedDict(
     "TraceArrow",
     {
@@ -700,6 +720,8 @@ class AuthMsg(TypedDict):
     """The observer's id (at most 128 characters), bound into both MACs."""
     role: str
     mac: str
+    features: NotRequired[list[str]]
+    """Optional features this observer reads (:data:`FEATURES`); an older observer sends none."""
 
 
 class CommandMsg(TypedDict):
@@ -726,6 +748,7 @@ AGENT_FRAMES: Final[dict[str, tuple[type, ...]]] = {
     "samples": (SamplesMsg,),
     "trace": (TraceMsg,),
     "ev": tuple(EVENTS.values()),
+    "batch": (BatchMsg,),
     "dial": (DialMsg,),
 }
 """Every frame type the agent sends, and its shapes."""

@@ -164,6 +164,16 @@ def read_hello(obj: dict[str, Any]) -> M.HelloMsg:
     return cast(M.HelloMsg, obj)
 
 
+def read_batch(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of a ``batch`` frame (:class:`agent.messages.BatchMsg`), each
+    to be read like an ``ev`` frame (:func:`read_push`). Raises :class:`FrameError`
+    unless ``evs`` is a list of objects."""
+    evs = obj.get("evs")
+    if obj.get("t") != "batch" or not isinstance(evs, list) or not all(isinstance(e, dict) for e in evs):
+        raise FrameError("batch frame without a list of events")
+    return evs
+
+
 def read_welcome(obj: dict[str, Any]) -> M.WelcomeMsg:
     """The agent's ``welcome``, checked (the MAC is the caller's to verify)."""
     if obj.get("t") != "welcome":

@@ -78,7 +78,10 @@ class Tap:
                 data = await r.read(65536)
                 if not data:
                     break
-                self.frames += [(who, f) for f in dec.feed(data)]
+                for f in dec.feed(data):
+                    self.frames.append((who, f))
+                    if f["t"] == "batch":  # each of its events as well, as if it had come alone
+                        self.frames += [(who, e) for e in f["evs"]]
                 w.write(data)
                 await w.drain()
         except (ConnectionError, OSError):
@@ -269,7 +272,8 @@ def _kind(frame: dict[str, Any]) -> str:
 
 
 def test_frames_of_every_kind_were_captured(frames: list[Frame]) -> None:
-    want = {t for t in M.AGENT_FRAMES if t not in ("ev", "reply")} | {"auth"}
+    # "batch" comes only when several events are queued at once (tests/agent/test_batch.py makes sure)
+    want = {t for t in M.AGENT_FRAMES if t not in ("ev", "reply", "batch")} | {"auth"}
     want |= {f"ev:{k}" for k in M.EVENTS} | {"reply:ok", "reply:error"}
     want |= {f"cmd:{c}" for c in P.ALL_COMMANDS}
     assert want - {_kind(f) for _, f in frames} == set()
@@ -349,6 +353,9 @@ def test_every_real_frame_reads_at_the_boundary(frames: list[Frame]) -> None:
     }
     for who, frame in frames:
         if who != "agent":
+            continue
+        if frame["t"] == "batch":  # its events are in ``frames`` as well, read below
+            assert P.read_batch(frame) is frame["evs"]
             continue
         read = readers.get(frame["t"], P.read_push)
         assert read(frame) is frame or frame["t"] == "error"
