@@ -332,6 +332,11 @@ class Database:
                 if self._error is None or now >= self._next_retry or stop or waiters:
                     self._write_backlog()
                 last_commit = now
+            elif self._error is not None and now >= self._next_retry and not stop:
+                # nothing to write, but the database failed (to open, say: a lock held past the busy
+                # timeout by another observer migrating the same file): an empty transaction reopens it,
+                # so the store's health comes back by itself instead of at the next row
+                self._write_backlog()
             for w in waiters:
                 w.set()
         self._close_writer()

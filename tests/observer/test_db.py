@@ -33,7 +33,7 @@ from observer.db import (
     open_backend,
 )
 from observer.store import HistoryStore
-from tests.observer import ev, rec, snapshot
+from tests.observer import ev, rec, snapshot, wait_for
 
 
 def P(i: int) -> str:
@@ -501,7 +501,9 @@ def test_two_observers_opening_one_old_file_at_once_migrate_it_once(tmp_path: Pa
         t.join()
     try:
         assert errors == [] and len(opened) == 2
-        assert all(s.stats()["healthy"] for s in opened)
+        # on a loaded machine the second opener can meet SQLITE_BUSY past its busy timeout: it then keeps
+        # running and retries (every 5 s), as the layer promises; the file must still be migrated once
+        wait_for(lambda: all(s.stats()["healthy"] for s in opened), timeout=20, what="both stores healthy")
         assert len(opened[0].crashes(limit=100)) == len(opened[1].crashes(limit=100)) == 3
     finally:
         for s in opened:
