@@ -18,9 +18,11 @@ import os
 import secrets
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import client, protocol
+from ._agent import AGENT_VERSION, Agent
+from ._dial import Dialer, dial_ssl_context
 from ._env import refuse_renamed_env
 from ._redact import Redactor
 from ._scrub import RedactionPolicy
@@ -28,21 +30,9 @@ from ._scrub import RedactionPolicy
 if TYPE_CHECKING:
     import actors
 
-    from ._agent import AGENT_VERSION, Agent
-    from ._dial import Dialer
     from ._source import Source
 
     Target = actors.Node | asyncio.AbstractEventLoop | Source
-
-
-def __getattr__(name: str) -> Any:
-    # the agent proper (and with it the actor runtime) loads on first use, so
-    # that observers importing agent.client/agent.protocol do not load actors
-    if name in ("Agent", "AGENT_VERSION"):
-        from . import _agent
-
-        return getattr(_agent, name)
-    raise AttributeError(f"module 'agent' has no attribute {name!r}")
 
 
 __all__ = [
@@ -135,7 +125,6 @@ def start(
     application, whose other tasks are then shown too (``docs/asyncio.md``,
     "Mixed programs").
     """
-    from ._agent import Agent
 
     host, port = _parse_bind(bind)
     target = _target(node)
@@ -170,8 +159,6 @@ def dial(
     observer's certificate (against ``tls_ca``, else the system store);
     ``tls_cert``/``tls_key`` present a client certificate (mutual TLS).
     Authentication is the same challenge-response as when the observer attaches."""
-    from ._dial import Dialer, dial_ssl_context
-
     host, port = _parse_bind(address)
     ctx = dial_ssl_context(tls_ca, tls_cert, tls_key) if (tls or tls_ca or tls_cert) else None
     return Dialer(agent, host, port, name=name, ssl_context=ctx, server_hostname=server_hostname, **options).start()

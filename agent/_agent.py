@@ -34,6 +34,7 @@ from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
+from ._dump import Dumper
 from ._encode import meta_of, process_record
 from ._preauth import PreAuth
 from ._redact import Redactor
@@ -190,8 +191,6 @@ class Agent(Sampling, Clock):
             raise self._startup_error
         self.source.attach(self)
         if self.dump_dir and isinstance(self.source, ActorsSource):
-            from ._dump import Dumper
-
             self.dumper = Dumper(self, self.dump_dir, gzip=self.dump_gzip).start()
         if self._host_tid is None:
             self.source.loop.call_soon_threadsafe(self._record_host_thread)

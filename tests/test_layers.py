@@ -89,14 +89,9 @@ def test_every_module_imports_alone() -> None:
 
 # -- no function-level imports of our own modules ---------------------------------------------------
 
-KNOWN_LATE_IMPORTS = {
-    # Known when the rule came in (issue #12). Each is an import cycle (or a
-    # start-up cost) dodged by importing late. Shrink this list; never grow it.
-    "agent/__init__.py: from . import _agent",
-    "agent/__init__.py: from ._agent import Agent",
-    "agent/__init__.py: from ._dial import Dialer, dial_ssl_context",
-    "agent/_agent.py: from ._dump import Dumper",
-}
+KNOWN_LATE_IMPORTS: set[str] = set()
+# Known when the rule came in (issue #12): imports dodging a cycle (or a
+# start-up cost) by importing late; the last went in the same issue. Keep it empty.
 
 
 def _is_own(node: ast.Import | ast.ImportFrom) -> bool:
