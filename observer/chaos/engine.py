@@ -348,6 +348,9 @@ class Engine(KillTracker, CancelRunner):
         start = loop.time()
         next_at = start
         seq_i = 0
+        slot = 0  # slots of the schedule reached or counted late (whole steps, no jitter: a grid)
+        grid = spec.duration_s is not None and spec.policy != "sequence" and spec.interval_ms > 0 and not spec.jitter_ms
+        slots = math.ceil(spec.duration_s * 1000.0 / spec.interval_ms - 1e-6) if grid and spec.duration_s else 0
         self._launched = 0
         pool = self._pool = CandidatePool(self.model, spec)
         pool_at = -1.0
@@ -356,8 +359,12 @@ class Engine(KillTracker, CancelRunner):
             if spec.duration_s is not None and now - start >= spec.duration_s:
                 step = spec.interval_ms / 1000.0
                 end = start + spec.duration_s
-                if spec.policy != "sequence" and step > 0:  # behind at the end: the slots still owed
+                if grid:  # behind at the end: the slots still owed, counted on the grid (no float drift)
+                    self._late(spec, slots - slot)
+                elif spec.policy != "sequence" and step > 0:
                     self._late(spec, math.ceil((end - next_at) / step - 1e-6))  # (not a rounding error's)
+                break
+            if grid and slot >= slots:  # every slot made or counted: a drifted last one is not an extra
                 break
             if spec.kills is not None and self._launched >= spec.kills:
                 break
@@ -401,12 +408,16 @@ class Engine(KillTracker, CancelRunner):
             if spec.jitter_ms:
                 step += self._rng.uniform(-spec.jitter_ms, spec.jitter_ms) / 1000.0
             next_at += max(step, 0.0)
+            slot += 1
             floor = loop.time() - 1.0  # never a backlog over 1 s: attempts further behind are dropped
             if next_at < floor:
                 if step > 0:  # whole slots: the schedule stays on its grid, every slot is made or counted
                     lost = math.ceil((floor - next_at) / step)
+                    if grid:
+                        lost = min(lost, slots - slot)
                     self._late(spec, lost)
                     next_at += lost * step
+                    slot += lost
                 else:
                     next_at = floor
 
