@@ -130,6 +130,14 @@ class Browser:
         self.client.disconnect()
 
 
+def _session_cookie(base: str, login: str) -> str:
+    import requests  # a dev dependency, like the rest of this benchmark's client side
+
+    http = requests.Session()
+    http.post(f"{base}/login", data={"token": login}, timeout=30).raise_for_status()
+    return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+
+
 def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, Any]:
     import requests
 
@@ -192,8 +200,8 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                     raise RuntimeError(f"not attached: {cl['totals']}")
                 time.sleep(1)
             progress(f"attached: {cl['totals']}")
-            cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
-            browsers = [Browser(base, cookie, f"n{i}") for i in range(nodes)]
+            # one login session per simulated browser, as real browsers have (a session may hold 8 sockets)
+            browsers = [Browser(base, _session_cookie(base, login), f"n{i}") for i in range(nodes)]
             tree = _tree_pids(observer.pid)
             rss_before = _rss_mb(tree)
             for p in node_procs:
