@@ -364,8 +364,8 @@ class Engine(KillTracker, CancelRunner):
                 elif spec.policy != "sequence" and step > 0:
                     self._late(spec, math.ceil((end - next_at) / step - 1e-6))  # (not a rounding error's)
                 break
-            if grid and slot >= slots:  # every slot made or counted: a drifted last one is not an extra
-                break
+            if grid and slot >= slots:  # every slot made or counted (a drifted last one is not an extra):
+                next_at = max(next_at, start + (spec.duration_s or 0.0) + 1e-3)  # wait out the duration
             if spec.kills is not None and self._launched >= spec.kills:
                 break
             if spec.policy == "sequence" and seq_i >= len(spec.sequence):
