@@ -298,17 +298,17 @@ class Process:
 
     def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process running ``fn(proc, *args)``; this process is its parent."""
-        return self.node._spawn(fn, args, name, label, self, link=False)
+        return self.node._spawn(fn, args, name, label, self, False)
 
     def spawn_link(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process linked to this one, atomically."""
-        return self.node._spawn(fn, args, name, label, self, link=True)
+        return self.node._spawn(fn, args, name, label, self, True)
 
     def spawn_monitor(
         self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None
     ) -> tuple[Pid, Ref]:
         """Start a process monitored by this one; returns ``(pid, ref)``."""
-        pid = self.node._spawn(fn, args, name, label, self, link=False)
+        pid = self.node._spawn(fn, args, name, label, self, False)
         return pid, self.monitor(pid)
 
     def link(self, pid: Pid) -> None:
