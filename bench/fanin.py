@@ -138,6 +138,21 @@ def _session_cookie(base: str, login: str) -> str:
     return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
 
 
+def _cluster(http: Any, base: str) -> dict[str, Any] | None:
+    """``/api/cluster``, or None if the request failed: a gunicorn gthread worker under a big
+    snapshot's load may drop a kept-alive connection just as it is reused (a reset, not an answer)."""
+    import requests
+
+    try:
+        resp = http.get(f"{base}/api/cluster", timeout=120)
+        resp.raise_for_status()
+        out: dict[str, Any] = resp.json()
+        return out
+    except requests.RequestException as exc:
+        progress(f"/api/cluster failed ({type(exc).__name__}); asking again")
+        return None
+
+
 def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, Any]:
     import requests
 
@@ -187,19 +202,25 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 cmd, stdout=subprocess.PIPE, text=True, env=env | {"OBSERVER_LOGIN_TOKEN": login}, cwd=ROOT
             )
             base = _read_until(observer, URL_RE, 120).group(1)
+            t_attach = time.monotonic()
             http = requests.Session()
             http.post(f"{base}/login", data={"token": login}, timeout=30)
             expected = nodes * groups * per
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 600 + expected / 1000  # a million: ~27 minutes at most
+            last_note = 0.0
             while True:
-                cl = http.get(f"{base}/api/cluster", timeout=60).json()
-                total = cl["totals"]["processes"]
-                if cl["totals"]["up"] == nodes and total >= expected:
+                cl = _cluster(http, base)
+                total = cl["totals"]["processes"] if cl else 0
+                if cl and cl["totals"]["up"] == nodes and total >= expected:
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"not attached: {cl['totals']}")
+                    raise RuntimeError(f"not attached: {cl and cl['totals']}")
+                if time.monotonic() - last_note >= 30:
+                    last_note = time.monotonic()
+                    progress(f"attaching: {cl and cl['totals']} after {time.monotonic() - t_attach:.0f} s")
                 time.sleep(1)
-            progress(f"attached: {cl['totals']}")
+            attach_s = time.monotonic() - t_attach
+            progress(f"attached in {attach_s:.0f} s: {cl['totals']}")
             # one login session per simulated browser, as real browsers have (a session may hold 8 sockets)
             browsers = [Browser(base, _session_cookie(base, login), f"n{i}") for i in range(nodes)]
             tree = _tree_pids(observer.pid)
@@ -228,7 +249,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 p.stdin.flush()
             rss = _rss_mb(tree)
             lat = [x for b in browsers for x in b.latencies]
-            cl = http.get(f"{base}/api/cluster", timeout=60).json()
+            cl = _cluster(http, base) or cl
             if not lat:
                 raise RuntimeError("no restart reached a client")
             return {
@@ -244,6 +265,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 "observer_rss_mb": rnd(rss),
                 "observer_rss_peak_mb": rnd(max(peak, rss)),
                 "observer_rss_before_churn_mb": rnd(rss_before),
+                "attach_s": rnd(attach_s),
                 "batches": sum(b.batches for b in browsers),
                 "machine": machine(),
             }

@@ -296,7 +296,10 @@ class Attachment:
         try:
             while True:
                 batch = [await client.messages.get()]
-                while len(batch) < 2000:
+                # a turn folds at most one snapshot chunk (500 records, a few ms): twenty nodes
+                # sending 50,000-record snapshots at once must not hold the loop for seconds,
+                # or the other agents' handshakes (2 s deadline) time out
+                while len(batch) < 2000 and batch[-1] is not _CLOSED and batch[-1].get("t") != "snapshot_chunk":
                     try:
                         batch.append(client.messages.get_nowait())
                     except asyncio.QueueEmpty:

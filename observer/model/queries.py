@@ -8,11 +8,13 @@ modules reason over (the kill preview, the tree).
 
 from __future__ import annotations
 
+import operator
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .order import Order, page_pids
-from .state import State, pid_key
+from .state import State, linked, pid_key
 
 __all__ = ["SORT_KEYS", "GraphView", "aggregates", "process", "processes", "search", "series", "summary"]
 
@@ -170,18 +172,34 @@ class GraphView:
 # -- node -------------------------------------------------------------------------------------------
 
 
+_status_of, _kind_of, _mailbox_of = (operator.attrgetter(f) for f in ("status", "kind", "mailbox"))
+
+
 def aggregates(state: State) -> tuple[dict[str, int], dict[str, int], int]:
-    """Counts by status and by kind, and the mailbox total (a walk over every process)."""
-    by_status: dict[str, int] = {}
-    by_kind: dict[str, int] = {}
-    mailbox_total = 0
-    for rec in state.graph._node.values():
+    """Counts by status and by kind, and the mailbox total (a walk over every process:
+    C-level over the slotted records, ~60 ns a process; 20 nodes of 50,000 ask every second)."""
+    recs = state.graph._node.values()
+    try:
+        by_status = Counter(map(_status_of, recs))
+        by_kind = Counter(map(_kind_of, recs))
+        mailbox_total = sum(filter(None, map(_mailbox_of, recs)))
+    except AttributeError:  # a plain dict among the records (a graph built by hand): one by one
+        pass
+    else:
+        for counts, missing in ((by_status, "?"), (by_kind, "worker")):
+            for falsy in [k for k in counts if not k]:
+                counts[missing] += counts.pop(falsy)
+        return dict(by_status), dict(by_kind), int(mailbox_total)
+    by_status_d: dict[str, int] = {}
+    by_kind_d: dict[str, int] = {}
+    total = 0
+    for rec in recs:
         st = rec.get("status") or "?"
-        by_status[st] = by_status.get(st, 0) + 1
+        by_status_d[st] = by_status_d.get(st, 0) + 1
         k = rec.get("kind") or "worker"
-        by_kind[k] = by_kind.get(k, 0) + 1
-        mailbox_total += rec.get("mailbox") or 0
-    return by_status, by_kind, mailbox_total
+        by_kind_d[k] = by_kind_d.get(k, 0) + 1
+        total += rec.get("mailbox") or 0
+    return by_status_d, by_kind_d, total
 
 
 def summary(state: State, name: str, agg: tuple[dict[str, int], dict[str, int], int]) -> dict[str, Any]:
@@ -307,7 +325,7 @@ def process(state: State, view: GraphView, pid: str) -> dict[str, Any] | None:
     if rec is None:
         return None
     out = dict(rec)
-    out["links"] = sorted((v for v, d in g._succ[pid].items() if d.get("link")), key=pid_key)
+    out["links"] = sorted(linked(g, pid), key=pid_key)
     out["monitors"] = sorted((v for v, d in g._succ[pid].items() if d.get("monitor")), key=pid_key)
     out["monitored_by"] = sorted((u for u, d in g._pred[pid].items() if d.get("monitor")), key=pid_key)
     out["children"] = view.children(pid)
@@ -323,7 +341,7 @@ def links(state: State, pid: str) -> dict[str, Any]:
     g = state.graph
     if pid not in g:
         return {"links": [], "monitors": []}
-    ls = [[pid, v] for v, d in g._succ[pid].items() if d.get("link")]
+    ls = [[pid, v] for v in linked(g, pid)]
     mons = [[pid, v] for v, d in g._succ[pid].items() if d.get("monitor")]
     mons += [[u, pid] for u, d in g._pred[pid].items() if d.get("monitor")]
     return {"links": ls, "monitors": mons}

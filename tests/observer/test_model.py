@@ -61,7 +61,10 @@ def test_graph_edges_sup_links_and_monitors() -> None:
     m = small_tree()
     with m.locked() as g:
         assert g.edges[P(1), P(2)]["kind"] == "sup" and g.edges[P(1), P(2)]["link"] is True
-        assert g.edges[P(2), P(1)]["kind"] == "link"
+        # a supervised pair's link is stored once, on the sup edge: no child -> supervisor edge
+        assert not g.has_edge(P(2), P(1))
+    assert m.links(P(1)) == {"links": [[P(1), P(2)], [P(1), P(3)], [P(1), P(4)]], "monitors": []}
+    assert m.process(P(2))["links"] == [P(1)]  # type: ignore[index]
     feed(m, [ev("link", 11, a=P(2), b=P(9)), ev("monitor", 12, watcher=P(9), target=P(3), ref="r1")])
     feed(m, [ev("monitor", 13, watcher=P(9), target=P(3), ref="r2")])
     d = m.process(P(9))

@@ -359,6 +359,23 @@ def test_a_checkpoint_restores_the_state_it_was_made_of() -> None:
     assert [c["id"] for c in m.tree()["children"]] == [P(1), P(4), P(7), P(9)]  # so it is drawn at the top
 
 
+def test_a_checkpoint_with_links_stored_both_ways_reads_as_one_link_per_supervised_pair() -> None:
+    # written before a supervised pair's link was kept on the sup edge alone: the child's
+    # link back to its supervisor listed (with a monitor), and the paired child implied
+    body = json.loads(json.dumps(checkpoint(replay([]))))
+    body["procs"] = [
+        {"pid": P(1), "kind": "supervisor"},
+        {"pid": P(2), "supervisor": P(1)},
+        {"pid": P(3), "supervisor": P(1)},
+    ]
+    body["edges"] = [[P(1), P(3), 3], [P(3), P(1), 6]]
+    body["unpaired"] = [P(3)]
+    g = restore(body).graph
+    assert g[P(1)][P(2)] == {"sup": True, "link": True, "kind": "sup"} and not g.has_edge(P(2), P(1))
+    assert g[P(1)][P(3)] == {"sup": True, "link": True, "kind": "sup"}
+    assert g[P(3)][P(1)] == {"monitor": 1, "kind": "monitor"}
+
+
 def test_an_old_light_checkpoint_is_still_read(tmp_path: Path) -> None:
     path = str(tmp_path / "h.db")
     s = HistoryStore(path)
