@@ -134,7 +134,15 @@ def _session_cookie(base: str, login: str) -> str:
     import requests  # a dev dependency, like the rest of this benchmark's client side
 
     http = requests.Session()
-    http.post(f"{base}/login", data={"token": login}, timeout=30).raise_for_status()
+    deadline = time.monotonic() + 600
+    while True:
+        resp = http.post(f"{base}/login", data={"token": login}, timeout=60)
+        # 503: the history writer is still busy with the attach snapshots' checkpoints (a login is written down)
+        if resp.status_code != 503 or time.monotonic() > deadline:
+            break
+        progress("login: 503 (the history writer is busy), again in 2 s")
+        time.sleep(2)
+    resp.raise_for_status()
     return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
 
 
