@@ -104,6 +104,11 @@ class GraphView:
                 return True
         return False
 
+    def roots(self) -> list[str]:
+        """Every pid nobody in the picture supervises (see :meth:`is_root`), in graph order."""
+        supervised = {v for nbrs in self._g._succ.values() for v, d in nbrs.items() if "sup" in d}
+        return [p for p in self._g._node if p not in supervised]
+
     def is_root(self, pid: str) -> bool:
         """Nobody in the picture supervises it."""
         for d in self._g._pred[pid].values():  # noqa: SIM110 -- as has_children
@@ -111,11 +116,11 @@ class GraphView:
                 return False
         return True
 
-    def children(self, sup: str) -> list[str]:
-        """Supervised children of ``sup`` in start (child spec) order."""
+    def children(self, sup: str, *, ordered: bool = True) -> list[str]:
+        """Supervised children of ``sup`` in start (child spec) order (``ordered=False``: in graph order)."""
         g = self._g
         kids = [v for v, d in g._succ[sup].items() if "sup" in d]
-        if len(kids) > 1:
+        if ordered and len(kids) > 1:
             order = self._cid_order.get(sup, {})
             nodes = g._node
             get = order.get

@@ -9,6 +9,7 @@ Both are pure functions (the facade calls :func:`build_tree` under its lock;
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -52,7 +53,7 @@ def build_tree(
     view = GraphView(state)
     if fold > 0 and len(view) <= FOLD_ABOVE:
         fold = 0
-    roots = sorted((p for p in view.pids() if view.is_root(p)), key=pid_key)
+    roots = sorted(view.roots(), key=pid_key)
     top: dict[str, Any] = {
         "id": "node",
         "node": True,
@@ -86,24 +87,34 @@ def build_tree(
                 d["group_key"] = f"{sup or 'root'}/{lb}"
             out.append(d)
             if view.has_children(p):
-                kids_of_p = view.children(p)
-                if fold and len(kids_of_p) >= fold and p not in exp and not any(map(view.has_children, kids_of_p)):
-                    _fold(view, d, kids_of_p)
-                else:
-                    work.append((d, p, kids_of_p))
+                if fold and p not in exp:
+                    leaves = view.children(p, ordered=False)  # (no need to sort what is not sent)
+                    if len(leaves) >= fold and not any(map(view.has_children, leaves)):
+                        _fold(view, d, leaves)
+                        continue
+                work.append((d, p, view.children(p)))
     return top
 
 
+_status_of, _mailbox_of, _restarts_of = (operator.attrgetter(f) for f in ("status", "mailbox", "restarts"))
+
+
 def _fold(view: GraphView, d: dict[str, Any], kids: list[str]) -> None:
-    """``d`` (a supervisor of leaves) sent folded: how many children, and their summary."""
+    """``d`` (a supervisor of leaves) sent folded: how many children, and their summary
+    (C-level over the slotted records: a million-process tree folds 10,000 of these)."""
+    recs = list(map(view.record, kids))
+    if all(type(r) is Proc for r in recs):  # type: ignore[comparison-overlap]
+        statuses: list[Any] = list(map(_status_of, recs))
+        mailbox = sum(filter(None, map(_mailbox_of, recs)))
+        restarts = sum(filter(None, map(_restarts_of, recs)))
+    else:
+        statuses = [r.get("status") for r in recs]
+        mailbox = sum(r.get("mailbox") or 0 for r in recs)
+        restarts = sum(r.get("restarts") or 0 for r in recs)
     status_counts: dict[str, int] = {}
-    mailbox = restarts = 0
-    for p in kids:
-        r = view.record(p)
-        st = r.get("status") or "?"
-        status_counts[st] = status_counts.get(st, 0) + 1
-        mailbox += r.get("mailbox") or 0
-        restarts += r.get("restarts") or 0
+    for st, n in Counter(statuses).items():
+        key = st or "?"
+        status_counts[key] = status_counts.get(key, 0) + n
     d["folded"] = len(kids)
     d["folded_status_counts"] = status_counts
     d["folded_mailbox_total"] = mailbox
