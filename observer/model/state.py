@@ -110,8 +110,9 @@ class Rates:
 
     window: float = SERIES_WINDOW
     """Seconds of series kept."""
-    last_in: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Per pid: (sample time, msgs_in) of its last sample, for its message rate."""
+    last_in: dict[str, tuple[float, int] | float] = field(default_factory=dict)
+    """Per pid: (sample time, msgs_in) of its last sample, for its message rate (the time alone
+    while msgs_in is 0)."""
     rate_nonzero: set[str] = field(default_factory=set)
     """Pids whose rate is not 0 (to zero them when they stop appearing in samples)."""
     mailbox_nonzero: set[str] = field(default_factory=set)
