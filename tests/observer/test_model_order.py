@@ -29,6 +29,7 @@ def table(n: int, seed: int = 1) -> NodeModel:
             mailbox=rnd.randrange(4),
             memory=rnd.choice([None, 100, 200, 300]),
             started_at=float(rnd.randrange(10)),
+            handler_time=rnd.randrange(1000) / 7,  # many distinct values (an index sort; the others go to buckets)
         )
         for i in rnd.sample(range(1, 10 * n), n)
     ]
