@@ -161,7 +161,7 @@ def _cluster(http: Any, base: str) -> dict[str, Any] | None:
         return None
 
 
-def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, Any]:
+def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: float | None = None) -> dict[str, Any]:
     import requests
 
     groups = max(1, per_node // 100)
@@ -178,6 +178,8 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
             progress(f"starting {nodes} nodes x {groups * per} processes")
             for _ in range(nodes):
                 node_env = env | {"OBSERVER_AGENT_TOKEN": token, "BENCH_GROUPS": str(groups), "BENCH_PER": str(per)}
+                if sample_hz is not None:
+                    node_env["BENCH_SAMPLE_HZ"] = str(sample_hz)
                 node_procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bench._browser_node"],
@@ -268,6 +270,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 "update_max_ms": rnd(max(lat)),
                 "restarts_measured": len(lat),
                 "churn_events_per_s_per_node": churn,
+                "agent_sample_hz": sample_hz,
                 "duration_s": rnd(t1 - t0),
                 "observer_cpu_fraction": rnd((cpu1 - cpu0) / (t1 - t0)),
                 "observer_rss_mb": rnd(rss),
@@ -294,10 +297,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--churn", type=float, default=30.0, help="lifecycle events per second per node")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds measured")
     ap.add_argument("--quick", action="store_true", help="2 nodes x 1,000 processes, 6 s (a smoke test)")
+    ap.add_argument(
+        "--sample-hz",
+        type=float,
+        default=None,
+        help="the nodes' agents' sampling scans a second (default the agent's, 4): each walks every process, "
+        "so twenty 50,000-process nodes on a small machine starve themselves; 0.5 leaves the cores to the observer",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.nodes, args.processes, args.duration = 2, 1000, 6.0
     if args.nodes < 1 or args.processes < 1 or args.duration <= 0 or args.churn <= 0:
         ap.error("--nodes, --processes, --duration and --churn must be positive")
-    emit(run(args.nodes, args.processes, args.churn, args.duration))
+    if args.sample_hz is not None and args.sample_hz <= 0:
+        ap.error("--sample-hz must be positive")
+    emit(run(args.nodes, args.processes, args.churn, args.duration, args.sample_hz))
     return 0
