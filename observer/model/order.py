@@ -65,11 +65,12 @@ def compute_order(nodes: Mapping[str, Any], sort: str, *, pid_ordered: bool = Fa
         if None in vals:
             known = list(compress(range(len(vals)), map(operator.is_not, vals, repeat(None))))
             unknown = list(compress(base, map(operator.is_, vals, repeat(None))))
-            kept = _ordered(list(map(base.__getitem__, known)), list(map(vals.__getitem__, known)))
+            kept = _ordered(list(map(base.__getitem__, known)), list(map(vals.__getitem__, known)), numeric=True)
             return Order(sort, kept + unknown, len(known))
+        return Order(sort, _ordered(base, vals, numeric=True), len(base))
     elif None in vals:
         vals = [v or 0 for v in vals]
-    return Order(sort, _ordered(base, vals), len(base))
+    return Order(sort, _ordered(base, vals, numeric=sort not in _STRING_KEYS and sort != "name"), len(base))
 
 
 def _lowered(vals: list[Any]) -> list[str]:
@@ -79,12 +80,20 @@ def _lowered(vals: list[Any]) -> list[str]:
     return list(map(low.__getitem__, vals))
 
 
-def _ordered(base: list[str], vals: list[Any]) -> list[str]:
-    """``base`` (in pid order) stably sorted by ``vals``: an index sort, unless every value
-    is the same (an idle node's counters are all 0), when the pid order is the order."""
-    if not vals or vals.count(vals[0]) == len(vals):
+def _ordered(base: list[str], vals: list[Any], *, numeric: bool = False) -> list[str]:
+    """``base`` (in pid order) stably sorted by ``vals``. Every value the same (an idle
+    node's counters): the pid order is the order. Numbers, none negative, mostly 0 (the
+    workers of a big idle node; its supervisors handled messages): the zeros first in pid
+    order, then only the others sorted. Else an index sort."""
+    n = len(vals)
+    if not vals or vals.count(vals[0]) == n:
         return base
-    idx = sorted(range(len(base)), key=vals.__getitem__)
+    if numeric and min(vals) >= 0:
+        nonzero = list(compress(range(n), vals))
+        if len(nonzero) <= n // 2:
+            nonzero.sort(key=vals.__getitem__)
+            return list(compress(base, map(operator.not_, vals))) + list(map(base.__getitem__, nonzero))
+    idx = sorted(range(n), key=vals.__getitem__)
     return list(map(base.__getitem__, idx))
 
 
