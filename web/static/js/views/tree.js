@@ -29,6 +29,7 @@ let drawnLifecycle = 0; // lifecycle changes received before the fetch behind th
 // ?expand=all (or "expand all"): nothing folded.
 const FOLD = 20;
 let unfoldAll = false;
+const unfolded = new Set(); // supervisors sent folded that the operator opened (sent to the server with `expanded`)
 
 export function mount(root, context) {
   ctx = context;
@@ -41,7 +42,7 @@ export function mount(root, context) {
       refetch("expand");
     },
     onUnfold: (it) => {
-      expanded.add(it.d.pid);
+      unfolded.add(it.d.pid);
       refetch("unfold");
     },
     onHover: (it) => hover(it),
@@ -87,7 +88,7 @@ async function refetch(reason) {
   const coveredHeld = [...heldSpawns, ...heldExits];
   applied = [];
   try {
-    const data = await ctx.api.tree(ctx.node, { expanded: [...expanded], fold: unfoldAll ? 0 : FOLD });
+    const data = await ctx.api.tree(ctx.node, { expanded: [...expanded, ...unfolded], fold: unfoldAll ? 0 : FOLD });
     const tree = data.tree || data;
     if (pendingFlash.length) {
       graph.flashIds(resolveFlash(tree, pendingFlash));
@@ -132,13 +133,13 @@ async function refetch(reason) {
   }
 }
 
-/** Put the folded supervisors on `path` (root first) in `expanded`; true if there was one. */
+/** Unfold the folded supervisors on `path` (root first) at the next fetch; true if there was one. */
 function unfoldPath(path) {
   let added = false;
   for (const p of path) {
     const d = graph.all.get(p);
-    if (d && d.folded && !(d.children || []).length && !expanded.has(p)) {
-      expanded.add(p);
+    if (d && d.folded && !(d.children || []).length && !unfolded.has(p)) {
+      unfolded.add(p);
       added = true;
     }
   }
