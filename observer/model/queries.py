@@ -8,12 +8,14 @@ modules reason over (the kill preview, the tree).
 
 from __future__ import annotations
 
+import heapq
 import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .order import Order, page_pids
+from .records import Proc
 from .state import State, linked, pid_key
 
 __all__ = ["SORT_KEYS", "GraphView", "aggregates", "process", "processes", "search", "series", "summary"]
@@ -352,23 +354,38 @@ def links(state: State, pid: str) -> dict[str, Any]:
     return {"links": ls, "monitors": mons}
 
 
+_SEARCHED = ("name", "label", "child_id")
+_search_fields = operator.attrgetter(*_SEARCHED)
+
+
 def search(view: GraphView, q: str, limit: int = 50) -> list[dict[str, Any]]:
     """Processes whose pid, name, label or child id contains ``q``, each with its path to the root."""
     needle = q.strip().lower()
     if not needle:
         return []
     hits = []
+    lowered: dict[Any, str] = {}  # names, labels and child ids repeat: each lowered once
     for pid, rec in view.items():
-        if (
-            needle in pid
-            or needle in (rec.get("name") or "").lower()
-            or needle in (rec.get("label") or "").lower()
-            or needle in str(rec.get("child_id") or "").lower()
-        ):
+        if needle in pid:
             hits.append(pid)
-    hits.sort(key=lambda p: (view.record(p).get("name") is None, pid_key(p)))
+            continue
+        fields = _search_fields(rec) if type(rec) is Proc else (rec.get(k) for k in _SEARCHED)  # type: ignore[comparison-overlap]
+        for v in fields:
+            if v is None:
+                continue
+            if v.__class__ is str:
+                low = lowered.get(v)
+                if low is None:
+                    low = lowered[v] = v.lower()
+            else:
+                low = str(v).lower()
+            if needle in low:
+                hits.append(pid)
+                break
+    # the first `limit` (named first, then by pid) without sorting every hit: "worker" matches 100,000
+    first = heapq.nsmallest(limit, hits, key=lambda p: (view.record(p).get("name") is None, pid_key(p)))
     out = []
-    for pid in hits[:limit]:
+    for pid in first:
         rec = view.record(pid)
         out.append(
             {
