@@ -152,7 +152,9 @@ class Attachment:
             self._loop = loop
         if self._loop is None:
             raise RuntimeError("no loop: use AttachManager.add")
-        _call(self._loop, self._astart())
+        # the loop may be busy folding the snapshots of the nodes attached just before
+        # (twenty of 50,000 processes): waiting 10 s for it failed the server's boot
+        _call(self._loop, self._astart(), 60.0)
 
     async def _astart(self) -> None:
         self._wake = asyncio.Event()
