@@ -1,0 +1,202 @@
+"""Slow-request floods (slowloris) against the default server, run as an attacker would:
+hundreds of real sockets on loopback that send half a request and then a byte now and
+then, against ``observer serve`` (gunicorn's gthread worker with our selector front,
+as deployed), while a logged-in user is served."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from observer.front import REQUEST_TIMEOUT
+from tests.observer import wait_for
+from tests.security.test_web_floods import LOGIN, LiveClient, Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp("sec-slow"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class SlowFlood:
+    """``n`` connections, each sending an unfinished request, then one more byte of it every
+    ``every`` seconds (heads, and bodies shorter than their Content-Length); records when
+    the server closes each one."""
+
+    def __init__(self, port: int, n: int, *, every: float = 0.5) -> None:
+        self.socks: list[socket.socket] = []
+        self.opened = time.monotonic()
+        self.closed_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 4 == 3:  # a complete head, then a body that never ends
+                s.sendall(
+                    f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-"
+                    "urlencoded\r\nContent-Length: 100000\r\n\r\ntoken=".encode()
+                )
+            else:
+                s.sendall(f"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow: ".encode())
+            s.setblocking(False)
+            self.socks.append(s)
+        self._every = every
+        self._threads = [threading.Thread(target=self._dribble, daemon=True), threading.Thread(target=self._watch)]
+        for t in self._threads:
+            t.start()
+
+    def _dribble(self) -> None:
+        while not self._stop.wait(self._every):
+            for i, s in enumerate(self.socks):
+                if i not in self.closed_at:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass
+
+    def _watch(self) -> None:
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(self.socks):
+            sel.register(s, selectors.EVENT_READ, i)
+        while not self._stop.is_set() and len(self.closed_at) < len(self.socks):
+            for key, _ in sel.select(0.2):
+                i = key.data
+                try:
+                    data = self.socks[i].recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self.closed_at[i] = time.monotonic() - self.opened
+                    sel.unregister(self.socks[i])
+        sel.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        for s in self.socks:
+            s.close()
+
+
+def _timed_get(url: str, cookies: object = None) -> tuple[int, float]:
+    t0 = time.monotonic()
+    r = requests.get(url, cookies=cookies, timeout=10, allow_redirects=False)  # a new connection each time
+    return r.status_code, time.monotonic() - t0
+
+
+def test_slow_requests_hold_no_thread_and_are_closed_at_the_request_deadline(server: Server) -> None:
+    user = LiveClient(server.base)
+    flood: SlowFlood | None = None
+    try:
+        assert user.got.wait(20), "the logged-in client gets batches"
+        # more slow requests than the server has threads (320), each trickling a byte every 0.5 s
+        flood = SlowFlood(server.port, 400)
+        for _ in range(3):
+            status, took = _timed_get(f"{server.base}/login")
+            assert status == 200 and took < 2.0, (status, took)
+            status, took = _timed_get(f"{server.base}/api/overview", user.http.cookies)
+            assert status == 200 and took < 2.0, (status, took)
+        before = user.batches
+        wait_for(lambda: user.batches > before, timeout=10, what="a batch on the live socket during the flood")
+        fresh = LiveClient(server.base)  # a new login and a new live socket during the flood
+        try:
+            assert fresh.got.wait(20), "a live socket opened during the flood gets batches"
+        finally:
+            fresh.close()
+        assert not flood.closed_at, "nothing is closed before the deadline while it trickles"
+        # a deadline for the whole request, not per read: every one is closed though it still trickles
+        wait_for(
+            lambda: len(flood.closed_at) == len(flood.socks),
+            timeout=REQUEST_TIMEOUT + 15,
+            what="the slow requests closed at the deadline",
+        )
+        closed = sorted(flood.closed_at.values())
+        assert closed[0] > REQUEST_TIMEOUT - 1.5, closed[:5]
+        status, took = _timed_get(f"{server.base}/api/overview", user.http.cookies)
+        assert status == 200 and took < 2.0
+        assert user.sio.connected
+    finally:
+        if flood is not None:
+            flood.stop()
+        user.close()
+
+
+def _raw(port: int, request: bytes, *, close_write: bool = False) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        if close_write:
+            s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+            if b"\r\n\r\n" in data and not close_write:
+                return data
+
+
+def test_bodies_the_front_cannot_buffer_are_refused_and_ordinary_ones_pass(server: Server, tmp_path: Path) -> None:
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+    big = _raw(server.port, f"POST /login HTTP/1.1\r\n{host}Content-Length: 99999999\r\n\r\n".encode())
+    assert big.startswith(b"HTTP/1.1 413 "), big
+    chunked = _raw(server.port, f"POST /login HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n".encode())
+    assert chunked.startswith(b"HTTP/1.1 411 "), chunked
+    huge_head = _raw(server.port, f"GET / HTTP/1.1\r\n{host}X-Big: {'a' * 70000}\r\n\r\n".encode())
+    assert huge_head.startswith(b"HTTP/1.1 431 "), huge_head[:100]
+    # a login form posted whole, and one sent with Expect: 100-continue (answered by the front)
+    http = requests.Session()
+    r = http.post(f"{server.base}/login", data={"token": LOGIN}, allow_redirects=False, timeout=10)
+    assert r.status_code == 302
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        body = f"token={LOGIN}".encode()
+        s.sendall(
+            f"POST /login HTTP/1.1\r\n{host}Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 302 "), answer[:200]
+    # two requests pipelined on one kept-alive connection, both answered
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"GET /login HTTP/1.1\r\n{host}\r\nGET /login HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.count(b"HTTP/1.1 200 ") == 2, data[:300]
+
+
+def test_clients_that_never_close_their_end_do_not_stall_the_server(server: Server) -> None:
+    """Requests with ``Connection: close`` from clients that then keep their end open: the
+    closing lingers in the selector. (gunicorn's own waits up to 2 s for each on its main
+    loop: 200 of them stopped it answering anything for minutes.)"""
+    http = requests.Session()
+    r = http.post(f"{server.base}/login", data={"token": LOGIN}, allow_redirects=False, timeout=10)
+    assert r.status_code == 302
+    held: list[socket.socket] = []
+    try:
+        req = f"GET /login HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode()
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(req)
+            held.append(s)
+        for s in held[-5:]:
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        status, took = _timed_get(f"{server.base}/api/overview", http.cookies)
+        assert status == 200 and took < 2.0, (status, took)
+    finally:
+        for s in held:
+            s.close()
