@@ -58,6 +58,11 @@ NamedChangeListener = Callable[[str, list[Change]], None]
 _CLOSED = {"t": "_closed"}
 
 
+BUSY_RETRY = 0.05
+"""Seconds before retrying an agent that answered ``busy`` (grows by half per retry)."""
+BUSY_RETRY_MAX = 1.0
+"""At most this long between retries of a ``busy`` agent."""
+
 FREEZE_AT = 5000
 """Processes in a fresh snapshot past which the collector forgets the heap (see ``_feed``)."""
 
@@ -206,24 +211,31 @@ class Attachment:
 
     async def _run(self) -> None:
         delay = self.backoff_initial
+        busy = 0
         while not self._stopping:
             self.attempts += 1
             try:
                 client = await self._connect()
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, OSError, AgentError, P.FrameError, asyncio.IncompleteReadError) as exc:
+            except AgentError as exc:
+                if exc.code != P.E_BUSY:
+                    delay = await self._failed(exc, delay)
+                    continue
+                # the agent's handshake pool is full (a flood?) and it asks for a retry, which
+                # costs it little: retrying soon keeps our place; a growing backoff left the
+                # pool to the flood for seconds
+                busy += 1
                 err = _describe(exc)
                 if err != self.last_error:
-                    log.warning("observer: cannot attach %s (%s): %s", self.name, self.address, err)
-                    if _is_refusal(exc):
-                        await self._audit_refusal(err)
+                    log.info("observer: %s (%s) is busy, retrying: %s", self.name, self.address, err)
                 self.last_error = err
-                if self.model.status not in ("down", "connecting"):
-                    self._changed(self.model.disconnected(err))
-                await self._backoff(delay)
-                delay = min(delay * 2, self.backoff_max)
+                await self._backoff(min(BUSY_RETRY * 1.5**busy, BUSY_RETRY_MAX))
                 continue
+            except (TimeoutError, OSError, P.FrameError, asyncio.IncompleteReadError) as exc:
+                delay = await self._failed(exc, delay)
+                continue
+            busy = 0
             self.connects += 1
             started = time.monotonic()
             self.connected_since = time.time()
@@ -255,6 +267,22 @@ class Attachment:
                 delay = self.backoff_initial
             await self._backoff(delay)
             delay = min(delay * 2, self.backoff_max)
+
+    async def _failed(self, exc: BaseException, delay: float) -> float:
+        """An attempt failed: log and audit it (once per distinct error); a node that was
+        up (a model restored as up, say) is marked down, in the model and in the history
+        alike; wait ``delay``; returns the next delay."""
+        err = _describe(exc)
+        if err != self.last_error:
+            log.warning("observer: cannot attach %s (%s): %s", self.name, self.address, err)
+            if _is_refusal(exc):
+                await self._audit_refusal(err)
+        self.last_error = err
+        if self.model.status not in ("down", "connecting"):  # it was up (or restored as up)
+            self._record({"t": "status", "status": "down", "reason": err})
+            self._changed(self.model.disconnected(err))
+        await self._backoff(delay)
+        return min(delay * 2, self.backoff_max)
 
     async def _connect(self) -> AgentClient:
         """One attempt at an authenticated session (overridden for agents that dial in)."""
