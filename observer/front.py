@@ -103,6 +103,8 @@ class _Pending:
     """The client's address (no port)."""
     deadline: float
     """``time.monotonic()`` by which the request must have arrived."""
+    fd: int = -1
+    """The socket's descriptor, as registered in the selector."""
     buf: bytearray = field(default_factory=bytearray)
     """What has arrived so far."""
     handshaken: bool = True
@@ -111,6 +113,8 @@ class _Pending:
     """Bytes the whole request takes (head and body); -1 until the head is in."""
     writing: bool = False
     """Registered for write readiness too (a TLS handshake that must send)."""
+    upgrade: bool = False
+    """The request asks for a protocol upgrade (a WebSocket)."""
 
 
 class _Conn(TConn):
@@ -120,12 +124,20 @@ class _Conn(TConn):
         super().__init__(cfg, sock, client, server)
         self.worker = worker
         self.front_ready = False
+        self.upgraded = False
+        """The last request asked for an upgrade: the socket is shared with the WebSocket's threads."""
 
     def close(self, graceful: bool = False) -> None:
-        if graceful:
+        if graceful and not self.upgraded:
             self.worker.linger(self.sock)
-        else:
-            super().close()
+            return
+        if self.upgraded:
+            # simple-websocket's reader thread may still be in recv() on this very socket,
+            # and closes it too: shut it down (which wakes that recv) rather than linger in
+            # the selector with a descriptor another thread closes
+            with _suppress():
+                self.sock.shutdown(socket.SHUT_RDWR)
+        super().close()
 
 
 class FrontedThreadWorker(ThreadWorker):
@@ -139,7 +151,7 @@ class FrontedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._pending: dict[_Pending, None] = {}  # oldest first (insertion order = deadline order)
         self._by_addr: dict[str, dict[_Pending, None]] = {}
-        self._lingering: deque[tuple[float, Any]] = deque()
+        self._lingering: deque[tuple[float, Any, int]] = deque()
         self._ssl_ctx: ssl.SSLContext | None = None
         self.evicted = 0
         """Requests dropped to make room for others."""
@@ -207,8 +219,8 @@ class FrontedThreadWorker(ThreadWorker):
             self.timed_out += 1
             self._drop(p)
         while self._lingering and (self._lingering[0][0] <= now or not self.alive):
-            _, sock = self._lingering.popleft()
-            self._unlinger(sock)
+            _, sock, fd = self._lingering.popleft()
+            self._unlinger(sock, fd)
 
     # -- the front -----------------------------------------------------------------------------
 
@@ -224,12 +236,11 @@ class FrontedThreadWorker(ThreadWorker):
         if len(self._lingering) >= MAX_LINGERING:
             _close(sock)
             return
-        try:
-            self.poller.register(sock, selectors.EVENT_READ, partial(self._on_linger_readable, sock))
-        except (OSError, ValueError, KeyError):
+        fd = self._register(sock, selectors.EVENT_READ, partial(self._on_linger_readable, sock))
+        if fd < 0:
             _close(sock)
             return
-        self._lingering.append((time.monotonic() + LINGER, sock))
+        self._lingering.append((time.monotonic() + LINGER, sock, fd))
 
     def _on_linger_readable(self, sock: Any, _fileobj: Any) -> None:
         try:
@@ -239,21 +250,46 @@ class FrontedThreadWorker(ThreadWorker):
         except OSError:
             data = b""
         if not data:
-            with _suppress():
-                self._lingering.remove(next(x for x in self._lingering if x[1] is sock))
-            self._unlinger(sock)
+            entry = next((x for x in self._lingering if x[1] is sock), None)
+            if entry is not None:
+                self._lingering.remove(entry)
+                self._unlinger(sock, entry[2])
 
-    def _unlinger(self, sock: Any) -> None:
-        with _suppress():
-            self.poller.unregister(sock)
+    def _unlinger(self, sock: Any, fd: int) -> None:
+        self._unregister(fd)
         _close(sock)
+
+    def _register(self, sock: Any, events: int, callback: Any) -> int:
+        """Register ``sock``'s descriptor in the selector; returns it, or -1 if it is closed.
+        By descriptor, not by socket: unregistering then works even once the socket is closed."""
+        try:
+            fd = int(sock.fileno())
+        except (OSError, ValueError):
+            return -1
+        if fd < 0:
+            return -1
+        try:
+            self.poller.register(fd, events, callback)
+        except KeyError:  # a stale entry for a descriptor closed and reused since: replaced
+            self._unregister(fd)
+            try:
+                self.poller.register(fd, events, callback)
+            except (KeyError, ValueError, OSError):
+                return -1
+        except (ValueError, OSError):
+            return -1
+        return fd
+
+    def _unregister(self, fd: int) -> None:
+        if fd >= 0:
+            with _suppress():
+                self.poller.unregister(fd)
 
     def _park(self, conn: Any, ahead: bytes, *, handshaken: bool, read_now: bool) -> None:
         addr = str(conn.client[0]) if isinstance(conn.client, tuple) and conn.client else str(conn.client)
-        p = _Pending(conn, addr, time.monotonic() + self.request_timeout, bytearray(ahead), handshaken)
-        try:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, p))
-        except (OSError, ValueError, KeyError):
+        p = _Pending(conn, addr, time.monotonic() + self.request_timeout, buf=bytearray(ahead), handshaken=handshaken)
+        p.fd = self._register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, p))
+        if p.fd < 0:
             self.nr_conns -= 1
             conn.close()
             return
@@ -277,7 +313,7 @@ class FrontedThreadWorker(ThreadWorker):
                 p.handshaken = True
                 if p.writing:
                     p.writing = False
-                    self.poller.modify(sock, selectors.EVENT_READ, partial(self._on_readable, p))
+                    self.poller.modify(p.fd, selectors.EVENT_READ, partial(self._on_readable, p))
             limit = MAX_HEAD + MAX_BODY
             while len(p.buf) <= limit:
                 chunk = sock.recv(65536)
@@ -288,7 +324,7 @@ class FrontedThreadWorker(ThreadWorker):
         except ssl.SSLWantWriteError:
             if not p.writing:
                 p.writing = True
-                self.poller.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, partial(self._on_readable, p))
+                self.poller.modify(p.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, partial(self._on_readable, p))
             return
         except _WOULD_BLOCK:
             pass
@@ -322,6 +358,7 @@ class FrontedThreadWorker(ThreadWorker):
                 self._answer(p, 413)
                 return
             length = max(0, length)
+            p.upgrade = "upgrade" in fields
             p.need = head_len + length
             if length and len(p.buf) < p.need and fields.get("expect", "").strip().lower() == "100-continue":
                 # answered here; the field removed so that gunicorn does not answer it again
@@ -340,8 +377,8 @@ class FrontedThreadWorker(ThreadWorker):
     def _dispatch(self, p: _Pending) -> None:
         self._forget(p)
         conn = p.conn
-        with _suppress():
-            self.poller.unregister(conn.sock)
+        self._unregister(p.fd)
+        conn.upgraded = p.upgrade
         if conn.parser is None:
             conn.initialized = True
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
@@ -358,8 +395,7 @@ class FrontedThreadWorker(ThreadWorker):
         with _suppress():
             p.conn.sock.send(msg)
         self._forget(p)
-        with _suppress():
-            self.poller.unregister(p.conn.sock)
+        self._unregister(p.fd)
         self.nr_conns -= 1
         self.linger(p.conn.sock)
 
@@ -396,8 +432,7 @@ class FrontedThreadWorker(ThreadWorker):
 
     def _drop(self, p: _Pending) -> None:
         self._forget(p)
-        with _suppress():
-            self.poller.unregister(p.conn.sock)
+        self._unregister(p.fd)
         self.nr_conns -= 1
         p.conn.close()
 

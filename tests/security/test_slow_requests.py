@@ -200,3 +200,24 @@ def test_clients_that_never_close_their_end_do_not_stall_the_server(server: Serv
     finally:
         for s in held:
             s.close()
+
+
+def test_new_connections_are_served_after_the_server_closes_live_sockets(server: Server) -> None:
+    """A live socket's descriptor is closed by its WebSocket thread while the worker closes
+    the connection too (a logout closes the session's live sockets): the descriptor, soon
+    reused by a new connection, must not be left behind in the worker's selector (it was
+    once: every new connection on that descriptor was reset)."""
+    for _ in range(3):
+        user = LiveClient(server.base)
+        closed = threading.Event()
+        user.sio.on("disconnect", closed.set, namespace="/live")
+        assert user.got.wait(20)
+        r = user.http.post(
+            f"{server.base}/logout", headers={"X-CSRF-Token": user.csrf, "Origin": server.base}, timeout=10
+        )
+        assert r.status_code == 200, r.text
+        assert closed.wait(10), "the logged-out session's live socket closed by the server"
+        other = requests.Session()
+        for _ in range(20):
+            assert other.get(f"{server.base}/login", timeout=10).status_code == 200
+            assert requests.get(f"{server.base}/login", timeout=10).status_code == 200  # a new connection
