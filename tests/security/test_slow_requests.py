@@ -5,18 +5,24 @@ as deployed), while a logged-in user is served."""
 
 from __future__ import annotations
 
+import re
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from observer.front import REQUEST_TIMEOUT
 from tests.observer import wait_for
+from tests.observer.certs import make_pki
+from tests.observer.nodes import clean_env, login, read_line, stop_process
 from tests.security.test_web_floods import LOGIN, LiveClient, Server
 
 
@@ -90,7 +96,7 @@ class SlowFlood:
             s.close()
 
 
-def _timed_get(url: str, cookies: object = None) -> tuple[int, float]:
+def _timed_get(url: str, cookies: Any = None) -> tuple[int, float]:
     t0 = time.monotonic()
     r = requests.get(url, cookies=cookies, timeout=10, allow_redirects=False)  # a new connection each time
     return r.status_code, time.monotonic() - t0
@@ -221,3 +227,49 @@ def test_new_connections_are_served_after_the_server_closes_live_sockets(server:
         for _ in range(20):
             assert other.get(f"{server.base}/login", timeout=10).status_code == 200
             assert requests.get(f"{server.base}/login", timeout=10).status_code == 200  # a new connection
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    for _ in proc.stdout or ():
+        pass
+
+
+def test_slow_tls_handshakes_hold_no_thread(tmp_path: Path) -> None:
+    """With HTTPS, the TLS handshake is done in the selector too: 350 connections that
+    stall mid-handshake (half a ClientHello, or nothing at all) hold no thread; a user's
+    HTTPS requests are answered at once."""
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "logins").write_text(f"{LOGIN} role=operator name=op\n")
+    (tmp_path / "agents").write_text("agents-token-0123456789abcdef")
+    for f in ("logins", "agents"):
+        (tmp_path / f).chmod(0o600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer", "serve", "--listen-agents", "127.0.0.1:0", "--node-token-file",
+         str(tmp_path / "agents"), "--login-token-file", str(tmp_path / "logins"), "--port", "0", "--no-browser",
+         "--tls-cert", pki.server_cert, "--tls-key", pki.server_key],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(),
+    )  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        m, _ = read_line(proc.stdout, re.compile(r"open (https://127\.0\.0\.1:(\d+))/login"), 60, "the HTTPS URL")
+        base, port = m.group(1), int(m.group(2))
+        threading.Thread(target=_drain, args=(proc,), daemon=True).start()  # a full pipe would stall it
+        http = requests.Session()
+        http.verify = pki.ca
+        http.trust_env = False
+        login(http, base, LOGIN)
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"  # a ClientHello's first bytes, then silence
+        for i in range(350):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 2:
+                s.sendall(hello)
+            held.append(s)
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = requests.get(f"{base}/api/overview", cookies=http.cookies, verify=pki.ca, timeout=10)
+            assert r.status_code == 200 and time.monotonic() - t0 < 2.0, (r.status_code, time.monotonic() - t0)
+    finally:
+        for s in held:
+            s.close()
+        stop_process(proc)
