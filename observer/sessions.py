@@ -105,11 +105,18 @@ class SessionStore:
             self._watcher = None
 
     def _watch(self) -> None:
+        failing = False
         while not self._stop.wait(self.recheck):
             try:
                 self.sync()
-            except Exception as exc:  # the database away for a while: try again next time
-                log.warning("observer: could not check the login sessions for revocations: %s", exc)
+            except Exception as exc:  # the database away for a while: try again next time (logged once)
+                if not failing:
+                    log.warning("observer: could not check the login sessions for revocations: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("observer: checking the login sessions for revocations again")
+                failing = False
 
     def sync(self) -> set[str]:
         """End here the live sessions that were revoked in the database (by another server
