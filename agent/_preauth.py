@@ -17,9 +17,10 @@ keep a legitimate observer from attaching. So:
   connection, once admitted, keeps its slot for ``grace``, far more than a real
   observer's round trip, and slots keep freeing up as the flood's connections
   age (each admission costs the flood a slot for at least ``grace``);
-* a connection whose answer to ``hello`` has arrived (bytes waiting in the
-  kernel or in its reader, not yet read by its session: on a loaded host the
-  agent's loop may take a while to get to them) is never evicted: it is about to authenticate or
+* a connection whose answer to ``hello`` has arrived (a whole frame in its
+  reader, or bytes in the kernel the loop has not read yet; not yet read by
+  its session: on a loaded host the agent's loop may take a while to get to
+  them) is never evicted (part of a frame does not count): it is about to authenticate or
   fail, and then it leaves the pool anyway. So an observer admitted and quick
   to answer keeps its slot however slow the agent's loop is under the flood;
   a flood that answers with complete frames is refused at the first one;
@@ -173,12 +174,16 @@ def default_max_pending() -> int:
 
 
 def _answered(writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None) -> bool:
-    """Bytes have arrived on this connection that its session has not read yet: in the
-    kernel's buffer (the loop has not got to them), or in ``reader``'s. ``StreamReader``
-    has no public call for the latter: its buffer is looked at if it has one."""
+    """A whole frame has arrived on this connection that its session has not read yet
+    (in ``reader``'s buffer), or bytes the loop has not even read yet (in the kernel's:
+    they are in the reader's buffer at the loop's next turn, judged then). A part of a
+    frame does not count: a flood sending a byte now and then is evicted as if silent.
+    ``StreamReader`` has no public call for its buffer: it is looked at if it has one."""
     buffer = getattr(reader, "_buffer", None)
-    if isinstance(buffer, (bytes, bytearray)) and len(buffer) > 0:
-        return True
+    if isinstance(buffer, (bytes, bytearray)) and len(buffer) >= P.HEADER.size:
+        (n,) = P.HEADER.unpack_from(buffer)
+        if len(buffer) >= P.HEADER.size + n:
+            return True
     sock = writer.get_extra_info("socket")
     try:
         fd = sock.fileno() if sock is not None else -1

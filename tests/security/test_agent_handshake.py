@@ -188,6 +188,14 @@ async def test_a_mac_made_for_one_agent_is_refused_by_another_with_the_same_toke
         b.stop()
 
 
+async def _turns(reader: asyncio.StreamReader, n: int) -> None:
+    """Let the loop turn until ``n`` bytes sent on loopback sit in ``reader``'s buffer."""
+    deadline = time.monotonic() + 5
+    while len(getattr(reader, "_buffer", b"")) < n:
+        assert time.monotonic() < deadline, "the bytes never arrived"
+        await asyncio.sleep(0)
+
+
 async def _attach_retrying(port: int, within: float) -> float:
     t0 = time.monotonic()
     while True:
@@ -248,12 +256,14 @@ async def test_a_silent_connection_is_dropped_at_the_pre_auth_deadline(plain_hos
     writer.close()
 
 
-@pytest.mark.parametrize("answered", [True, False])
-async def test_a_connection_whose_answer_has_arrived_is_never_evicted(answered: bool) -> None:
+@pytest.mark.parametrize("sent", [b"\x00\x00\x00\x05{...}", b"", b"\x00\x00\x01\x00{partial"])
+async def test_a_connection_whose_answer_has_arrived_is_never_evicted(sent: bytes) -> None:
     """The pool is full with one connection, past its grace; a newcomer knocks. If that
     connection's answer has arrived (its bytes wait, unread: the agent's loop has not got
     to them yet on a loaded host), the newcomer is told ``busy`` and the answered one
-    stays; a silent one is evicted as before. Real sockets, the agent's pre-auth pool."""
+    stays; a silent one is evicted as before, and so is one that sent part of a frame (a
+    flood trickling bytes gets no protection). Real sockets, the agent's pre-auth pool."""
+    answered = sent.startswith(b"\x00\x00\x00\x05")
     pre = PreAuth(max_pending=1, grace=0.0)
     accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
 
@@ -266,9 +276,10 @@ async def test_a_connection_whose_answer_has_arrived_is_never_evicted(answered: 
         cr, cw = await asyncio.open_connection("127.0.0.1", port)
         sr, sw = await accepted.get()
         assert pre.admit("127.0.0.1", sw, sr)
-        if answered:
-            cw.write(b"\x00\x00\x00\x05{...}")  # the observer's auth, not read by a session yet
-            await cw.drain()  # on loopback, in the agent side's kernel buffer once sent
+        if sent:
+            cw.write(sent)  # the observer's auth (or part of a frame), not read by a session yet
+            await cw.drain()
+            await _turns(sr, len(sent))  # in the reader's buffer, as a session would find it
         fr, fw = await asyncio.open_connection("127.0.0.1", port)
         _fsr, fsw = await accepted.get()
         admitted = pre.admit("127.0.0.1", fsw, _fsr)
