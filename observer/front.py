@@ -25,7 +25,8 @@ thread pool (the bytes already read are given back to gunicorn's parser):
   oldest idle kept-alive connection (closing one is always allowed in HTTP),
   else the oldest request being read, makes room;
 * bodies are read here too, up to :data:`MAX_BODY` (the app's own
-  ``MAX_CONTENT_LENGTH``): a larger ``Content-Length`` is answered 413, a
+  ``MAX_CONTENT_LENGTH``; :data:`MAX_BUFFERED` in all, past which the request
+  holding the most is dropped): a larger ``Content-Length`` is answered 413, a
   ``Transfer-Encoding`` body 411 (browsers never send one), a head over
   :data:`MAX_HEAD` 431; ``Expect: 100-continue`` is answered here;
 * TLS handshakes happen here as well (non-blocking), with one SSL context
@@ -79,6 +80,8 @@ MAX_HEAD = 64 * 1024
 """Largest request head (request line and fields)."""
 MAX_BODY = 1 << 20
 """Largest request body (the app's ``MAX_CONTENT_LENGTH``)."""
+MAX_BUFFERED = 64 << 20
+"""Bytes held in all by requests being read; over it, the request holding the most is dropped."""
 LINGER = 2.0
 """Seconds a closed connection is drained before the socket is closed."""
 MAX_LINGERING = 1024
@@ -115,6 +118,8 @@ class _Pending:
     """Registered for write readiness too (a TLS handshake that must send)."""
     upgrade: bool = False
     """The request asks for a protocol upgrade (a WebSocket)."""
+    counted: int = 0
+    """``len(buf)`` as counted in the worker's total."""
 
 
 class _Conn(TConn):
@@ -153,6 +158,8 @@ class FrontedThreadWorker(ThreadWorker):
         self._by_addr: dict[str, dict[_Pending, None]] = {}
         self._lingering: deque[tuple[float, Any, int]] = deque()
         self._ssl_ctx: ssl.SSLContext | None = None
+        self._buffered = 0
+        """Bytes held by the requests being read (at most :data:`MAX_BUFFERED`)."""
         self.evicted = 0
         """Requests dropped to make room for others."""
         self.timed_out = 0
@@ -304,6 +311,7 @@ class FrontedThreadWorker(ThreadWorker):
             self._on_readable(p, None)
         elif p.buf:
             self._check(p)
+            self._count(p)
 
     def _on_readable(self, p: _Pending, _fileobj: Any) -> None:
         sock = p.conn.sock
@@ -332,6 +340,15 @@ class FrontedThreadWorker(ThreadWorker):
             self._drop(p)
             return
         self._check(p)
+        self._count(p)
+        while self._buffered > MAX_BUFFERED and self._pending:  # slow bodies must not fill the memory
+            self.evicted += 1
+            self._drop(max(self._pending, key=lambda q: q.counted))
+
+    def _count(self, p: _Pending) -> None:
+        if p in self._pending:
+            self._buffered += len(p.buf) - p.counted
+            p.counted = len(p.buf)
 
     def _check(self, p: _Pending) -> None:
         if p.need < 0:
@@ -423,6 +440,9 @@ class FrontedThreadWorker(ThreadWorker):
             self._evict(None)
 
     def _forget(self, p: _Pending) -> None:
+        if p in self._pending:
+            self._buffered -= p.counted
+            p.counted = 0
         self._pending.pop(p, None)
         mine = self._by_addr.get(p.addr)
         if mine is not None:
