@@ -8,9 +8,8 @@ connection drops marks the node down (the last-known picture is kept) and
 re-attaches with jittered exponential backoff (an agent that answers ``busy``,
 its handshake pool full, is retried within a second); a node shown up whose
 attempt fails is marked down, in the model and the history alike. The agent
-starts every session
-(and every resync after a ``gap``) with a fresh snapshot, which replaces the
-picture.
+starts every session (and every resync after a ``gap``) with a fresh
+snapshot, which replaces the picture.
 
 Threading rules
     * :meth:`Attachment.command`, :meth:`Attachment.run_audited`,
