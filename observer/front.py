@@ -367,10 +367,9 @@ class FrontedThreadWorker(ThreadWorker):
             if "transfer-encoding" in fields:
                 self._answer(p, 411)
                 return
-            try:
-                length = int(fields.get("content-length", "0").strip() or "0")
-            except ValueError:
-                length = 0  # gunicorn's parser answers the bad value (400) without reading on
+            value = fields.get("content-length", "0").strip()
+            # as gunicorn reads it (digits only); anything else it answers 400 without reading on
+            length = int(value) if value.isascii() and value.isdigit() else 0
             if length > MAX_BODY:
                 self._answer(p, 413)
                 return
