@@ -11,8 +11,8 @@ keep a legitimate observer from attaching. So:
 * when there is no room, the *oldest silent* pending connection of that peer
   (or, when every slot is taken, of the peer with the most) is closed to make
   room, if it has waited more than ``grace`` (250 ms); if not, the newcomer is
-  answered ``busy`` and closed, which an observer retries at once (within a
-  second; see ``observer.attach``). A flood from one address only ever evicts
+  answered ``busy`` and closed, which an observer retries soon (within
+  250 ms; see ``observer.attach``). A flood from one address only ever evicts
   its own connections, and an observer on the flooding host itself gets in: a
   connection, once admitted, keeps its slot for ``grace``, far more than a real
   observer's round trip, and slots keep freeing up as the flood's connections

@@ -6,7 +6,7 @@ One background thread runs one asyncio loop shared by every attachment
 parts, events, samples, gaps) into its model and store, and when the
 connection drops marks the node down (the last-known picture is kept) and
 re-attaches with jittered exponential backoff (an agent that answers ``busy``,
-its handshake pool full, is retried within a second); a node shown up whose
+its handshake pool full, is retried within 250 ms); a node shown up whose
 attempt fails is marked down, in the model and the history alike. The agent
 starts every session (and every resync after a ``gap``) with a fresh
 snapshot, which replaces the picture.

@@ -43,7 +43,7 @@ NamedChangeListener = Callable[[str, list[Change]], None]
 
 BUSY_RETRY = 0.05
 """Seconds before retrying an agent that answered ``busy`` (grows by half per retry)."""
-BUSY_RETRY_MAX = 1.0
+BUSY_RETRY_MAX = 0.25
 """At most this long between retries of a ``busy`` agent."""
 
 FREEZE_AT = 5000
