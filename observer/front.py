@@ -84,6 +84,8 @@ MAX_BUFFERED = 64 << 20
 """Bytes held in all by requests being read; over it, the request holding the most is dropped."""
 LINGER = 2.0
 """Seconds a closed connection is drained before the socket is closed."""
+ACCEPT_BATCH = 64
+"""Connections accepted at most per turn of the worker's loop."""
 MAX_LINGERING = 1024
 """Connections lingering at once; more are closed at once."""
 
@@ -173,15 +175,23 @@ class FrontedThreadWorker(ThreadWorker):
     # -- gunicorn's hooks ---------------------------------------------------------------------
 
     def accept(self, listener: Any) -> None:
-        try:
-            client_sock, client_addr = listener.accept()
-        except OSError as e:
-            if e.errno in (errno.EMFILE, errno.ENFILE):
-                self._make_room()  # out of descriptors: the oldest waiting gives way
+        """Accept what is waiting (up to :data:`ACCEPT_BATCH` at a time: under a flood the
+        backlog empties faster than one connection per turn of the loop)."""
+        for _ in range(ACCEPT_BATCH):
+            if self.nr_conns >= self.worker_connections and not self._make_room():
                 return
-            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                raise
-            return
+            try:
+                client_sock, client_addr = listener.accept()
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    self._make_room()  # out of descriptors: the oldest waiting gives way
+                    return
+                if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    raise
+                return
+            self._accepted(listener, client_sock, client_addr)
+
+    def _accepted(self, listener: Any, client_sock: Any, client_addr: Any) -> None:
         self.nr_conns += 1
         client_sock.setblocking(False)
         conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname(), self)
@@ -194,9 +204,12 @@ class FrontedThreadWorker(ThreadWorker):
                 suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
             )
             handshaken = False
-        if self.nr_conns >= self.worker_connections:
-            self._make_room()
         self._park(conn, b"", handshaken=handshaken, read_now=False)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gunicorn stops accepting at the connection cap; we go on while a connection can
+        make room (an idle kept-alive one, or a request still being read)."""
+        super().set_accept_enabled(enabled or bool(self.keepalived_conns or self._pending))
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection has a next request coming: read it here first."""
@@ -426,17 +439,20 @@ class FrontedThreadWorker(ThreadWorker):
             self.evicted += 1
             self._drop(next(iter(mine)))
 
-    def _make_room(self) -> None:
+    def _make_room(self) -> bool:
         """At the connection cap: the oldest idle kept-alive connection goes, else the oldest
-        request being read from the busiest address."""
+        request being read from the busiest address. False if there was neither."""
         if self.keepalived_conns:
             conn = self.keepalived_conns.popleft()
             with _suppress():
                 self.poller.unregister(conn.sock)
             self.nr_conns -= 1
             conn.close()
-        else:
-            self._evict(None)
+            return True
+        if not self._pending:
+            return False
+        self._evict(None)
+        return True
 
     def _forget(self, p: _Pending) -> None:
         if p in self._pending:

@@ -65,8 +65,10 @@ def gunicorn_has_eventlet() -> bool:
     return "eventlet" in SUPPORTED_WORKERS
 
 
-def bind_socket(host: str, port: int, *, backlog: int = 128) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (0: any free port), inheritable."""
+def bind_socket(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: any free port), inheritable. A long
+    backlog: under a connection flood the kernel keeps a user's connection waiting for
+    ``accept`` rather than dropping it (and the client retrying a second later)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -6,6 +6,7 @@ as deployed), while a logged-in user is served."""
 from __future__ import annotations
 
 import re
+import resource
 import selectors
 import socket
 import subprocess
@@ -318,3 +319,40 @@ def test_slow_bodies_cannot_fill_the_memory(server: Server) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def _low_nofile() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))  # the server's cap: 300 connections
+
+
+def test_past_the_connection_cap_the_oldest_slow_request_makes_room(tmp_path: Path) -> None:
+    """A server allowed 600 descriptors (so 300 connections): 400 slow requests from the
+    user's own address fill it and more; each newcomer makes room by closing the oldest
+    request still being read, so the user's requests get in at once."""
+    (tmp_path / "logins").write_text(f"{LOGIN} role=operator name=op\n")
+    (tmp_path / "agents").write_text("agents-token-0123456789abcdef")
+    for f in ("logins", "agents"):
+        (tmp_path / f).chmod(0o600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer", "serve", "--listen-agents", "127.0.0.1:0", "--node-token-file",
+         str(tmp_path / "agents"), "--login-token-file", str(tmp_path / "logins"), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(), preexec_fn=_low_nofile,
+    )  # fmt: skip
+    flood: SlowFlood | None = None
+    try:
+        assert proc.stdout is not None
+        m, _ = read_line(proc.stdout, re.compile(r"open (http://127\.0\.0\.1:(\d+))/login"), 60, "the URL")
+        base, port = m.group(1), int(m.group(2))
+        threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+        http = requests.Session()
+        login(http, base, LOGIN)
+        flood = SlowFlood(port, 400)
+        wait_for(lambda: len(flood.closed_at) >= 90, timeout=10, what="the oldest slow requests closed for room")
+        assert max(flood.closed_at.values()) < REQUEST_TIMEOUT  # made room, not timed out
+        for _ in range(5):
+            status, took = _timed_get(f"{base}/api/overview", http.cookies)
+            assert status == 200 and took < 2.0, (status, took)
+    finally:
+        if flood is not None:
+            flood.stop()
+        stop_process(proc)
