@@ -24,11 +24,9 @@ thread pool (the bytes already read are given back to gunicorn's parser):
 * **accept never stops for a flood**: at the worker's connection cap the
   oldest idle kept-alive connection (closing one is always allowed in HTTP),
   else the oldest request being read, makes room;
-* bodies are read here too, up to :data:`MAX_BODY` (the app's own
-  ``MAX_CONTENT_LENGTH``; :data:`MAX_BUFFERED` in all, past which the request
-  holding the most is dropped): a larger ``Content-Length`` is answered 413, a
-  ``Transfer-Encoding`` body 411 (browsers never send one), a head over
-  :data:`MAX_HEAD` 431; ``Expect: 100-continue`` is answered here;
+* bodies are read here too, :data:`MAX_BUFFERED` in all for every request being
+  read (past it, the one holding the most is dropped); what counts as a whole
+  request, and what is refused at once, is :mod:`observer.front_request`'s;
 * TLS handshakes happen here as well (non-blocking), with one SSL context
   built once, not one per connection;
 * closing after ``Connection: close`` lingers in the selector (half-close,
@@ -60,6 +58,8 @@ from gunicorn import http
 from gunicorn import sock as gsock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .front_request import CONTINUE, MAX_BODY, MAX_HEAD, refusal, scan
+
 __all__ = [
     "LINGER",
     "MAX_BODY",
@@ -76,10 +76,6 @@ MAX_PENDING = 2048
 """Requests being read at once, in all."""
 PER_ADDR_PENDING = 512
 """Requests being read at once from one client address."""
-MAX_HEAD = 64 * 1024
-"""Largest request head (request line and fields)."""
-MAX_BODY = 1 << 20
-"""Largest request body (the app's ``MAX_CONTENT_LENGTH``)."""
 MAX_BUFFERED = 64 << 20
 """Bytes held in all by requests being read; over it, the request holding the most is dropped."""
 LINGER = 2.0
@@ -90,12 +86,6 @@ MAX_LINGERING = 1024
 """Connections lingering at once; more are closed at once."""
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)
-_PHRASES = {
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-}
 
 
 @dataclass(eq=False, slots=True)
@@ -365,41 +355,16 @@ class FrontedThreadWorker(ThreadWorker):
 
     def _check(self, p: _Pending) -> None:
         if p.need < 0:
-            while p.buf.startswith(b"\r\n"):  # empty lines before a request line are allowed
-                del p.buf[:2]
-            end = p.buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(p.buf) > MAX_HEAD:
-                    self._answer(p, 431)
+            found = scan(p.buf)
+            if found.refuse:
+                self._answer(p, found.refuse)
                 return
-            head_len = end + 4
-            if head_len > MAX_HEAD:
-                self._answer(p, 431)
+            if found.need < 0:
                 return
-            fields = _fields(bytes(p.buf[:head_len]))
-            if "transfer-encoding" in fields:
-                self._answer(p, 411)
-                return
-            value = fields.get("content-length", "0").strip()
-            # as gunicorn reads it (digits only); anything else it answers 400 without reading on
-            length = int(value) if value.isascii() and value.isdigit() else 0
-            if length > MAX_BODY:
-                self._answer(p, 413)
-                return
-            length = max(0, length)
-            p.upgrade = "upgrade" in fields
-            p.need = head_len + length
-            if length and len(p.buf) < p.need and fields.get("expect", "").strip().lower() == "100-continue":
-                # answered here; the field removed so that gunicorn does not answer it again
-                head = b"".join(
-                    line + b"\r\n"
-                    for line in bytes(p.buf[:end]).split(b"\r\n")
-                    if not line.lower().startswith(b"expect:")
-                )
-                p.buf[:head_len] = head + b"\r\n"
-                p.need = len(head) + 2 + length
+            p.need, p.upgrade = found.need, found.upgrade
+            if found.expect_continue:
                 with _suppress():
-                    p.conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    p.conn.sock.send(CONTINUE)
         if len(p.buf) >= p.need:
             self._dispatch(p)
 
@@ -416,11 +381,7 @@ class FrontedThreadWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def _answer(self, p: _Pending, status: int) -> None:
-        body = f"{status} {_PHRASES[status]}\n".encode()
-        msg = (
-            f"HTTP/1.1 {status} {_PHRASES[status]}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode() + body
+        msg = refusal(status)
         with _suppress():
             p.conn.sock.send(msg)
         self._forget(p)
@@ -470,17 +431,6 @@ class FrontedThreadWorker(ThreadWorker):
         self._unregister(p.fd)
         self.nr_conns -= 1
         p.conn.close()
-
-
-def _fields(head: bytes) -> dict[str, str]:
-    """The head's fields, names lower-cased (the last of a repeated name wins: gunicorn's parser
-    refuses the conflicting ones)."""
-    out: dict[str, str] = {}
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            out[name.strip().lower().decode("latin-1")] = value.decode("latin-1")
-    return out
 
 
 def _close(sock: Any) -> None:
