@@ -75,13 +75,9 @@ async def test_a_step_samples_a_slice_and_drops_the_rows_of_processes_dead_by_th
             procs = ag._sweep.procs if ag._sweep is not None else []
             early, late = procs[1].pid, procs[-1].pid  # sampled in the first step / not yet sampled
 
-            async def kill_both() -> None:
-                for pid in (early, late):
-                    h.node.exit(pid, "kill")
-                while any(actors.find_process(h.node, pid) is not None for pid in (early, late)):
-                    await asyncio.sleep(0.001)
-
-            h.run_async(kill_both())
+            for pid in (early, late):
+                await client.command("kill", pid=str(pid), reason="kill")
+                await next_event(client, lambda m, k=str(pid): m.get("ev") == "exit" and m.get("pid") == k)
             steps = 1
             out = None
             while out is None:
