@@ -51,7 +51,7 @@ from ..attach import Attachment
 from ..model import NodeModel
 from .budget import BudgetLedger
 from .experiment import KillSpec
-from .hypothesis import PathKey, path_of, resolve
+from .hypothesis import PathKey, path_in, resolve
 from .journal import Journal
 from .targets import CandidatePool
 from .tracking import _Kill
@@ -199,8 +199,8 @@ class KillCampaign:
         why = "gone"
         for pid in tries:
             if spec.mode == "within_budget":
-                with self.model.locked() as g:
-                    own = g.nodes[pid].get("supervisor") if pid in g else None
+                with self.model.view() as v:
+                    own = v.record(pid).get("supervisor") if pid in v else None
                 if own and self.ledger.full(own, spec.budget_margin):
                     why = "would_exceed_budget"
                     continue
@@ -226,16 +226,12 @@ class KillCampaign:
         used_after: dict[str, int],
         sem: asyncio.Semaphore,
     ) -> bool:
-        with self.model.locked() as g:
-            r = dict(g.nodes[pid]) if pid in g else None
+        with self.model.view() as v:
+            r = dict(v.record(pid)) if pid in v else None
+            path: PathKey | None = path_in(v, pid) if r is not None and r.get("child_id") is not None else None
         if r is None:
             self._skip("gone")
             return False
-        if r.get("child_id") is not None:
-            with self.model.locked() as g:
-                path: PathKey | None = path_of(g.nodes, pid)[0]
-        else:
-            path = None
         now = time.time()
         rec: dict[str, Any] = {
             "n": len(self.journal.kills) + 1,
