@@ -103,6 +103,10 @@ class Sampling:
     """Seconds its steps took so far."""
     _sweep_next_queued = False
     """A step of the sweep is queued on the host's loop (see ``_sample_more``)."""
+    sample_steps = 0
+    """Steps of sampling sweeps taken since the agent started."""
+    sample_step_max_s = 0.0
+    """CPU time of the longest of them (its thread's: the host's own, or the agent's)."""
 
     def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
@@ -160,6 +164,16 @@ class Sampling:
     def _sample_step(self) -> bool:
         """One step of the sweep (at most ``STEP_S``); at its end the rows and
         the node's figures go to every session. True when the sweep is done."""
+        c0 = time.thread_time()
+        try:
+            return self._sample_step_timed()
+        finally:
+            self.sample_steps += 1
+            cpu = time.thread_time() - c0
+            if cpu > self.sample_step_max_s:
+                self.sample_step_max_s = cpu
+
+    def _sample_step_timed(self) -> bool:
         t0 = time.perf_counter()
         try:
             out = self.source.scan_step(STEP_S)
