@@ -22,13 +22,17 @@ def _samples(m: dict[str, Any]) -> bool:
     return m.get("t") == "samples"
 
 
-async def test_a_sweep_in_many_steps_reaches_the_observer_as_one_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("host_drain", [True, False], ids=["steps-on-the-host-loop", "a-step-per-tick"])
+async def test_a_sweep_in_many_steps_reaches_the_observer_as_one_sample(
+    monkeypatch: pytest.MonkeyPatch, host_drain: bool
+) -> None:
     """With no time for more than one clock check per step, a sweep of 300
-    processes takes ~10 steps (the host's loop runs them one after the other);
-    every changed row of the sweep still comes in one ``samples`` message with
-    the node's figures, so the observer's rates stay consistent."""
+    processes takes ~10 steps (one after the other on the host's loop; with
+    ``host_drain=False``, one per tick); every changed row of the sweep still
+    comes in one ``samples`` message with the node's figures, so the
+    observer's rates stay consistent."""
     monkeypatch.setattr(_sampling, "STEP_S", 0.0)
-    h = Host(sample_hz=4)
+    h = Host(sample_hz=4, host_drain=host_drain)
     try:
         pids = [h.spawn(idle) for _ in range(300)]
         client = await connect(h)
@@ -44,6 +48,7 @@ async def test_a_sweep_in_many_steps_reaches_the_observer_as_one_sample(monkeypa
             msg = await next_event(client, all_rows, timeout=10.0)
             assert msg["node"] is not None and msg["node"]["process_count"] >= 300
             assert msg["node"]["messages"] == 300
+            assert h.agent.sample_steps >= 2 * math.ceil(300 / _sampling.STEP_CHECK)
         finally:
             await client.close()
     finally:
