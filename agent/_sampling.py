@@ -264,36 +264,41 @@ class Sampling:
                         continue
                     seen += 1
                     ent = cache.get(p.pid.id)
-                    if ent is None or ent[1] is None or (i - 1) % every == phase:
+                    last = ent[1] if ent is not None else None
+                    if last is None or (i - 1) % every == phase:
                         try:
                             mem: int | None = estimate_memory(p)
                         except Exception:  # changed under our feet (another thread's mailbox): next time
-                            mem = ent[1][7] if ent is not None and ent[1] is not None else None
+                            mem = last[7] if last is not None else None
                     else:
-                        mem = ent[1][7]
-                    row: list[Any] = [
-                        None,
-                        p.mailbox_len,
-                        p.msgs_in,
-                        p.msgs_out,
-                        p.handled,
-                        round(p.handler_time, 6),
-                        process_status(p),
-                        mem,
-                    ]
+                        mem = last[7]
+                    mbox, m_in, m_out, handled = p.mailbox_len, p.msgs_in, p.msgs_out, p.handled
+                    h_time, status = round(p.handler_time, 6), process_status(p)
                     if ent is None:
                         key = str(p.pid)
-                        row[0] = key
-                        cache[p.pid.id] = [key, row, meta_of(p), p.msgs_in]
-                        out.append((p, row))
+                        first = (key, mbox, m_in, m_out, handled, h_time, status, mem)
+                        cache[p.pid.id] = [key, first, meta_of(p), m_in]
+                        out.append((p, [key, mbox, m_in, m_out, handled, h_time, status, mem]))
                         continue
-                    row[0] = ent[0]
-                    if row != ent[1]:  # ent[1] is None when known from a spawn or a snapshot, never sampled
-                        if ent[1] is not None:
-                            msgs += p.msgs_in - ent[3]
-                        ent[1] = row
-                        ent[3] = p.msgs_in
-                        out.append((p, row))
+                    # compared field by field: an unchanged process costs no row (most of them, on a big node)
+                    if (
+                        last is None  # known from a spawn or a snapshot, never sampled
+                        or last[2] != m_in
+                        or last[1] != mbox
+                        or last[3] != m_out
+                        or last[4] != handled
+                        or last[5] != h_time
+                        or last[6] != status
+                        or last[7] != mem
+                    ):
+                        if last is not None:
+                            msgs += m_in - ent[3]
+                        key = ent[0]
+                        # the cache keeps a tuple (of plain values: the collector stops tracking it, so
+                        # full collections of a big node do not walk one row per process); sessions get a list
+                        ent[1] = (key, mbox, m_in, m_out, handled, h_time, status, mem)
+                        ent[3] = m_in
+                        out.append((p, [key, mbox, m_in, m_out, handled, h_time, status, mem]))
                     meta = meta_of(p)
                     if meta != ent[2]:
                         ent[2] = meta
