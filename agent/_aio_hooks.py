@@ -116,6 +116,7 @@ class HostHooks:
 
     def detach(self) -> None:
         self._on = False
+        self.live.clear()  # the done callback left on live tasks finds nothing from now on
         if logging.getLogRecordFactory() == self._make_record:
             logging.setLogRecordFactory(self._prev_record_factory)
         loop = self.loop

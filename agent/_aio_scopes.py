@@ -20,14 +20,20 @@ grouping nodes it is drawn under -- TaskGroups, gathers and
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import actors
 
 from . import _aio_inspect as ins
 from . import _aio_timeouts as tmos
 from ._aio_records import ScopeRec, TaskRec, _coro_of, _meta, _scope_over, _task_name, timeout_state
+
+log = logging.getLogger("agent")
 
 _GATHER_CB = "gather.<locals>._done_callback"
 RECHECK_S = 1.0
@@ -58,6 +64,11 @@ class Scopes:
     """When the timers were last read (wall clock)."""
     _tmo_last: float
     _tmo_cost: float
+    on_node: Callable[[actors.Node], None] | None
+    """Called (agent thread) with each actors node met running on the loop,
+    once per node: a task whose done callback is an ``actors.Process`` runs
+    that process (the launcher then shows the node too: ``agent/_bootstrap.py``)."""
+    _nodes_met: set[int]
     _tmo_wait: dict[str, list[tuple[Any, float, TaskRec]]]
     """Task key -> timeouts found at the last reading while that task was not
     drawn yet (weak references; opened when the task is placed)."""
@@ -137,6 +148,10 @@ class Scopes:
             cb = item[0] if isinstance(item, tuple) else item
             if cb is self._done_cb:
                 continue
+            if type(cb) is actors.Process:
+                if self.on_node is not None:
+                    self._met_node(cb.node)
+                return None
             owner = getattr(cb, "__self__", None)
             if isinstance(owner, asyncio.TaskGroup):
                 return self._group_scope(owner, rec)
@@ -149,6 +164,15 @@ class Scopes:
                     if isinstance(v, asyncio.Future) and type(v).__name__ == "_GatheringFuture":
                         return self._scope(v, "gather", rec.parent, rec)
         return None
+
+    def _met_node(self, node: actors.Node) -> None:
+        if id(node) in self._nodes_met or self.on_node is None:
+            return
+        self._nodes_met.add(id(node))
+        try:
+            self.on_node(node)
+        except Exception:
+            log.exception("agent: on_node failed")
 
     def _scope(self, obj: object, kind: str, parent: str | None, rec: TaskRec | None = None) -> ScopeRec:
         s = self.scopes.get(id(obj))

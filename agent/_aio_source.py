@@ -32,7 +32,10 @@ import asyncio
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import actors
 
 from . import _aio_inspect as ins
 from ._aio_commands import TaskCommands
@@ -111,6 +114,8 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         self._tmo_last = 0.0
         self._tmo_cost = 0.0
         self._tmo_wait: dict[str, list[tuple[Any, float, TaskRec]]] = {}
+        self.on_node: Callable[[actors.Node], None] | None = None
+        self._nodes_met: set[int] = set()
 
     def _key(self) -> str:
         return f"<0.{next(self._ids)}.0>"
