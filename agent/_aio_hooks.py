@@ -97,6 +97,8 @@ class HostHooks:
                 for c in getattr(fut, "_children", ()) or ():
                     awaited_by[id(c)] = t
         pending = [t for t in tasks if self._rec_of(t) is None]
+        for k, parent in ins.awaiters(pending).items():  # 3.14+ only (untested here)
+            awaited_by.setdefault(k, parent)
         # parents first, so that children find them
         pending.sort(key=lambda t: id(t) in awaited_by)
         self._adopt_some(loop, pending, awaited_by, 0)
