@@ -11,11 +11,9 @@ What is shown (see ``docs/asyncio.md``):
 
 * every task, under the structured scope that owns it, else the task that
   created it (while that task lives), else the loop. Scopes are found
-  through what the task carries, never by patching: a :class:`asyncio.TaskGroup`'s
-  tasks hold the group's bound ``_on_task_done`` among their done
-  callbacks (the group's ``_parent_task`` places the group); ``gather``'s
-  children hold its ``_done_callback``, whose closure holds the gathering
-  future. Scopes are drawn as grouping nodes (kind ``taskgroup``/``gather``).
+  through what the task and the loop carry, never by patching (see
+  ``agent/_aio_scopes.py``), and drawn as grouping nodes (kind
+  ``taskgroup``, ``gather``, ``timeout``).
 * tasks that existed before the agent attached, under the loop, or under
   the task that awaits them.
 * per task: name, coroutine, state, creation site, age, cancellations
@@ -23,7 +21,13 @@ What is shown (see ``docs/asyncio.md``):
 
 Threads: the factory, the done callback and the exception handler run on the
 host loop; everything else on the agent's thread, reading tasks through weak
-references (the agent never keeps a task alive).
+references (the agent never keeps a task alive; a failed member's group is
+held until the agent has drawn it, see ``HostHooks._flush_group``).
+
+The class is assembled from mixins, one concern each: ``HostHooks``
+(``_aio_hooks.py``), ``TaskEvents`` (``_aio_events.py``), ``Scopes``
+(``_aio_scopes.py``) and ``TaskCommands`` (``_aio_commands.py``); this
+module keeps the state, snapshots and sampling.
 """
 
 from __future__ import annotations
