@@ -11,7 +11,10 @@ import asyncio
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
+
+import actors
 
 from . import _aio_inspect as ins
 from ._aio_records import ScopeRec, TaskRec, _meta, _scope_over, _where
@@ -29,8 +32,11 @@ class TaskEvents:
     shown: dict[str, tuple[str | None, str | None]]
     root_key: str
     _fresh: deque[TaskRec]
+    on_node: Callable[[actors.Node], None] | None
 
     if TYPE_CHECKING:
+
+        def _look_for_node(self, rec: TaskRec) -> None: ...
 
         def _ag(self) -> Agent: ...
 
@@ -76,7 +82,10 @@ class TaskEvents:
 
     def account(self, ev: Any) -> None:
         kind = ev[0]
-        if kind == "exit":
+        if kind == "spawn":
+            if self.on_node is not None:
+                self._look_for_node(ev[1])
+        elif kind == "exit":
             self._exit(ev[1], ev[2], ev[3], ev[4], publish=False)
         elif kind == "loop_exc":
             self._loop_exception(ev[1], ev[2], ev[3], publish=False)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections import deque
@@ -36,6 +37,7 @@ from ._aio_records import ScopeRec, TaskRec, _coro_of, _meta, _scope_over, _task
 log = logging.getLogger("agent")
 
 _GATHER_CB = "gather.<locals>._done_callback"
+_ACTORS_DIR = os.path.dirname(actors.__file__) + os.sep
 RECHECK_S = 1.0
 """How long after its spawn a task's scope is looked for again (a TaskGroup
 adds its done callback right after the factory returns)."""
@@ -164,6 +166,19 @@ class Scopes:
                     if isinstance(v, asyncio.Future) and type(v).__name__ == "_GatheringFuture":
                         return self._scope(v, "gather", rec.parent, rec)
         return None
+
+    def _look_for_node(self, rec: TaskRec) -> None:
+        """A task created from inside the actors runtime (nobody attached, so
+        it is not placed): is it a process of a node? Only while ``on_node`` is set."""
+        w = rec.where
+        if w is None or not w[0].startswith(_ACTORS_DIR):
+            return
+        task = rec.ref()
+        for item in ins.task_callbacks(task) if task is not None else ():
+            cb = item[0] if isinstance(item, tuple) else item
+            if type(cb) is actors.Process:
+                self._met_node(cb.node)
+                return
 
     def _met_node(self, node: actors.Node) -> None:
         if id(node) in self._nodes_met or self.on_node is None:

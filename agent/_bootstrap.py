@@ -21,9 +21,9 @@ agent is stopped at interpreter exit. ``OBSERVER_AGENT_ADDRESS_FILE``, if
 set, receives ``HOST:PORT`` once the agent listens.
 
 Mixed programs: when the agent meets an :class:`actors.Node` running on the
-observed loop (a task whose done callback is an ``actors.Process``: seen
-while an observer is attached, when the agent places the node's tasks), the
-agent is restarted, on the same address, with a
+observed loop (a task whose done callback is an ``actors.Process``: read on
+the agent's thread within a heartbeat of the process's spawn), the agent is
+restarted, on the same address, with a
 :class:`agent.mixed.MixedSource` for that node: the node's supervision tree
 and the program's other tasks in one picture. Observers attached then lose
 their session once and reconnect (the handshake now says ``actors`` with

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent import __main__ as launcher
-from agent.client import AgentClient
+from agent.client import AgentClient, AgentError
 from tests.agent.aio_host import Picture
 from tests.agent.conftest import OP_TOKEN
 
@@ -129,15 +129,15 @@ def test_the_launcher_environment_keeps_the_programs_pythonpath() -> None:
 
 
 async def connect_mixed(host: str, port: int, timeout: float = 30.0) -> AgentClient:
-    """Attach until the agent says ``actors`` with tasks: the first sessions see a
-    plain asyncio node, whose snapshot meets the node's processes; the agent then
-    restarts on the same address as a mixed node, and the session ends."""
+    """Attach until the agent says ``actors`` with tasks. The agent restarts as a
+    mixed node as soon as it meets the node's processes (usually before anyone
+    attaches); a session opened before that sees a plain asyncio node, and ends."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         try:
             c = await AgentClient.connect(host, port, token=OP_TOKEN)
-        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, AgentError):  # restarting meanwhile
             await asyncio.sleep(0.05)
             continue
         if c.hello["node"]["node_kind"] == "actors":
