@@ -6,7 +6,7 @@ at times, failing at times, hanging now and then: the handler gives up after
 a timeout) and a pricing step in a TaskGroup, then queues the order for a
 TaskGroup of consumers; a cache refresher runs a ``gather`` every two
 seconds; a reporter builds its report parts in a TaskGroup inside an
-``asyncio.timeout`` (its deadline); a traffic generator sends requests all along. Failed requests are
+``asyncio.timeout(30)`` (its deadline); a traffic generator sends requests all along. Failed requests are
 logged by aiohttp with their exception, which the agent turns into crash
 reports; a consumer crashes now and then on a poison order.
 
@@ -109,7 +109,7 @@ class Shop:
             await asyncio.sleep(2)
 
     async def report_part(self, part: str) -> None:
-        await asyncio.sleep(self.rng.uniform(4, 12))
+        await asyncio.sleep(self.rng.uniform(8, 20))
 
     async def reporter(self) -> None:
         """A report's parts, built in a TaskGroup that must finish within the
@@ -117,7 +117,7 @@ class Shop:
         then cancels the parts)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+                async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
                     for part in ("sales", "stock"):
                         tg.create_task(self.report_part(part), name=f"report-{part}")
             await asyncio.sleep(1)

@@ -8,6 +8,7 @@ and is audited."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -133,10 +134,20 @@ def test_a_chaos_experiment_cancels_tasks_of_the_asyncio_node(page: Any, shop_se
 
 
 def test_a_timeout_scope_is_drawn_and_its_deadline_shown(page: Any, shop_server: DemoServer) -> None:
-    # the reporter builds its parts in a TaskGroup inside asyncio.timeout(10)
+    # the reporter builds its parts (8-20 s) in a TaskGroup inside asyncio.timeout(30);
+    # the orders' short timeouts come and go too fast to click
+    reporter = str(api(page, shop_server, "/api/nodes/shop/processes/reporter")["pid"])
+    q = urllib.parse.quote(reporter, safe="")
+
+    def reporter_timeout() -> Any:
+        rows = api(page, shop_server, f"/api/nodes/shop/processes?supervisor={q}&limit=50")["rows"]
+        young = [r for r in rows if r.get("kind") == "timeout" and time.time() - r["started_at"] < 4]
+        return young and young[0]["pid"]  # at least 4 s left: its parts take 8 s or more
+
+    tmo = str(wait_for(reporter_timeout, timeout=30, what="the reporter's timeout"))
     page.goto(f"{shop_server.base}/nodes/shop/tree")
-    node = page.wait_for_selector('#tree g[data-kind="timeout"]', timeout=30000)
-    pid = urllib.parse.quote(str(node.get_attribute("data-pid")), safe="")
+    page.wait_for_selector(f'#tree g[data-kind="timeout"][data-pid="{tmo}"]', timeout=30000)
+    pid = urllib.parse.quote(tmo, safe="")
     got = api(page, shop_server, f"/api/nodes/shop/processes/{pid}")
     assert got["process"]["kind"] == "timeout" and got["inspect"]["timeout_state"] in ("active", "expiring")
     assert got["inspect"]["task"] == got["process"]["supervisor"]
