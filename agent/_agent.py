@@ -174,6 +174,15 @@ class Agent(Sampling, Clock):
         """True inside a drain or a tick's work: sessions queue without waking
         their writer tasks, and :meth:`_flush_sessions` writes at the end."""
         self._stopping = False
+        self._watching = False
+        """An observer is attached (agent thread writes; the host's tick reads)."""
+        self._hooks_always = not self.source.hooks_on_demand or bool(self.dump_dir)
+        """The source's hooks stay installed with nobody attached: a post-mortem
+        dump wants the crash reports of the whole run."""
+        self._hooked = False
+        self._hooks_lock = threading.Lock()
+        self._hooks_event: asyncio.Event | None = None
+        """Set (agent loop) once the hooks asked for by an attach are installed."""
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -190,6 +199,8 @@ class Agent(Sampling, Clock):
         if self._startup_error is not None:
             raise self._startup_error
         self.source.attach(self)
+        if self._hooks_always and self.source.hooks_on_demand:
+            self._watching_hooks(True)
         if self.dump_dir and isinstance(self.source, ActorsSource):
             self.dumper = Dumper(self, self.dump_dir, gzip=self.dump_gzip).start()
         if self._host_tid is None:
@@ -237,7 +248,8 @@ class Agent(Sampling, Clock):
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
+        self._hooks_event = asyncio.Event()
+        # no watchdog yet: it runs while an observer is attached (sessions_changed)
         try:
             self.source.loop.call_soon_threadsafe(self._host_tick)
         except RuntimeError:  # the host loop is closed: no ticks, the watchdog samples
@@ -264,7 +276,9 @@ class Agent(Sampling, Clock):
         if self._stopping:
             return
         self._stopping = True
-        self.source.detach()
+        with self._hooks_lock:
+            self.source.detach()
+            self._hooked = False
         if self.dumper is not None:
             self.dumper.stop()
         handle = self._tick_handle
@@ -325,8 +339,68 @@ class Agent(Sampling, Clock):
         return [s for s in self.sessions if s.ready]
 
     def sessions_changed(self) -> None:
-        """Hand-offs (see ``_collector``) only while somebody is attached."""
-        self.collector.handoff_enabled = any(s.ready for s in self.sessions)
+        """Agent thread, as a session becomes ready or closes. While somebody
+        is attached: hand-offs (see ``_collector``), the watchdog, and the
+        source's hooks (:attr:`Source.hooks_on_demand`). With nobody attached
+        the agent's thread sleeps with no timer and, on an actors node, the
+        node runs with no instrument: it builds no event and no crash report
+        (docs/protocol.md §11.1)."""
+        watching = any(s.ready for s in self.sessions)
+        self.collector.handoff_enabled = watching
+        if watching == self._watching:
+            return
+        self._watching = watching
+        if watching and self._watchdog is None:
+            self._arm_watchdog(self.watch_limit)
+        if self.source.hooks_on_demand and not self._hooks_always:
+            if not watching and self._hooks_event is not None:
+                self._hooks_event.clear()
+            try:
+                self.source.loop.call_soon_threadsafe(self._apply_hooks)
+            except RuntimeError:  # the host's loop is closed
+                self._apply_hooks()
+
+    def _watching_hooks(self, on: bool) -> None:
+        with self._hooks_lock:
+            if on == self._hooked:
+                return
+            try:
+                if on:
+                    self.source.hook()
+                else:
+                    self.source.unhook()
+            except Exception:  # never into the host
+                log.exception("agent: could not %s the source's hooks", "install" if on else "remove")
+                return
+            self._hooked = on
+
+    def _apply_hooks(self) -> None:
+        """Host loop (or the agent's thread, see :meth:`hooks_ready`): install
+        the source's hooks while somebody is attached, remove them once nobody is."""
+        on = (self._watching or self._hooks_always) and not self._stopping
+        self._watching_hooks(on)
+        loop, event = self._loop, self._hooks_event
+        if on and self._hooked and loop is not None and event is not None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the agent's loop closed: it is stopping
+                pass
+
+    async def hooks_ready(self) -> None:
+        """Agent loop, before a snapshot: wait until the hooks are installed,
+        so that every event after the snapshot reaches the session. If the
+        host's loop does not run the installation within a heartbeat
+        (blocked, or not started), install them from this thread: the
+        snapshot then goes out before the watchdog's first look (``watch_limit``
+        after the attach), so that a block in progress is reported to this
+        observer too (an event published while a session waits for its
+        snapshot is not sent to it)."""
+        if self._hooked or not self.source.hooks_on_demand or self._hooks_event is None:
+            return
+        try:
+            await asyncio.wait_for(self._hooks_event.wait(), self.heartbeat)
+        except TimeoutError:
+            self._apply_hooks()
 
     def traced_elsewhere(self, key: str, session: Session) -> bool:
         return any(key in s.traced for s in self.sessions if s is not session)

@@ -52,7 +52,13 @@ class Clock:
     _blocked_since: float | None
     _blocked_pid: str | None
     _stopping: bool
+    _watching: bool
     _host_tick_work: Callable[[], bool] | None
+
+    @property
+    def watch_limit(self) -> float:
+        """Seconds without a tick from the host before its loop counts as blocked."""
+        return self.heartbeat + self.block_threshold * 1.2
 
     def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
@@ -72,7 +78,6 @@ class Clock:
     def _on_tick(self) -> None:
         """Agent loop, woken by the host's tick (:meth:`_host_tick`), which
         waits, GIL released, until :meth:`Collector.tick_done`."""
-        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
         try:
             self._periodic()
         finally:
@@ -82,12 +87,25 @@ class Clock:
             loop.call_soon(self.collector.tick_done)
 
     def _on_watchdog(self) -> None:
-        """Agent loop: no tick from the host for ``heartbeat`` + 1.2 x
-        ``block_threshold`` (a heartbeat, once it is known blocked): the host
-        loop is blocked. Report it, and sample and drain on our own clock
-        until its ticks come back. The agent has no timer of its own
-        otherwise: a thread that wakes on its own forces a busy host to give
-        up the GIL (see :mod:`agent._collector`)."""
+        """Agent loop, while an observer is attached: if no tick has come from
+        the host for ``watch_limit`` (``heartbeat`` + 1.2 x ``block_threshold``;
+        a heartbeat, once it is known blocked), the host loop is blocked:
+        report it, and sample and drain on our own clock until its ticks come
+        back. Otherwise look again when the next tick would be overdue. The
+        host's ticks do not re-arm the timer (no foreign thread touches this
+        loop's timers); the agent's thread wakes for it about five times a
+        second, and not at all with nobody attached: a thread that wakes on
+        its own forces a busy host to give up the GIL (see
+        :mod:`agent._collector`), and a block is reported to nobody."""
+        self._watchdog = None
+        if not self._watching:
+            self._blocked_since = self._blocked_pid = None
+            return  # no timer until the next attach (Agent.sessions_changed)
+        now = time.monotonic()
+        last, limit = self._host_last, self.watch_limit
+        if self._blocked_since is None and last is not None and now - last < limit:
+            self._arm_watchdog(last + limit - now)
+            return
         self._arm_watchdog(self.heartbeat)
         self._periodic()
 
@@ -168,6 +186,12 @@ class Clock:
             return
         self._tick_due = now + self.heartbeat
         self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
+        if not self._watching and not self.collector.buf and self._blocked_since is None:
+            # nobody attached and nothing queued: no work, no lock, no wake-up;
+            # a block is only logged, once the loop runs again
+            if due is not None and now - due > self.block_threshold:
+                log.warning("agent: host event loop was blocked for %.0f ms", (now - due) * 1000)
+            return
         work = self._host_tick_work
         if work is not None and work():
             return  # done on this thread (agent/_host_drain.py)

@@ -471,6 +471,7 @@ class Session:
 
     async def _snapshot_frames(self) -> None:
         agent = self.agent
+        await agent.hooks_ready()  # the events that follow the snapshot are all seen
         # atomically (no await in between): what the snapshot covers, and the
         # queue reset; events queued from here on have seq > this one
         seq = agent.seq

@@ -46,13 +46,31 @@ class Source:
     loop: asyncio.AbstractEventLoop
     """The host's event loop (it may change: see :meth:`AsyncioSource.retarget`)."""
 
+    hooks_on_demand: bool = False
+    """True if the hooks that feed ``agent.collector`` may wait for an
+    observer: :meth:`attach` then only binds the source to the agent, and the
+    agent calls :meth:`hook` as the first observer attaches and
+    :meth:`unhook` as the last one leaves, so that a node nobody watches pays
+    nothing for its agent (docs/protocol.md §11.1). False: :meth:`attach`
+    installs them for good (an asyncio source's task factory must see every
+    task from the start)."""
+
     def attach(self, agent: Agent) -> None:
-        """Install the host-side hooks that feed ``agent.collector``."""
+        """Install the host-side hooks that feed ``agent.collector`` (with
+        :attr:`hooks_on_demand`: only bind to ``agent``)."""
         raise NotImplementedError
 
     def detach(self) -> None:
         """Remove them (idempotent)."""
         raise NotImplementedError
+
+    def hook(self) -> None:
+        """:attr:`hooks_on_demand` sources: install the hooks (called once,
+        then not again before :meth:`unhook`; on the host loop's thread, or
+        on the agent's when that loop does not run its callbacks)."""
+
+    def unhook(self) -> None:
+        """:attr:`hooks_on_demand` sources: remove them (idempotent)."""
 
     def meta(self) -> dict[str, Any]:
         """``node_id``, ``started_at``, ``process_count`` and any kind-specific fields."""
@@ -116,11 +134,23 @@ class ActorsSource(Source):
         self.loop = node.loop
         self.agent: Agent | None = None
 
+    hooks_on_demand = True
+    """With no instrument registered the node builds no event and no crash
+    report at all (see :mod:`actors._events`): an agent nobody watches costs
+    the node nothing (unless it keeps crash reports for post-mortem dumps)."""
+
     def attach(self, agent: Agent) -> None:
         self.agent = agent
-        self.node.add_instrument(agent.collector)
 
     def detach(self) -> None:
+        self.unhook()
+
+    def hook(self) -> None:
+        # the node's instrument list is copy-on-write (one attribute store):
+        # safe from the agent's thread too, when the host's loop does not run
+        self.node.add_instrument(self._agent().collector)
+
+    def unhook(self) -> None:
         if self.agent is not None:
             self.node.remove_instrument(self.agent.collector)
 
