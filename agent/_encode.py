@@ -150,26 +150,31 @@ def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
     }
 
 
+def spawn_event(ev: actors.Spawned, p: actors.Process | None) -> tuple[M.SpawnEvent, tuple[Any, ...] | None]:
+    """A ``spawn`` event body, with the process's meta (:func:`meta_of`, also
+    returned) if it is still alive (``p``)."""
+    spawn: M.SpawnEvent = {
+        "ev": "spawn",
+        "pid": str(ev.pid),
+        "name": ev.name,
+        "label": ev.label,
+        "parent": pid_str(ev.parent),
+        "time": ev.time,
+    }
+    if p is None:
+        return spawn, None
+    meta = meta_of(p)
+    spawn.update(meta_dict(meta))
+    return spawn, meta
+
+
 def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value: Any) -> M.Event | None:
     """A runtime event as a wire event body (:data:`messages.EVENTS`; ``t`` and
     ``seq`` are added when it is published); None for unknown types. The
     agent's own events (``loop_blocked``, ...) come in built and pass as they are."""
     t = type(ev)
     if t is actors.Spawned:
-        spawn: M.SpawnEvent = {
-            "ev": "spawn",
-            "pid": str(ev.pid),
-            "name": ev.name,
-            "label": ev.label,
-            "parent": pid_str(ev.parent),
-            "time": ev.time,
-        }
-        p = actors.find_process(node, ev.pid)
-        if p is None:
-            return spawn
-        meta = meta_dict(meta_of(p))
-        spawn_meta: M.SpawnEvent = {**spawn, **meta}
-        return spawn_meta
+        return spawn_event(ev, actors.find_process(node, ev.pid))[0]
     if t is actors.Exited:
         exit_: M.ExitEvent = {
             "ev": "exit",
