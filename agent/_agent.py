@@ -21,7 +21,6 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, cast
 
@@ -34,23 +33,23 @@ from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
+from ._drain import WRITE_HIGH_WATER, Drains
 from ._dump import Dumper
 from ._encode import meta_of, process_record
 from ._preauth import PreAuth
 from ._redact import Redactor
 from ._sampling import Sampling
 from ._scrub import RedactionPolicy
-from ._session import Session, event_size
+from ._session import Session
 from ._source import ActorsSource, Source
-from ._trace import TRACE_EVENTS, Tracer
+from ._trace import Tracer
+from ._watch import Watch
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
-WRITE_HIGH_WATER = 256 * 1024
-"""Transport write-buffer high-water mark per session: writers wait on drain() past it."""
 
 
-class Agent(Sampling, Clock):
+class Agent(Drains, Sampling, Clock, Watch):
     """Serves one source -- an :class:`actors.Node` or an asyncio event loop
     (see :mod:`agent._source`) -- to observers. Create with :func:`agent.start`."""
 
@@ -338,70 +337,6 @@ class Agent(Sampling, Clock):
     def ready_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.ready]
 
-    def sessions_changed(self) -> None:
-        """Agent thread, as a session becomes ready or closes. While somebody
-        is attached: hand-offs (see ``_collector``), the watchdog, and the
-        source's hooks (:attr:`Source.hooks_on_demand`). With nobody attached
-        the agent's thread sleeps with no timer and, on an actors node, the
-        node runs with no instrument: it builds no event and no crash report
-        (docs/protocol.md §11.1)."""
-        watching = any(s.ready for s in self.sessions)
-        self.collector.handoff_enabled = watching
-        if watching == self._watching:
-            return
-        self._watching = watching
-        if watching and self._watchdog is None:
-            self._arm_watchdog(self.watch_limit)
-        if self.source.hooks_on_demand and not self._hooks_always:
-            if not watching and self._hooks_event is not None:
-                self._hooks_event.clear()
-            try:
-                self.source.loop.call_soon_threadsafe(self._apply_hooks)
-            except RuntimeError:  # the host's loop is closed
-                self._apply_hooks()
-
-    def _watching_hooks(self, on: bool) -> None:
-        with self._hooks_lock:
-            if on == self._hooked:
-                return
-            try:
-                if on:
-                    self.source.hook()
-                else:
-                    self.source.unhook()
-            except Exception:  # never into the host
-                log.exception("agent: could not %s the source's hooks", "install" if on else "remove")
-                return
-            self._hooked = on
-
-    def _apply_hooks(self) -> None:
-        """Host loop (or the agent's thread, see :meth:`hooks_ready`): install
-        the source's hooks while somebody is attached, remove them once nobody is."""
-        on = (self._watching or self._hooks_always) and not self._stopping
-        self._watching_hooks(on)
-        loop, event = self._loop, self._hooks_event
-        if on and self._hooked and loop is not None and event is not None:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the agent's loop closed: it is stopping
-                pass
-
-    async def hooks_ready(self) -> None:
-        """Agent loop, before a snapshot: wait until the hooks are installed,
-        so that every event after the snapshot reaches the session. If the
-        host's loop does not run the installation within a heartbeat
-        (blocked, or not started), install them from this thread: the
-        snapshot then goes out before the watchdog's first look (``watch_limit``
-        after the attach), so that a block in progress is reported to this
-        observer too (an event published while a session waits for its
-        snapshot is not sent to it)."""
-        if self._hooked or not self.source.hooks_on_demand or self._hooks_event is None:
-            return
-        try:
-            await asyncio.wait_for(self._hooks_event.wait(), self.heartbeat)
-        except TimeoutError:
-            self._apply_hooks()
-
     def traced_elsewhere(self, key: str, session: Session) -> bool:
         return any(key in s.traced for s in self.sessions if s is not session)
 
@@ -422,106 +357,6 @@ class Agent(Sampling, Clock):
             node.loop.call_soon_threadsafe(off)
         except RuntimeError:
             pass
-
-    # -- events ----------------------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        self._last_drain = time.monotonic()
-        c = self.collector
-        batch = c.batches
-        c.wake_pending = False
-        outer = self.holding  # inside a tick's work, which writes at its end
-        self.holding = True
-        try:
-            self._drain_some()
-        finally:
-            self.holding = outer
-            if not outer:
-                self._flush_sessions()
-        loop = asyncio.get_running_loop()
-        if c.buf:
-            loop.call_soon(self._drain)
-        else:
-            # the host's hand-off can end, one loop step later: after the
-            # session writers this drain woke, if any, and after the loop has
-            # read its self-pipe (the wake-up's byte). A thread that releases
-            # the GIL once the host has resumed (that read does) must wait for
-            # it until the next hand-off, woken at every release of it by the
-            # busy host loop (~13,000 a second, measured with strace), which
-            # costs the host a futex wake each time.
-            loop.call_soon(c.flushed, batch)
-        dropped = c.dropped
-        if dropped:
-            c.dropped -= dropped
-            self.events_dropped += dropped
-            for s in self.sessions:
-                s.dropped += dropped
-                s.request_resync()
-
-    def _drain_some(self) -> None:
-        """Encode up to 5,000 of the collector's events and queue them on the sessions."""
-        buf = self.collector.buf
-        source = self.source
-        n = 0
-        if not any(s.ready for s in self.sessions):
-            # nobody attached: nothing to encode, only the counters to keep
-            while buf:
-                source.account(buf.popleft())
-            self._cache.clear()
-        tracer = self.tracer
-        while buf and n < 5000:
-            ev = buf.popleft()
-            n += 1
-            if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
-                continue
-            try:
-                d = source.encode(ev)
-            except Exception:
-                log.exception("agent: could not encode %s", type(ev).__name__)
-                continue
-            if d is not None:
-                self._publish(d)
-        if any(s.ready for s in self.sessions):
-            source.recheck()
-        if tracer.traces:
-            tracer.flush()
-
-    def _flush_sessions(self) -> None:
-        """End of a drain or a tick's work (``holding`` was set: what they
-        queued woke no writer task): each session writes its queue now, or
-        wakes its writer task (see :meth:`Session.flush_now`)."""
-        for s in self.sessions:
-            try:
-                s.flush_now(WRITE_HIGH_WATER)
-            except Exception:
-                log.exception("agent session %s: write failed", s.id)
-                s.wake_writer()
-
-    def _publish(self, body: P.Event | dict[str, Any]) -> None:
-        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
-        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
-        self.seq += 1
-        d["t"] = "ev"
-        d["seq"] = self.seq
-        kind = d["ev"]
-        if kind == "exit":
-            if d["reason_kind"] == "exception":
-                self.crashes += 1
-            for s in self.sessions:
-                s.forget(d["pid"])
-        elif kind == "restart":
-            self.restarts += 1
-        size = event_size(d)  # once for every session
-        for s in self.sessions:
-            s.push_event(d, size)
-
-    def _encode_value(self, value: Any) -> Any:
-        return self.trace_redactor.encode(value).data
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 
