@@ -29,6 +29,7 @@ import actors
 from . import _host_drain
 from . import protocol as P
 from ._aio_source import AsyncioSource
+from ._alarm import Alarm
 from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
@@ -156,6 +157,10 @@ class Agent(Drains, Sampling, Clock, Watch):
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
         self._fresh_checked = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._alarm: Alarm | None = None
+        self.watchdog_wakes = 0
+        """Times the watchdog woke the agent's thread (tests and benchmarks)."""
+        """The watchdog's Linux alarm (agent/_alarm.py), made at startup; None: a timer of the agent's loop."""
         """Fires when the host's tick is overdue (agent loop; see :meth:`_on_watchdog`)."""
         self._next_sample = 0.0
         self._scans = 0
@@ -248,6 +253,10 @@ class Agent(Drains, Sampling, Clock, Watch):
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._hooks_event = asyncio.Event()
+        alarm = Alarm.create()
+        if alarm is not None:
+            asyncio.get_running_loop().add_reader(alarm.fd, self._on_watchdog)
+            self._alarm = alarm
         # no watchdog yet: it runs while an observer is attached (sessions_changed)
         try:
             self.source.loop.call_soon_threadsafe(self._host_tick)
@@ -257,6 +266,10 @@ class Agent(Drains, Sampling, Clock, Watch):
     async def _cleanup(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        alarm, self._alarm = self._alarm, None
+        if alarm is not None:
+            asyncio.get_running_loop().remove_reader(alarm.fd)
+            alarm.close()
         if self._server is not None:
             self._server.close()
         for s in list(self.sessions):

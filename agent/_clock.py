@@ -20,6 +20,7 @@ import actors
 from . import messages as M
 
 if TYPE_CHECKING:
+    from ._alarm import Alarm
     from ._collector import Collector
     from ._session import Session
     from ._source import Source
@@ -53,6 +54,8 @@ class Clock:
     _blocked_pid: str | None
     _stopping: bool
     _watching: bool
+    _alarm: Alarm | None
+    watchdog_wakes: int
     _host_tick_work: Callable[[], bool] | None
 
     @property
@@ -98,6 +101,10 @@ class Clock:
         its own forces a busy host to give up the GIL (see
         :mod:`agent._collector`), and a block is reported to nobody."""
         self._watchdog = None
+        self.watchdog_wakes += 1
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.clear()
         if not self._watching:
             self._blocked_since = self._blocked_pid = None
             return  # no timer until the next attach (Agent.sessions_changed)
@@ -110,6 +117,13 @@ class Clock:
         self._periodic()
 
     def _arm_watchdog(self, delay: float) -> None:
+        """Agent loop: the watchdog looks ``delay`` from now: on the Linux
+        alarm (agent/_alarm.py: the host's ticks push it back, the agent's
+        thread does not wake while they come), else on a timer of this loop."""
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.arm(delay)
+            return
         if self._watchdog is not None:
             self._watchdog.cancel()
         loop = self._loop
@@ -186,6 +200,9 @@ class Clock:
             return
         self._tick_due = now + self.heartbeat
         self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
+        alarm = self._alarm
+        if alarm is not None and self._watching:
+            alarm.arm(self.watch_limit)  # the watchdog's deadline pushed back: one system call, GIL held
         if not self._watching and not self.collector.buf and self._blocked_since is None:
             # nobody attached and nothing queued: no work, no lock, no wake-up;
             # a block is only logged, once the loop runs again

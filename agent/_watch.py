@@ -57,7 +57,7 @@ class Watch:
         if watching == self._watching:
             return
         self._watching = watching
-        if watching and self._watchdog is None:
+        if watching:
             self._arm_watchdog(self.watch_limit)
         if self.source.hooks_on_demand and not self._hooks_always:
             if not watching and self._hooks_event is not None:

@@ -160,6 +160,7 @@ def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
         -1.0 if cpu is None else cpu,
         c.host_drains,
         c.host_ticks,
+        ag.watchdog_wakes,
     )
 
 
@@ -305,6 +306,7 @@ async def _throughput(
                             "handoff_wait_ms_per_s": rnd((c1[3] - c0[3]) * 1000 / dt),
                             "host_drains_per_s": rnd((c1[5] - c0[5]) / dt),
                             "host_ticks_per_s": rnd((c1[6] - c0[6]) / dt),
+                            "watchdog_wakes_per_s": rnd((c1[7] - c0[7]) / dt),
                             "agent_thread_cpu_fraction": rnd((c1[4] - c0[4]) / dt) if c0[4] >= 0 else None,
                             "host_cpu_fraction": rnd(pb.cpu / pb.wall),
                             "events_per_s": rnd(pb.events / pb.wall),
