@@ -6,11 +6,15 @@ thread, real agent, real sockets."""
 
 from __future__ import annotations
 
+import selectors
 import threading
 import time
 from typing import Any
 
+import pytest
+
 import actors
+from agent._alarm import Alarm
 from tests.agent.conftest import Host, connect, next_event
 from tests.conftest import wait_until
 
@@ -79,3 +83,64 @@ async def test_an_observer_attaching_while_the_loop_is_blocked_gets_its_snapshot
             await client.close()
     finally:
         release.set()
+
+
+async def _blocked_report_while_blocked(h: Host) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    async def hog(proc: actors.Process) -> None:
+        await proc.receive()
+        started.set()
+        release.wait(5)
+
+    pid = h.spawn(hog, name="hog")
+    client = await connect(h)
+    try:
+        await client.read_snapshot()
+        h.node.loop.call_soon_threadsafe(h.node.send, pid, "go")
+        assert started.wait(5)
+        try:
+            blocked = await next_event(client, lambda m: m.get("ev") == "loop_blocked")
+            assert not release.is_set() and blocked["pid"] == str(pid)
+        finally:
+            release.set()
+        await next_event(client, lambda m: m.get("ev") == "loop_unblocked")
+    finally:
+        await client.close()
+
+
+async def test_with_the_alarm_a_block_is_reported_while_blocked(host: Host) -> None:
+    if host.agent._alarm is None:
+        pytest.skip("no timerfd on this platform (the timer fallback is tested below)")
+    await _blocked_report_while_blocked(host)
+
+
+async def test_without_the_alarm_a_timer_of_the_agent_loop_reports_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Alarm, "create", classmethod(lambda cls: None))  # as on a platform without timerfd
+    h = Host()
+    try:
+        assert h.agent._alarm is None
+        await _blocked_report_while_blocked(h)
+    finally:
+        h.stop()
+
+
+def test_the_alarm_fires_once_its_deadline_passes_and_not_while_pushed_back() -> None:
+    alarm = Alarm.create()
+    if alarm is None:
+        pytest.skip("no timerfd on this platform")
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(alarm.fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # pushed back, as the host's ticks do
+            alarm.arm(0.5)
+            assert sel.select(0.01) == []
+        alarm.arm(0.05)
+        assert sel.select(2) != [], "expired 50 ms after the last push"
+        alarm.clear()
+        alarm.arm(0)  # disarmed
+        assert sel.select(0.1) == []
+        sel.close()
+    finally:
+        alarm.close()
