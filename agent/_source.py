@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import actors
 
 from . import protocol as P
-from ._encode import event_dict, format_traceback, spawn_event
+from ._encode import event_dict, exit_event, spawn_event
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -200,21 +200,16 @@ class ActorsSource(Source):
                     ent[2] = meta
             ag._fresh.append((ag._last_drain, ev.pid))
             return spawn
-        d = event_dict(ev, self.node, ag.policy, ag._encode_value)
-        if d is None:
-            return None
-        if d["ev"] == "exit":
+        if type(ev) is actors.Exited:
             ag._cache.pop(ev.pid.id, None)
             if ag.tracer.by_pid:
                 ag.tracer.exited(ev.pid)
             report = ev.report
-            if report is None:
-                d["report"] = None
-            else:
-                rep = d["report"] = ag.crash_log.note(report)
-                # the same text, capped and redacted the same way: once
-                d["traceback"] = rep["traceback"] if "traceback" in rep else format_traceback(ev.reason, ag.policy)
-        return d
+            rep = None if report is None else ag.crash_log.note(report)
+            d: dict[str, Any] = exit_event(ev, ag.policy, rep)  # type: ignore[assignment]
+            d["report"] = rep
+            return d
+        return event_dict(ev, self.node, ag.policy, ag._encode_value)
 
     def scan(self) -> tuple[list[list[Any]], int]:
         return self._agent()._scan()
