@@ -1,13 +1,15 @@
 """The agent: a thread with its own event loop serving observers.
 
-The host (the actor system's loop) runs the :class:`Collector`'s deque
-appends and, while an observer is attached, one hand-off per batch of
-events, in which it encodes and writes the batch itself when the agent's
-thread is parked (agent/_host_drain.py; otherwise it waits for the agent's
-thread to do it), a tick callback ten times a second, and the commands
-observers send (bounded by timeouts). Everything else -- sampling,
-snapshots, handshakes, the watchdog, blocked-loop reports -- runs on the
-agent's thread (docs/protocol.md §11.1).
+While an observer is attached, the host (the actor system's loop) runs the
+:class:`Collector`'s deque appends, one hand-off per batch of events, in
+which it encodes and writes the batch itself when the agent's thread is
+parked (agent/_host_drain.py; otherwise it waits for the agent's thread to
+do it), a tick callback ten times a second that does the periodic work the
+same way and pushes the watchdog's deadline back, and the commands
+observers send (bounded by timeouts). With nobody attached to an actors
+node the host runs only the tick, which notes its time (agent/_watch.py).
+Everything else -- snapshots, handshakes, the watchdog, blocked-loop
+reports -- runs on the agent's thread (docs/protocol.md §11.1).
 """
 
 from __future__ import annotations

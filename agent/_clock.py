@@ -1,8 +1,9 @@
 """The agent's clock (agent thread, and one callback on the host loop): the
-host's 10 Hz tick, which hands the agent the GIL for its periodic work
-(sampling, late drains, fresh-spawn re-checks), and the watchdog that finds
-the host loop blocked when those ticks stop (protocol §11). A mixin of
-:class:`agent._agent.Agent`.
+host's 10 Hz tick, which does the agent's periodic work (sampling, late
+drains, fresh-spawn re-checks) on the host's thread or hands the agent the
+GIL for it, and, while an observer is attached, the watchdog that finds the
+host loop blocked when those ticks stop (protocol §11; on Linux a timerfd
+the tick pushes back, agent/_alarm.py). A mixin of :class:`agent._agent.Agent`.
 """
 
 from __future__ import annotations
