@@ -1,9 +1,10 @@
 """The agent's clock (agent thread, and one callback on the host loop): the
-host's 10 Hz tick, which does the agent's periodic work (sampling, late
-drains, fresh-spawn re-checks) on the host's thread or hands the agent the
-GIL for it, and, while an observer is attached, the watchdog that finds the
-host loop blocked when those ticks stop (protocol §11; on Linux a timerfd
-the tick pushes back, agent/_alarm.py). A mixin of :class:`agent._agent.Agent`.
+host's 10 Hz tick, which does the agent's periodic work (a step of
+sampling, late drains, fresh-spawn re-checks) on the host's thread or hands
+the agent the GIL for it, and, while an observer is attached, the watchdog
+that finds the host loop blocked when those ticks stop (protocol §11; on
+Linux a timerfd the tick pushes back, agent/_alarm.py). A mixin of
+:class:`agent._agent.Agent`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Clock:
     def _flush_sessions(self) -> None:
         raise NotImplementedError
 
-    def _sample_once(self) -> float:
+    def _sample_due(self, now: float) -> None:
         raise NotImplementedError
 
     def _recheck_fresh(self) -> None:
@@ -164,15 +165,6 @@ class Clock:
             self._publish(unblocked)
             self._blocked_since = None
             self._blocked_pid = None
-
-    def _sample_due(self, now: float) -> None:
-        if any(s.ready for s in self.sessions) and now >= self._next_sample:
-            # samples at sample_hz on average (on the tick's grid), and at
-            # most ~5% of a core on sampling, whatever the node's size
-            period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
-            cost = self._sample_once()
-            nxt = max(self._next_sample + period, now + cost * 20 - self.heartbeat / 2)
-            self._next_sample = nxt if nxt >= now else now + period
 
     def _tick_work(self, now: float) -> None:
         self._sample_due(now)

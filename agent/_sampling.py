@@ -1,14 +1,29 @@
-"""The agent's sampling (agent thread): counter rows and ``update`` events for
-every live process, memory estimates a slice at a time, and the re-check of
-freshly spawned processes. A mixin of :class:`agent._agent.Agent`, which
-calls these from the host's tick (``Agent._on_tick``) and its drain.
+"""The agent's sampling: counter rows and ``update`` events for every live
+process, memory estimates a slice at a time, and the re-check of freshly
+spawned processes. A mixin of :class:`agent._agent.Agent`, which calls these
+from the host's tick (``Agent._on_tick``, or on the host's own thread,
+agent/_host_drain.py) and its drain.
+
+A sampling *sweep* over the node's processes is done in steps of at most
+``STEP_S`` (about 1 ms: a few hundred processes). Whichever thread runs a
+step holds the GIL for it (the host's own thread, when the step runs there),
+so the node's loop never waits longer than one step for the sampler; a sweep
+of 10,000 processes done in one go held it for 20-200 ms. The steps of one
+sweep follow each other on the host's loop (each a callback of its own,
+queued behind whatever the loop has ready: a kill, a restart) until the sweep
+is done; then its rows and the node's figures go to every session at once,
+so an observer still gets one consistent sample per sweep.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import actors
@@ -25,7 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent")
 
 MEMORY_PER_SCAN = 250
-"""Processes whose memory estimate each sampling scan refreshes (see ``_scan``)."""
+"""Processes whose memory estimate each sampling sweep refreshes (see ``_scan_step``)."""
+STEP_S = 0.001
+"""Longest a step of a sampling sweep runs (checked every ``STEP_CHECK`` processes)."""
+STEP_CHECK = 32
+"""Processes sampled between two looks at the clock."""
 FRESH_S = 1.0
 """How long after its spawn a process's meta is re-checked (see ``_recheck_fresh``)..."""
 FRESH_EVERY_S = 0.05
@@ -34,13 +53,34 @@ FRESH_MAX = 256
 """... for at most this many of the latest spawns (a churning node pays ~0.5 ms per check)."""
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class Sweep:
+    """One sampling sweep of an actors node, in progress."""
+
+    procs: list[actors.Process]
+    """The processes alive when it began (those spawned since wait for the next)."""
+    every: int
+    """A process's memory is estimated when its index modulo ``every`` is ``phase``."""
+    phase: int
+    i: int = 0
+    """Index of the next process to sample."""
+    rows: list[tuple[actors.Process, list[Any]]] = dataclasses.field(default_factory=list)
+    """The changed rows so far, with their process (rows of processes dead by the end are dropped)."""
+    msgs: int = 0
+    """Messages received, summed over the processes sampled so far."""
+    seen: int = 0
+    """Processes alive when sampled."""
+
+
 class Sampling:
-    """Needs the agent's node, sessions, counters and ``_publish``."""
+    """Needs the agent's node, sessions, counters, clock and ``_publish``."""
 
     node: actors.Node
     source: Source
     sessions: list[Session]
     collector: Collector
+    heartbeat: float
+    sample_hz: float
     seq: int
     restarts: int
     crashes: int
@@ -51,6 +91,22 @@ class Sampling:
     _fresh: deque[tuple[float, actors.Pid]]
     _fresh_checked: float
     _scans: int
+    _next_sample: float
+    _stopping: bool
+    _host_tid: int | None
+    _host_tick_work: Callable[[], bool] | None
+    _sweep: Sweep | None = None
+    """The actors node's sweep in progress (see ``_scan_step``)."""
+    _sweep_since: float | None = None
+    """When the sweep in progress began (monotonic), None between sweeps."""
+    _sweep_cost: float = 0.0
+    """Seconds its steps took so far."""
+    _sweep_next_queued = False
+    """A step of the sweep is queued on the host's loop (see ``_sample_more``)."""
+    sample_steps = 0
+    """Steps of sampling sweeps taken since the agent started."""
+    sample_step_max_s = 0.0
+    """CPU time of the longest of them (its thread's: the host's own, or the agent's)."""
 
     def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
@@ -82,15 +138,53 @@ class Sampling:
                 ent[2] = meta
                 self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
 
-    def _sample_once(self) -> float:
-        """One sampling scan pushed to every session; returns its cost in seconds."""
+    def _sample_due(self, now: float) -> None:
+        """Tick (either thread): the next step of the sampling sweep, or a new
+        sweep when one is due. Sweeps start at ``sample_hz`` on average (on the
+        tick's grid) and take at most ~5% of a core, whatever the node's size;
+        a sweep not done in one step asks for its next (``_sample_more``)."""
+        if not any(s.ready for s in self.sessions):
+            self._sweep = None
+            self._sweep_since = None
+            return
+        since = self._sweep_since
+        if since is None:
+            if now < self._next_sample:
+                return
+            since = self._sweep_since = now
+            self._sweep_cost = 0.0
+        if not self._sample_step():
+            self._sample_more()
+            return
+        self._sweep_since = None
+        period = 1.0 / self.sample_hz if self.sample_hz > 0 else 1.0
+        nxt = max(self._next_sample + period, since + self._sweep_cost * 20 - self.heartbeat / 2)
+        self._next_sample = nxt if nxt >= now else now + period
+
+    def _sample_step(self) -> bool:
+        """One step of the sweep (at most ``STEP_S``); at its end the rows and
+        the node's figures go to every session. True when the sweep is done."""
+        c0 = time.thread_time()
+        try:
+            return self._sample_step_timed()
+        finally:
+            self.sample_steps += 1
+            cpu = time.thread_time() - c0
+            if cpu > self.sample_step_max_s:
+                self.sample_step_max_s = cpu
+
+    def _sample_step_timed(self) -> bool:
         t0 = time.perf_counter()
         try:
-            rows, msgs = self.source.scan()
+            out = self.source.scan_step(STEP_S)
         except Exception:
             log.exception("agent: sampling failed")
-            rows, msgs = [], 0
-        cost = time.perf_counter() - t0
+            self._sweep = None
+            out = [], 0
+        cost = self._sweep_cost = self._sweep_cost + time.perf_counter() - t0
+        if out is None:
+            return False
+        rows, msgs = out
         self.messages_total += msgs
         stats: M.NodeStats = {
             "time": time.time(),
@@ -109,59 +203,117 @@ class Sampling:
         self._lag_max = 0.0
         for s in self.sessions:
             s.push_samples(rows, stats)
-        return cost
+        return True
+
+    def _sample_more(self) -> None:
+        """The sweep is not done: queue its next step on the host's loop, where
+        it runs like a tick's work on the host's thread (``_host_tick_work``),
+        behind the callbacks the loop has ready. If that cannot be done there
+        (the agent's thread is busy, or the agent drains on its own thread:
+        ``host_drain=False``), the next tick takes the next step."""
+        if self._sweep_next_queued or self._host_tick_work is None or self._stopping:
+            return
+        loop = self.source.loop
+        self._sweep_next_queued = True
+        try:
+            if threading.get_ident() == self._host_tid:
+                loop.call_soon(self._sample_next)
+            else:
+                loop.call_soon_threadsafe(self._sample_next)
+        except RuntimeError:  # the host's loop is closed
+            self._sweep_next_queued = False
+
+    def _sample_next(self) -> None:
+        """Host loop: the sweep's next step (with the rest of a tick's work)."""
+        self._sweep_next_queued = False
+        work = self._host_tick_work
+        if work is not None and not self._stopping and self._sweep_since is not None:
+            work()
 
     def _scan(self) -> tuple[list[list[Any]], int]:
+        """A whole sweep at once (the sweep in progress, if any, finished)."""
+        out = self._scan_step(math.inf)
+        assert out is not None
+        return out
+
+    def _scan_step(self, budget: float) -> tuple[list[list[Any]], int] | None:
+        """Sample the next processes of the sweep for about ``budget`` seconds
+        (a new sweep if none is in progress); the sweep's changed rows and
+        messages once it is done, None until then."""
         cache = self._cache
-        rows: list[list[Any]] = []
+        sw = self._sweep
+        if sw is None:
+            # memory estimates cost a walk: each sweep refreshes a slice of about
+            # MEMORY_PER_SCAN processes (~6 us each; a node of 10,000: each every 10 s at 4 Hz)
+            every = max(1, len(cache) // MEMORY_PER_SCAN)
+            sw = self._sweep = Sweep(list(self.node.iter_processes()), every, self._scans % every)
+            self._scans += 1
+        procs, every, phase, out = sw.procs, sw.every, sw.phase, sw.rows
+        n = len(procs)
+        i = sw.i
+        deadline = time.perf_counter() + budget
         msgs = 0
         seen = 0
-        # memory estimates cost a walk: each scan refreshes a slice of about
-        # MEMORY_PER_SCAN processes (~6 us each; a node of 10,000: each every 10 s at 4 Hz)
-        every = max(1, len(cache) // MEMORY_PER_SCAN)
-        phase = self._scans % every
-        self._scans += 1
-        for i, p in enumerate(self.node.iter_processes()):
-            if not p.alive:
-                continue
-            seen += 1
-            ent = cache.get(p.pid.id)
-            if ent is None or ent[1] is None or i % every == phase:
-                try:
-                    mem: int | None = estimate_memory(p)
-                except Exception:  # changed under our feet (another thread's mailbox): next time
-                    mem = ent[1][7] if ent is not None and ent[1] is not None else None
-            else:
-                mem = ent[1][7]
-            row: list[Any] = [
-                None,
-                p.mailbox_len,
-                p.msgs_in,
-                p.msgs_out,
-                p.handled,
-                round(p.handler_time, 6),
-                process_status(p),
-                mem,
-            ]
-            if ent is None:
-                key = str(p.pid)
-                row[0] = key
-                cache[p.pid.id] = [key, row, meta_of(p), p.msgs_in]
-                rows.append(row)
-                continue
-            row[0] = ent[0]
-            if row != ent[1]:  # ent[1] is None when known from a spawn or a snapshot, never sampled
-                if ent[1] is not None:
-                    msgs += p.msgs_in - ent[3]
-                ent[1] = row
-                ent[3] = p.msgs_in
-                rows.append(row)
-            meta = meta_of(p)
-            if meta != ent[2]:
-                ent[2] = meta
-                self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
-        if len(cache) > seen * 2 + 1000:
+        try:
+            while i < n:
+                end = min(n, i + STEP_CHECK)
+                while i < end:
+                    p = procs[i]
+                    i += 1
+                    if not p.alive:
+                        continue
+                    seen += 1
+                    ent = cache.get(p.pid.id)
+                    last = ent[1] if ent is not None else None
+                    if last is None or (i - 1) % every == phase:
+                        try:
+                            mem: int | None = estimate_memory(p)
+                        except Exception:  # changed under our feet (another thread's mailbox): next time
+                            mem = last[7] if last is not None else None
+                    else:
+                        mem = last[7]
+                    mbox, m_in, m_out, handled = p.mailbox_len, p.msgs_in, p.msgs_out, p.handled
+                    h_time, status = round(p.handler_time, 6), process_status(p)
+                    if ent is None:
+                        key = str(p.pid)
+                        first = (key, mbox, m_in, m_out, handled, h_time, status, mem)
+                        cache[p.pid.id] = [key, first, meta_of(p), m_in]
+                        out.append((p, [key, mbox, m_in, m_out, handled, h_time, status, mem]))
+                        continue
+                    # compared field by field: an unchanged process costs no row (most of them, on a big node)
+                    if (
+                        last is None  # known from a spawn or a snapshot, never sampled
+                        or last[2] != m_in
+                        or last[1] != mbox
+                        or last[3] != m_out
+                        or last[4] != handled
+                        or last[5] != h_time
+                        or last[6] != status
+                        or last[7] != mem
+                    ):
+                        if last is not None:
+                            msgs += m_in - ent[3]
+                        key = ent[0]
+                        # the cache keeps a tuple (of plain values: the collector stops tracking it, so
+                        # full collections of a big node do not walk one row per process); sessions get a list
+                        ent[1] = (key, mbox, m_in, m_out, handled, h_time, status, mem)
+                        ent[3] = m_in
+                        out.append((p, [key, mbox, m_in, m_out, handled, h_time, status, mem]))
+                    meta = meta_of(p)
+                    if meta != ent[2]:
+                        ent[2] = meta
+                        self._publish({"ev": "update", "pid": ent[0], **meta_dict(meta), "time": time.time()})
+                if time.perf_counter() >= deadline:
+                    break
+        finally:
+            sw.i = i
+            sw.msgs += msgs
+            sw.seen += seen
+        if i < n:
+            return None
+        self._sweep = None
+        if len(cache) > sw.seen * 2 + 1000:
             live = {p.pid.id for p in self.node.iter_processes()}
             for k in [k for k in cache if k not in live]:
                 del cache[k]
-        return rows, msgs
+        return [row for p, row in out if p.alive], sw.msgs

@@ -104,6 +104,13 @@ class Source:
         """Changed sample rows and messages handled since the last scan."""
         raise NotImplementedError
 
+    def scan_step(self, budget: float) -> tuple[list[list[Any]], int] | None:
+        """A scan done in steps of about ``budget`` seconds (a source with many
+        units spreads it over several calls, so that no call holds the GIL long):
+        what :meth:`scan` returns once the scan is done, None until then.
+        By default, the whole :meth:`scan` at once."""
+        return self.scan()
+
     def stats(self) -> dict[str, Any]:
         """Whole-node figures added to each ``samples`` message."""
         return {}
@@ -213,6 +220,9 @@ class ActorsSource(Source):
 
     def scan(self) -> tuple[list[list[Any]], int]:
         return self._agent()._scan()
+
+    def scan_step(self, budget: float) -> tuple[list[list[Any]], int] | None:
+        return self._agent()._scan_step(budget)
 
     def recheck(self) -> None:
         # at most once a heartbeat (it is asked at every drain too): each

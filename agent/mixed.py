@@ -194,6 +194,13 @@ class MixedSource(ActorsSource):
         trows, thandled = self.tasks.scan()
         return [*rows, *trows], handled + thandled
 
+    def scan_step(self, budget: float) -> tuple[list[list[Any]], int] | None:
+        out = super().scan_step(budget)  # the node's processes in steps, then the tasks at once
+        if out is None:
+            return None
+        trows, thandled = self.tasks.scan()
+        return [*out[0], *trows], out[1] + thandled
+
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.tasks.stats()}
 

@@ -37,8 +37,9 @@ from typing import Any
 
 import actors
 import agent
+from agent.client import AgentClient
 
-__all__ = ["GROUPS", "INTENSITY", "PER", "PERIOD", "Counter", "build", "main"]
+__all__ = ["GROUPS", "INTENSITY", "PER", "PERIOD", "Counter", "build", "main", "sampling_figures"]
 
 GROUPS = 1000
 PER = 10
@@ -119,6 +120,52 @@ async def run(token: str, *, groups: int, per: int, intensity: int, period: floa
         finally:
             ag.stop()
     return 0
+
+
+async def sampling_figures(*, groups: int = GROUPS, seconds: float = 5.0) -> dict[str, Any]:
+    """The agent's sampler on the workload's tree, idle, in this process: how long a whole
+    sweep takes (``sweep_ms``: what a scan done in one go held the host's loop for) and the
+    longest step the sweeps after the first are done in (``longest_step_ms``, CPU time: what
+    it holds it for now; ``first_sweep_longest_step_ms``: the first sweep after attaching,
+    whose last step hands every process's first row to the session), with an observer
+    attached for ``seconds``."""
+    token = "sampling-figures-" + "x" * 16
+    async with actors.Node(log_crashes=False) as node:
+        await build(node, groups=groups)
+        ag = agent.start(node, "127.0.0.1:0", token=token)
+        try:
+            gc.collect()
+            gc.freeze()
+            client = await AgentClient.connect("127.0.0.1", ag.port, token=token, role="operator")
+            try:
+                await client.read_snapshot(60.0)
+                costs: list[float] = []
+                first_longest = 0.0
+                loop = asyncio.get_running_loop()
+                end = loop.time() + seconds
+                while (left := end - loop.time()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        m = await client.next_message(left)
+                        if m.get("t") == "samples" and m.get("node"):
+                            costs.append(float(m["node"]["sample_cost_ms"]))
+                            if len(costs) == 1:
+                                first_longest, ag.sample_step_max_s = ag.sample_step_max_s, 0.0
+            finally:
+                await client.close()
+            steps, longest = ag.sample_steps, ag.sample_step_max_s
+        finally:
+            ag.stop()
+            gc.unfreeze()
+    later = sorted(costs[1:])  # the first sweep meets every process for the first time
+    return {
+        "processes": groups * (PER + 1) + 1,
+        "sweeps": len(costs),
+        "first_sweep_ms": costs[0] if costs else None,
+        "sweep_ms": later[len(later) // 2] if later else None,
+        "longest_step_ms": round(longest * 1000, 3) if len(costs) > 1 else None,
+        "first_sweep_longest_step_ms": round(first_longest * 1000, 3),
+        "steps": steps,
+    }
 
 
 def main() -> int:

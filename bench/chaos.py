@@ -31,6 +31,7 @@ kill of this process (the observer side) and of the node, and its targets.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import selectors
@@ -236,6 +237,10 @@ def main(argv: list[str]) -> int:
         },
         "details": srows,
     }
+    progress("the agent's sampler on the sustained workload's tree (idle, in this process)")
+    secs = 2.0 if args.quick else 6.0
+    sustained["sampling"] = asyncio.run(_sustained.sampling_figures(groups=args.groups, seconds=secs))
+    progress(f"  {sustained['sampling']}")
     p99 = sustained["recovery_p99_ms"]
     sustained["targets"] = {
         "sustained_kills": {"target": ">= 10000", "met": sustained["sustained_kills"] >= 10_000},

@@ -36,8 +36,8 @@ class BudgetLedger:
 
     def info(self, sup: str) -> dict[str, Any] | None:
         """The supervisor's budget as the stream last reported it, with its name (None: unknown)."""
-        with self.model.locked() as g:
-            rec = g.nodes[sup] if sup in g else None
+        with self.model.view() as v:
+            rec = v.record(sup) if sup in v else None
             b = rec.get("budget") if rec is not None else None
             name = (rec.get("name") or rec.get("label")) if rec is not None else None
         return {**b, "name": name} if isinstance(b, dict) else None

@@ -5,15 +5,12 @@ against one :class:`~observer.attach.Attachment` (operator role): it kills
 with the agent's ``kill`` command and learns what happened from the events
 the attachment feeds into its model (``exit``, ``restart``, ``gave_up``).
 
-Within budget
-    Before each kill the engine asks the model what the kill would do
-    (:meth:`NodeModel.kill_preview`: which supervisors restart what by their
-    strategy -- one_for_all and rest_for_one siblings included -- and which
-    give up and escalate), then checks each supervisor that would spend a
-    restart against its own ledger: restarts it saw (of any cause) within the
-    supervisor's period, plus the kills it made whose restart has not been
-    seen yet. A kill that would take any supervisor past ``intensity -
-    budget_margin`` is skipped (counted in ``skipped.would_exceed_budget``).
+Its parts
+    :class:`~observer.chaos.campaign.KillCampaign` carries out kill actions
+    (schedule, victims, budgets, the command), :class:`~observer.chaos.tracking.KillTracker`
+    follows each kill through the event stream, :class:`~observer.chaos.cancel.CancelRunner`
+    cancels tasks on an asyncio node; the engine runs the experiment around
+    them: the hypothesis before, during and after the method, then the rollbacks.
 
 Recovery
     A kill's recovery time is from the moment the ``kill`` command was sent
@@ -36,7 +33,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import math
 import random
 import secrets
 import time
@@ -44,34 +40,26 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from agent import protocol as P
 from agent.client import AgentError
 
 from ..attach import Attachment
 from .budget import BudgetLedger
+from .campaign import AuditHook, KillCampaign
 from .cancel import NOTE_NO_BUDGETS, CancelRunner, http_results, not_applicable
-from .experiment import CancelSpec, Experiment, KillSpec
-from .hypothesis import Baseline, CheckResult, PathKey, baseline, check, path_of, resolve
+from .experiment import CancelSpec, Experiment
+from .hypothesis import Baseline, CheckResult, PathKey, baseline, check
 from .journal import Journal
 from .targets import CandidatePool
 from .tracking import KillTracker, _Kill
 
-__all__ = ["Engine", "ProgressHook"]
+__all__ = ["AuditHook", "Engine", "ExperimentNotApplicable", "ProgressHook"]
 
 log = logging.getLogger("observer.chaos")
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 """``hook(kind, data)``: ``kill`` (a kill record, once resolved), ``check``, ``deviation``, ``phase``, ``end``."""
-AuditHook = Callable[[str, dict[str, Any]], int]
-"""``audit(target, args) -> audit id`` (blocking; raises to refuse the kill)."""
-
-GRACE_S = 1.0
-"""Extra wait for a restart event to arrive (stream and batching latency) before a kill counts as lost."""
 DEFAULT_RECOVERY_MS = 5000.0
-TRIES = 8
-"""Random victims tried per kill before it counts as skipped (a full budget spares one, not all)."""
-INFLIGHT = 12
-"""Kill commands in flight at once (the agent allows 16 per session)."""
+"""How long a kill is followed when the hypothesis has no ``recovery_ms`` probe."""
 
 
 class ExperimentNotApplicable(RuntimeError):
@@ -79,7 +67,7 @@ class ExperimentNotApplicable(RuntimeError):
     node, cancels on an actors node): refused before anything is done."""
 
 
-class Engine(KillTracker, CancelRunner):
+class Engine(KillCampaign, KillTracker, CancelRunner):
     """Runs one experiment on one attachment. See the module docstring."""
 
     def __init__(
@@ -338,233 +326,6 @@ class Engine(KillTracker, CancelRunner):
             if not self._pending:
                 break
             await asyncio.sleep(0.05)
-
-    # -- killing ------------------------------------------------------------------------------------------
-
-    async def _campaign(self, spec: KillSpec) -> None:
-        loop = asyncio.get_running_loop()
-        self._rng = random.Random(spec.seed)
-        sem = asyncio.Semaphore(INFLIGHT)
-        start = loop.time()
-        next_at = start
-        seq_i = 0
-        slot = 0  # slots of the schedule reached or counted late (whole steps, no jitter: a grid)
-        grid = spec.duration_s is not None and spec.policy != "sequence" and spec.interval_ms > 0 and not spec.jitter_ms
-        slots = math.ceil(spec.duration_s * 1000.0 / spec.interval_ms - 1e-6) if grid and spec.duration_s else 0
-        self._launched = 0
-        pool = self._pool = CandidatePool(self.model, spec)
-        pool_at = -1.0
-        while not self._stop:
-            now = loop.time()
-            if spec.duration_s is not None and now - start >= spec.duration_s:
-                step = spec.interval_ms / 1000.0
-                end = start + spec.duration_s
-                if grid:  # behind at the end: the slots still owed, counted on the grid (no float drift)
-                    self._late(spec, slots - slot)
-                elif spec.policy != "sequence" and step > 0:
-                    self._late(spec, math.ceil((end - next_at) / step - 1e-6))  # (not a rounding error's)
-                break
-            if grid and slot >= slots:  # every slot made or counted (a drifted last one is not an extra):
-                next_at = max(next_at, start + (spec.duration_s or 0.0) + 1e-3)  # wait out the duration
-            if spec.kills is not None and self._launched >= spec.kills:
-                break
-            if spec.policy == "sequence" and seq_i >= len(spec.sequence):
-                break
-            if next_at > now:
-                assert self._wake is not None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(next_at - now):
-                        await self._wake.wait()
-                continue
-            n = spec.burst_size if spec.policy == "burst" else 1
-            for _ in range(n):
-                if self._stop or (spec.kills is not None and self._launched >= spec.kills):
-                    break
-                self._launched += 1  # attempts: within budget, some are skipped
-                with self.journal.lock:
-                    self.journal.attempted += 1
-                if spec.policy == "sequence":
-                    target = resolve(self.model, spec.sequence[seq_i])
-                    seq_i += 1
-                    if target is None:
-                        self._skip("gone")
-                        continue
-                    tries = [target]
-                else:
-                    if pool.stale or (not len(pool) and loop.time() - pool_at > 0.05):  # victims come back
-                        pool.refresh(self._down)
-                        pool_at = loop.time()
-                    if not len(pool):
-                        self._skip("no_candidate")
-                        continue
-                    tries = pool.sample(self._rng, TRIES)
-                await sem.acquire()
-                if self._stop:
-                    sem.release()
-                    break
-                if not self._fire(spec, tries, sem):
-                    sem.release()
-            step = spec.interval_ms / 1000.0
-            if spec.jitter_ms:
-                step += self._rng.uniform(-spec.jitter_ms, spec.jitter_ms) / 1000.0
-            next_at += max(step, 0.0)
-            slot += 1
-            floor = loop.time() - 1.0  # never a backlog over 1 s: attempts further behind are dropped
-            if next_at < floor:
-                if step > 0:  # whole slots: the schedule stays on its grid, every slot is made or counted
-                    lost = math.ceil((floor - next_at) / step)
-                    if grid:
-                        lost = min(lost, slots - slot)
-                    self._late(spec, lost)
-                    next_at += lost * step
-                    slot += lost
-                else:
-                    next_at = floor
-
-    def _late(self, spec: KillSpec, slots: int) -> None:
-        """``slots`` times the schedule owed were never reached: the engine fell behind."""
-        n = slots * (spec.burst_size if spec.policy == "burst" else 1)
-        if n > 0:
-            with self.journal.lock:
-                self.journal.attempted += n
-                self.journal.skipped["late"] = self.journal.skipped.get("late", 0) + n
-
-    def _skip(self, why: str) -> None:
-        with self.journal.lock:
-            self.journal.skipped[why] = self.journal.skipped.get(why, 0) + 1
-
-    def _fire(self, spec: KillSpec, tries: list[str], sem: asyncio.Semaphore) -> bool:
-        """Kill the first of ``tries`` that is there and fits the budgets (synchronously up to the
-        send). False: skipped (counted under the last reason)."""
-        why = "gone"
-        for pid in tries:
-            if spec.mode == "within_budget":
-                with self.model.locked() as g:
-                    own = g.nodes[pid].get("supervisor") if pid in g else None
-                if own and self.ledger.full(own, spec.budget_margin):
-                    why = "would_exceed_budget"
-                    continue
-            plan = self.ledger.plan(self.model, pid, spec.reason)
-            if plan is None:
-                continue
-            units, down, dies = plan
-            refused, used_after = self.ledger.check(units, spec.budget_margin)
-            if spec.mode == "within_budget" and refused is not None:
-                why = refused if why != "would_exceed_budget" else why
-                continue
-            return self._start_kill(spec, pid, units, down, dies, used_after, sem)
-        self._skip(why)
-        return False
-
-    def _start_kill(
-        self,
-        spec: KillSpec,
-        pid: str,
-        units: dict[str, int],
-        down: list[str],
-        dies: bool,
-        used_after: dict[str, int],
-        sem: asyncio.Semaphore,
-    ) -> bool:
-        with self.model.locked() as g:
-            r = dict(g.nodes[pid]) if pid in g else None
-        if r is None:
-            self._skip("gone")
-            return False
-        if r.get("child_id") is not None:
-            with self.model.locked() as g:
-                path: PathKey | None = path_of(g.nodes, pid)[0]
-        else:
-            path = None
-        now = time.time()
-        rec: dict[str, Any] = {
-            "n": len(self.journal.kills) + 1,
-            "action": spec.name,
-            "pid": pid,
-            "name": r.get("name"),
-            "label": r.get("label"),
-            "kind": r.get("kind"),
-            "supervisor": r.get("supervisor"),
-            "child_id": r.get("child_id"),
-            "path": list(path) if path else None,
-            "reason": spec.reason,
-            "mode": spec.mode,
-            "time": now,
-            "status": "pending" if dies else "survives",
-            "new_pid": None,
-            "recovery_ms": None,
-            "restarted": [],
-            "down": len(down),
-            "budget_after": used_after,
-        }
-        k = _Kill(rec, now, now + self._track_ms / 1000.0 + GRACE_S, units)
-        if dies:
-            self._pending[pid] = k
-            self._down.update(down)
-            if self._pool is not None:
-                for p in down:
-                    self._pool.discard(p)
-            self.ledger.hold(pid, r.get("supervisor"), units)
-            for sup in units:
-                self._budget_note(sup, kill=True, used=used_after.get(sup))
-            if r.get("supervisor"):
-                q = self._recent_by_sup.setdefault(str(r["supervisor"]), deque(maxlen=20))
-                q.append(k)
-        with self.journal.lock:
-            if len(self.journal.kills) < 100_000:
-                self.journal.kills.append(rec)
-        coro = self._send(k, dies, sem)
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _send(self, k: _Kill, dies: bool, sem: asyncio.Semaphore) -> None:
-        rec = k.rec
-        audit_id: int | None = None
-        try:
-            if self.audit is not None:
-                args = {"pid": rec["pid"], "reason": rec["reason"], "experiment": self.id}
-                try:
-                    audit_id = await asyncio.to_thread(self.audit, rec["pid"], args)
-                except Exception as exc:
-                    self._failed(k, "audit_unavailable", str(exc))
-                    self.abort_now(f"audit log unavailable: {exc}")
-                    return
-                if self._stop:
-                    self._failed(k, "aborted", "aborted before the kill was sent")
-                    if self.att.store is not None:
-                        self.att.store.audit_result(audit_id, {"status": "not sent: aborted"}, ok=False)
-                    return
-            k.sent = rec["time"] = time.time()
-            k.deadline = k.sent + self._track_ms / 1000.0 + GRACE_S
-            try:
-                await self.att.acommand("kill", pid=rec["pid"], reason=rec["reason"], timeout=10.0)
-                rec["ack_ms"] = round((time.time() - k.sent) * 1000.0, 3)
-            except AgentError as exc:
-                self._failed(k, exc.code, exc.message)
-                return
-            except (TimeoutError, OSError) as exc:
-                self._failed(k, P.E_TIMEOUT, str(exc) or type(exc).__name__)
-                return
-            finally:
-                if audit_id is not None and self.att.store is not None:
-                    self.att.store.audit_result(audit_id, {"status": rec["status"]}, ok=rec["status"] != "error")
-            if not dies:
-                self._emit("kill", dict(rec))
-        finally:
-            sem.release()
-
-    def _failed(self, k: _Kill, code: str, message: str) -> None:
-        rec = k.rec
-        rec["status"] = "error"
-        rec["error"] = f"{code}: {message}"
-        self._pending.pop(rec["pid"], None)
-        self._down.discard(rec["pid"])
-        self.ledger.release(rec["pid"])
-        if self._pool is not None:
-            self._pool.consider(rec["pid"])  # not killed: a candidate again if it still qualifies
-        self._emit("kill", dict(rec))
 
     # -- rollbacks -----------------------------------------------------------------------------------------
 

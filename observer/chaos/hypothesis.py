@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import NodeModel
+from ..model import GraphView, NodeModel
 from .experiment import Probe
 
 __all__ = ["Baseline", "CheckResult", "baseline", "check", "child_paths", "path_of", "resolve"]
@@ -89,8 +89,8 @@ def child_paths(model: NodeModel, root: str | None = None) -> dict[PathKey, str]
     registered name, or ``"*"``) down to the child: stable across restarts,
     unlike pids. Dynamic (``simple_one_for_one``) children have no child id
     and are left out."""
-    with model.locked() as g:
-        recs: dict[str, dict[str, Any]] = dict(g.nodes(data=True))
+    with model.view() as v:
+        recs: dict[str, Mapping[str, Any]] = dict(v.items())
     out: dict[PathKey, str] = {}
     for pid, rec in recs.items():
         if rec.get("supervisor") is None or rec.get("child_id") is None:
@@ -103,7 +103,7 @@ def child_paths(model: NodeModel, root: str | None = None) -> dict[PathKey, str]
 
 def path_of(recs: Mapping[str, Mapping[str, Any]], pid: str) -> tuple[PathKey, list[str]]:
     """The child-id path of ``pid`` and the pids along it (``pid`` first). ``recs``: records by
-    pid (a dict, or the model's ``graph.nodes`` under its lock: no copy for one path)."""
+    pid (for one path, :func:`path_in` reads the model's view without a copy)."""
     path: list[str] = []
     chain: list[str] = []
     cur: str | None = pid
@@ -117,6 +117,15 @@ def path_of(recs: Mapping[str, Mapping[str, Any]], pid: str) -> tuple[PathKey, l
         path.append(str(r.get("child_id")))
         cur = sup
     return tuple(reversed(path)), chain
+
+
+def path_in(view: GraphView, pid: str) -> PathKey:
+    """:func:`path_of`'s path, read from the model's view (under its lock: no copy for one path)."""
+    chain = view.path(pid)
+    if not chain:
+        return ()
+    top = str(view.record(chain[0]).get("name") or "*")
+    return (top, *(str(view.record(p).get("child_id")) for p in chain[1:]))
 
 
 def baseline(model: NodeModel, now: float) -> Baseline:

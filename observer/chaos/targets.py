@@ -86,8 +86,8 @@ def _scope(model: NodeModel, spec: KillSpec, recs: Mapping[str, Mapping[str, Any
 
 
 def _scan(model: NodeModel, rules: _Rules, exclude: set[str]) -> tuple[list[str], set[str] | None]:
-    with model.locked() as g:
-        recs: dict[str, dict[str, Any]] = dict(g.nodes(data=True))
+    with model.view() as v:
+        recs: dict[str, Mapping[str, Any]] = dict(v.items())
     scope = _scope(model, rules.spec, recs)
     # a process that supervises others is a supervisor, even before the stream says so (a fresh
     # supervisor's spawn event can come before its kind is known)
@@ -168,10 +168,10 @@ class CandidatePool:
     def consider(self, pid: str) -> None:
         """Look at one pid again: in the pool if it qualifies now, out if not."""
         spare = self.rules.spare_supervisors
-        with self.model.locked() as g:
-            rec = g.nodes[pid] if pid in g else None
+        with self.model.view() as v:
+            rec = v.record(pid) if pid in v else None
             sup = rec.get("supervisor") if rec is not None else None
-            supervises = rec is not None and any(d.get("sup") for d in g.succ[pid].values())
+            supervises = rec is not None and v.has_children(pid)
             if sup and spare and sup in self._index:
                 self.discard(sup)  # it supervises others: a supervisor, whatever the stream said
         if rec is None:

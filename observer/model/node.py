@@ -79,6 +79,12 @@ class NodeModel:
         with self._lock:
             yield self._state.graph
 
+    @contextlib.contextmanager
+    def view(self) -> Iterator[GraphView]:
+        """Hold the lock and get a read-only :class:`GraphView` of the picture now (keep it short)."""
+        with self._lock:
+            yield GraphView(self._state, self._clock())
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._state.graph.number_of_nodes())

@@ -121,3 +121,6 @@ def test_chaos_sustained_quick_run_reports_kills_at_every_rate_and_no_give_up() 
         assert row["attempted"] == made + row["skipped_budget"] + row["skipped_other"], rate
         assert row["carried_out"] > 0, rate
     assert set(s["targets"]) == {"sustained_kills", "sustained_give_ups", "recovery_p99_ms_100", "recovery_p99_ms_1000"}
+    sampling = s["sampling"]  # the agent's sampler on the same tree: a sweep in steps
+    assert sampling["processes"] == 1101 and sampling["sweeps"] >= 1 and sampling["steps"] >= sampling["sweeps"]
+    assert sampling["first_sweep_longest_step_ms"] > 0 and sampling["first_sweep_ms"] > 0

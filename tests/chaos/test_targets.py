@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from observer.chaos.experiment import kill_spec
+from observer.chaos.hypothesis import path_in, path_of
 from observer.chaos.targets import CandidatePool, candidates
 from observer.model import NodeModel
 from tests.observer import ev, linked, rec, snapshot, sup
@@ -116,3 +117,13 @@ def test_a_pool_agrees_with_a_full_scan_after_a_random_storm_of_kills_and_restar
         pool.on_changes(changes, down)
         assert len(pool) == len(set(candidates(m, spec, down)))
     assert set(pool.sample(rng, 100)) == set(candidates(m, spec, down))
+
+
+def test_a_kill_reads_the_same_child_id_path_from_the_view_as_from_the_records() -> None:
+    m = tree()
+    with m.view() as v:
+        recs = dict(v.items())
+        for pid in recs:
+            assert path_in(v, pid) == path_of(recs, pid)[0]
+        assert path_in(v, "<0.13.0>") == ("top", "s1", "w3")
+        assert path_in(v, "<0.31.0>") == ("loner",) and path_in(v, "<0.99.0>") == ()

@@ -1,0 +1,100 @@
+"""The sampling sweep in steps (agent/_sampling.py): a real node thread, a real agent, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+
+import actors
+from agent import _sampling
+from tests.agent.conftest import Host, connect, next_event
+
+
+async def idle(proc: actors.Process) -> None:
+    while True:
+        await proc.receive()
+
+
+def _samples(m: dict[str, Any]) -> bool:
+    return m.get("t") == "samples"
+
+
+@pytest.mark.parametrize("host_drain", [True, False], ids=["steps-on-the-host-loop", "a-step-per-tick"])
+async def test_a_sweep_in_many_steps_reaches_the_observer_as_one_sample(
+    monkeypatch: pytest.MonkeyPatch, host_drain: bool
+) -> None:
+    """With no time for more than one clock check per step, a sweep of 300
+    processes takes ~10 steps (one after the other on the host's loop; with
+    ``host_drain=False``, one per tick); every changed row of the sweep still
+    comes in one ``samples`` message with the node's figures, so the
+    observer's rates stay consistent."""
+    monkeypatch.setattr(_sampling, "STEP_S", 0.0)
+    h = Host(sample_hz=4, host_drain=host_drain)
+    try:
+        pids = [h.spawn(idle) for _ in range(300)]
+        client = await connect(h)
+        try:
+            await client.read_snapshot()
+            await next_event(client, _samples)  # the first sweep: every process's first row
+            keys = {str(p) for p in pids}
+            h.run(lambda: [h.node.send(p, "hi") for p in pids])
+
+            def all_rows(m: dict[str, Any]) -> bool:
+                return _samples(m) and keys <= {r[0] for r in m["rows"] if r[2] == 1}
+
+            msg = await next_event(client, all_rows, timeout=10.0)
+            assert msg["node"] is not None and msg["node"]["process_count"] >= 300
+            assert msg["node"]["messages"] == 300
+            assert h.agent.sample_steps >= 2 * math.ceil(300 / _sampling.STEP_CHECK)
+        finally:
+            await client.close()
+    finally:
+        h.stop()
+
+
+async def test_a_step_samples_a_slice_and_drops_the_rows_of_processes_dead_by_the_end() -> None:
+    """``_scan_step(0)``: one slice of ``STEP_CHECK`` processes per call; the
+    sweep's rows come at its end, without the processes that exited meanwhile
+    (sampled before their exit, or not at all)."""
+    h = Host(sample_hz=0.01)  # the agent's own sweeps: one at attach, the next in 100 s
+    try:
+        for _ in range(100):
+            h.spawn(idle)
+        client = await connect(h)
+        try:
+            await client.read_snapshot()
+            await next_event(client, _samples)
+            ag = h.agent
+            n = h.run(lambda: len(h.node.processes()))
+
+            async def hi_to_all() -> None:
+                for p in h.node.processes():
+                    h.node.send(p, "hi")
+                await asyncio.sleep(0.05)
+
+            h.run_async(hi_to_all())  # every row changes
+            assert h.run(lambda: ag._scan_step(0)) is None
+            procs = ag._sweep.procs if ag._sweep is not None else []
+            early, late = procs[1].pid, procs[-1].pid  # sampled in the first step / not yet sampled
+
+            for pid in (early, late):
+                await client.command("kill", pid=str(pid), reason="kill")
+                await next_event(client, lambda m, k=str(pid): m.get("ev") == "exit" and m.get("pid") == k)
+            steps = 1
+            out = None
+            while out is None:
+                out = h.run(lambda: ag._scan_step(0))
+                steps += 1
+            assert steps == math.ceil(n / _sampling.STEP_CHECK)
+            rows, msgs = out
+            got = {r[0] for r in rows}
+            assert str(early) not in got and str(late) not in got
+            assert len(got) == n - 2
+            assert msgs == n - 1  # the one killed after it was sampled got its message; the other was not sampled
+        finally:
+            await client.close()
+    finally:
+        h.stop()
