@@ -38,18 +38,14 @@ import gc
 import json
 import os
 import random
-import struct
 import sys
 import time
-import tracemalloc
 from typing import Any
 
 import actors
 import agent
-from agent import protocol as P
+from bench._agent_observers import TOKEN, reader_main, stalled_observer
 from bench._util import emit, machine, median, percentile, proc_cpu_seconds, progress, rnd
-
-TOKEN = "bench-token-0123456789abcdef"
 
 
 async def _pinger(proc: actors.Process, other: actors.Pid, counter: list[int]) -> None:
@@ -347,107 +343,6 @@ def _pcts(xs: list[float]) -> str:
     return f"{percentile(xs, 50):.1f}/{percentile(xs, 99):.1f}/{max(xs):.1f}"
 
 
-async def _stalled(events: int) -> dict[str, Any]:
-    async with actors.Node(log_crashes=False) as node:
-        ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", ag.port)
-            (n,) = struct.unpack(">I", await reader.readexactly(4))
-            hello = P.decode_payload(await reader.readexactly(n))
-            nonce, observer_id = "d" * 32, "stalled-bench-observer"
-            mac = P.client_mac(
-                TOKEN.encode(),
-                hello["nonce"],
-                nonce,
-                "operator",
-                agent_id=str(hello["agent"]),
-                observer_id=observer_id,
-                channel=P.channel_binding(None),
-            )
-            auth: P.AuthMsg = {
-                "t": "auth",
-                "version": P.VERSION,
-                "nonce": nonce,
-                "observer": observer_id,
-                "role": "operator",
-                "mac": mac,
-            }
-            writer.write(P.encode_frame(auth))
-            await writer.drain()
-            await asyncio.sleep(0.2)
-            gc.collect()
-            tracemalloc.start()
-            base = _agent_bytes(tracemalloc.take_snapshot())
-            peak = 0
-            done = 0
-            while done < events:
-                batch = [node.spawn(_worker) for _ in range(500)]
-                for p in batch:
-                    node.exit(p, "kill")
-                done += 1000
-                await asyncio.sleep(0)
-                if done % 10000 == 0:
-                    await asyncio.sleep(0.05)
-                    peak = max(peak, _agent_bytes(tracemalloc.take_snapshot()) - base)
-            await asyncio.sleep(0.5)
-            gc.collect()
-            held = _agent_bytes(tracemalloc.take_snapshot()) - base
-            tracemalloc.stop()
-            s = ag.sessions[0] if ag.sessions else None
-            if s is None or not s.ready:
-                raise RuntimeError("the stalled observer was not attached: the figure would measure nothing")
-            info = {
-                "held_bytes": max(held, peak),
-                "held_at_end": held,
-                "peak_during_churn": peak,
-                "session_peak_events": s.peak_events if s else None,
-                "session_event_bytes": s.event_bytes if s else None,
-                "session_dropped": s.dropped if s else None,
-                "write_buffer": s.writer.transport.get_write_buffer_size() if s else None,
-                "how": "tracemalloc, allocations made from agent/ and asyncio/ code (the agent's queues, "
-                "encoded frames and socket buffers), peak over the churn minus before",
-            }
-            writer.close()
-            return info
-        finally:
-            ag.stop()
-
-
-async def _reader_main(port: int, seconds: float, features: str) -> None:
-    feats = tuple(f for f in features.split(",") if f and f != "none")
-    client = await agent.client.AgentClient.connect("127.0.0.1", port, token=TOKEN, features=feats)
-    await client.read_snapshot()
-    print("ready", flush=True)
-    lat: list[list[float]] = []  # [event time, latency ms]
-    n = 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    try:
-        while loop.time() < deadline:
-            try:
-                msg = await client.next_message(0.5)
-            except TimeoutError:
-                continue
-            n += 1
-            if msg.get("t") == "ev" and msg.get("ev") == "exit":
-                lat.append([msg["time"], (time.time() - msg["time"]) * 1000])
-    except asyncio.CancelledError:
-        pass
-    finally:
-        print(json.dumps({"crash_latencies_ms": lat, "messages": n}), flush=True)
-        await client.close()
-
-
-def _agent_bytes(snap: tracemalloc.Snapshot) -> int:
-    """Bytes currently allocated from the agent's own code and asyncio's streams."""
-    total = 0
-    for stat in snap.statistics("filename"):
-        name = stat.traceback[0].filename
-        if "/agent/" in name or "/asyncio/" in name:
-            total += stat.size
-    return total
-
-
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench agent")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -465,7 +360,7 @@ def main(argv: list[str]) -> int:
             task = asyncio.current_task()
             assert task is not None
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            await _reader_main(int(args.reader[0]), float(args.reader[1]), args.reader[2])
+            await reader_main(int(args.reader[0]), float(args.reader[1]), args.reader[2])
 
         try:
             asyncio.run(run_reader())
@@ -503,7 +398,7 @@ def main(argv: list[str]) -> int:
         _throughput(storm_rounds, seconds, None, None, kill_every=0.001, host_us=old_storm_us, host_drain=False)
     )
     progress(f"stalled observer: {events:,} lifecycle events")
-    stalled = asyncio.run(_stalled(events))
+    stalled = asyncio.run(stalled_observer(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
     result = {
         "throughput_with_agent_ratio": rnd(median(ratios)),

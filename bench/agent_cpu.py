@@ -31,8 +31,9 @@ from typing import Any
 
 import actors
 import agent
+from bench._agent_observers import TOKEN
 from bench._util import emit, machine, median, progress, rnd
-from bench.agent import ALL_CPUS, TOKEN, _cpus, _ponger, _start_reader, _unpin_agent, _worker
+from bench.agent import ALL_CPUS, _cpus, _ponger, _start_reader, _unpin_agent, _worker
 
 
 async def _pinger(
