@@ -329,7 +329,7 @@ class Agent(Drains, Sampling, Clock, Watch):
         except Exception:
             pass
         session = Session(self, reader, writer)
-        if not self.preauth.admit(session.peer_host, writer):  # no room: answered busy (agent._preauth)
+        if not self.preauth.admit(session.peer_host, writer, reader):  # no room: answered busy (agent._preauth)
             return
         self.sessions.append(session)
         try:

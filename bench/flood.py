@@ -1,7 +1,7 @@
 """Connection floods against the served observer and its agent.
 
     python -m bench flood [--mode threading|gevent] [--ws 500] [--agent-conns 500]
-                          [--browsers 200] [--kills 20] [--seconds 8]
+                          [--slow 400] [--browsers 200] [--kills 20] [--seconds 8]
 
 Starts the demo system (``python -m observer.demo``, its agent on loopback)
 and ``observer serve --attach`` on it (gunicorn, the ``--mode`` worker: the
@@ -15,10 +15,14 @@ server users deploy), then, from this process (all on one asyncio loop):
    ``ui_p99_ms_under_flood``;
 3. and a legitimate observer attaches to the agent (handshake and full
    snapshot): ``attach_under_agent_flood_s`` (the worst of 5);
-4. the flood stopped, ``--browsers`` logged-in Socket.IO clients (one login
+4. the flood stopped, ``--slow`` slow requests (slowloris: half a request
+   head, then a byte every second; re-opened when the server closes them)
+   are held while the logged-in client probes again:
+   ``ui_p99_ms_under_slow_flood``;
+5. that flood stopped too, ``--browsers`` logged-in Socket.IO clients (one login
    session each, WebSocket transport) subscribe to the node: ``live_browsers``
    is how many received a ``batch`` within 30 s;
-5. with them all connected, ``--kills`` chat sessions are killed through the
+6. with them all connected, ``--kills`` chat sessions are killed through the
    API; ``crash_to_browser_p99_ms_at_max_browsers`` is the p99 over every
    (kill, browser) of the time from the kill's POST to the ``batch`` naming
    the exit.
@@ -173,6 +177,48 @@ async def hold_handshake(host: str, port: int, stop: asyncio.Event, counts: dict
         finally:
             writer.close()
         await asyncio.sleep(0.01)
+
+
+async def hold_slow(base: str, stop: asyncio.Event, counts: dict[str, int]) -> None:
+    """One attacker slot: half a request head, then one more byte every second; re-opened when closed."""
+    host_port = base.split("//", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        counts["opened"] += 1
+        try:
+            writer.write(f"GET /api/overview HTTP/1.1\r\nHost: {host_port}\r\nX-Slow: ".encode())
+            closed = asyncio.ensure_future(reader.read())
+            while not stop.is_set() and not closed.done():
+                await asyncio.wait({closed}, timeout=1.0)
+                writer.write(b"a")
+            if closed.done():
+                counts["closed"] += 1
+            closed.cancel()
+        except OSError:
+            counts["closed"] += 1
+        finally:
+            writer.close()
+
+
+async def slow_phase(srv: Servers, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    stop = asyncio.Event()
+    counts = {"opened": 0, "closed": 0}
+    tasks = [asyncio.create_task(hold_slow(srv.base, stop, counts)) for _ in range(args.slow)]
+    await asyncio.sleep(2.0)  # let the flood build up
+    progress(f"slow flood up: {counts}")
+    http, _csrf = login(srv.base, srv.login_token)
+    lat = await asyncio.get_running_loop().run_in_executor(None, ui_probe, srv.base, http, args.seconds)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    progress(f"slow flood done: {counts}, ui requests {len(lat)}")
+    out["ui_p99_ms_under_slow_flood"] = rnd(percentile(lat, 99))
+    out["ui_requests_under_slow_flood"] = len(lat)
+    out["slow_requests_opened"] = counts["opened"]
 
 
 def ui_probe(base: str, http: requests.Session, seconds: float) -> list[float]:
@@ -341,6 +387,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         progress(f"observer at {srv.base} ({args.mode}), agent at {srv.agent_host}:{srv.agent_port}")
         await flood_phase(srv, args, out)
+        if args.slow:
+            await slow_phase(srv, args, out)
         await browsers_phase(srv, args, out)
     finally:
         srv.stop()
@@ -352,6 +400,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--mode", default="threading", choices=("threading", "gevent"))
     ap.add_argument("--ws", type=int, default=500, help="unauthenticated WebSockets held")
     ap.add_argument("--agent-conns", type=int, default=500, help="half-open agent handshakes held")
+    ap.add_argument("--slow", type=int, default=400, help="slow requests (slowloris) held")
     ap.add_argument("--browsers", type=int, default=200, help="logged-in live browsers")
     ap.add_argument("--kills", type=int, default=20, help="crashes timed to every browser")
     ap.add_argument("--seconds", type=float, default=8.0, help="how long the UI is probed under the flood")

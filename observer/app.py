@@ -157,7 +157,7 @@ class ObserverState:
         )
         self.refusals = RefusalLog(self.store).start()
         """Refusals, coalesced into the audit log (:mod:`observer.refusals`)."""
-        self.sessions = SessionStore(self.store.db, idle=config.session_idle, max_age=config.session_max_age)
+        self.sessions = SessionStore(self.store.db, idle=config.session_idle, max_age=config.session_max_age).watch()
         """Server-side login sessions (:mod:`observer.sessions`)."""
         self.hub: LiveHub | None = None
         self.dialin: Any = None
@@ -203,6 +203,7 @@ class ObserverState:
             self.dialin.stop()
             self.dialin = None
         self.refusals.close()
+        self.sessions.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None

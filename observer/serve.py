@@ -1,7 +1,9 @@
 """Serving the app with a production server, started from our CLI.
 
-* threading mode (default): gunicorn's ``gthread`` worker, one worker with
-  many threads (Flask-SocketIO needs a single worker without a message
+* threading mode (default): gunicorn's ``gthread`` worker with our selector
+  front (:class:`observer.front.FrontedThreadWorker`: a thread only gets a
+  request that has fully arrived, so slow clients hold no thread), one worker
+  with many threads (Flask-SocketIO needs a single worker without a message
   queue; simple-websocket carries WebSocket on the worker's threads), started
   programmatically through :class:`ObserverGunicorn`. The app is created in
   the worker, after the fork, by :meth:`ObserverGunicorn.load`, so the attach
@@ -24,8 +26,10 @@ Threading rules
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import resource
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +38,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 from gunicorn.app.base import BaseApplication
 
+from .front import FrontedThreadWorker
 from .gate import SocketGate
 
 __all__ = ["ObserverGunicorn", "bind_socket", "eventlet_available", "gunicorn_has_eventlet", "serve"]
@@ -47,7 +52,7 @@ DEFAULT_THREADS = 320
 RESERVED_THREADS = 16
 """With the gthread worker: threads never given to a WebSocket (pages and the API keep them)."""
 GEVENT_CONNECTIONS = 4000
-"""With the gevent worker: simultaneous connections (greenlets) at most."""
+"""Simultaneous connections at most (greenlets with gevent; with gthread, parked in its selector)."""
 
 
 def eventlet_available() -> bool:
@@ -60,8 +65,10 @@ def gunicorn_has_eventlet() -> bool:
     return "eventlet" in SUPPORTED_WORKERS
 
 
-def bind_socket(host: str, port: int, *, backlog: int = 128) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (0: any free port), inheritable."""
+def bind_socket(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: any free port), inheritable. A long
+    backlog: under a connection flood the kernel keeps a user's connection waiting for
+    ``accept`` rather than dropping it (and the client retrying a second later)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,7 +104,7 @@ class ObserverGunicorn(BaseApplication):
     def load(self) -> Any:
         app, _socketio = self._factory()
         gate = app.wsgi_app
-        if isinstance(gate, SocketGate) and self._options.get("worker_class") == "gthread":
+        if isinstance(gate, SocketGate) and self._options.get("worker_class") is FrontedThreadWorker:
             # a thread per WebSocket: keep RESERVED_THREADS for pages and the API
             gate.max_live = max(1, int(self._options["threads"]) - RESERVED_THREADS)
         return app  # init_app wrapped app.wsgi_app with the Engine.IO middleware (and our gate)
@@ -121,13 +128,17 @@ def serve(
         return
     if async_mode == "gevent" and importlib.util.find_spec("gevent") is None:
         raise RuntimeError("--async-mode gevent needs gevent: pip install 'observer[gevent]'")
-    worker: Any = _gevent_worker() if async_mode == "gevent" else {"eventlet": "eventlet"}.get(async_mode, "gthread")
+    worker: Any = FrontedThreadWorker
+    if async_mode == "gevent":
+        worker = _gevent_worker()
+    elif async_mode == "eventlet":
+        worker = "eventlet"
     options = {
         "bind": [f"fd://{sock.fileno()}"],
         "workers": 1,
         "worker_class": worker,
         "threads": threads,
-        "worker_connections": GEVENT_CONNECTIONS,
+        "worker_connections": _connections(),
         "timeout": 0 if async_mode == "threading" else 30,
         "graceful_timeout": 5,
         "keepalive": 5,
@@ -140,6 +151,20 @@ def serve(
     if tls_cert:
         options.update({"certfile": tls_cert, "keyfile": tls_key})
     ObserverGunicorn(factory, options, on_exit).run()
+
+
+def _connections() -> int:
+    """:data:`GEVENT_CONNECTIONS`, within half the open-files limit (raised to its hard limit
+    first): a flood fills the connection cap, never the process's descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return GEVENT_CONNECTIONS
+    return max(64, min(GEVENT_CONNECTIONS, soft // 2))
 
 
 def _gevent_worker() -> Any:

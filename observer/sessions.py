@@ -9,11 +9,19 @@ the session counts). Logging out revokes the session; an operator can log
 out every session made with the same login token (a leaked token's
 sessions, say) at once.
 
+Several servers may share one database (PostgreSQL): a session is made and
+used on one of them (each signs its own cookies), but any of them may end it
+(the Audit page lists them all). Each server's watcher thread
+(:meth:`SessionStore.watch`) asks the database every ``recheck`` seconds (2 s)
+which of its live sessions were revoked, wherever, and ends them here too:
+refused from the next request on, their live connections closed.
+
 Threading rules
     Any thread: the in-memory table is guarded by a lock held for a few
     instructions; database writes go to its writer thread (creating and
     revoking wait for the commit, activity is written behind, at most once a
-    minute per session). Revocation listeners run on the revoking thread.
+    minute per session). Revocation listeners run on the revoking thread, or
+    on the watcher thread for a revocation made by another server.
 """
 
 from __future__ import annotations
@@ -37,7 +45,10 @@ IDLE = 8 * 3600.0
 """Seconds without a request or live connection after which a session ends."""
 MAX_AGE = 7 * 24 * 3600.0
 """Seconds after login after which a session ends, however active."""
+RECHECK = 2.0
+"""Seconds between two looks at the database for sessions revoked by another server."""
 _TOUCH_EVERY = 60.0
+_ENDED_KEPT = 10_000
 
 
 def fingerprint(token: str) -> str:
@@ -48,13 +59,18 @@ def fingerprint(token: str) -> str:
 class SessionStore:
     """The live sessions of this server, backed by the history database."""
 
-    def __init__(self, db: Database, *, idle: float = IDLE, max_age: float = MAX_AGE) -> None:
+    def __init__(self, db: Database, *, idle: float = IDLE, max_age: float = MAX_AGE, recheck: float = RECHECK) -> None:
         self.db = db
         self.idle = idle
         self.max_age = max_age
+        self.recheck = recheck
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
         self._live: dict[str, dict[str, Any]] = {}
         self._listeners: list[Callable[[set[str]], None]] = []
+        self._ended: dict[str, None] = {}
+        """Sessions that expired here (oldest first, at most :data:`_ENDED_KEPT`): never live again."""
         self._links: set[str] = set()
         """Fingerprints of the login tokens already exchanged through a URL (``GET /login?token=``)."""
         now = time.time()
@@ -73,6 +89,51 @@ class SessionStore:
                 return False
             self._links.add(fp)
             return True
+
+    def watch(self) -> SessionStore:
+        """Start the watcher thread (revocations made by other servers); returns self."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="observer-sessions", daemon=True)
+            self._watcher.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the watcher thread. Idempotent."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(10)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        failing = False
+        while not self._stop.wait(self.recheck):
+            try:
+                self.sync()
+            except Exception as exc:  # the database away for a while: try again next time (logged once)
+                if not failing:
+                    log.warning("observer: could not check the login sessions for revocations: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("observer: checking the login sessions for revocations again")
+                failing = False
+
+    def sync(self) -> set[str]:
+        """End here the live sessions that were revoked in the database (by another server
+        sharing it); returns their ids."""
+        with self._lock:
+            sids = list(self._live)
+        if not sids:
+            return set()
+        gone = sessions_db.revoked_among(self.db, sids)
+        if not gone:
+            return set()
+        with self._lock:
+            gone = {s for s in gone if self._live.pop(s, None) is not None}
+        if gone:
+            log.info("observer: %d login session(s) revoked by another server ended here", len(gone))
+            self._revoked(gone)
+        return gone
 
     def on_revoke(self, fn: Callable[[set[str]], None]) -> None:
         """Call ``fn(session ids)`` when sessions are revoked (to close their live connections)."""
@@ -109,12 +170,17 @@ class SessionStore:
         with self._lock:
             row = self._live.get(sid)
         if row is None:
+            if sid in self._ended:
+                return False
             row = self._shared(sid)  # made by another server sharing the history (a signed cookie: never guessed)
             if row is None:
                 return False
         with self._lock:
             if now >= row["expires"] or now - row["last_seen"] >= self.idle:
                 self._live.pop(sid, None)
+                self._ended[sid] = None
+                if len(self._ended) > _ENDED_KEPT:
+                    del self._ended[next(iter(self._ended))]
                 return False
             if touch and now - row["last_seen"] >= _TOUCH_EVERY:
                 row["last_seen"] = now
@@ -134,15 +200,33 @@ class SessionStore:
             return self._live.setdefault(sid, row)
 
     def get(self, sid: str | None) -> dict[str, Any] | None:
+        """A live session, of this server or of another sharing the database; None if it
+        is not live (unknown, revoked or past its absolute expiry)."""
         with self._lock:
             row = self._live.get(sid or "")
-            return dict(row) if row is not None else None
+            if row is not None:
+                return dict(row)
+        other = self._stored(sid)
+        return dict(other) if other is not None else None
+
+    def _stored(self, sid: str | None) -> dict[str, Any] | None:
+        """The database's row for ``sid`` if it is neither revoked nor past its absolute expiry."""
+        if not sid:
+            return None
+        try:
+            row = sessions_db.get(self.db, sid)
+        except Exception:
+            return None
+        if row is None or row["revoked"] is not None or time.time() >= float(row["expires"]):
+            return None
+        return row
 
     def revoke(self, sid: str, by: str) -> bool:
-        """End one session (logout). False if it was not live."""
+        """End one session (logout), of this server or of another sharing the database (which
+        ends it within ``recheck`` seconds). False if it was not live."""
         with self._lock:
             row = self._live.pop(sid, None)
-        if row is None:
+        if row is None and self._stored(sid) is None:
             return False
         sessions_db.revoke(self.db, sid, time.time(), by)
         self._revoked({sid})
@@ -152,15 +236,25 @@ class SessionStore:
         """End every session made with the same login token as ``sid``; how many were live."""
         with self._lock:
             row = self._live.get(sid)
+        if row is None:
+            row = self._stored(sid)  # a session of another server
             if row is None:
                 return 0
-            token = row["token"]
+        token = row["token"]
+        now = time.time()
+        others = [r for r in sessions_db.active(self.db, now - self.max_age, limit=100_000) if r["token"] == token]
+        with self._lock:
             gone = {s for s, r in self._live.items() if r["token"] == token}
             for s in gone:
                 del self._live[s]
-        sessions_db.revoke_token(self.db, token, time.time(), by)
+        live_elsewhere = {
+            str(r["id"])
+            for r in others
+            if r["revoked"] is None and now < float(r["expires"]) and now - float(r["last_seen"]) < self.idle
+        }
+        sessions_db.revoke_token(self.db, token, now, by)
         self._revoked(gone)
-        return len(gone)
+        return len(gone | live_elsewhere)
 
     def listing(self, *, since: float | None = None) -> list[dict[str, Any]]:
         """Sessions seen in the last ``max_age`` (a day at least), live, expired or revoked, for the Audit page."""
@@ -168,13 +262,14 @@ class SessionStore:
         rows = sessions_db.active(self.db, since if since is not None else now - max(self.max_age, 86400.0))
         with self._lock:
             live = {s: dict(r) for s, r in self._live.items()}
+            ended = set(self._ended)
         out = []
         for r in rows:
             cur = live.get(r["id"])
             last_seen = max(float(r["last_seen"]), float(cur["last_seen"]) if cur else 0.0)
             if r["revoked"] is not None:
                 status = "revoked"
-            elif cur is None or now >= r["expires"] or now - last_seen >= self.idle:
+            elif r["id"] in ended or now >= r["expires"] or now - last_seen >= self.idle:
                 status = "expired"
             else:
                 status = "live"

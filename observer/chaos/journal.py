@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,7 +142,8 @@ def save_json(journal: dict[str, Any], path: str | Path) -> None:
     """Write a journal to ``path`` (UTF-8 JSON, via a temporary file so a reader never sees half)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(journal, indent=1, default=str), encoding="utf-8")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:  # 0600
+        f.write(json.dumps(journal, indent=1, default=str))
     tmp.replace(p)
 
 

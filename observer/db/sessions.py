@@ -15,7 +15,7 @@ from typing import Any
 
 from .database import Database
 
-__all__ = ["COLUMNS", "active", "create", "get", "load_live", "revoke", "revoke_token", "touch"]
+__all__ = ["COLUMNS", "active", "create", "get", "load_live", "revoke", "revoke_token", "revoked_among", "touch"]
 
 COLUMNS = (
     "id",
@@ -93,3 +93,14 @@ def get(db: Database, sid: str) -> dict[str, Any] | None:
     cols = ", ".join(COLUMNS)
     rows = db.execute(f"SELECT {cols} FROM login_sessions WHERE id = ?", (sid,))
     return rows[0] if rows else None
+
+
+def revoked_among(db: Database, sids: list[str], *, batch: int = 500) -> set[str]:
+    """Which of ``sids`` are revoked (by any server sharing the database)."""
+    out: set[str] = set()
+    for i in range(0, len(sids), batch):
+        part = sids[i : i + batch]
+        marks = ", ".join("?" * len(part))
+        rows = db.execute(f"SELECT id FROM login_sessions WHERE revoked IS NOT NULL AND id IN ({marks})", part)
+        out.update(str(r["id"]) for r in rows)
+    return out

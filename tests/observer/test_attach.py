@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import agent
 from agent import protocol as P
 from agent.client import AgentError
 from observer.attach import E_NOT_CONNECTED, AttachManager, Attachment, compress_changes
-from observer.model import Change
+from observer.model import Change, NodeModel
 from observer.store import HistoryStore
 from tests.observer import READ_TOKEN, TOKEN, wait_for
 
@@ -334,6 +335,24 @@ def test_manager_add_get_list_remove(host: Host, manager: AttachManager) -> None
     wait_for(lambda: att.status == "up", what="attach")
     assert manager.remove("x") is True and manager.get("x") is None and manager.remove("x") is False
     wait_for(lambda: not host.agent.sessions, what="the session to close")
+
+
+def test_a_failed_reconnect_of_a_node_shown_up_records_it_down(manager: AttachManager, store: HistoryStore) -> None:
+    """A node whose model says up (restored as last seen) and whose agent is gone: the
+    first failed attempt marks it down in the model and in the history alike (the
+    history's claim on the node is given up with it)."""
+    model = NodeModel("gone")
+    model.apply({"t": "status", "status": "up", "node": {"pid": 1}})
+    assert model.status == "syncing"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens there once closed
+    att = manager.add(f"127.0.0.1:{port}", TOKEN, "operator", name="gone", model=model)
+    wait_for(lambda: att.status == "down", what="the node shown down")
+    rows = wait_for(lambda: store.events(node="gone", kinds=["status"]), what="the down status recorded")
+    assert [r["status"] for r in rows] == ["down"] and "ConnectionRefusedError" in rows[0]["reason"]
+    wait_for(lambda: att.attempts >= 3, what="more attempts")
+    assert len(store.events(node="gone", kinds=["status"])) == 1  # recorded once, on the way down
 
 
 def test_wrong_token_keeps_retrying_with_a_clear_error(host: Host, manager: AttachManager) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from agent import protocol as P
+from agent._preauth import PreAuth
 from agent.client import AgentClient, AgentError
+from observer.attach import AttachManager
 from tests.agent.conftest import OP_TOKEN, Host
 from tests.observer.certs import Pki, make_pki
 
@@ -186,6 +188,14 @@ async def test_a_mac_made_for_one_agent_is_refused_by_another_with_the_same_toke
         b.stop()
 
 
+async def _turns(reader: asyncio.StreamReader, n: int) -> None:
+    """Let the loop turn until ``n`` bytes sent on loopback sit in ``reader``'s buffer."""
+    deadline = time.monotonic() + 5
+    while len(getattr(reader, "_buffer", b"")) < n:
+        assert time.monotonic() < deadline, "the bytes never arrived"
+        await asyncio.sleep(0)
+
+
 async def _attach_retrying(port: int, within: float) -> float:
     t0 = time.monotonic()
     while True:
@@ -244,3 +254,81 @@ async def test_a_silent_connection_is_dropped_at_the_pre_auth_deadline(plain_hos
     assert 1.5 < time.monotonic() - t0 < 4.0
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+@pytest.mark.parametrize("sent", [b"\x00\x00\x00\x05{...}", b"", b"\x00\x00\x01\x00{partial"])
+async def test_a_connection_whose_answer_has_arrived_is_never_evicted(sent: bytes) -> None:
+    """The pool is full with one connection, past its grace; a newcomer knocks. If that
+    connection's answer has arrived (its bytes wait, unread: the agent's loop has not got
+    to them yet on a loaded host), the newcomer is told ``busy`` and the answered one
+    stays; a silent one is evicted as before, and so is one that sent part of a frame (a
+    flood trickling bytes gets no protection). Real sockets, the agent's pre-auth pool."""
+    answered = sent.startswith(b"\x00\x00\x00\x05")
+    pre = PreAuth(max_pending=1, grace=0.0)
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await accepted.put((r, w))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cr, cw = await asyncio.open_connection("127.0.0.1", port)
+        sr, sw = await accepted.get()
+        assert pre.admit("127.0.0.1", sw, sr)
+        if sent:
+            cw.write(sent)  # the observer's auth (or part of a frame), not read by a session yet
+            await cw.drain()
+            await _turns(sr, len(sent))  # in the reader's buffer, as a session would find it
+        fr, fw = await asyncio.open_connection("127.0.0.1", port)
+        _fsr, fsw = await accepted.get()
+        admitted = pre.admit("127.0.0.1", fsw, _fsr)
+        victim = fr if answered else cr
+        err = await _read_frame(victim)
+        assert err["t"] == "error" and err["code"] == P.E_BUSY
+        assert admitted is not answered
+        assert (pre.refused, pre.evicted) == ((1, 0) if answered else (0, 1))
+        assert pre.pending == 1
+        fw.close()
+        cw.close()
+        sw.close()
+        fsw.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_observer_retries_a_busy_agent_within_a_second() -> None:
+    """Every handshake slot held by young connections (nothing can be evicted): the
+    observer's attach loop is told ``busy`` again and again. Once the slots free up it
+    is attached within about a second (``busy`` is retried at once, not backed off like
+    a node that is away)."""
+    h = Host()
+    manager = AttachManager()
+    holders: list[asyncio.StreamWriter] = []
+    try:
+        pre = h.agent.preauth
+        pre.max_pending = pre.per_peer = 4
+        pre.grace = 3600.0  # nothing is evicted: every newcomer is told busy
+        for _ in range(4):
+            r, w = await asyncio.open_connection("127.0.0.1", h.agent.port)
+            await _read_frame(r)
+            holders.append(w)
+        att = await asyncio.to_thread(manager.add, h.agent.address, OP_TOKEN, "operator", name="n")
+
+        async def until(pred: Any, timeout: float, what: str) -> None:
+            deadline = time.monotonic() + timeout
+            while not pred():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.01)
+
+        await until(lambda: pre.refused >= 6, 20, "six busy answers")
+        assert att.status != "up" and P.E_BUSY in (att.last_error or "")
+        for w in holders:
+            w.close()
+        t0 = time.monotonic()
+        await until(lambda: att.status == "up", 10, "the attach once the slots free up")
+        assert time.monotonic() - t0 < 2.5  # an exponential backoff would be at 16 s by now
+    finally:
+        await asyncio.to_thread(manager.close)
+        h.stop()

@@ -231,8 +231,8 @@ def test_one_session_cannot_hold_more_than_its_share_of_live_sockets(server: Ser
 def test_the_gevent_worker_keeps_serving_under_a_slow_request_flood(tmp_path: Path) -> None:
     """400 connections that send half a request head and stop (slowloris): with
     ``--async-mode gevent`` each costs a greenlet, and a logged-in user is served
-    at once. (gthread hands a thread to a connection at its first byte: the same
-    flood starves it; ``docs/security.md`` says so.)"""
+    at once. (The default worker is covered by ``test_slow_requests.py``: its
+    selector front reads each request whole before a thread gets it.)"""
     srv = Server(tmp_path, mode="gevent")
     held: list[socket.socket] = []
     try:
