@@ -172,7 +172,7 @@ def _env_secret(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def start_from_env(node: Target | None = None) -> Agent | None:
+def start_from_env(node: Target | None = None, *, bind: str | None = None) -> Agent | None:
     """Start an agent configured by environment variables; None if
     ``OBSERVER_AGENT_BIND`` is unset. ``node`` as for :func:`start` (an
     actors node, an event loop, a source such as ``MixedSource(node)``, or
@@ -191,10 +191,12 @@ def start_from_env(node: Target | None = None) -> Agent | None:
     store), ``OBSERVER_DIAL_TLS_CA``, ``OBSERVER_DIAL_TLS_CERT``,
     ``OBSERVER_DIAL_TLS_KEY``, ``OBSERVER_DIAL_SERVER_HOSTNAME``.
     A variable renamed in 0.2.0 is refused with its new name (:mod:`._env`).
+    ``bind``, if given, replaces ``OBSERVER_AGENT_BIND`` (the launcher keeps
+    its agent's address when it restarts it: ``agent/_bootstrap.py``).
     """
     refuse_renamed_env()
     dial_to = os.environ.get("OBSERVER_DIAL")
-    bind = os.environ.get("OBSERVER_AGENT_BIND") or ("127.0.0.1:0" if dial_to else None)
+    bind = bind or os.environ.get("OBSERVER_AGENT_BIND") or ("127.0.0.1:0" if dial_to else None)
     if not bind:
         return None
     token = _env_secret("OBSERVER_AGENT_TOKEN")

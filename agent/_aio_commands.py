@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _aio_inspect as ins
 from . import protocol as P
-from ._aio_records import ScopeRec, TaskRec, _cancelling, _current, _record, _status
+from ._aio_records import ScopeRec, TaskRec, _cancelling, _current, _record, _status, timeout_state
+from ._aio_timeouts import timeout_deadline
 from ._args import CommandError
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class TaskCommands:
     live: dict[int, TaskRec]
     scopes: dict[int, ScopeRec]
     root_key: str
+    _tmo_of: dict[str, list[ScopeRec]]
 
     def records(self, units: list[Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -74,6 +76,8 @@ class TaskCommands:
         if isinstance(target, ScopeRec):
             rec = self.records([target])[0]
             rec["children"] = [r.key for r in list(self.live.values()) if r.scope is target]
+            if target.kind == "timeout":
+                rec.update(self._timeout_fields(target))
             return rec
         trec = target
 
@@ -101,8 +105,21 @@ class TaskCommands:
         rec.update(live)
         rec["age_s"] = round(time.time() - trec.created, 3)
         rec["scope"] = None if trec.scope is None else {"pid": trec.scope.key, "kind": trec.scope.kind}
+        rec["timeouts"] = [{"pid": s.key, **self._timeout_fields(s)} for s in list(self._tmo_of.get(trec.key, ()))]
         rec["state"] = None  # no gen_server state: a task has its task_state
         return rec
+
+    def _timeout_fields(self, s: ScopeRec) -> dict[str, Any]:
+        """A timeout's deadline (wall clock), the seconds left and its state."""
+        obj = s.ref()
+        when = timeout_deadline(obj) if obj is not None else s.deadline
+        left = None if when is None else round(when - self.loop.time(), 3)
+        return {
+            "deadline": None if left is None else round(time.time() + left, 3),
+            "remaining_s": left,
+            "timeout_state": timeout_state(obj) if obj is not None else "finished",
+            "task": s.parent,
+        }
 
     def _cancel_preview(self, trec: TaskRec, task: asyncio.Task[Any]) -> list[str]:
         """What cancelling the task would do, as structured concurrency goes (host loop)."""
@@ -119,6 +136,11 @@ class TaskCommands:
                     f"its TaskGroup {scope.key} goes on: a cancelled child does not cancel its {others} sibling(s); "
                     f"if the task turns the cancellation into another exception, the group cancels them and "
                     f"raises an ExceptionGroup in {scope.sup}"
+                )
+            elif scope.kind == "timeout":
+                out.append(
+                    f"it was created inside timeout {scope.key} of {scope.sup}: that timeout cancels only "
+                    f"{scope.sup} when it expires, not this task"
                 )
             else:
                 out.append(

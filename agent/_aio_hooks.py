@@ -14,6 +14,7 @@ import asyncio
 import logging
 import sys
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _aio_inspect as ins
@@ -96,6 +97,8 @@ class HostHooks:
                 for c in getattr(fut, "_children", ()) or ():
                     awaited_by[id(c)] = t
         pending = [t for t in tasks if self._rec_of(t) is None]
+        for k, parent in ins.awaiters(pending).items():  # 3.14+ only (untested here)
+            awaited_by.setdefault(k, parent)
         # parents first, so that children find them
         pending.sort(key=lambda t: id(t) in awaited_by)
         self._adopt_some(loop, pending, awaited_by, 0)
@@ -115,6 +118,7 @@ class HostHooks:
 
     def detach(self) -> None:
         self._on = False
+        self.live.clear()  # the done callback left on live tasks finds nothing from now on
         if logging.getLogRecordFactory() == self._make_record:
             logging.setLogRecordFactory(self._prev_record_factory)
         loop = self.loop
@@ -202,22 +206,26 @@ class HostHooks:
         if rec is not None:
             if rec.ref() is task:  # met first as a parent (an eager task's child): complete it
                 if rec.where is None and frame is not None:
-                    rec.where, rec.origin = _site(frame, rec.origin)
+                    rec.where, rec.origin, group = _site(frame, rec.origin)
+                    if group is not None:
+                        rec.group = weakref.ref(group)
                 return rec
             self._gone(rec)  # a collected task's id, reused
         if task.done() and origin == "adopted":
             return None
         if origin == "task":
             parent = asyncio.current_task(self.loop)
-        pkey = None
+        prec = None
         if parent is not None and parent is not task:
             prec = self._rec_of(parent)
             if prec is None:
                 prec = self._track(parent, None, origin="adopted", parent=None)
-            pkey = prec.key if prec is not None else None
-        rec = TaskRec(self._key(), task, self.root_key, pkey, origin)
+        rec = TaskRec(self._key(), task, self.root_key, prec.key if prec is not None else None, origin)
+        rec.prec = prec
         if frame is not None:
-            rec.where, rec.origin = _site(frame, origin)
+            rec.where, rec.origin, group = _site(frame, origin)
+            if group is not None:
+                rec.group = weakref.ref(group)
         self.live[tid] = rec
         self.created_total += 1
         task.add_done_callback(self._done_cb)
@@ -241,8 +249,9 @@ class HostHooks:
                 state = "failed" if exc is not None else "done"
                 if exc is not None:
                     self._note_crash(exc)
-            if rec.sup is not None or exc is not None:
-                # drawn, or about to be with its crash: its final name
+                    self._flush_group(rec, task)
+            if rec.sup is not None or exc is not None or rec.flush:
+                # drawn, or about to be with its crash or its group's: its final name
                 # (create_task(name=...) names a task after the factory)
                 rec.name = _task_name(task)
                 if rec.coro is None:
@@ -253,6 +262,33 @@ class HostHooks:
                 self._put(("exit", rec, state, exc, time.time()))
         except Exception:
             self._hook_failed()
+
+    def _flush_group(self, rec: TaskRec, task: asyncio.Task[Any]) -> None:
+        """A task failed (host loop, in its done callback, before its TaskGroup's
+        own callback cancels the siblings): it and the other members of its
+        TaskGroup or gather are drawn even if they end before the agent looks,
+        and hold the group until then (it may be gone by the time the agent
+        draws them)."""
+        rec.flush = True
+        g = rec.group
+        obj = g() if type(g) is weakref.ReferenceType else g
+        members: Any = None
+        if obj is not None:
+            members = getattr(obj, "_tasks", None)
+        else:
+            parent = rec.prec.ref() if rec.prec is not None else None
+            fut = ins.task_waiter(parent) if parent is not None else None
+            if fut is not None and type(fut).__name__ == "_GatheringFuture":
+                kids = getattr(fut, "_children", None) or ()
+                if any(k is task for k in kids):
+                    obj, members = fut, kids
+        if obj is None:
+            return
+        rec.group = obj
+        for t in list(members or ()):
+            r = self._rec_of(t) if isinstance(t, asyncio.Task) else None
+            if r is not None and r is not rec:
+                r.flush, r.group = True, obj
 
     def _note_crash(self, exc: BaseException) -> None:
         crashed = self._crashed

@@ -82,6 +82,31 @@ def task_callbacks(task: asyncio.Task[Any]) -> list[Any]:
     return list(cbs) if cbs else []
 
 
+_CALL_GRAPH: Any = getattr(asyncio, "capture_call_graph", None)
+"""Python 3.14+: ``asyncio.capture_call_graph`` (None before). UNTESTED: this
+project's tests run on 3.11, where the path below is never taken."""
+
+
+def awaiters(tasks: list[asyncio.Task[Any]]) -> dict[int, asyncio.Task[Any]]:
+    """id(task) -> a task that awaits it, from 3.14's call graph (which also
+    sees a TaskGroup's children awaited by the group's task); empty before
+    3.14 or if the graph cannot be read. Host loop (adoption)."""
+    out: dict[int, asyncio.Task[Any]] = {}
+    if _CALL_GRAPH is None:
+        return out
+    for t in tasks:
+        try:
+            graph = _CALL_GRAPH(t, limit=0)  # no frames: only who awaits it
+            for up in getattr(graph, "awaited_by", None) or ():
+                fut = getattr(up, "future", None)
+                if isinstance(fut, asyncio.Task) and fut is not t:
+                    out[id(t)] = fut
+                    break
+        except Exception:
+            continue
+    return out
+
+
 def is_own(filename: str) -> bool:
     """Application code: not asyncio, the standard library or an installed package."""
     return not filename.startswith(_LIB_DIRS) and not filename.startswith("<")

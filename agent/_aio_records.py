@@ -4,6 +4,7 @@ helpers that read a task without changing it (see ``agent/_aio_source.py``)."""
 from __future__ import annotations
 
 import asyncio
+import asyncio.taskgroups
 import os
 import time
 import weakref
@@ -14,6 +15,8 @@ from ._aio_inspect import coro_name
 _SKIP_DIRS = (os.path.dirname(asyncio.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
 """Walking up from the factory, this frame means "created from a loop callback"."""
+_TG_CREATE = asyncio.taskgroups.TaskGroup.create_task.__code__
+"""Walking up from the factory, this frame's ``self`` is the TaskGroup the task joins."""
 _THREADSAFE_CB = next(
     (c for c in asyncio.run_coroutine_threadsafe.__code__.co_consts if getattr(c, "co_name", None) == "callback"),
     None,
@@ -41,6 +44,9 @@ class TaskRec:
         "row",
         "spawned",
         "ended",
+        "prec",
+        "group",
+        "flush",
         "__weakref__",
     )
 
@@ -61,13 +67,23 @@ class TaskRec:
         self.pos: tuple[int, int] | None = None
         self.row: list[Any] | None = None
         self.spawned = 0.0
+        """When its spawn was published (0: not yet; agent thread)."""
         self.ended = False
+        self.prec: TaskRec | None = None
+        """The record of the task that created it (host thread sets it)."""
+        self.group: Any = None
+        """Its TaskGroup, known at creation (a weak reference), or, once a member
+        of its group or gather failed, the group or gathering future itself (held
+        until the agent has drawn it: see ``HostHooks._flush_group``)."""
+        self.flush = False
+        """Draw it even if it ended before the agent looked: a member of its
+        group or gather failed (host thread sets it)."""
 
 
 class ScopeRec:
-    """A TaskGroup or a gather (agent thread only)."""
+    """A TaskGroup, a gather or an ``asyncio.timeout`` (agent thread only)."""
 
-    __slots__ = ("key", "kind", "ref", "sup", "parent", "created", "children", "root")
+    __slots__ = ("key", "kind", "ref", "sup", "parent", "created", "children", "root", "deadline", "task")
 
     def __init__(self, key: str, kind: str, obj: object, sup: str, parent: str | None, root: str) -> None:
         self.key = key
@@ -78,24 +94,32 @@ class ScopeRec:
         self.root = root
         self.created = time.time()
         self.children = 0
+        self.deadline: float | None = None
+        """A timeout's deadline (loop time; None: no deadline)."""
+        self.task: TaskRec | None = None
+        """A timeout's task."""
 
 
-def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str]:
-    """The first frame outside asyncio and the agent, walking up from the factory's caller."""
+def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str, Any]:
+    """The first frame outside asyncio and the agent, walking up from the
+    factory's caller; and the TaskGroup whose ``create_task`` is on the way (or None)."""
     f = frame
     threadsafe = False
+    group = None
     for _ in range(16):
         if f is None:
             break
         code = f.f_code
-        if code is _THREADSAFE_CB:
+        if code is _TG_CREATE:
+            group = f.f_locals.get("self")  # TaskGroup.create_task's own frame: asyncio's, not the application's
+        elif code is _THREADSAFE_CB:
             threadsafe = True
         elif code is _HANDLE_RUN:
             break  # created from a loop callback with no application frame on the way
         elif not code.co_filename.startswith(_SKIP_DIRS):
-            return (code.co_filename, f.f_lineno, code.co_qualname), origin
+            return (code.co_filename, f.f_lineno, code.co_qualname), origin, group
         f = f.f_back
-    return None, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin)
+    return None, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin), group
 
 
 def _where(w: tuple[str, int, str] | None) -> str | None:
@@ -146,12 +170,22 @@ def _scope_over(s: ScopeRec) -> bool:
     obj = s.ref()
     if obj is None:
         return True
+    if s.kind == "timeout":
+        return timeout_state(obj) not in ("active", "expiring")
     if s.kind == "gather":
         return bool(obj.done())  # type: ignore[attr-defined]
     parent = getattr(obj, "_parent_task", None)
     if isinstance(parent, asyncio.Task) and parent.done():
         return True
     return bool(getattr(obj, "_exiting", False)) and not getattr(obj, "_tasks", None)
+
+
+def timeout_state(tmo: object) -> str:
+    """An ``asyncio.Timeout``'s state: ``created``, ``active``, ``expiring``
+    (it fired; its task is being cancelled), ``expired`` or ``finished``."""
+    st = getattr(tmo, "_state", None)
+    v = getattr(st, "value", None)
+    return v if isinstance(v, str) else "unknown"
 
 
 def _meta(sup: str | None, kind: str) -> dict[str, Any]:

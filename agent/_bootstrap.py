@@ -19,6 +19,17 @@ Only loops of the main thread are observed. The first one starts the agent
 replaces it as the agent's source (:meth:`AsyncioSource.retarget`). The
 agent is stopped at interpreter exit. ``OBSERVER_AGENT_ADDRESS_FILE``, if
 set, receives ``HOST:PORT`` once the agent listens.
+
+Mixed programs: when the agent meets an :class:`actors.Node` running on the
+observed loop (a task whose done callback is an ``actors.Process``: read on
+the agent's thread within a heartbeat of the process's spawn), the agent is
+restarted, on the same address, with a
+:class:`agent.mixed.MixedSource` for that node: the node's supervision tree
+and the program's other tasks in one picture. Observers attached then lose
+their session once and reconnect (the handshake now says ``actors`` with
+``include_tasks``); the tasks alive then are adopted (their creation lines
+are lost). A later loop (``asyncio.run`` again) goes back to a plain asyncio
+source the same way.
 """
 
 from __future__ import annotations
@@ -31,8 +42,11 @@ import threading
 import warnings
 from typing import Any
 
+import actors
+
 from . import start_from_env
 from ._aio_source import AsyncioSource
+from .mixed import MixedSource
 
 _state: dict[str, Any] = {"agent": None, "failed": False}
 _lock = threading.Lock()
@@ -76,17 +90,62 @@ def observe(loop: asyncio.AbstractEventLoop) -> None:
                 if ag is None:
                     _state["failed"] = True
                     return
-                path = os.environ.get("OBSERVER_AGENT_ADDRESS_FILE")
-                if path:
-                    tmp = f"{path}.tmp"
-                    with open(tmp, "w", encoding="utf-8") as f:
-                        f.write(ag.address)
-                    os.replace(tmp, path)
+                _started(ag)
             elif ag.source.loop is not loop and isinstance(ag.source, AsyncioSource):
                 ag.source.retarget(loop)
+            elif ag.source.loop is not loop:  # a mixed source: its node stayed with the old loop
+                _restart(ag, loop)
         except Exception as exc:
             _state["failed"] = True
             print(f"observer-agent: not started: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _started(ag: Any) -> None:
+    """The agent listens: write its address, and watch for an actors node on its loop."""
+    path = os.environ.get("OBSERVER_AGENT_ADDRESS_FILE")
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(ag.address)
+        os.replace(tmp, path)
+    if isinstance(ag.source, AsyncioSource):
+        ag.source.on_node = _node_met
+
+
+def _node_met(node: actors.Node) -> None:
+    """Agent thread: an actors node runs on the observed loop. The switch to a
+    mixed source runs on the node's loop (stopping the agent joins its thread)."""
+    try:
+        node.loop.call_soon_threadsafe(_to_mixed, node)
+    except RuntimeError:  # the loop is closed
+        pass
+
+
+def _to_mixed(node: actors.Node) -> None:
+    with _lock:
+        ag = _state["agent"]
+        if ag is None or _state["failed"] or not isinstance(ag.source, AsyncioSource):
+            return
+        if ag.source.loop is not node.loop:
+            return
+        try:
+            _restart(ag, MixedSource(node))
+        except Exception as exc:
+            _state["failed"] = True
+            print(f"observer-agent: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _restart(ag: Any, target: Any) -> None:
+    """Stop the agent and start another one for ``target`` on the same address (lock held)."""
+    address = ag.address
+    ag.stop()
+    _state["agent"] = None
+    new = start_from_env(target, bind=address)
+    _state["agent"] = new
+    if new is None:
+        _state["failed"] = True
+        return
+    _started(new)
 
 
 def _stop() -> None:

@@ -70,7 +70,8 @@ async def run(groups: int, per: int, token: str) -> int:
             node, specs, strategy="one_for_one", intensity=1_000_000, period=1.0, name="bench_root", label="Root"
         )
         sups = [row.pid for row in await actors.which_children(node, root, timeout=60.0) if row.pid is not None]
-        ag = agent.start(node, "127.0.0.1:0", token=token)
+        hz = float(os.environ.get("BENCH_SAMPLE_HZ") or 4.0)  # the agent's sampling scans a second (its default)
+        ag = agent.start(node, "127.0.0.1:0", token=token, sample_hz=hz)
         threading.Thread(target=reader, name="bench-node-stdin", daemon=True).start()
         _say(f"agent 127.0.0.1:{ag.port} processes={len(node.processes())}")
         rng = random.Random(7)

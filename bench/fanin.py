@@ -134,11 +134,34 @@ def _session_cookie(base: str, login: str) -> str:
     import requests  # a dev dependency, like the rest of this benchmark's client side
 
     http = requests.Session()
-    http.post(f"{base}/login", data={"token": login}, timeout=30).raise_for_status()
+    deadline = time.monotonic() + 600
+    while True:
+        resp = http.post(f"{base}/login", data={"token": login}, timeout=60)
+        # 503: the history writer is still busy with the attach snapshots' checkpoints (a login is written down)
+        if resp.status_code != 503 or time.monotonic() > deadline:
+            break
+        progress("login: 503 (the history writer is busy), again in 2 s")
+        time.sleep(2)
+    resp.raise_for_status()
     return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
 
 
-def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, Any]:
+def _cluster(http: Any, base: str) -> dict[str, Any] | None:
+    """``/api/cluster``, or None if the request failed: a gunicorn gthread worker under a big
+    snapshot's load may drop a kept-alive connection just as it is reused (a reset, not an answer)."""
+    import requests
+
+    try:
+        resp = http.get(f"{base}/api/cluster", timeout=120)
+        resp.raise_for_status()
+        out: dict[str, Any] = resp.json()
+        return out
+    except requests.RequestException as exc:
+        progress(f"/api/cluster failed ({type(exc).__name__}); asking again")
+        return None
+
+
+def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: float | None = None) -> dict[str, Any]:
     import requests
 
     groups = max(1, per_node // 100)
@@ -155,6 +178,8 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
             progress(f"starting {nodes} nodes x {groups * per} processes")
             for _ in range(nodes):
                 node_env = env | {"OBSERVER_AGENT_TOKEN": token, "BENCH_GROUPS": str(groups), "BENCH_PER": str(per)}
+                if sample_hz is not None:
+                    node_env["BENCH_SAMPLE_HZ"] = str(sample_hz)
                 node_procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bench._browser_node"],
@@ -187,19 +212,25 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 cmd, stdout=subprocess.PIPE, text=True, env=env | {"OBSERVER_LOGIN_TOKEN": login}, cwd=ROOT
             )
             base = _read_until(observer, URL_RE, 120).group(1)
+            t_attach = time.monotonic()
             http = requests.Session()
             http.post(f"{base}/login", data={"token": login}, timeout=30)
             expected = nodes * groups * per
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 600 + expected / 1000  # a million: ~27 minutes at most
+            last_note = 0.0
             while True:
-                cl = http.get(f"{base}/api/cluster", timeout=60).json()
-                total = cl["totals"]["processes"]
-                if cl["totals"]["up"] == nodes and total >= expected:
+                cl = _cluster(http, base)
+                total = cl["totals"]["processes"] if cl else 0
+                if cl and cl["totals"]["up"] == nodes and total >= expected:
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"not attached: {cl['totals']}")
+                    raise RuntimeError(f"not attached: {cl and cl['totals']}")
+                if time.monotonic() - last_note >= 30:
+                    last_note = time.monotonic()
+                    progress(f"attaching: {cl and cl['totals']} after {time.monotonic() - t_attach:.0f} s")
                 time.sleep(1)
-            progress(f"attached: {cl['totals']}")
+            attach_s = time.monotonic() - t_attach
+            progress(f"attached in {attach_s:.0f} s: {cl['totals']}")
             # one login session per simulated browser, as real browsers have (a session may hold 8 sockets)
             browsers = [Browser(base, _session_cookie(base, login), f"n{i}") for i in range(nodes)]
             tree = _tree_pids(observer.pid)
@@ -228,7 +259,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 p.stdin.flush()
             rss = _rss_mb(tree)
             lat = [x for b in browsers for x in b.latencies]
-            cl = http.get(f"{base}/api/cluster", timeout=60).json()
+            cl = _cluster(http, base) or cl
             if not lat:
                 raise RuntimeError("no restart reached a client")
             return {
@@ -239,11 +270,13 @@ def run(nodes: int, per_node: int, churn: float, duration: float) -> dict[str, A
                 "update_max_ms": rnd(max(lat)),
                 "restarts_measured": len(lat),
                 "churn_events_per_s_per_node": churn,
+                "agent_sample_hz": sample_hz,
                 "duration_s": rnd(t1 - t0),
                 "observer_cpu_fraction": rnd((cpu1 - cpu0) / (t1 - t0)),
                 "observer_rss_mb": rnd(rss),
                 "observer_rss_peak_mb": rnd(max(peak, rss)),
                 "observer_rss_before_churn_mb": rnd(rss_before),
+                "attach_s": rnd(attach_s),
                 "batches": sum(b.batches for b in browsers),
                 "machine": machine(),
             }
@@ -264,10 +297,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--churn", type=float, default=30.0, help="lifecycle events per second per node")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds measured")
     ap.add_argument("--quick", action="store_true", help="2 nodes x 1,000 processes, 6 s (a smoke test)")
+    ap.add_argument(
+        "--sample-hz",
+        type=float,
+        default=None,
+        help="the nodes' agents' sampling scans a second (default the agent's, 4): each walks every process, "
+        "so twenty 50,000-process nodes on a small machine starve themselves; 0.5 leaves the cores to the observer",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.nodes, args.processes, args.duration = 2, 1000, 6.0
     if args.nodes < 1 or args.processes < 1 or args.duration <= 0 or args.churn <= 0:
         ap.error("--nodes, --processes, --duration and --churn must be positive")
-    emit(run(args.nodes, args.processes, args.churn, args.duration))
+    if args.sample_hz is not None and args.sample_hz <= 0:
+        ap.error("--sample-hz must be positive")
+    emit(run(args.nodes, args.processes, args.churn, args.duration, args.sample_hz))
     return 0

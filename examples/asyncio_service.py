@@ -5,7 +5,8 @@ with no actors: ``GET /orders/{n}`` asks a flaky inventory dependency (slow
 at times, failing at times, hanging now and then: the handler gives up after
 a timeout) and a pricing step in a TaskGroup, then queues the order for a
 TaskGroup of consumers; a cache refresher runs a ``gather`` every two
-seconds; a traffic generator sends requests all along. Failed requests are
+seconds; a reporter builds its report parts in a TaskGroup inside an
+``asyncio.timeout(30)`` (its deadline); a traffic generator sends requests all along. Failed requests are
 logged by aiohttp with their exception, which the agent turns into crash
 reports; a consumer crashes now and then on a poison order.
 
@@ -107,6 +108,20 @@ class Shop:
             await asyncio.gather(*(self.refresh_one(f"k{i}") for i in range(4)))
             await asyncio.sleep(2)
 
+    async def report_part(self, part: str) -> None:
+        await asyncio.sleep(self.rng.uniform(8, 20))
+
+    async def reporter(self) -> None:
+        """A report's parts, built in a TaskGroup that must finish within the
+        report's deadline (the timeout cancels the reporter, whose group
+        then cancels the parts)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+                    for part in ("sales", "stock"):
+                        tg.create_task(self.report_part(part), name=f"report-{part}")
+            await asyncio.sleep(1)
+
 
 async def traffic(base: str, http: Any, rps: float, rng: random.Random) -> None:
     """Requests at about ``rps`` a second, each in a task of its own."""
@@ -165,6 +180,7 @@ async def run(*, token: str | None, read_token: str | None, seed: int | None, rp
                 jobs = [
                     tg.create_task(shop.consumers(), name="consumers"),
                     tg.create_task(shop.cache_refresher(), name="cache-refresher"),
+                    tg.create_task(shop.reporter(), name="reporter"),
                     tg.create_task(traffic(base, http, rps, rng), name="traffic"),
                 ]
                 await stop.wait()

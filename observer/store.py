@@ -45,7 +45,7 @@ from typing import Any
 from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
-from .model import State, build_tree, checkpoint, history_state, proc_table, reduce, replay, restore
+from .model import State, build_tree, checkpoint_json, history_state, proc_table, reduce, replay, restore
 from .redaction import redact_args
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError"]
@@ -309,7 +309,7 @@ class HistoryStore:
             self._checkpoint(node, st)
 
     def _checkpoint(self, node: str, st: _NodeState, at: float | None = None) -> None:
-        body = json.dumps(checkpoint(st.state), default=str, separators=(",", ":"))
+        body = checkpoint_json(st.state)  # encoded in slices: the live pushes are not held up meanwhile
         when = at if at is not None else (st.last_time or time.time())
         self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body))
         st.since_cp = 0

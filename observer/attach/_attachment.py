@@ -101,7 +101,9 @@ class Attachment(Commands):
             self._loop = loop
         if self._loop is None:
             raise RuntimeError("no loop: use AttachManager.add")
-        call_on(self._loop, self._astart())
+        # the loop may be busy folding the snapshots of the nodes attached just before
+        # (twenty of 50,000 processes): waiting 10 s for it failed the server's boot
+        call_on(self._loop, self._astart(), 60.0)
 
     async def _astart(self) -> None:
         self._wake = asyncio.Event()
@@ -263,7 +265,10 @@ class Attachment(Commands):
         try:
             while True:
                 batch = [await client.messages.get()]
-                while len(batch) < 2000:
+                # a turn folds at most one snapshot chunk (500 records, a few ms): twenty nodes
+                # sending 50,000-record snapshots at once must not hold the loop for seconds,
+                # or the other agents' handshakes (2 s deadline) time out
+                while len(batch) < 2000 and batch[-1] is not _CLOSED and batch[-1].get("t") != "snapshot_chunk":
                     try:
                         batch.append(client.messages.get_nowait())
                     except asyncio.QueueEmpty:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .history import checkpoint, history_state, proc_table, replay, restore
+from .history import checkpoint, checkpoint_json, history_state, proc_table, replay, restore
 from .node import NodeModel
 from .queries import SORT_KEYS, GraphView
 from .reducer import reduce
@@ -27,6 +27,7 @@ __all__ = [
     "State",
     "build_tree",
     "checkpoint",
+    "checkpoint_json",
     "history_state",
     "pid_key",
     "proc_table",

@@ -22,10 +22,13 @@ Checkpoint format (``CHECKPOINT_VERSION`` 2), a JSON object::
      "restart_hist": {pid: [entry, ...]}, "sup_restarts": {pid: [t, ...]},
      "gave_up": [...], "blocked": null}
 
-A child whose supervisor is in the picture is usually joined to it by the
-edges sup+link (supervisor -> child) and link (child -> supervisor): those
-pairs are left out of ``edges`` (most of a tree's edges), except for the
-children in ``unpaired``, whose edges are all listed as they are.
+A child whose supervisor is in the picture is usually joined to it by one
+edge, sup+link (supervisor -> child; the link of a supervised pair is stored
+on that edge only, see :mod:`observer.model.state`): those edges are left out
+of ``edges`` (most of a tree's edges), except for the children in
+``unpaired``, whose edges (both ways) are all listed as they are. A listed
+link is restored as a link of the pair (on the sup edge if there is one), so
+checkpoints written when links were stored both ways read the same.
 
 A version 1 checkpoint (``{"procs": [records with "links"], "names"}``, no
 ``"v"``) is read as a snapshot of those records.
@@ -33,19 +36,33 @@ A version 1 checkpoint (``{"procs": [records with "links"], "names"}``, no
 
 from __future__ import annotations
 
+import json
+import operator
 import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from .records import FIELDS, Proc
 from .reducer import reduce
 from .snapshot import no_gc, replace_picture
-from .state import DEFAULTS, RESTART_HISTORY, State, pid_key, set_edge
+from .state import DEFAULTS, RESTART_HISTORY, State, add_flag, linked, pid_key, set_edge
 
-__all__ = ["CHECKPOINT_VERSION", "PROC_FIELDS", "checkpoint", "history_state", "proc_table", "replay", "restore"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "PROC_FIELDS",
+    "checkpoint",
+    "checkpoint_json",
+    "history_state",
+    "proc_table",
+    "replay",
+    "restore",
+]
 
 CHECKPOINT_VERSION = 2
 _MISSING = object()
+JSON_SLICE = 2000
+"""Records (or edges) encoded per ``json.dumps`` call by :func:`checkpoint_json`."""
 
 PROC_FIELDS = (
     "pid",
@@ -82,7 +99,7 @@ def checkpoint(state: State) -> dict[str, Any]:
     nodes, succ = state.graph._node, state.graph._succ
     with no_gc():
         procs = [_compact(rec) for rec in nodes.values()]
-        # a child and its supervisor: the edges sup+link and link, implied unless the child is "unpaired"
+        # a child and its supervisor: the edge sup+link, implied unless the child is "unpaired"
         paired = {c for c, rec in nodes.items() if _paired(succ, rec.get("supervisor"), c)}
         edges = [
             [u, v, _bits(d)]
@@ -117,6 +134,25 @@ def checkpoint(state: State) -> dict[str, Any]:
     }
 
 
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def checkpoint_json(state: State) -> str:
+    """:func:`checkpoint` as compact JSON (``default=str``), encoded a slice of
+    :data:`JSON_SLICE` records at a time: one ``json.dumps`` of a 50,000-process
+    checkpoint holds the GIL for tens of milliseconds, and the history writer's
+    thread must not stall the live pushes that long (twenty such nodes
+    checkpoint every minute)."""
+    body = checkpoint(state)
+    parts = [_encode({k: v for k, v in body.items() if k not in ("procs", "edges")})[:-1]]
+    for key in ("procs", "edges"):
+        items = body[key]
+        slices = (_encode(items[i : i + JSON_SLICE])[1:-1] for i in range(0, len(items), JSON_SLICE))
+        parts.append(f',"{key}":[{",".join(slices)}]')
+    parts.append("}")
+    return "".join(parts)
+
+
 def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> State:
     """The state a :func:`checkpoint` (of either version) was made of."""
     st = history_state(restart_history=restart_history)
@@ -135,9 +171,20 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
             s = rec["supervisor"]
             if s in g._node and c not in unpaired:
                 set_edge(g, s, c, True, True, 0)
-                set_edge(g, c, s, False, True, 0)
-        for u, v, bits in body["edges"]:
-            set_edge(g, u, v, bool(bits & 1), bool(bits & 2), bits >> 2)
+        edges = body["edges"]
+        for u, v, bits in edges:
+            if bits & 1:
+                set_edge(g, u, v, True, bool(bits & 2), bits >> 2)
+        for u, v, bits in edges:  # in their order: the adjacency reads as it was written
+            if bits & 1:
+                continue
+            back = g._succ[v].get(u)
+            if bits & 2 and back is not None and back.get("sup"):
+                # a link child -> supervisor (a checkpoint from when links were stored both ways)
+                add_flag(g, v, u, "link")
+                set_edge(g, u, v, False, False, bits >> 2)
+            else:
+                set_edge(g, u, v, False, bool(bits & 2), bits >> 2)
     st.pid_ordered = False  # as it was written: not known to be pid order
     st.names = dict(body["names"])
     st.cid_order = {sup: dict((cid, i) for cid, i in order) for sup, order in body["cid_order"]}
@@ -153,19 +200,29 @@ def restore(body: dict[str, Any], *, restart_history: int = RESTART_HISTORY) -> 
     return st
 
 
+_all_fields = operator.attrgetter(*FIELDS)
+_DEFAULT_VALUES = tuple(DEFAULTS[k] for k in FIELDS)
+
+
 def _compact(rec: dict[str, Any]) -> dict[str, Any]:
     """The record without the fields at their default value (of the same type: 0 is not 0.0)."""
+    if type(rec) is Proc and rec._extra is None:  # type: ignore[comparison-overlap]  # the fields in one C call
+        return {
+            k: v
+            for k, v, d in zip(FIELDS, _all_fields(rec), _DEFAULT_VALUES, strict=True)
+            if d is not v and (v != d or type(v) is not type(d))
+        }
     return {
         k: v for k, v in rec.items() if (d := DEFAULTS.get(k, _MISSING)) is not v and (v != d or type(v) is not type(d))
     }
 
 
 def _paired(succ: dict[str, dict[str, dict[str, Any]]], sup: Any, child: str) -> bool:
-    """``child`` and its supervisor are joined by exactly sup+link (sup -> child) and link (child -> sup)."""
+    """``child`` and its supervisor are joined by exactly sup+link (sup -> child), nothing back."""
     if sup is None or sup not in succ or sup == child:
         return False
-    there, back = succ[sup].get(child), succ[child].get(sup)
-    return there is not None and back is not None and _bits(there) == 3 and _bits(back) == 2
+    there = succ[sup].get(child)
+    return there is not None and _bits(there) == 3 and sup not in succ[child]
 
 
 def _bits(d: dict[str, Any]) -> int:
@@ -178,7 +235,7 @@ def proc_table(state: State) -> list[dict[str, Any]]:
     rows = []
     for pid, rec in g._node.items():
         row = {k: rec.get(k) for k in PROC_FIELDS}
-        row["links"] = sorted((v for v, d in g._succ[pid].items() if d.get("link")), key=pid_key)
+        row["links"] = sorted(linked(g, pid), key=pid_key)
         rows.append(row)
     rows.sort(key=lambda r: pid_key(str(r["pid"])))
     return rows

@@ -273,10 +273,10 @@ class NodeModel:
 
     # -- queries: tree and kill preview -------------------------------------------------------
 
-    def tree(self, *, group_threshold: int = 20, expanded: Collection[str] = ()) -> dict[str, Any]:
+    def tree(self, *, group_threshold: int = 20, expanded: Collection[str] = (), fold: int = 0) -> dict[str, Any]:
         """The supervision forest as one nested dict (see :func:`observer.model.tree.build_tree`)."""
         with self._lock:
-            return build_tree(self._state, self.name, group_threshold=group_threshold, expanded=expanded)
+            return build_tree(self._state, self.name, group_threshold=group_threshold, expanded=expanded, fold=fold)
 
     def kill_preview(self, pid: str, reason: str = "kill", *, limit: int = 1000) -> dict[str, Any]:
         """What killing ``pid`` with ``reason`` would do, reasoned from the picture

@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 from .records import Proc
@@ -57,18 +58,43 @@ def compute_order(nodes: Mapping[str, Any], sort: str, *, pid_ordered: bool = Fa
     vals: list[Any] = list(map(_getter(nodes, sort), recs))
     if sort == "name":
         labels = list(map(_getter(nodes, "label"), recs))
-        vals = [(n or lb or "").lower() for n, lb in zip(vals, labels, strict=True)]
+        vals = _lowered([n or lb for n, lb in zip(vals, labels, strict=True)])
     elif sort in _STRING_KEYS:
-        vals = [str(v or "").lower() for v in vals]
+        vals = _lowered(vals)
     elif sort == "memory":
-        known = [i for i, v in enumerate(vals) if v is not None]
-        known.sort(key=vals.__getitem__)
-        unknown = [p for p, v in zip(base, vals, strict=True) if v is None]
-        return Order(sort, [base[i] for i in known] + unknown, len(known))
-    else:
+        if None in vals:
+            known = list(compress(range(len(vals)), map(operator.is_not, vals, repeat(None))))
+            unknown = list(compress(base, map(operator.is_, vals, repeat(None))))
+            kept = _ordered(list(map(base.__getitem__, known)), list(map(vals.__getitem__, known)), numeric=True)
+            return Order(sort, kept + unknown, len(known))
+        return Order(sort, _ordered(base, vals, numeric=True), len(base))
+    elif None in vals:
         vals = [v or 0 for v in vals]
-    idx = sorted(range(len(base)), key=vals.__getitem__)
-    return Order(sort, [base[i] for i in idx], len(base))
+    return Order(sort, _ordered(base, vals, numeric=sort not in _STRING_KEYS and sort != "name"), len(base))
+
+
+def _lowered(vals: list[Any]) -> list[str]:
+    """Sort keys of strings (None: ""), lowered once per distinct value (a million records
+    hold a few thousand distinct names and labels)."""
+    low = {v: str(v or "").lower() for v in set(vals)}
+    return list(map(low.__getitem__, vals))
+
+
+def _ordered(base: list[str], vals: list[Any], *, numeric: bool = False) -> list[str]:
+    """``base`` (in pid order) stably sorted by ``vals``. Every value the same (an idle
+    node's counters): the pid order is the order. Numbers, none negative, mostly 0 (the
+    workers of a big idle node; its supervisors handled messages): the zeros first in pid
+    order, then only the others sorted. Else an index sort."""
+    n = len(vals)
+    if not vals or vals.count(vals[0]) == n:
+        return base
+    if numeric and min(vals) >= 0:
+        nonzero = list(compress(range(n), vals))
+        if len(nonzero) <= n // 2:
+            nonzero.sort(key=vals.__getitem__)
+            return list(compress(base, map(operator.not_, vals))) + list(map(base.__getitem__, nonzero))
+    idx = sorted(range(n), key=vals.__getitem__)
+    return list(map(base.__getitem__, idx))
 
 
 def page_pids(order: Order, desc: bool, offset: int) -> Iterator[str]:

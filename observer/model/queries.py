@@ -8,11 +8,15 @@ modules reason over (the kill preview, the tree).
 
 from __future__ import annotations
 
+import heapq
+import operator
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .order import Order, page_pids
-from .state import State, pid_key
+from .records import Proc
+from .state import State, linked, pid_key
 
 __all__ = ["SORT_KEYS", "GraphView", "aggregates", "process", "processes", "search", "series", "summary"]
 
@@ -102,6 +106,11 @@ class GraphView:
                 return True
         return False
 
+    def roots(self) -> list[str]:
+        """Every pid nobody in the picture supervises (see :meth:`is_root`), in graph order."""
+        supervised = {v for nbrs in self._g._succ.values() for v, d in nbrs.items() if "sup" in d}
+        return [p for p in self._g._node if p not in supervised]
+
     def is_root(self, pid: str) -> bool:
         """Nobody in the picture supervises it."""
         for d in self._g._pred[pid].values():  # noqa: SIM110 -- as has_children
@@ -109,11 +118,11 @@ class GraphView:
                 return False
         return True
 
-    def children(self, sup: str) -> list[str]:
-        """Supervised children of ``sup`` in start (child spec) order."""
+    def children(self, sup: str, *, ordered: bool = True) -> list[str]:
+        """Supervised children of ``sup`` in start (child spec) order (``ordered=False``: in graph order)."""
         g = self._g
         kids = [v for v, d in g._succ[sup].items() if "sup" in d]
-        if len(kids) > 1:
+        if ordered and len(kids) > 1:
             order = self._cid_order.get(sup, {})
             nodes = g._node
             get = order.get
@@ -170,18 +179,34 @@ class GraphView:
 # -- node -------------------------------------------------------------------------------------------
 
 
+_status_of, _kind_of, _mailbox_of = (operator.attrgetter(f) for f in ("status", "kind", "mailbox"))
+
+
 def aggregates(state: State) -> tuple[dict[str, int], dict[str, int], int]:
-    """Counts by status and by kind, and the mailbox total (a walk over every process)."""
-    by_status: dict[str, int] = {}
-    by_kind: dict[str, int] = {}
-    mailbox_total = 0
-    for rec in state.graph._node.values():
+    """Counts by status and by kind, and the mailbox total (a walk over every process:
+    C-level over the slotted records, ~60 ns a process; 20 nodes of 50,000 ask every second)."""
+    recs = state.graph._node.values()
+    try:
+        by_status = Counter(map(_status_of, recs))
+        by_kind = Counter(map(_kind_of, recs))
+        mailbox_total = sum(filter(None, map(_mailbox_of, recs)))
+    except AttributeError:  # a plain dict among the records (a graph built by hand): one by one
+        pass
+    else:
+        for counts, missing in ((by_status, "?"), (by_kind, "worker")):
+            for falsy in [k for k in counts if not k]:
+                counts[missing] += counts.pop(falsy)
+        return dict(by_status), dict(by_kind), int(mailbox_total)
+    by_status_d: dict[str, int] = {}
+    by_kind_d: dict[str, int] = {}
+    total = 0
+    for rec in recs:
         st = rec.get("status") or "?"
-        by_status[st] = by_status.get(st, 0) + 1
+        by_status_d[st] = by_status_d.get(st, 0) + 1
         k = rec.get("kind") or "worker"
-        by_kind[k] = by_kind.get(k, 0) + 1
-        mailbox_total += rec.get("mailbox") or 0
-    return by_status, by_kind, mailbox_total
+        by_kind_d[k] = by_kind_d.get(k, 0) + 1
+        total += rec.get("mailbox") or 0
+    return by_status_d, by_kind_d, total
 
 
 def summary(state: State, name: str, agg: tuple[dict[str, int], dict[str, int], int]) -> dict[str, Any]:
@@ -307,7 +332,7 @@ def process(state: State, view: GraphView, pid: str) -> dict[str, Any] | None:
     if rec is None:
         return None
     out = dict(rec)
-    out["links"] = sorted((v for v, d in g._succ[pid].items() if d.get("link")), key=pid_key)
+    out["links"] = sorted(linked(g, pid), key=pid_key)
     out["monitors"] = sorted((v for v, d in g._succ[pid].items() if d.get("monitor")), key=pid_key)
     out["monitored_by"] = sorted((u for u, d in g._pred[pid].items() if d.get("monitor")), key=pid_key)
     out["children"] = view.children(pid)
@@ -323,10 +348,14 @@ def links(state: State, pid: str) -> dict[str, Any]:
     g = state.graph
     if pid not in g:
         return {"links": [], "monitors": []}
-    ls = [[pid, v] for v, d in g._succ[pid].items() if d.get("link")]
+    ls = [[pid, v] for v in linked(g, pid)]
     mons = [[pid, v] for v, d in g._succ[pid].items() if d.get("monitor")]
     mons += [[u, pid] for u, d in g._pred[pid].items() if d.get("monitor")]
     return {"links": ls, "monitors": mons}
+
+
+_SEARCHED = ("name", "label", "child_id")
+_search_fields = operator.attrgetter(*_SEARCHED)
 
 
 def search(view: GraphView, q: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -335,17 +364,28 @@ def search(view: GraphView, q: str, limit: int = 50) -> list[dict[str, Any]]:
     if not needle:
         return []
     hits = []
+    lowered: dict[Any, str] = {}  # names, labels and child ids repeat: each lowered once
     for pid, rec in view.items():
-        if (
-            needle in pid
-            or needle in (rec.get("name") or "").lower()
-            or needle in (rec.get("label") or "").lower()
-            or needle in str(rec.get("child_id") or "").lower()
-        ):
+        if needle in pid:
             hits.append(pid)
-    hits.sort(key=lambda p: (view.record(p).get("name") is None, pid_key(p)))
+            continue
+        fields = _search_fields(rec) if type(rec) is Proc else (rec.get(k) for k in _SEARCHED)  # type: ignore[comparison-overlap]
+        for v in fields:
+            if v is None:
+                continue
+            if v.__class__ is str:
+                low = lowered.get(v)
+                if low is None:
+                    low = lowered[v] = v.lower()
+            else:
+                low = str(v).lower()
+            if needle in low:
+                hits.append(pid)
+                break
+    # the first `limit` (named first, then by pid) without sorting every hit: "worker" matches 100,000
+    first = heapq.nsmallest(limit, hits, key=lambda p: (view.record(p).get("name") is None, pid_key(p)))
     out = []
-    for pid in hits[:limit]:
+    for pid in first:
         rec = view.record(pid)
         out.append(
             {

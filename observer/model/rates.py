@@ -41,13 +41,17 @@ def fold_samples(state: State, msg: dict[str, Any], now: float) -> list[Change]:
         if rec is None:
             continue
         prev = last_in.get(pid)
-        if prev is not None and t > prev[0]:
-            rate = max(0, msgs_in - prev[1]) / (t - prev[0])
-            rec["rate"] = round(rate, 3)
-            if rate > 0:
-                nonzero.add(pid)
-                seen.add(pid)
-        last_in[pid] = (t, msgs_in)
+        if prev is not None:
+            prev_t, prev_in = (prev, 0) if prev.__class__ is float else prev  # type: ignore[misc]
+            if t > prev_t:
+                rate = max(0, msgs_in - prev_in) / (t - prev_t)
+                rec["rate"] = round(rate, 3)
+                if rate > 0:
+                    nonzero.add(pid)
+                    seen.add(pid)
+        # a process that never received a message (most of a big idle node) keeps just the
+        # time, one float shared by the whole message, not a tuple of its own (~64 B each)
+        last_in[pid] = (t, msgs_in) if msgs_in else t
         rec["mailbox"] = mailbox
         rec["msgs_in"] = msgs_in
         rec["msgs_out"] = msgs_out

@@ -38,7 +38,7 @@ from typing import Any
 
 from . import rates
 from .snapshot import no_gc, normalize, prepare, replace_picture
-from .state import Change, State, add_flag, pid_key, remove_flag
+from .state import Change, State, add_flag, link_pair, pid_key, remove_flag, unlink_pair
 
 __all__ = ["reduce"]
 
@@ -272,11 +272,9 @@ def _link(state: State, msg: dict[str, Any], now: float) -> list[Change]:
     if a not in g or b not in g:
         return []
     if kind == "link":
-        add_flag(g, a, b, "link")
-        add_flag(g, b, a, "link")
+        link_pair(g, a, b)
     else:
-        remove_flag(g, a, b, "link")
-        remove_flag(g, b, a, "link")
+        unlink_pair(g, a, b)
     return [Change(kind, a, {"a": a, "b": b})]
 
 

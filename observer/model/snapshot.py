@@ -14,7 +14,7 @@ import networkx as nx
 
 from . import rates
 from .records import Proc, ProcGraph
-from .state import DEFAULTS, Change, State, add_flag, pid_key
+from .state import DEFAULTS, Change, State, add_flag, link_pair, pid_key
 
 __all__ = ["Prepared", "build_graph", "no_gc", "normalize", "prepare", "replace_picture"]
 
@@ -80,8 +80,7 @@ def build_graph(procs: list[Prepared] | list[dict[str, Any]]) -> nx.DiGraph:
         for a, _, ls, _ in items:
             for b in ls:
                 if b in nodes:
-                    add_flag(g, a, b, "link")
-                    add_flag(g, b, a, "link")
+                    link_pair(g, a, b)
         for w, _, _, ms in items:
             for tgt in ms:
                 if tgt in nodes:

@@ -10,10 +10,17 @@ Graph conventions
       edges, plus ``rate`` in messages/s and ``memory`` once known);
     * one ``DiGraph`` edge per ordered pair, carrying flags for the relations
       it stands for, because a supervisor and its child are also linked:
-      ``sup`` (supervisor -> child), ``link`` (stored in *both* directions,
-      a -> b and b -> a) and ``monitor`` (watcher -> target; an int count of
-      monitors, as one process may monitor another several times). ``kind``
-      is the strongest relation present (``sup`` > ``link`` > ``monitor``).
+      ``sup`` (supervisor -> child), ``link`` and ``monitor`` (watcher ->
+      target; an int count of monitors, as one process may monitor another
+      several times). ``kind`` is the strongest relation present (``sup`` >
+      ``link`` > ``monitor``).
+    * a link is symmetric and stored in *both* directions (a -> b and b -> a),
+      except between a supervisor and its child: there it is the ``link`` flag
+      of the ``sup`` edge alone (no child -> supervisor edge unless a monitor
+      needs one: ~190 B a process less, as every supervised child is linked
+      to its supervisor). :func:`link_pair`, :func:`unlink_pair` and
+      :func:`linked` keep and read that rule; :func:`add_flag` moves a link
+      onto an edge that becomes ``sup``, :func:`remove_flag` back off it.
 
     Hot loops in this package read networkx's underlying dicts (``_node``,
     ``_succ``, ``_pred``) rather than its views, which cost ~5x more per access.
@@ -42,9 +49,12 @@ __all__ = [
     "State",
     "add_flag",
     "flags_kind",
+    "link_pair",
+    "linked",
     "pid_key",
     "remove_flag",
     "set_edge",
+    "unlink_pair",
 ]
 
 RESTART_HISTORY = 20
@@ -100,8 +110,9 @@ class Rates:
 
     window: float = SERIES_WINDOW
     """Seconds of series kept."""
-    last_in: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Per pid: (sample time, msgs_in) of its last sample, for its message rate."""
+    last_in: dict[str, tuple[float, int] | float] = field(default_factory=dict)
+    """Per pid: (sample time, msgs_in) of its last sample, for its message rate (the time alone
+    while msgs_in is 0)."""
     rate_nonzero: set[str] = field(default_factory=set)
     """Pids whose rate is not 0 (to zero them when they stop appearing in samples)."""
     mailbox_nonzero: set[str] = field(default_factory=set)
@@ -197,7 +208,8 @@ def flags_kind(d: dict[str, Any]) -> str | None:
 
 
 def add_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
-    """Add the relation ``flag`` (``sup``, ``link`` or ``monitor``) to the edge u -> v."""
+    """Add the relation ``flag`` (``sup``, ``link`` or ``monitor``) to the edge u -> v
+    (``link`` on this edge only: :func:`link_pair` links a pair)."""
     d = g._succ[u].get(v)
     if d is None:
         g.add_edge(u, v)
@@ -208,13 +220,18 @@ def add_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
         mon += 1
     elif flag == "sup":
         sup = True
+        back = g._succ[v].get(u)
+        if back is not None and back.get("link"):  # the pair's link moves onto the sup edge
+            link = True
+            _set(g, v, u, bool(back.get("sup")), False, int(back.get("monitor") or 0))
     else:
         link = True
     g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, mon)
 
 
 def remove_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
-    """Remove the relation ``flag`` (one monitor) from the edge u -> v; the edge goes with its last flag."""
+    """Remove the relation ``flag`` (one monitor) from the edge u -> v; the edge goes with its last flag
+    (``sup`` off an edge that carries the pair's link: the link is stored both ways again)."""
     d = g._succ[u].get(v) if u in g else None
     if d is None:
         return
@@ -222,21 +239,58 @@ def remove_flag(g: nx.DiGraph, u: str, v: str, flag: str) -> None:
     if flag == "monitor":
         mon = max(0, mon - 1)
     elif flag == "sup":
+        if sup and link and v in g._succ:
+            add_flag(g, v, u, "link")
         sup = False
     else:
         link = False
-    if not (sup or link or mon):
-        g.remove_edge(u, v)
-    else:
-        g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, mon)
+    _set(g, u, v, sup, link, mon)
+
+
+def _set(g: nx.DiGraph, u: str, v: str, sup: bool, link: bool, monitor: int) -> None:
+    if not (sup or link or monitor):
+        if v in g._succ.get(u, ()):
+            g.remove_edge(u, v)
+        return
+    if v not in g._succ[u]:
+        g.add_edge(u, v)
+    g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, monitor)
+
+
+def link_pair(g: nx.DiGraph, a: str, b: str) -> None:
+    """Link ``a`` and ``b``: on the sup edge if one supervises the other, else both ways."""
+    if a == b:
+        return
+    there = g._succ[a].get(b)
+    if there is not None and there.get("sup"):
+        add_flag(g, a, b, "link")
+        return
+    back = g._succ[b].get(a)
+    if back is not None and back.get("sup"):
+        add_flag(g, b, a, "link")
+        return
+    add_flag(g, a, b, "link")
+    add_flag(g, b, a, "link")
+
+
+def unlink_pair(g: nx.DiGraph, a: str, b: str) -> None:
+    """Unlink ``a`` and ``b`` (either way it was stored)."""
+    remove_flag(g, a, b, "link")
+    remove_flag(g, b, a, "link")
+
+
+def linked(g: nx.DiGraph, pid: str) -> list[str]:
+    """Who ``pid`` is linked with (see the module docstring for how links are stored)."""
+    out = [v for v, d in g._succ[pid].items() if d.get("link")]
+    succ = g._succ[pid]
+    for u, d in g._pred[pid].items():
+        if d.get("link") and d.get("sup"):  # its supervisor: the link is stored on the sup edge
+            back = succ.get(u)
+            if back is None or not back.get("link"):
+                out.append(u)
+    return out
 
 
 def set_edge(g: nx.DiGraph, u: str, v: str, sup: bool, link: bool, monitor: int) -> None:
-    """The edge u -> v with exactly these relations (none: no edge)."""
-    if not (sup or link or monitor):
-        if g.has_edge(u, v):
-            g.remove_edge(u, v)
-        return
-    if v not in g._succ.get(u, ()):
-        g.add_edge(u, v)
-    g._succ[u][v] = g._pred[v][u] = edge_flags(sup, link, monitor)
+    """The edge u -> v with exactly these relations (none: no edge); ``link`` on this edge only."""
+    _set(g, u, v, sup, link, monitor)

@@ -3,7 +3,7 @@
     GET /events                                 page
     GET /api/events[?node=&kinds=&q=&since=&until=&pid=&limit=]   stored events (and crashes), newest first
     GET /api/nodes/<node>/timeline[?buckets=]   exits, restarts and crashes per time bucket
-    GET /api/nodes/<node>/tree_at?t=[&group_threshold=&expanded=&layout=]   the tree as it was at ``t``
+    GET /api/nodes/<node>/tree_at?t=[&group_threshold=&expanded=&procs=&layout=]   the tree as it was at ``t``
 
 Everything here reads the history store; a node that is no longer attached
 still has its history.
@@ -66,4 +66,6 @@ def api_tree_at(node: str) -> Any:
     snap = state().store.tree_at(node, t, group_threshold=threshold, expanded=expanded)
     if snap is None:
         raise NotFound(f"nothing stored for {node} at or before {t}", code="no_history")
+    if not arg_int("procs", 1, 0, 1):  # the browser draws the tree alone: the flat list is the tree again
+        del snap["procs"]
     return snap | ({"layout": tidy_layout(snap["tree"])} if arg_int("layout", 1, 0, 1) else {})

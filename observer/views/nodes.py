@@ -1,7 +1,8 @@
 """One node's live picture: the tree, processes and inspector pages, their JSON
 twins, and the operator actions on a process.
 
-    GET  /nodes/<node>/tree              page; twin GET /api/nodes/<node>/tree[?expanded=&group_threshold=&layout=]
+    GET  /nodes/<node>/tree              page; twin GET /api/nodes/<node>/tree
+                                         [?expanded=&group_threshold=&fold=&layout=]
     GET  /nodes/<node>/processes         page; twin GET /api/nodes/<node>/processes
                                          [?sort=&desc=&q=&supervisor=&status=&offset=&limit=]
     GET  /nodes/<node>/processes/<pid>   page; twin GET /api/nodes/<node>/processes/<pid>[?mailbox=]
@@ -81,7 +82,11 @@ def api_nodes() -> Any:
 def api_tree(node: str) -> Any:
     _, model = find_node(node)
     expanded = arg_list("expanded") or []
-    tree = model.tree(group_threshold=arg_int("group_threshold", 20, 1, 1_000_000), expanded=expanded)
+    tree = model.tree(
+        group_threshold=arg_int("group_threshold", 20, 1, 1_000_000),
+        expanded=expanded,
+        fold=arg_int("fold", 0, 0, 1_000_000),
+    )
     out: dict[str, Any] = {"node": node, "tree": tree}
     if arg_int("layout", 1, 0, 1):  # the browser lays out itself: layout=0 skips the server's
         out["layout"] = tidy_layout(tree)

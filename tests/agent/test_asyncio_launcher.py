@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from agent import __main__ as launcher
-from agent.client import AgentClient
+from agent.client import AgentClient, AgentError
 from tests.agent.aio_host import Picture
 from tests.agent.conftest import OP_TOKEN
 
 pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 APP = textwrap.dedent(
     """
@@ -124,3 +126,65 @@ def test_the_launcher_environment_keeps_the_programs_pythonpath() -> None:
     parts = env["PYTHONPATH"].split(os.pathsep)
     assert parts[0].endswith(os.path.join("agent", "_boot")) and parts[-1] == "/app/lib"
     assert env["OBSERVER_AGENT_BIND"] == "127.0.0.1:9"
+
+
+async def connect_mixed(host: str, port: int, timeout: float = 30.0) -> AgentClient:
+    """Attach until the agent says ``actors`` with tasks. The agent restarts as a
+    mixed node as soon as it meets the node's processes (usually before anyone
+    attaches); a session opened before that sees a plain asyncio node, and ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            c = await AgentClient.connect(host, port, token=OP_TOKEN)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, AgentError):  # restarting meanwhile
+            await asyncio.sleep(0.05)
+            continue
+        if c.hello["node"]["node_kind"] == "actors":
+            return c
+        try:
+            await c.read_snapshot()
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await c.closed.wait()  # the session ends: the agent restarts as a mixed node
+        finally:
+            await c.close()
+    raise AssertionError("the agent never became a mixed node")
+
+
+async def test_the_launcher_shows_an_actors_node_and_the_programs_tasks_in_one_picture(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(OP_TOKEN)
+    addr_file = tmp_path / "address"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_")}
+    cmd = [sys.executable, "-m", "agent", "run", "--bind", "127.0.0.1:0", "--token-file", str(tmp_path / "token")]
+    cmd += ["--address-file", str(addr_file), "--", sys.executable, "-m", "tests.browser.mixed_app"]
+    pipe = asyncio.subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=env, stdin=pipe, stdout=pipe, stderr=pipe)
+    try:
+        address = await wait_for_file(addr_file, proc)
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"ready"
+        host, port = address.rsplit(":", 1)
+        client = await connect_mixed(host, int(port))
+        assert client.hello["node"]["include_tasks"] is True and "cancel" in client.welcome["commands"]
+        assert addr_file.read_text() == address  # the same address: observers reconnect where they were
+        pic = await Picture(client).sync()
+        sup = await pic.until(lambda p: p.by_name("billing_sup"), what="the supervisor")
+        assert sup["kind"] == "supervisor"
+        kids = {p.get("child_id") for p in pic.procs.values() if p.get("supervisor") == sup["pid"]}
+        assert {"ledger", "mailer"} <= kids
+        poller = await pic.until(lambda p: p.by_name("poller-0"), what="the program's tasks")
+        group = pic.procs[poller["supervisor"]]
+        assert poller["kind"] == "task" and group["kind"] == "taskgroup"
+        assert any(p["kind"] == "loop" for p in pic.procs.values())
+        # the processes' own tasks are not drawn again as tasks
+        assert not [p for p in pic.procs.values() if p["kind"] == "task" and p.get("label") == "keeper"]
+        await client.close()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err
+        assert b"observer-agent: not started" not in err and b"observer-agent: stopped" not in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()

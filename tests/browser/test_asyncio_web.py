@@ -1,11 +1,14 @@
 """An asyncio node in a real browser: ``observer demo --asyncio`` (a real
 aiohttp service under its own traffic, with a flaky dependency) next to the
-actors demo. The tree draws tasks and TaskGroups, a failing request arrives as
-a crash report, a TaskGroup child's failure shows its siblings cancelled, and
-cancelling a task from the inspector works and is audited."""
+actors demo. The tree draws tasks, TaskGroups and timeout scopes (with their
+deadline in the inspector), a failing request arrives as a crash report, a
+TaskGroup child's failure shows its siblings cancelled (also when it all ends
+within the agent's lazy delay), and cancelling a task from the inspector works
+and is audited."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -128,3 +131,44 @@ def test_a_chaos_experiment_cancels_tasks_of_the_asyncio_node(page: Any, shop_se
     assert j["status"] == "completed" and any("do not apply" in n for n in j["notes"])
     assert len(j["kills"]) == 2 and all(k["command"] == "cancel" for k in j["kills"])
     assert all(k["name"].startswith("consumer-") for k in j["kills"])
+
+
+def test_a_timeout_scope_is_drawn_and_its_deadline_shown(page: Any, shop_server: DemoServer) -> None:
+    # the reporter builds its parts (8-20 s) in a TaskGroup inside asyncio.timeout(30);
+    # the orders' short timeouts come and go too fast to click
+    reporter = str(api(page, shop_server, "/api/nodes/shop/processes/reporter")["pid"])
+    q = urllib.parse.quote(reporter, safe="")
+
+    def reporter_timeout() -> Any:
+        rows = api(page, shop_server, f"/api/nodes/shop/processes?supervisor={q}&limit=50")["rows"]
+        young = [r for r in rows if r.get("kind") == "timeout" and time.time() - r["started_at"] < 4]
+        return young and young[0]["pid"]  # at least 4 s left: its parts take 8 s or more
+
+    tmo = str(wait_for(reporter_timeout, timeout=30, what="the reporter's timeout"))
+    page.goto(f"{shop_server.base}/nodes/shop/tree")
+    page.wait_for_selector(f'#tree g[data-kind="timeout"][data-pid="{tmo}"]', timeout=30000)
+    pid = urllib.parse.quote(tmo, safe="")
+    got = api(page, shop_server, f"/api/nodes/shop/processes/{pid}")
+    assert got["process"]["kind"] == "timeout" and got["inspect"]["timeout_state"] in ("active", "expiring")
+    assert got["inspect"]["task"] == got["process"]["supervisor"]
+    page.goto(f"{shop_server.base}/nodes/shop/processes/{pid}")
+    page.wait_for_function("() => document.getElementById('insp')?.innerText.includes('deadline')", timeout=15000)
+    text = page.inner_text("#insp")
+    assert "s left" in text or "due" in text, text
+
+
+def test_a_request_taskgroup_failing_at_once_shows_its_sibling_cancelled(page: Any, shop_server: DemoServer) -> None:
+    # an order's TaskGroup: the stock fetch fails within milliseconds on a 503 and
+    # the pricing step is cancelled, all within the agent's lazy delay (100 ms)
+    def cancelled_price() -> Any:
+        evs = api(page, shop_server, "/api/events?node=shop&kinds=exit&q=Shop.price&limit=200")["events"]
+        return [e for e in evs if e.get("label") == "Shop.price" and e.get("reason") == "cancelled"]
+
+    ev = wait_for(cancelled_price, timeout=60, what="a pricing step cancelled by its failing sibling")[0]
+    page.goto(f"{shop_server.base}/events?node=shop&q={urllib.parse.quote(str(ev['pid']))}")
+    page.wait_for_function(
+        """(pid) => [...document.querySelectorAll('#ev-list li[data-kind="exit"]')]
+              .some((li) => li.dataset.pid === pid && li.innerText.includes('cancelled'))""",
+        arg=str(ev["pid"]),
+        timeout=30000,
+    )

@@ -61,7 +61,10 @@ def test_graph_edges_sup_links_and_monitors() -> None:
     m = small_tree()
     with m.locked() as g:
         assert g.edges[P(1), P(2)]["kind"] == "sup" and g.edges[P(1), P(2)]["link"] is True
-        assert g.edges[P(2), P(1)]["kind"] == "link"
+        # a supervised pair's link is stored once, on the sup edge: no child -> supervisor edge
+        assert not g.has_edge(P(2), P(1))
+    assert m.links(P(1)) == {"links": [[P(1), P(2)], [P(1), P(3)], [P(1), P(4)]], "monitors": []}
+    assert m.process(P(2))["links"] == [P(1)]  # type: ignore[index]
     feed(m, [ev("link", 11, a=P(2), b=P(9)), ev("monitor", 12, watcher=P(9), target=P(3), ref="r1")])
     feed(m, [ev("monitor", 13, watcher=P(9), target=P(3), ref="r2")])
     d = m.process(P(9))
@@ -310,6 +313,57 @@ def test_tree_groups_1000_identical_children_unless_expanded() -> None:
     expanded = m.tree(group_threshold=20, expanded={group["key"]})
     assert len(expanded["children"][0]["children"]) == 1001
     assert m.tree(group_threshold=2000)["children"][0]["children"][0]["pid"] == P(5)  # spec order: registry first
+
+
+def test_a_big_tree_is_sent_with_its_leaf_only_supervisors_folded_unless_expanded() -> None:
+    # 1 root, 30 shards of 100 workers (labels that do not group), one shard with a sub-supervisor
+    m = NodeModel("n")
+    recs = [sup(P(1), name="root")]
+    n = 2
+    for g in range(30):
+        shard = P(n)
+        recs.append(sup(shard, supervisor=P(1), child_id=f"g{g}", label=f"Shard{g}"))
+        n += 1
+        for i in range(100):
+            st = "running" if i < 3 else "waiting"
+            w = rec(P(n), supervisor=shard, child_id=f"w{i}", label=f"W{i % 10}", status=st, mailbox=1, restarts=2)
+            recs.append(w)
+            n += 1
+    inner = P(n)
+    recs.append(sup(inner, supervisor=P(2), child_id="inner", label="Inner"))  # shard 0 is not leaf-only
+    recs.append(rec(P(n + 1), supervisor=inner, child_id="x", label="X"))
+    feed(m, snapshot(linked(recs)))
+    whole = m.tree()
+    assert sum(1 for _ in _walk(whole)) == len(recs) + 1  # fold=0: everything, as before
+    t = m.tree(fold=20)
+    shards = t["children"][0]["children"]
+    folded = [s for s in shards if s.get("folded")]
+    assert len(folded) == 29 and all(s["children"] == [] for s in folded)
+    assert folded[0] == {
+        **folded[0],
+        "folded": 100,
+        "folded_status_counts": {"running": 3, "waiting": 97},
+        "folded_mailbox_total": 100,
+        "folded_restarts_total": 200,
+    }
+    assert shards[0]["pid"] == P(2) and "folded" not in shards[0] and len(shards[0]["children"]) == 101
+    assert sum(1 for _ in _walk(t)) == 2 + 30 + 101 + 1  # node, root, shards, shard 0's children, inner's child
+    # a folded supervisor's pid in `expanded` sends its children
+    opened = m.tree(fold=20, expanded={folded[3]["pid"]})
+    again = next(s for s in opened["children"][0]["children"] if s["pid"] == folded[3]["pid"])
+    assert "folded" not in again and len(again["children"]) == 100
+    # a small tree is sent whole whatever `fold` says
+    small = NodeModel("s")
+    feed(small, snapshot(linked(recs[:102])))
+    assert not any(d.get("folded") for d in _walk(small.tree(fold=20)))
+
+
+def _walk(tree: dict[str, Any]) -> Any:
+    stack = [tree]
+    while stack:
+        d = stack.pop()
+        yield d
+        stack.extend(d.get("children") or ())
 
 
 def _check_layout(tree: dict[str, Any], layout: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from observer.model import NodeModel, build_tree, checkpoint, pid_key, replay, restore
+from observer.model import NodeModel, build_tree, checkpoint, history, pid_key, replay, restore
 from observer.store import HistoryStore
 from tests.observer import ev, linked, rec, snapshot, sup
 
@@ -357,6 +357,36 @@ def test_a_checkpoint_restores_the_state_it_was_made_of() -> None:
     assert not again.graph.has_edge(P(7), P(9))  # no sup edge to a supervisor that came later, as live
     assert sorted(checkpoint(state)["unpaired"]) == [P(2), P(3), P(9)]
     assert [c["id"] for c in m.tree()["children"]] == [P(1), P(4), P(7), P(9)]  # so it is drawn at the top
+
+
+def test_the_checkpoint_json_encoded_in_slices_reads_as_the_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    kids = [rec(P(i), supervisor=P(1), child_id=f"c{i}", label="W") for i in range(2, 9)]
+    recs = linked([sup(P(1), name="top"), *kids])
+    recs[3]["links"].append(P(5))
+    recs[5]["links"].append(P(3))
+    state = replay([(m, 1.0) for m in snapshot(recs, seq=1, names={"top": P(1)})])
+    monkeypatch.setattr(history, "JSON_SLICE", 3)  # several slices, one partial
+    text = history.checkpoint_json(state)
+    assert json.loads(text) == json.loads(json.dumps(checkpoint(state), default=str))
+    assert len(json.loads(text)["procs"]) == 8 and json.loads(text)["edges"]
+    assert json.loads(history.checkpoint_json(replay([]))) == json.loads(json.dumps(checkpoint(replay([]))))
+
+
+def test_a_checkpoint_with_links_stored_both_ways_reads_as_one_link_per_supervised_pair() -> None:
+    # written before a supervised pair's link was kept on the sup edge alone: the child's
+    # link back to its supervisor listed (with a monitor), and the paired child implied
+    body = json.loads(json.dumps(checkpoint(replay([]))))
+    body["procs"] = [
+        {"pid": P(1), "kind": "supervisor"},
+        {"pid": P(2), "supervisor": P(1)},
+        {"pid": P(3), "supervisor": P(1)},
+    ]
+    body["edges"] = [[P(1), P(3), 3], [P(3), P(1), 6]]
+    body["unpaired"] = [P(3)]
+    g = restore(body).graph
+    assert g[P(1)][P(2)] == {"sup": True, "link": True, "kind": "sup"} and not g.has_edge(P(2), P(1))
+    assert g[P(1)][P(3)] == {"sup": True, "link": True, "kind": "sup"}
+    assert g[P(3)][P(1)] == {"monitor": 1, "kind": "monitor"}
 
 
 def test_an_old_light_checkpoint_is_still_read(tmp_path: Path) -> None:

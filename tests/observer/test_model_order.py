@@ -29,6 +29,9 @@ def table(n: int, seed: int = 1) -> NodeModel:
             mailbox=rnd.randrange(4),
             memory=rnd.choice([None, 100, 200, 300]),
             started_at=float(rnd.randrange(10)),
+            handler_time=rnd.randrange(1000) / 7,  # many distinct values: an index sort
+            restarts=rnd.choice([0, 0, 0, 1, 5]),  # mostly 0: the zeros, then the others sorted
+            # rate, msgs_in, ...: all 0, the pid order
         )
         for i in rnd.sample(range(1, 10 * n), n)
     ]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from observer.model.records import DEFAULTS, FIELDS, Proc, ProcGraph, edge_flags
-from observer.model.state import add_flag, remove_flag, set_edge
+from observer.model.state import add_flag, link_pair, linked, remove_flag, set_edge, unlink_pair
 
 
 def test_a_record_reads_as_its_defaults_until_set() -> None:
@@ -59,3 +59,26 @@ def test_edges_share_read_only_flags() -> None:
     assert g["a"]["b"] == {"link": True, "kind": "link"}
     set_edge(g, "a", "b", False, False, 0)
     assert not g.has_edge("a", "b") and isinstance(g.nodes["a"], Proc)
+
+
+def test_a_supervised_pair_keeps_its_link_on_the_sup_edge_alone() -> None:
+    g = ProcGraph()
+    g.add_nodes_from(["s", "c", "x"])
+    link_pair(g, "c", "s")  # linked before the supervision is known: both ways
+    assert g.has_edge("c", "s") and g.has_edge("s", "c")
+    add_flag(g, "s", "c", "sup")  # the link moves onto the sup edge
+    assert g["s"]["c"] == {"sup": True, "link": True, "kind": "sup"} and not g.has_edge("c", "s")
+    assert linked(g, "c") == ["s"] and linked(g, "s") == ["c"]
+    add_flag(g, "c", "s", "monitor")  # a monitor back: an edge of its own, the link stays where it is
+    assert g["c"]["s"] == {"monitor": 1, "kind": "monitor"} and linked(g, "c") == ["s"]
+    link_pair(g, "c", "s")  # linking again changes nothing
+    assert g["c"]["s"] == {"monitor": 1, "kind": "monitor"}
+    link_pair(g, "c", "x")
+    assert sorted(linked(g, "c")) == ["s", "x"] and linked(g, "x") == ["c"]
+    remove_flag(g, "s", "c", "sup")  # no longer supervised: the link is stored both ways again
+    assert g["s"]["c"] == {"link": True, "kind": "link"} and g["c"]["s"]["link"] is True
+    assert sorted(linked(g, "c")) == ["s", "x"] and linked(g, "s") == ["c"]
+    add_flag(g, "s", "c", "sup")
+    unlink_pair(g, "s", "c")
+    assert g["s"]["c"] == {"sup": True, "kind": "sup"} and g["c"]["s"] == {"monitor": 1, "kind": "monitor"}
+    assert linked(g, "c") == ["x"] and linked(g, "s") == []

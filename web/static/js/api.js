@@ -64,8 +64,8 @@ export function createApi(config) {
     addNode: ({ name, address, token, tls }) => post("/api/nodes", { name, address, token, tls }),
     removeNode: (node) => request("DELETE", n(node)),
     // one node (observer/views/nodes.py)
-    tree: (node, { expanded = [], groupThreshold = 20 } = {}) =>
-      get(`${n(node)}/tree`, { expanded: expanded.join(","), group_threshold: groupThreshold, layout: 0 }),
+    tree: (node, { expanded = [], groupThreshold = 20, fold = 0 } = {}) =>
+      get(`${n(node)}/tree`, { expanded: expanded.join(","), group_threshold: groupThreshold, fold, layout: 0 }),
     search: (node, q) => get(`${n(node)}/search`, { q }),
     links: (node, pid) => get(`${n(node)}/links/${enc(pid)}`),
     processes: (node, params) => get(`${n(node)}/processes`, params),
@@ -79,7 +79,7 @@ export function createApi(config) {
     // history (observer/views/history.py)
     events: (params) => get("/api/events", params),
     timeline: (node) => get(`${n(node)}/timeline`),
-    treeAt: (node, t) => get(`${n(node)}/tree_at`, { t, layout: 0 }),
+    treeAt: (node, t, { expanded = [] } = {}) => get(`${n(node)}/tree_at`, { t, expanded: expanded.join(","), procs: 0, layout: 0 }),
     // crashes (observer/views/crashes.py)
     crashes: ({ q, node, limit } = {}) => get("/api/crashes", { q, node, limit }),
     crash: (id) => get(`/api/crashes/${enc(id)}`),

@@ -51,78 +51,6 @@ function cut(s, n) {
   return s.length > n ? s.slice(0, n - 1) + "…" : s;
 }
 
-export function pidKey(pid) {
-  const m = String(pid).match(/\d+/g);
-  return m ? m.map(Number) : [Infinity];
-}
-
-function cmpPid(a, b) {
-  const x = pidKey(a);
-  const y = pidKey(b);
-  for (let i = 0; i < Math.max(x.length, y.length); i++) {
-    const d = (x[i] ?? -1) - (y[i] ?? -1);
-    if (d) return d;
-  }
-  return 0;
-}
-
-/**
- * Nest a flat process list (tree_at's "procs") like the server's tree():
- * a synthetic node root; under one parent, `threshold` or more children with
- * the same label become a group unless its key is in `expanded`.
- */
-export function nestProcs(procs, { threshold = 20, expanded = new Set(), name = "node", status = "up" } = {}) {
-  const byPid = new Map(procs.map((p) => [p.pid, p]));
-  const kids = new Map();
-  const roots = [];
-  for (const p of procs) {
-    const sup = p.supervisor;
-    if (sup && byPid.has(sup)) {
-      if (!kids.has(sup)) kids.set(sup, []);
-      kids.get(sup).push(p.pid);
-    } else roots.push(p.pid);
-  }
-  function build(parentDict, sup, pids) {
-    pids.sort(cmpPid);
-    const labels = new Map();
-    for (const pid of pids) {
-      const lb = String(byPid.get(pid).label);
-      if (!labels.has(lb)) labels.set(lb, []);
-      labels.get(lb).push(pid);
-    }
-    const emitted = new Set();
-    for (const pid of pids) {
-      const r = byPid.get(pid);
-      const lb = String(r.label);
-      const same = labels.get(lb);
-      const key = `${sup || "root"}/${lb}`;
-      if (same.length >= threshold && !expanded.has(key)) {
-        if (!emitted.has(lb)) {
-          emitted.add(lb);
-          const status_counts = {};
-          let restarts = 0;
-          for (const q of same) {
-            const s = byPid.get(q).status || "?";
-            status_counts[s] = (status_counts[s] || 0) + 1;
-            restarts += byPid.get(q).restarts || 0;
-          }
-          parentDict.children.push({ id: key, key, group: true, label: r.label, supervisor: sup, count: same.length,
-            status_counts, restarts_total: restarts, mailbox_total: 0, sample: same.slice(0, 5), children: [] });
-        }
-        continue;
-      }
-      const d = { id: pid, pid, name: r.name, label: r.label, kind: r.kind, status: r.status || "running",
-        restarts: r.restarts, child_id: r.child_id, mailbox: r.mailbox || 0, children: [] };
-      if (same.length >= threshold) d.group_key = key;
-      parentDict.children.push(d);
-      if (kids.has(pid)) build(d, pid, kids.get(pid));
-    }
-  }
-  const top = { id: "node", node: true, label: name, name, status, stale: false, children: [] };
-  build(top, null, roots);
-  return top;
-}
-
 export class TreeGraph {
   /**
    * @param {HTMLElement} container  scrollable element (.tree-wrap)
@@ -183,6 +111,7 @@ export class TreeGraph {
       if (depth > maxDepth) maxDepth = depth;
       const ch = d.children || [];
       if (ch.length && collapsed.has(d.id)) it.hidden = ch.length;
+      else if (!ch.length && d.folded) it.hidden = d.folded; // sent folded: children on request (opts.onUnfold)
       if (!ch.length || it.hidden) {
         it.row = next++;
       } else {
@@ -383,7 +312,7 @@ export class TreeGraph {
       bx += p.w + 7;
     }
     let toggle = "";
-    const nkids = (d.children || []).length;
+    const nkids = (d.children || []).length || d.folded || 0;
     if (nkids && !d.node) {
       const tx2 = this.busX(it);
       toggle = `<g class="toggle" data-toggle="${esc(d.id)}"><circle cx="${tx2}" cy="${y}" r="6" fill="#1c232c" stroke="#3b4656"/>` +
@@ -401,6 +330,11 @@ export class TreeGraph {
     if (t) {
       e.preventDefault();
       const id = t.dataset.toggle;
+      const it = this.byId.get(id);
+      if (it && it.d.folded && !(it.d.children || []).length) {
+        if (this.opts.onUnfold) this.opts.onUnfold(it);
+        return;
+      }
       if (this.collapsed.has(id)) this.collapsed.delete(id);
       else this.collapsed.add(id);
       this.layout();
@@ -499,18 +433,20 @@ export class TreeGraph {
     this.renderNow();
   }
 
-  /** What the whole drawing holds (not only the rows in view). */
+  /** What the whole drawing holds (not only the rows in view; `folded`: supervisors sent without their children). */
   stats() {
     const pids = [];
     const groups = [];
+    const folded = [];
     const walk = (d) => {
       if (d.group) groups.push({ key: d.key, count: d.count, sample: d.sample || [] });
       else if (!d.node) pids.push(d.pid);
+      if (d.folded && !(d.children || []).length) folded.push({ pid: d.pid, count: d.folded });
       for (const k of d.children || []) walk(k);
     };
     if (this.tree) walk(this.tree);
-    const grouped = groups.reduce((n, g) => n + (g.count || 0), 0);
-    return { pids, groups, processes: pids.length + grouped, items: this.items.length, drawn: this.drawn || 0 };
+    const grouped = groups.reduce((n, g) => n + (g.count || 0), 0) + folded.reduce((n, f) => n + f.count, 0);
+    return { pids, groups, folded, processes: pids.length + grouped, items: this.items.length, drawn: this.drawn || 0 };
   }
 
   destroy() {

@@ -1,6 +1,6 @@
 // Events / crash log (filterable, searchable, tracebacks expandable) and time
 // travel: a timeline scrubber that redraws the tree as it was at that moment.
-import { TreeGraph, nestProcs } from "../treegraph.js";
+import { TreeGraph } from "../treegraph.js";
 import { debounce, esc, fmtDateTime, fmtInt, fmtTime, kindClass, processHref, rendered, throttle } from "../util.js";
 
 const CAP = 500;
@@ -10,7 +10,6 @@ let graph = null;
 let timeline = null;
 let tAt = null; // null: following now
 let expanded = new Set();
-let lastProcs = null;
 let refreshLive = null;
 let refreshTimeline = null;
 
@@ -46,7 +45,7 @@ export function mount(root, context) {
     hrefFor: (pid) => processHref(ctx.node, pid),
     onGroup: (it) => {
       expanded.add(it.d.key);
-      if (lastProcs) drawTreeAt(lastProcs);
+      travel(tAt, false); // the server's tree at that moment, with the group open
     },
   });
   const range = document.getElementById("tl-range");
@@ -190,7 +189,7 @@ async function travel(t, moveSlider = true) {
   const when = t ?? Date.now() / 1000;
   let data;
   try {
-    data = await ctx.api.treeAt(ctx.node, when);
+    data = await ctx.api.treeAt(ctx.node, when, { expanded: [...expanded] });
   } catch (err) {
     document.getElementById("tl-info").textContent = err.status === 404 ? "Nothing stored that early." : err.message;
     graph.setTree(null);
@@ -198,23 +197,13 @@ async function travel(t, moveSlider = true) {
     return;
   }
   if (tAt !== t) return; // scrubbed on meanwhile
-  if (data && data.tree && !Array.isArray(data.procs)) {
-    graph.setTree(data.tree);
-    lastProcs = null;
-  } else {
-    lastProcs = (data && data.procs) || [];
-    drawTreeAt(lastProcs);
-  }
+  graph.setTree((data && data.tree) || null); // grouped by the server, as the live tree
   const st = graph.stats();
   document.getElementById("tl-info").textContent =
     `${fmtInt(st.processes)} processes at ${fmtTime(when)}` +
     (data && data.checkpoint_time ? ` · from the checkpoint at ${fmtTime(data.checkpoint_time)} + ${fmtInt(data.replayed)} replayed event(s)` : "");
   document.getElementById("tl-tree").dataset.t = String(when);
   rendered("tree_at", { t: when, processes: st.processes });
-}
-
-function drawTreeAt(procs) {
-  graph.setTree(nestProcs(procs, { expanded, name: ctx.node }));
 }
 
 export function update(state, delta) {

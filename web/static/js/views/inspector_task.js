@@ -5,7 +5,7 @@
 import { esc, fmtBytes, fmtDateTime, fmtInt, processHref } from "../util.js";
 
 /** Kinds of records an asyncio node sends (see docs/asyncio.md). */
-export const ASYNC_KINDS = new Set(["task", "taskgroup", "gather", "loop", "callback", "logged"]);
+export const ASYNC_KINDS = new Set(["task", "taskgroup", "gather", "timeout", "loop", "callback", "logged"]);
 
 export function isAsync(proc) {
   return !!proc && ASYNC_KINDS.has(proc.kind);
@@ -21,10 +21,26 @@ function waitsOn(w, node) {
   return bits.join(" ");
 }
 
+function left(s) {
+  return s === null || s === undefined ? "no deadline" : s > 0 ? `${Number(s).toFixed(1)} s left` : "due";
+}
+
+/** An asyncio.timeout() scope: its deadline, time left, state and task. */
+function timeoutRows(p, ins, node) {
+  return `
+    <dt>deadline</dt><dd>${ins.deadline ? fmtDateTime(ins.deadline) : "none"} <span class="muted">(${esc(left(ins.remaining_s))}, as the agent answered)</span></dd>
+    <dt>state</dt><dd>${esc(ins.timeout_state || "–")}</dd>
+    <dt>task</dt><dd>${ins.task ? `<a href="${processHref(node, ins.task)}" class="mono">${esc(ins.task)}</a>` : "–"}</dd>
+    <dt>started</dt><dd>${fmtDateTime(p.started_at)} <span class="muted">(first seen)</span></dd>
+    <dt>holds</dt><dd>${(ins.children || []).map((c) => `<a href="${processHref(node, c)}" class="mono">${esc(c)}</a>`).join(" ") || "–"}</dd>`;
+}
+
 /** The Info panel's rows for a task, a scope or the loop. */
 export function infoRows(p, ins, node) {
+  if (p.kind === "timeout") return timeoutRows(p, ins, node);
   const get = (k) => (ins[k] !== undefined ? ins[k] : p[k]);
   const scope = get("scope");
+  const tmos = ins.timeouts || [];
   return `
     <dt>coroutine</dt><dd class="mono">${esc(get("coro") || p.label || "–")}</dd>
     <dt>state</dt><dd>${esc(get("task_state") || p.kind)}${get("cancelling") ? ` · cancel requested ${fmtInt(get("cancelling"))}×` : ""}</dd>
@@ -34,6 +50,7 @@ export function infoRows(p, ins, node) {
     <dt>steps seen</dt><dd>${fmtInt(get("handled"))}</dd>
     <dt>memory</dt><dd>${fmtBytes(get("memory"))}</dd>
     <dt>scope</dt><dd>${scope ? `${esc(scope.kind)} <a href="${processHref(node, scope.pid)}" class="mono">${esc(scope.pid)}</a>` : "–"}</dd>
+    ${tmos.length ? `<dt>timeouts</dt><dd>${tmos.map((t) => `<a href="${processHref(node, t.pid)}" class="mono">${esc(t.pid)}</a> ${esc(left(t.remaining_s))}`).join(" · ")}</dd>` : ""}
     <dt>parent</dt><dd>${p.parent ? `<a href="${processHref(node, p.parent)}" class="mono">${esc(p.parent)}</a>` : "–"}</dd>`;
 }
 

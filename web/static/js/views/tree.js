@@ -22,9 +22,14 @@ let hoverTimer = null;
 let sampleTimer = null;
 let focusAfterLoad = null;
 let applied = []; // restarts patched in place while a fetch was in flight: re-applied on its (older) answer
-let drawnLifecycle = 0;
-let firstLoad = true;
-const AUTO_FOLD = 2000; // bigger trees open with leaf-only supervisors of 20+ children folded (?expand=all: not) // lifecycle changes received before the fetch behind the current drawing
+let drawnLifecycle = 0; // lifecycle changes received before the fetch behind the current drawing
+// On a big tree (2,000+ processes) the server sends the supervisors whose 20+ children are all
+// leaves folded (a count, no children): the first screen shows the shape, and a 100,000-process
+// node is ~1,000 items, not 20 MB. A folded supervisor's pid in `expanded` asks for its children.
+// ?expand=all (or "expand all"): nothing folded.
+const FOLD = 20;
+let unfoldAll = false;
+const unfolded = new Set(); // supervisors sent folded that the operator opened (sent to the server with `expanded`)
 
 export function mount(root, context) {
   ctx = context;
@@ -36,11 +41,22 @@ export function mount(root, context) {
       drawGroupChips();
       refetch("expand");
     },
+    onUnfold: (it) => {
+      unfolded.add(it.d.pid);
+      refetch("unfold");
+    },
     onHover: (it) => hover(it),
     budgets,
   });
+  unfoldAll = new URL(location.href).searchParams.get("expand") === "all";
   document.getElementById("tree-collapse-all").addEventListener("click", () => graph.collapseAll());
-  document.getElementById("tree-expand-all").addEventListener("click", () => graph.expandAll());
+  document.getElementById("tree-expand-all").addEventListener("click", () => {
+    graph.expandAll();
+    if (!unfoldAll && graph.stats().folded.length) {
+      unfoldAll = true;
+      refetch("expand_all");
+    }
+  });
   const links = document.getElementById("tree-links");
   links.addEventListener("change", () => {
     linksOn = links.checked;
@@ -72,15 +88,11 @@ async function refetch(reason) {
   const coveredHeld = [...heldSpawns, ...heldExits];
   applied = [];
   try {
-    const data = await ctx.api.tree(ctx.node, { expanded: [...expanded] });
+    const data = await ctx.api.tree(ctx.node, { expanded: [...expanded, ...unfolded], fold: unfoldAll ? 0 : FOLD });
     const tree = data.tree || data;
     if (pendingFlash.length) {
       graph.flashIds(resolveFlash(tree, pendingFlash));
       pendingFlash = [];
-    }
-    if (firstLoad) {
-      firstLoad = false;
-      if (new URL(location.href).searchParams.get("expand") !== "all") foldBig(tree);
     }
     graph.setTree(tree);
     let replayed = false;
@@ -96,13 +108,18 @@ async function refetch(reason) {
     }
     const st = graph.stats();
     document.getElementById("tree-count").textContent =
-      `${fmtInt(st.processes)} processes · ${fmtInt(st.items - 1)} drawn items${st.groups.length ? ` · ${st.groups.length} groups` : ""}`;
+      `${fmtInt(st.processes)} processes · ${fmtInt(st.items - 1)} drawn items${st.groups.length ? ` · ${st.groups.length} groups` : ""}` +
+      (st.folded.length ? ` · ${fmtInt(st.folded.length)} supervisors folded` : "");
     document.getElementById("tree").dataset.processCount = String(st.processes);
     rendered("tree", { reason, processes: st.processes, items: st.items });
     if (focusAfterLoad) {
       const f = focusAfterLoad;
       focusAfterLoad = null;
-      graph.focus(f.pid, f.path);
+      // inside a folded supervisor: ask for its children, then focus
+      if (!graph.focus(f.pid, f.path) && unfoldPath(f.path)) {
+        focusAfterLoad = f;
+        pending = true;
+      }
     }
     loadBudgets(tree);
   } catch (err) {
@@ -116,21 +133,17 @@ async function refetch(reason) {
   }
 }
 
-/** On a big tree, fold the supervisors whose 20+ children are all leaves: the first screen shows the shape. */
-function foldBig(tree) {
-  let n = 0;
-  const count = (d) => {
-    n++;
-    for (const k of d.children || []) count(k);
-  };
-  count(tree);
-  if (n <= AUTO_FOLD) return;
-  const walk = (d) => {
-    const kids = d.children || [];
-    if (!d.node && kids.length >= 20 && kids.every((k) => !(k.children || []).length)) graph.collapsed.add(d.id);
-    else for (const k of kids) walk(k);
-  };
-  walk(tree);
+/** Unfold the folded supervisors on `path` (root first) at the next fetch; true if there was one. */
+function unfoldPath(path) {
+  let added = false;
+  for (const p of path) {
+    const d = graph.all.get(p);
+    if (d && d.folded && !(d.children || []).length && !unfolded.has(p)) {
+      unfolded.add(p);
+      added = true;
+    }
+  }
+  return added;
 }
 
 function showError(err) {
@@ -138,7 +151,7 @@ function showError(err) {
   el.innerHTML = `<span style="color:var(--bad)">tree unavailable: ${esc(err.message)}</span>`;
 }
 
-/** Ids to flash for restarted pids: the pid itself, or the group it is folded into. */
+/** Ids to flash for restarted pids: the pid itself, or the group or folded supervisor it is in. */
 function resolveFlash(tree, items) {
   const ids = new Set();
   const pids = new Map();
@@ -153,6 +166,7 @@ function resolveFlash(tree, items) {
   walk(tree);
   for (const { pid, sup } of items) {
     if (pid && pids.has(pid)) ids.add(pid);
+    else if (sup && pids.has(sup) && pids.get(sup).folded && !(pids.get(sup).children || []).length) ids.add(sup);
     else for (const g of groupsBySup.get(sup) || []) ids.add(g);
   }
   return [...ids];
@@ -254,9 +268,11 @@ function wireSearch() {
     list.classList.add("hidden");
     const path = r.path || [r.pid];
     if (!graph.focus(r.pid, path)) {
-      // folded into a group: expand it (key = "<supervisor>/<label>") and focus after the reload
+      // folded into a group (key = "<supervisor>/<label>") or under a folded supervisor:
+      // expand them and focus after the reload
       const sup = path.length > 1 ? path[path.length - 2] : "root";
       expanded.add(`${sup}/${r.label}`);
+      unfoldPath(path);
       drawGroupChips();
       focusAfterLoad = { pid: r.pid, path };
       refetch("search");
@@ -395,6 +411,11 @@ export function parentOf(id) {
 export function childrenOf(id) {
   const it = graph && graph.byId.get(id);
   return it ? it.kids.map((k) => k.d.id) : [];
+}
+
+/** For tests: whether item `id` is flashing now (drawn or scrolled out of view). */
+export function flashing(id) {
+  return !!(graph && (graph.flash.get(id) || 0) > performance.now());
 }
 
 export function has(pid) {
