@@ -115,6 +115,11 @@ class Source:
         """Whole-node figures added to each ``samples`` message."""
         return {}
 
+    def totals(self, restarts: int, crashes: int) -> tuple[int, int]:
+        """The node's running totals of restarts and crashes for ``samples``,
+        given what the agent counted going by: by default, those."""
+        return restarts, crashes
+
     def recheck(self) -> None:
         """Periodic re-check of freshly created units (agent thread)."""
 
@@ -182,6 +187,11 @@ class ActorsSource(Source):
     def names(self) -> dict[str, str]:
         node = self.node
         return {n: str(pid) for n in node.registered() if (pid := node.whereis(n)) is not None}
+
+    def totals(self, restarts: int, crashes: int) -> tuple[int, int]:
+        # the runtime keeps them itself: right whether or not an observer was
+        # attached when they happened (the instrument is installed on attach)
+        return self.node.restarts_total, self.node.crashes_total
 
     def account(self, ev: Any) -> None:
         ag = self._agent()

@@ -6,6 +6,7 @@ thread, real agent, real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import selectors
 import threading
 import time
@@ -144,3 +145,32 @@ def test_the_alarm_fires_once_its_deadline_passes_and_not_while_pushed_back() ->
         sel.close()
     finally:
         alarm.close()
+
+
+async def _one_crash_then_idle(proc: actors.Process) -> None:
+    if await proc.receive() == "crash":
+        raise RuntimeError("boom")
+
+
+async def test_the_totals_count_what_happened_while_nobody_was_attached(host: Host) -> None:
+    """No instrument while unwatched, yet an observer attaching later sees the
+    node's true totals: the runtime counts restarts and crashes itself."""
+    for _ in range(3):
+        _crash_one(host)
+    node = host.node
+    sup = await asyncio.to_thread(
+        host.run_async, actors.start_supervisor(node, [actors.worker("w", _one_crash_then_idle)], intensity=10)
+    )
+    rows = await asyncio.to_thread(host.run_async, actors.which_children(node, sup))
+    host.run(lambda: node.send(rows[0].pid, "crash"))
+    await wait_until(lambda: host.node.restarts_total == 1, what="the child restarted")
+    assert host.node.crashes_total == 4
+    assert host.agent.collector.accepted == 0, "still no instrument"
+
+    client = await connect(host)
+    try:
+        assert await client.read_snapshot() is not None
+        msg = await next_event(client, lambda m: m.get("t") == "samples")
+        assert msg["node"]["crashes"] == 4 and msg["node"]["restarts"] == 1
+    finally:
+        await client.close()
