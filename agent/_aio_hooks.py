@@ -189,7 +189,9 @@ class HostHooks:
         task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
         if self._on and loop is self.loop:
             try:
-                self._track(task, sys._getframe(1), origin="task", parent=None)
+                rec = self._track(task, sys._getframe(1), origin="task", parent=None)
+                if rec is not None and rec.coro is None and task.done():
+                    rec.coro = ins.coro_name(coro)  # eager, done in its first step: its coroutine is dropped
             except Exception:
                 self._hook_failed()
         return task
@@ -346,6 +348,10 @@ class HostHooks:
         self._note_crash(exc)
         task = asyncio.current_task(self.loop)
         trec = self._rec_of(task) if task is not None else None
+        if trec is None and task is not None:
+            # a task no factory saw (on 3.12+ ``asyncio.Task(..., eager_start=True)``
+            # built by a library, as aiohttp does): adopt it to hang the crash on
+            trec = self._track(task, None, origin="adopted", parent=None)
         if trec is not None and task is not None and trec.sup is None:
             trec.name, trec.coro = _task_name(task), _coro_of(task)  # it may be gone when the agent draws it
         msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__

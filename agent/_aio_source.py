@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +63,12 @@ from ._source import Source
 
 if TYPE_CHECKING:
     from ._agent import Agent
+
+DIRECT_TASKS = sys.version_info >= (3, 12)
+"""From 3.12 a library may build an eager task with ``asyncio.Task(coro,
+eager_start=True)`` (aiohttp does, for every connection and request): no task
+factory sees it, so the source looks for such tasks every 2 s as it does for an
+application factory set over its own."""
 
 LAZY_DELAY = 0.1
 """A task's start and ordinary end reach the agent at most this late (its
@@ -223,7 +230,7 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
                 continue
             fut = ins.task_waiter(task)
             try:
-                fr = task.get_coro().cr_frame  # type: ignore[union-attr]
+                fr = ins.task_coro(task).cr_frame
                 pos = (id(fut), fr.f_lasti if fr is not None else -1)
             except Exception:
                 pos = (id(fut), -1)
@@ -251,14 +258,17 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         return rows, steps
 
     def _maybe_rescan(self) -> None:
-        """If the application replaced our task factory, find its new tasks
-        every 2 s from the host loop (their creator and creation line are then unknown)."""
+        """If the application replaced our task factory (or, on 3.12+, always:
+        see ``DIRECT_TASKS``), find the new tasks no factory of ours saw every
+        2 s from the host loop (their creator and creation line are then unknown)."""
         loop = self.loop
         if loop.is_closed() or not loop.is_running():
             return
         if loop.get_task_factory() == self._factory:
-            return
-        self.factory_replaced = True
+            if not DIRECT_TASKS:
+                return
+        else:
+            self.factory_replaced = True
         now = time.monotonic()
         if now - self._rescan_at < 2.0:
             return
