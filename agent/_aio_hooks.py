@@ -88,6 +88,9 @@ class HostHooks:
             tasks = asyncio.all_tasks(loop)
         except RuntimeError:
             return
+        pending = [t for t in tasks if self._rec_of(t) is None]
+        if not pending:  # the usual case: the waiters of 100,000 tasks are not read for nothing
+            return
         awaited_by: dict[int, asyncio.Task[Any]] = {}
         for t in tasks:
             fut = ins.task_waiter(t)
@@ -96,7 +99,6 @@ class HostHooks:
             elif fut is not None and type(fut).__name__ == "_GatheringFuture":
                 for c in getattr(fut, "_children", ()) or ():
                     awaited_by[id(c)] = t
-        pending = [t for t in tasks if self._rec_of(t) is None]
         for k, parent in ins.awaiters(pending).items():  # 3.14+ only (untested here)
             awaited_by.setdefault(k, parent)
         # parents first, so that children find them

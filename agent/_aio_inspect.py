@@ -128,12 +128,13 @@ process (python/cpython#122332, fixed in 3.12.5 and 3.13)."""
 
 
 def task_coro(task: asyncio.Task[Any]) -> Any:
-    """``task.get_coro()``, or None where that could crash the host (a done
-    task on an affected 3.12: see ``GET_CORO_MAY_CRASH``). A task's coroutine
-    is dropped only inside its eager start, before anyone else holds the task,
-    so checking ``done()`` first is not a race."""
+    """``task.get_coro()``, without the crash of an affected 3.12 (see
+    ``GET_CORO_MAY_CRASH``): there a done task's coroutine is read from the
+    ``_coro`` attribute, which gives None for a dropped one. A coroutine is
+    dropped only inside the task's eager start, before anyone else holds the
+    task, so checking ``done()`` first is not a race."""
     if GET_CORO_MAY_CRASH and task.done():
-        return None
+        return getattr(task, "_coro", None)
     return task.get_coro()
 
 

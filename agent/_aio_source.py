@@ -70,6 +70,20 @@ eager_start=True)`` (aiohttp does, for every connection and request): no task
 factory sees it, so the source looks for such tasks every 2 s as it does for an
 application factory set over its own."""
 
+
+def _registered() -> int:
+    """How many pending tasks asyncio holds, all loops together (3.12 and
+    3.13 keep them in a WeakSet; its length costs nothing, where reading
+    ``all_tasks`` of a loop of 100,000 tasks costs the host tens of ms).
+    While it is no more than the tasks the agent tracks there is nothing
+    to adopt (see ``_maybe_rescan``); unknown (another Python) reads as "look"."""
+    reg = getattr(asyncio.tasks, "_scheduled_tasks", None)
+    try:
+        return len(reg) if reg is not None else sys.maxsize
+    except Exception:
+        return sys.maxsize
+
+
 LAZY_DELAY = 0.1
 """A task's start and ordinary end reach the agent at most this late (its
 crash at once). The agent's heartbeat drains them first, most of the time,
@@ -115,6 +129,8 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         self._rate_at = time.monotonic()
         self._rate_counts = (0, 0)
         self._rescan_at = 0.0
+        self._surplus = 0
+        """On 3.12+: asyncio's pending tasks beyond the tracked ones at the last look."""
         self._scanned_at = time.monotonic()
         self._done_cb = self._on_done
         """The one bound method given to every task (recognised by identity)."""
@@ -258,14 +274,20 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         return rows, steps
 
     def _maybe_rescan(self) -> None:
-        """If the application replaced our task factory (or, on 3.12+, always:
-        see ``DIRECT_TASKS``), find the new tasks no factory of ours saw every
-        2 s from the host loop (their creator and creation line are then unknown)."""
+        """Find the tasks no factory of ours saw, every 2 s at most, from the
+        host loop (their creator and creation line are then unknown): if the
+        application replaced our task factory, or on 3.12+ (``DIRECT_TASKS``)
+        when asyncio holds more pending tasks beyond those tracked (all loops,
+        the agent's own too) than at the last look."""
         loop = self.loop
         if loop.is_closed() or not loop.is_running():
             return
+        surplus = _registered() - len(self.live)
         if loop.get_task_factory() == self._factory:
             if not DIRECT_TASKS:
+                return
+            if surplus <= self._surplus:
+                self._surplus = surplus  # follow it down: what ends is not looked for
                 return
         else:
             self.factory_replaced = True
@@ -273,6 +295,7 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         if now - self._rescan_at < 2.0:
             return
         self._rescan_at = now
+        self._surplus = surplus
         try:
             loop.call_soon_threadsafe(self._adopt_all, loop)
         except RuntimeError:

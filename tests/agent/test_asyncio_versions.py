@@ -18,7 +18,7 @@ import pytest
 from tests.agent.aio_host import LoopHost, Picture, attach, hosted
 
 pytestmark = [
-    pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks and wait_for on timeouts are 3.12+"),
+    pytest.mark.skipif(sys.version_info < (3, 12), reason="3.12+ (run by make pytest-asyncio-versions)"),
     pytest.mark.timeout(60),
 ]
 
