@@ -71,17 +71,17 @@ factory sees it, so the source looks for such tasks every 2 s as it does for an
 application factory set over its own."""
 
 
-def _registered() -> int:
-    """How many pending tasks asyncio holds, all loops together (3.12 and
-    3.13 keep them in a WeakSet; its length costs nothing, where reading
-    ``all_tasks`` of a loop of 100,000 tasks costs the host tens of ms).
-    While it is no more than the tasks the agent tracks there is nothing
-    to adopt (see ``_maybe_rescan``); unknown (another Python) reads as "look"."""
-    reg = getattr(asyncio.tasks, "_scheduled_tasks", None)
+def _registered() -> int | None:
+    """How many pending tasks asyncio holds, all loops together, on 3.12 and
+    3.13 (a WeakSet there: its length costs nothing, where reading
+    ``all_tasks`` of a loop of 100,000 tasks costs the host tens of ms); None
+    on another Python (3.14 keeps native tasks elsewhere): then always look."""
+    if sys.version_info[:2] not in ((3, 12), (3, 13)):
+        return None
     try:
-        return len(reg) if reg is not None else sys.maxsize
+        return len(asyncio.tasks._scheduled_tasks)  # type: ignore[attr-defined]
     except Exception:
-        return sys.maxsize
+        return None
 
 
 LAZY_DELAY = 0.1
@@ -282,11 +282,12 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         loop = self.loop
         if loop.is_closed() or not loop.is_running():
             return
-        surplus = _registered() - len(self.live)
+        reg = _registered()
+        surplus = 0 if reg is None else reg - len(self.live)
         if loop.get_task_factory() == self._factory:
             if not DIRECT_TASKS:
                 return
-            if surplus <= self._surplus:
+            if reg is not None and surplus <= self._surplus:
                 self._surplus = surplus  # follow it down: what ends is not looked for
                 return
         else:
