@@ -214,9 +214,9 @@ async def _start(
     ack.add_done_callback(_retrieve)
     lbl = label or type(instance).__name__
     if parent is None:
-        pid = node._spawn(_loop, (instance, args, ack), name, lbl, watcher, link=False)
+        pid = node._spawn(_loop, (instance, args, ack), name, lbl, watcher, False)
     else:
-        pid = node._spawn(_loop, (instance, args, ack), name, lbl, parent, link=True)
+        pid = node._spawn(_loop, (instance, args, ack), name, lbl, parent, True)
     del args
     mon = watcher.monitor(pid) if watcher is not None else None
     # Watch the server while it starts: if it dies before acknowledging (killed

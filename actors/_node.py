@@ -126,7 +126,7 @@ class Node(Calls, Signals):
 
     def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process running ``fn(proc, *args)`` with no parent. Returns its pid."""
-        return self._spawn(fn, args, name, label, None, link=False)
+        return self._spawn(fn, args, name, label, None, False)
 
     def _spawn(
         self,
@@ -135,9 +135,10 @@ class Node(Calls, Signals):
         name: str | None,
         label: str | None,
         parent: Process | None,
-        *,
         link: bool,
     ) -> Pid:
+        # every spawn comes through here: positional arguments only (a keyword
+        # argument costs its lookup per call)
         if name is not None and name in self._names:
             raise NameTaken(name, self._names[name].pid)
         loop = self._loop
@@ -146,15 +147,18 @@ class Node(Calls, Signals):
         pid = Pid(self.node_id, next(self._serial))
         if label is None:
             label = getattr(fn, "__name__", None)
-        proc = Process(self, pid, name, label, parent.pid if parent is not None else None)
-        if parent is not None and parent._adopting is not None:
-            # a supervisor starting this child: supervised from birth, so the
-            # Spawned event (and anything reading the process) already says so
-            proc.child_id, proc.restarts = parent._adopting
-            proc.supervisor = parent.pid
-            parent._adopting = None
-        if parent is not None and parent._flight is not None and parent._flight.subtree:
-            proc._flight = FlightRecorder(parent._flight.size, subtree=True)
+        if parent is None:
+            proc = Process(self, pid, name, label, None)
+        else:
+            proc = Process(self, pid, name, label, parent.pid)
+            if parent._adopting is not None:
+                # a supervisor starting this child: supervised from birth, so the
+                # Spawned event (and anything reading the process) already says so
+                proc.child_id, proc.restarts = parent._adopting
+                proc.supervisor = parent.pid
+                parent._adopting = None
+            if parent._flight is not None and parent._flight.subtree:
+                proc._flight = FlightRecorder(parent._flight.size, subtree=True)
         self._procs[pid.id] = proc
         if name is not None:
             self._names[name] = proc

@@ -57,6 +57,11 @@ class NodeState:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.started_at = time.time()
+        self.restarts_total = 0
+        """Children restarted by this node's supervisors since the node started
+        (kept by the runtime itself: no instrument needed)."""
+        self.crashes_total = 0
+        """Processes that exited with an exception as their reason since the node started."""
 
     # -- loop ---------------------------------------------------------------------
 

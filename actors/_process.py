@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from ._node import Node
 
 _perf = time.perf_counter
+_Future = asyncio.Future
+"""A wait's future, made directly: ``loop.create_future()`` is one Python
+call more per wait on the default loop (and makes this same class)."""
 _TIMEOUT: Any = object()
 
 ProcessFn = Callable[..., Awaitable[Any]]
@@ -164,7 +167,7 @@ class Process:
             mb.extend(keep)
         return dropped
 
-    async def receive(self, match: Callable[[Any], bool] | None = None, *, timeout: float | None = None) -> Any:
+    async def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
         """Take the next message, waiting for one if the mailbox is empty.
 
         With ``match``, take the oldest message for which ``match(msg)`` is
@@ -173,34 +176,40 @@ class Process:
         (matching) arrives in time; ``timeout=0`` only looks at what is there.
         While the process is suspended, receive does not return.
         """
-        # The plain receive is the hot path: this coroutine keeps few locals
-        # (its frame is built for every message); the rest is _receive.
+        # The plain receive is the hot path: its frame is built for every
+        # message, so it keeps few locals and few instructions (each costs);
+        # selective and timed receives are _receive. (``timeout`` is not
+        # keyword-only: a keyword-only default costs a dict lookup per call.)
         t0 = self._t0
-        now = 0.0
         if t0:
+            # the message handled so far is done: its handling time
             now = _perf()
             self.handler_time += now - t0
             self._t0 = 0.0
             if self._flight is not None:
                 self._flight.entries.append((t0, now - t0, self.last_message))
-        if match is not None or timeout is not None:
+        else:
+            now = 0.0
+        if match is None and timeout is None:
+            mb = self._mb
+            if not mb or self._suspended is not None:
+                while True:
+                    if self._suspended is None:
+                        # send clears _waiter before waking us; a cancelled
+                        # wait leaves a done future there, which send skips
+                        fut: asyncio.Future[None] = _Future(loop=self.node._loop)
+                        self._waiter = fut
+                        await fut
+                    else:
+                        await asyncio.shield(self._suspended)
+                    mb = self._mb
+                    if mb and self._suspended is None:
+                        break
+                now = 0.0
+            msg = mb.popleft()
+        else:
             msg = await self._receive(match, timeout)
             now = 0.0
-        else:
-            while True:
-                if self._suspended is None:
-                    mb = self._mb
-                    if mb:
-                        msg = mb.popleft()
-                        break
-                    # send clears _waiter before waking us; a cancelled wait
-                    # leaves a done future there, which send skips
-                    fut = self.node._loop.create_future()  # type: ignore[union-attr]
-                    self._waiter = fut
-                    await fut
-                else:
-                    await asyncio.shield(self._suspended)
-                now = 0.0
         self.handled += 1
         self.last_message = msg
         # a message already there: handling starts at the instant already read
@@ -257,9 +266,8 @@ class Process:
         name raises :class:`NoProcess` (Erlang's ``badarg``).
         """
         self.msgs_out += 1
-        node = self.node
         if type(dest) is Pid:
-            p = node._procs.get(dest.id)
+            p = self.node._procs.get(dest.id)
             if p is not None and (p.pid is dest or p.pid == dest):
                 # _deliver, inlined: this is the hot path
                 mb = p._mb
@@ -275,12 +283,12 @@ class Process:
                     except asyncio.InvalidStateError:
                         pass  # a wait that was cancelled (or timed out) left a done future
         else:
-            p = node._names.get(dest)  # type: ignore[arg-type]
+            p = self.node._names.get(dest)  # type: ignore[arg-type]
             if p is None:
                 raise NoProcess(dest)
             p._deliver(msg)
         if self.traced:
-            node._emit(MessageSent(self.pid, dest, msg, time.time()))
+            self.node._emit(MessageSent(self.pid, dest, msg, time.time()))
 
     def send_after(self, delay: float, dest: Pid | str, msg: Any) -> asyncio.TimerHandle:
         """Send ``msg`` to ``dest`` after ``delay`` seconds; ``cancel()`` the
@@ -290,17 +298,17 @@ class Process:
 
     def spawn(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process running ``fn(proc, *args)``; this process is its parent."""
-        return self.node._spawn(fn, args, name, label, self, link=False)
+        return self.node._spawn(fn, args, name, label, self, False)
 
     def spawn_link(self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None) -> Pid:
         """Start a process linked to this one, atomically."""
-        return self.node._spawn(fn, args, name, label, self, link=True)
+        return self.node._spawn(fn, args, name, label, self, True)
 
     def spawn_monitor(
         self, fn: ProcessFn, *args: Any, name: str | None = None, label: str | None = None
     ) -> tuple[Pid, Ref]:
         """Start a process monitored by this one; returns ``(pid, ref)``."""
-        pid = self.node._spawn(fn, args, name, label, self, link=False)
+        pid = self.node._spawn(fn, args, name, label, self, False)
         return pid, self.monitor(pid)
 
     def link(self, pid: Pid) -> None:

@@ -227,6 +227,8 @@ class Signals(NodeState):
             except Exception:  # an unprintable state must not break the exit
                 text = f"process {pid} exited: <unprintable report>"
             log.error("%s", text, exc_info=reason if isinstance(reason, Exception) else None)
+        if isinstance(reason, BaseException):
+            self.crashes_total += 1
         if self._instruments:
             report = None
             if self.crash_reports and not is_normal_shutdown(reason):

@@ -391,5 +391,6 @@ class Supervisor(GenServer):
 
     def _emit_restart(self, cid: Any, old: Pid | None, new: Pid | None, count: int) -> None:
         node = self.proc.node
+        node.restarts_total += 1
         if node._instruments:
             node._emit(Restarted(self.proc.pid, cid, old, new, count, time.time()))

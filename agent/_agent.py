@@ -1,13 +1,15 @@
 """The agent: a thread with its own event loop serving observers.
 
-The host (the actor system's loop) runs the :class:`Collector`'s deque
-appends and, while an observer is attached, one hand-off per batch of
-events, in which it encodes and writes the batch itself when the agent's
-thread is parked (agent/_host_drain.py; otherwise it waits for the agent's
-thread to do it), a tick callback ten times a second, and the commands
-observers send (bounded by timeouts). Everything else -- sampling,
-snapshots, handshakes, the watchdog, blocked-loop reports -- runs on the
-agent's thread (docs/protocol.md §11.1).
+While an observer is attached, the host (the actor system's loop) runs the
+:class:`Collector`'s deque appends, one hand-off per batch of events, in
+which it encodes and writes the batch itself when the agent's thread is
+parked (agent/_host_drain.py; otherwise it waits for the agent's thread to
+do it), a tick callback ten times a second that does the periodic work the
+same way and pushes the watchdog's deadline back, and the commands
+observers send (bounded by timeouts). With nobody attached to an actors
+node the host runs only the tick, which notes its time (agent/_watch.py).
+Everything else -- snapshots, handshakes, the watchdog, blocked-loop
+reports -- runs on the agent's thread (docs/protocol.md §11.1).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, cast
 
@@ -30,27 +31,28 @@ import actors
 from . import _host_drain
 from . import protocol as P
 from ._aio_source import AsyncioSource
+from ._alarm import Alarm
 from ._clock import Clock
 from ._collector import Collector
 from ._commands import Commands
 from ._crash import CrashLog
+from ._drain import WRITE_HIGH_WATER, Drains
 from ._dump import Dumper
 from ._encode import meta_of, process_record
 from ._preauth import PreAuth
 from ._redact import Redactor
 from ._sampling import Sampling
 from ._scrub import RedactionPolicy
-from ._session import Session, event_size
+from ._session import Session
 from ._source import ActorsSource, Source
-from ._trace import TRACE_EVENTS, Tracer
+from ._trace import Tracer
+from ._watch import Watch
 
 log = logging.getLogger("agent")
 AGENT_VERSION = "0.1.0"
-WRITE_HIGH_WATER = 256 * 1024
-"""Transport write-buffer high-water mark per session: writers wait on drain() past it."""
 
 
-class Agent(Sampling, Clock):
+class Agent(Drains, Sampling, Clock, Watch):
     """Serves one source -- an :class:`actors.Node` or an asyncio event loop
     (see :mod:`agent._source`) -- to observers. Create with :func:`agent.start`."""
 
@@ -157,6 +159,10 @@ class Agent(Sampling, Clock):
         """(drain time, pid) of recent spawns, re-checked by :meth:`_recheck_fresh`."""
         self._fresh_checked = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._alarm: Alarm | None = None
+        self.watchdog_wakes = 0
+        """Times the watchdog woke the agent's thread (tests and benchmarks)."""
+        """The watchdog's Linux alarm (agent/_alarm.py), made at startup; None: a timer of the agent's loop."""
         """Fires when the host's tick is overdue (agent loop; see :meth:`_on_watchdog`)."""
         self._next_sample = 0.0
         self._scans = 0
@@ -174,6 +180,15 @@ class Agent(Sampling, Clock):
         """True inside a drain or a tick's work: sessions queue without waking
         their writer tasks, and :meth:`_flush_sessions` writes at the end."""
         self._stopping = False
+        self._watching = False
+        """An observer is attached (agent thread writes; the host's tick reads)."""
+        self._hooks_always = not self.source.hooks_on_demand or bool(self.dump_dir)
+        """The source's hooks stay installed with nobody attached: a post-mortem
+        dump wants the crash reports of the whole run."""
+        self._hooked = False
+        self._hooks_lock = threading.Lock()
+        self._hooks_event: asyncio.Event | None = None
+        """Set (agent loop) once the hooks asked for by an attach are installed."""
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -190,6 +205,8 @@ class Agent(Sampling, Clock):
         if self._startup_error is not None:
             raise self._startup_error
         self.source.attach(self)
+        if self._hooks_always and self.source.hooks_on_demand:
+            self._watching_hooks(True)
         if self.dump_dir and isinstance(self.source, ActorsSource):
             self.dumper = Dumper(self, self.dump_dir, gzip=self.dump_gzip).start()
         if self._host_tid is None:
@@ -237,7 +254,12 @@ class Agent(Sampling, Clock):
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
+        self._hooks_event = asyncio.Event()
+        alarm = Alarm.create()
+        if alarm is not None:
+            asyncio.get_running_loop().add_reader(alarm.fd, self._on_watchdog)
+            self._alarm = alarm
+        # no watchdog yet: it runs while an observer is attached (sessions_changed)
         try:
             self.source.loop.call_soon_threadsafe(self._host_tick)
         except RuntimeError:  # the host loop is closed: no ticks, the watchdog samples
@@ -246,6 +268,10 @@ class Agent(Sampling, Clock):
     async def _cleanup(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        alarm, self._alarm = self._alarm, None
+        if alarm is not None:
+            asyncio.get_running_loop().remove_reader(alarm.fd)
+            alarm.close()
         if self._server is not None:
             self._server.close()
         for s in list(self.sessions):
@@ -264,7 +290,9 @@ class Agent(Sampling, Clock):
         if self._stopping:
             return
         self._stopping = True
-        self.source.detach()
+        with self._hooks_lock:
+            self.source.detach()
+            self._hooked = False
         if self.dumper is not None:
             self.dumper.stop()
         handle = self._tick_handle
@@ -324,10 +352,6 @@ class Agent(Sampling, Clock):
     def ready_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.ready]
 
-    def sessions_changed(self) -> None:
-        """Hand-offs (see ``_collector``) only while somebody is attached."""
-        self.collector.handoff_enabled = any(s.ready for s in self.sessions)
-
     def traced_elsewhere(self, key: str, session: Session) -> bool:
         return any(key in s.traced for s in self.sessions if s is not session)
 
@@ -348,106 +372,6 @@ class Agent(Sampling, Clock):
             node.loop.call_soon_threadsafe(off)
         except RuntimeError:
             pass
-
-    # -- events ----------------------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        self._last_drain = time.monotonic()
-        c = self.collector
-        batch = c.batches
-        c.wake_pending = False
-        outer = self.holding  # inside a tick's work, which writes at its end
-        self.holding = True
-        try:
-            self._drain_some()
-        finally:
-            self.holding = outer
-            if not outer:
-                self._flush_sessions()
-        loop = asyncio.get_running_loop()
-        if c.buf:
-            loop.call_soon(self._drain)
-        else:
-            # the host's hand-off can end, one loop step later: after the
-            # session writers this drain woke, if any, and after the loop has
-            # read its self-pipe (the wake-up's byte). A thread that releases
-            # the GIL once the host has resumed (that read does) must wait for
-            # it until the next hand-off, woken at every release of it by the
-            # busy host loop (~13,000 a second, measured with strace), which
-            # costs the host a futex wake each time.
-            loop.call_soon(c.flushed, batch)
-        dropped = c.dropped
-        if dropped:
-            c.dropped -= dropped
-            self.events_dropped += dropped
-            for s in self.sessions:
-                s.dropped += dropped
-                s.request_resync()
-
-    def _drain_some(self) -> None:
-        """Encode up to 5,000 of the collector's events and queue them on the sessions."""
-        buf = self.collector.buf
-        source = self.source
-        n = 0
-        if not any(s.ready for s in self.sessions):
-            # nobody attached: nothing to encode, only the counters to keep
-            while buf:
-                source.account(buf.popleft())
-            self._cache.clear()
-        tracer = self.tracer
-        while buf and n < 5000:
-            ev = buf.popleft()
-            n += 1
-            if tracer.by_pid and type(ev) in TRACE_EVENTS and tracer.feed(ev):
-                continue
-            try:
-                d = source.encode(ev)
-            except Exception:
-                log.exception("agent: could not encode %s", type(ev).__name__)
-                continue
-            if d is not None:
-                self._publish(d)
-        if any(s.ready for s in self.sessions):
-            source.recheck()
-        if tracer.traces:
-            tracer.flush()
-
-    def _flush_sessions(self) -> None:
-        """End of a drain or a tick's work (``holding`` was set: what they
-        queued woke no writer task): each session writes its queue now, or
-        wakes its writer task (see :meth:`Session.flush_now`)."""
-        for s in self.sessions:
-            try:
-                s.flush_now(WRITE_HIGH_WATER)
-            except Exception:
-                log.exception("agent session %s: write failed", s.id)
-                s.wake_writer()
-
-    def _publish(self, body: P.Event | dict[str, Any]) -> None:
-        """Stamp an event body (:data:`agent.messages.EVENTS`) as a frame and queue it for every session."""
-        d: dict[str, Any] = body  # type: ignore[assignment]  # the frame is the body, stamped in place
-        self.seq += 1
-        d["t"] = "ev"
-        d["seq"] = self.seq
-        kind = d["ev"]
-        if kind == "exit":
-            if d["reason_kind"] == "exception":
-                self.crashes += 1
-            for s in self.sessions:
-                s.forget(d["pid"])
-        elif kind == "restart":
-            self.restarts += 1
-        size = event_size(d)  # once for every session
-        for s in self.sessions:
-            s.push_event(d, size)
-
-    def _encode_value(self, value: Any) -> Any:
-        return self.trace_redactor.encode(value).data
 
     # -- snapshot helpers (agent thread) ---------------------------------------------------------------
 

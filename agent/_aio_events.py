@@ -31,6 +31,7 @@ class TaskEvents:
     scopes: dict[int, ScopeRec]
     shown: dict[str, tuple[str | None, str | None]]
     root_key: str
+    crashes_total: int
     _fresh: deque[TaskRec]
     on_node: Callable[[actors.Node], None] | None
 
@@ -122,6 +123,7 @@ class TaskEvents:
         placed = rec.sup is not None
         report = None
         if exc is not None:
+            self.crashes_total += 1
             if not publish:  # else counted by Agent._publish
                 ag.crashes += 1
             report = self._report(rec, exc, when)
@@ -187,6 +189,7 @@ class TaskEvents:
         under the task that logged it). It becomes the crash of a short-lived
         node, so it is listed, grouped and kept like any crash."""
         ag = self._ag()
+        self.crashes_total += 1
         if not publish:  # else counted by Agent._publish
             ag.crashes += 1
         key = self._key()

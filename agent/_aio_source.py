@@ -111,6 +111,8 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         self.live: dict[int, TaskRec] = {}
         """id(task) -> record, for the tasks alive (host thread adds and removes)."""
         self.scopes: dict[int, ScopeRec] = {}
+        self.crashes_total = 0
+        """Tasks ended by an exception and errors the loop saw, since the source started."""
         self.shown: dict[str, tuple[str | None, str | None]] = {}
         """Agent thread: key -> (supervisor, name) of what observers were told of."""
         self._crashed: dict[int, None] = {}

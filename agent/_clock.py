@@ -1,7 +1,9 @@
 """The agent's clock (agent thread, and one callback on the host loop): the
-host's 10 Hz tick, which hands the agent the GIL for its periodic work
-(a step of sampling, late drains, fresh-spawn re-checks), and the watchdog that finds
-the host loop blocked when those ticks stop (protocol §11). A mixin of
+host's 10 Hz tick, which does the agent's periodic work (a step of
+sampling, late drains, fresh-spawn re-checks) on the host's thread or hands
+the agent the GIL for it, and, while an observer is attached, the watchdog
+that finds the host loop blocked when those ticks stop (protocol §11; on
+Linux a timerfd the tick pushes back, agent/_alarm.py). A mixin of
 :class:`agent._agent.Agent`.
 """
 
@@ -20,6 +22,7 @@ import actors
 from . import messages as M
 
 if TYPE_CHECKING:
+    from ._alarm import Alarm
     from ._collector import Collector
     from ._session import Session
     from ._source import Source
@@ -52,7 +55,15 @@ class Clock:
     _blocked_since: float | None
     _blocked_pid: str | None
     _stopping: bool
+    _watching: bool
+    _alarm: Alarm | None
+    watchdog_wakes: int
     _host_tick_work: Callable[[], bool] | None
+
+    @property
+    def watch_limit(self) -> float:
+        """Seconds without a tick from the host before its loop counts as blocked."""
+        return self.heartbeat + self.block_threshold * 1.2
 
     def _publish(self, body: M.Event | dict[str, Any]) -> None:
         raise NotImplementedError
@@ -72,7 +83,6 @@ class Clock:
     def _on_tick(self) -> None:
         """Agent loop, woken by the host's tick (:meth:`_host_tick`), which
         waits, GIL released, until :meth:`Collector.tick_done`."""
-        self._arm_watchdog(self.heartbeat + self.block_threshold * 1.2)
         try:
             self._periodic()
         finally:
@@ -82,16 +92,40 @@ class Clock:
             loop.call_soon(self.collector.tick_done)
 
     def _on_watchdog(self) -> None:
-        """Agent loop: no tick from the host for ``heartbeat`` + 1.2 x
-        ``block_threshold`` (a heartbeat, once it is known blocked): the host
-        loop is blocked. Report it, and sample and drain on our own clock
-        until its ticks come back. The agent has no timer of its own
-        otherwise: a thread that wakes on its own forces a busy host to give
-        up the GIL (see :mod:`agent._collector`)."""
+        """Agent loop, while an observer is attached: if no tick has come from
+        the host for ``watch_limit`` (``heartbeat`` + 1.2 x ``block_threshold``;
+        a heartbeat, once it is known blocked), the host loop is blocked:
+        report it, and sample and drain on our own clock until its ticks come
+        back. Otherwise look again when the next tick would be overdue. The
+        host's ticks do not re-arm the timer (no foreign thread touches this
+        loop's timers); the agent's thread wakes for it about five times a
+        second, and not at all with nobody attached: a thread that wakes on
+        its own forces a busy host to give up the GIL (see
+        :mod:`agent._collector`), and a block is reported to nobody."""
+        self._watchdog = None
+        self.watchdog_wakes += 1
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.clear()
+        if not self._watching:
+            self._blocked_since = self._blocked_pid = None
+            return  # no timer until the next attach (Agent.sessions_changed)
+        now = time.monotonic()
+        last, limit = self._host_last, self.watch_limit
+        if self._blocked_since is None and last is not None and now - last < limit:
+            self._arm_watchdog(last + limit - now)
+            return
         self._arm_watchdog(self.heartbeat)
         self._periodic()
 
     def _arm_watchdog(self, delay: float) -> None:
+        """Agent loop: the watchdog looks ``delay`` from now: on the Linux
+        alarm (agent/_alarm.py: the host's ticks push it back, the agent's
+        thread does not wake while they come), else on a timer of this loop."""
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.arm(delay)
+            return
         if self._watchdog is not None:
             self._watchdog.cancel()
         loop = self._loop
@@ -159,6 +193,15 @@ class Clock:
             return
         self._tick_due = now + self.heartbeat
         self._tick_handle = asyncio.get_running_loop().call_later(self.heartbeat, self._host_tick)
+        alarm = self._alarm
+        if alarm is not None and self._watching:
+            alarm.arm(self.watch_limit)  # the watchdog's deadline pushed back: one system call, GIL held
+        if not self._watching and not self.collector.buf and self._blocked_since is None:
+            # nobody attached and nothing queued: no work, no lock, no wake-up;
+            # a block is only logged, once the loop runs again
+            if due is not None and now - due > self.block_threshold:
+                log.warning("agent: host event loop was blocked for %.0f ms", (now - due) * 1000)
+            return
         work = self._host_tick_work
         if work is not None and work():
             return  # done on this thread (agent/_host_drain.py)

@@ -58,6 +58,7 @@ class Collector(actors.Instrument):
         host_loop: asyncio.AbstractEventLoop | None = None,
         handoff_timeout: float = 0.002,
         handoff_delay: float = 0.002,
+        busy_delay: float = 0.005,
         handoff_budget: float = 0.05,
         handoff_window: float = 1.0,
     ) -> None:
@@ -73,6 +74,14 @@ class Collector(actors.Instrument):
         self.host_loop = host_loop
         self.handoff_timeout = handoff_timeout
         self.handoff_delay = handoff_delay
+        self.busy_delay = busy_delay
+        """The hand-off's delay for a batch that starts less than ``busy_delay``
+        after the previous hand-off (events keep coming: a storm): a bigger
+        batch per hand-off and per write to the observers (each write costs
+        the host ~40 µs of system time on loopback, and wakes the observer),
+        at ~3 ms more latency; a lone event, or the first of a burst, still
+        goes after ``handoff_delay``."""
+        self._last_handoff = -1.0
         self.handoff_enabled = False
         """True while an observer is attached: with nobody to deliver to, no hand-off."""
         self.batches = 0
@@ -121,17 +130,23 @@ class Collector(actors.Instrument):
             self.wake_pending = True
             self.batches += 1
             self._lazy = False
-            if self.handoff_enabled and self.host_loop is not None:
+            loop = self.host_loop
+            if self.handoff_enabled and loop is not None:
                 # wake the agent and hand it the GIL a little later, from the
                 # host loop (see the module docstring), so that a burst of
                 # events shares one hand-off. With nobody attached there is no
                 # wake-up at all: the agent drains on its own clock.
-                self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
+                loop.call_later(self._delay(loop), self.handoff, self.batches)
         elif self._lazy:
             # a lazy hand-off is pending: this event should not wait for it
             self._lazy = False
-            if self.handoff_enabled and self.host_loop is not None:
-                self.host_loop.call_later(self.handoff_delay, self.handoff, self.batches)
+            loop = self.host_loop
+            if self.handoff_enabled and loop is not None:
+                loop.call_later(self._delay(loop), self.handoff, self.batches)
+
+    def _delay(self, loop: asyncio.AbstractEventLoop) -> float:
+        busy = loop.time() - self._last_handoff < self.busy_delay
+        return self.busy_delay if busy else self.handoff_delay
 
     def put_lazy(self, event: Any, delay: float) -> None:
         """Like :meth:`put`, for an event observers need not see at once (a
@@ -155,6 +170,9 @@ class Collector(actors.Instrument):
         """Host loop: let the agent's thread run until it has flushed ``batch``
         (bounded by ``handoff_timeout``; see the module docstring)."""
         self.handoffs += 1
+        loop = self.host_loop
+        if loop is not None:
+            self._last_handoff = loop.time()
         if self.drained >= batch:
             return
         work = self.host_work

@@ -150,40 +150,59 @@ def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
     }
 
 
+def spawn_event(ev: actors.Spawned, p: actors.Process | None) -> tuple[M.SpawnEvent, tuple[Any, ...] | None]:
+    """A ``spawn`` event body, with the process's meta (:func:`meta_of`, also
+    returned) if it is still alive (``p``)."""
+    spawn: M.SpawnEvent = {
+        "ev": "spawn",
+        "pid": str(ev.pid),
+        "name": ev.name,
+        "label": ev.label,
+        "parent": pid_str(ev.parent),
+        "time": ev.time,
+    }
+    if p is None:
+        return spawn, None
+    meta = meta_of(p)
+    spawn.update(meta_dict(meta))
+    return spawn, meta
+
+
+def exit_event(
+    ev: actors.Exited, policy: RedactionPolicy, report: M.CrashReport | M.CrashReportError | None = None
+) -> M.ExitEvent:
+    """An ``exit`` event body (without ``report``). Given the exit's encoded
+    crash ``report``, its pid, reason and traceback texts are reused (the
+    same texts, capped and redacted the same way: worked out once); without
+    it, an exit that has a report gets its traceback from the drain."""
+    reason = ev.reason
+    if report is not None and "reason" in report and report["reason"] is not None:
+        pid, text, tb = report["pid"], report["reason"], report["traceback"]
+    else:
+        pid, text = str(ev.pid), redact_text(actors.format_reason(reason), policy)
+        tb = format_traceback(reason, policy) if ev.report is None or report is not None else None
+    return {
+        "ev": "exit",
+        "pid": pid,
+        "name": ev.name,
+        "label": ev.label,
+        "reason": text,
+        "reason_kind": reason_kind(reason),
+        "exception": type(reason).__name__ if isinstance(reason, BaseException) else None,
+        "traceback": tb,
+        "time": ev.time,
+    }
+
+
 def event_dict(ev: Any, node: actors.Node, policy: RedactionPolicy, encode_value: Any) -> M.Event | None:
     """A runtime event as a wire event body (:data:`messages.EVENTS`; ``t`` and
     ``seq`` are added when it is published); None for unknown types. The
     agent's own events (``loop_blocked``, ...) come in built and pass as they are."""
     t = type(ev)
     if t is actors.Spawned:
-        spawn: M.SpawnEvent = {
-            "ev": "spawn",
-            "pid": str(ev.pid),
-            "name": ev.name,
-            "label": ev.label,
-            "parent": pid_str(ev.parent),
-            "time": ev.time,
-        }
-        p = actors.find_process(node, ev.pid)
-        if p is None:
-            return spawn
-        meta = meta_dict(meta_of(p))
-        spawn_meta: M.SpawnEvent = {**spawn, **meta}
-        return spawn_meta
+        return spawn_event(ev, actors.find_process(node, ev.pid))[0]
     if t is actors.Exited:
-        exit_: M.ExitEvent = {
-            "ev": "exit",
-            "pid": str(ev.pid),
-            "name": ev.name,
-            "label": ev.label,
-            "reason": redact_text(actors.format_reason(ev.reason), policy),
-            "reason_kind": reason_kind(ev.reason),
-            "exception": type(ev.reason).__name__ if isinstance(ev.reason, BaseException) else None,
-            # with a crash report, the drain copies the report's (the same text)
-            "traceback": None if ev.report is not None else format_traceback(ev.reason, policy),
-            "time": ev.time,
-        }
-        return exit_
+        return exit_event(ev, policy)
     if t is actors.Restarted:
         restart: M.RestartEvent = {
             "ev": "restart",

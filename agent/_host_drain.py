@@ -118,9 +118,8 @@ def _write(agent: Agent) -> bool:
 
 
 def host_tick(agent: Agent) -> bool:
-    """Host loop, each heartbeat: the agent's periodic work (the watchdog
-    re-armed, sampling when due, the collector drained, fresh spawns
-    re-checked) on this thread if the agent's thread is parked; False
+    """Host loop, each heartbeat: the agent's periodic work (sampling when
+    due, the collector drained, fresh spawns re-checked) on this thread if the agent's thread is parked; False
     (nothing done: the tick's hand-off follows) if it is busy, stopping, a
     trace runs, or a blocked loop is to be reported as over. Never raises."""
     lock = agent.work_lock
@@ -138,7 +137,6 @@ def host_tick(agent: Agent) -> bool:
             or agent._blocked_since is not None
         ):
             return False
-        agent._arm_watchdog(agent.heartbeat + agent.block_threshold * 1.2)
         now = time.monotonic()
         c = agent.collector
         agent.holding = True

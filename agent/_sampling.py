@@ -186,13 +186,14 @@ class Sampling:
             return False
         rows, msgs = out
         self.messages_total += msgs
+        restarts, crashes = self.source.totals(self.restarts, self.crashes)
         stats: M.NodeStats = {
             "time": time.time(),
             "process_count": self.source.count(),
             "messages": msgs,
             "messages_total": self.messages_total,
-            "restarts": self.restarts,
-            "crashes": self.crashes,
+            "restarts": restarts,
+            "crashes": crashes,
             "loop_lag_ms": round(self._lag_max * 1000, 3),
             "events_dropped": self.events_dropped,
             "trace_dropped": self.collector.trace_dropped,

@@ -19,13 +19,14 @@ vanish mid-read are skipped).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import actors
 
 from . import protocol as P
-from ._encode import event_dict, format_traceback
+from ._encode import event_dict, exit_event, spawn_event
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -46,13 +47,31 @@ class Source:
     loop: asyncio.AbstractEventLoop
     """The host's event loop (it may change: see :meth:`AsyncioSource.retarget`)."""
 
+    hooks_on_demand: bool = False
+    """True if the hooks that feed ``agent.collector`` may wait for an
+    observer: :meth:`attach` then only binds the source to the agent, and the
+    agent calls :meth:`hook` as the first observer attaches and
+    :meth:`unhook` as the last one leaves, so that a node nobody watches pays
+    nothing for its agent (docs/protocol.md §11.1). False: :meth:`attach`
+    installs them for good (an asyncio source's task factory must see every
+    task from the start)."""
+
     def attach(self, agent: Agent) -> None:
-        """Install the host-side hooks that feed ``agent.collector``."""
+        """Install the host-side hooks that feed ``agent.collector`` (with
+        :attr:`hooks_on_demand`: only bind to ``agent``)."""
         raise NotImplementedError
 
     def detach(self) -> None:
         """Remove them (idempotent)."""
         raise NotImplementedError
+
+    def hook(self) -> None:
+        """:attr:`hooks_on_demand` sources: install the hooks (called once,
+        then not again before :meth:`unhook`; on the host loop's thread, or
+        on the agent's when that loop does not run its callbacks)."""
+
+    def unhook(self) -> None:
+        """:attr:`hooks_on_demand` sources: remove them (idempotent)."""
 
     def meta(self) -> dict[str, Any]:
         """``node_id``, ``started_at``, ``process_count`` and any kind-specific fields."""
@@ -96,6 +115,11 @@ class Source:
         """Whole-node figures added to each ``samples`` message."""
         return {}
 
+    def totals(self, restarts: int, crashes: int) -> tuple[int, int]:
+        """The node's running totals of restarts and crashes for ``samples``,
+        given what the agent counted going by: by default, those."""
+        return restarts, crashes
+
     def recheck(self) -> None:
         """Periodic re-check of freshly created units (agent thread)."""
 
@@ -123,11 +147,23 @@ class ActorsSource(Source):
         self.loop = node.loop
         self.agent: Agent | None = None
 
+    hooks_on_demand = True
+    """With no instrument registered the node builds no event and no crash
+    report at all (see :mod:`actors._events`): an agent nobody watches costs
+    the node nothing (unless it keeps crash reports for post-mortem dumps)."""
+
     def attach(self, agent: Agent) -> None:
         self.agent = agent
-        self.node.add_instrument(agent.collector)
 
     def detach(self) -> None:
+        self.unhook()
+
+    def hook(self) -> None:
+        # the node's instrument list is copy-on-write (one attribute store):
+        # safe from the agent's thread too, when the host's loop does not run
+        self.node.add_instrument(self._agent().collector)
+
+    def unhook(self) -> None:
         if self.agent is not None:
             self.node.remove_instrument(self.agent.collector)
 
@@ -152,6 +188,11 @@ class ActorsSource(Source):
         node = self.node
         return {n: str(pid) for n in node.registered() if (pid := node.whereis(n)) is not None}
 
+    def totals(self, restarts: int, crashes: int) -> tuple[int, int]:
+        # the runtime keeps them itself: right whether or not an observer was
+        # attached when they happened (the instrument is installed on attach)
+        return self.node.restarts_total, self.node.crashes_total
+
     def account(self, ev: Any) -> None:
         ag = self._agent()
         t = type(ev)
@@ -165,24 +206,27 @@ class ActorsSource(Source):
 
     def encode(self, ev: Any) -> Any:
         ag = self._agent()
-        d = event_dict(ev, self.node, ag.policy, ag._encode_value)
-        if d is None:
-            return None
-        if d["ev"] == "exit":
+        if type(ev) is actors.Spawned:
+            p = actors.find_process(self.node, ev.pid)
+            spawn, meta = spawn_event(ev, p)
+            if p is not None and meta is not None:  # what the observer now knows (a later change: an update)
+                ent = ag._cache.get(ev.pid.id)
+                if ent is None:
+                    ag._cache[ev.pid.id] = [spawn["pid"], None, meta, p.msgs_in]
+                else:
+                    ent[2] = meta
+            ag._fresh.append((ag._last_drain, ev.pid))
+            return spawn
+        if type(ev) is actors.Exited:
             ag._cache.pop(ev.pid.id, None)
             if ag.tracer.by_pid:
                 ag.tracer.exited(ev.pid)
             report = ev.report
-            if report is None:
-                d["report"] = None
-            else:
-                rep = d["report"] = ag.crash_log.note(report)
-                # the same text, capped and redacted the same way: once
-                d["traceback"] = rep["traceback"] if "traceback" in rep else format_traceback(ev.reason, ag.policy)
-        elif d["ev"] == "spawn":
-            ag._remember(ev.pid)
-            ag._fresh.append((ag._last_drain, ev.pid))
-        return d
+            rep = None if report is None else ag.crash_log.note(report)
+            d: dict[str, Any] = exit_event(ev, ag.policy, rep)  # type: ignore[assignment]
+            d["report"] = rep
+            return d
+        return event_dict(ev, self.node, ag.policy, ag._encode_value)
 
     def scan(self) -> tuple[list[list[Any]], int]:
         return self._agent()._scan()
@@ -191,8 +235,11 @@ class ActorsSource(Source):
         return self._agent()._scan_step(budget)
 
     def recheck(self) -> None:
+        # at most once a heartbeat (it is asked at every drain too): each
+        # check re-reads up to FRESH_MAX processes, ~0.5 ms on a churning
+        # node, which a crash storm paid twenty times a second
         ag = self._agent()
-        if ag._fresh:
+        if ag._fresh and time.monotonic() - ag._fresh_checked >= ag.heartbeat:
             ag._recheck_fresh()
 
     def owner(self, task: asyncio.Task[Any] | None) -> tuple[str | None, str | None]:

@@ -204,6 +204,11 @@ class MixedSource(ActorsSource):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.tasks.stats()}
 
+    def totals(self, restarts: int, crashes: int) -> tuple[int, int]:
+        # the node's own totals (whether or not an observer was attached) and the tasks' crashes
+        node_restarts, node_crashes = super().totals(restarts, crashes)
+        return node_restarts, node_crashes + self.tasks.crashes_total
+
     def recheck(self) -> None:
         super().recheck()
         self.tasks.recheck()

@@ -16,6 +16,13 @@
   bound the agent enforces per session (event bytes cap + write buffer
   high-water mark + one frame of slack).
 
+Round design (2026-12-06, issue 19): the order of the phases is reversed
+every other round (without, idle, with; then with, idle, without: the idle
+phase then follows the observer's leaving), each phase starts after a full
+``gc.collect()`` and 0.1 s of the workload, and the observer process is kept
+off the host thread's CPU (``PIN``; ``--no-pin`` to measure without). The
+workload, the baseline and the lengths are unchanged.
+
 ``details.agent_costs_per_round`` tells where the agent's cost comes from in
 each measured phase: batches of events and hand-offs a second, the host's
 time waiting in hand-offs (ms a second) and the agent thread's CPU (Linux).
@@ -29,19 +36,16 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import random
-import struct
 import sys
 import time
-import tracemalloc
 from typing import Any
 
 import actors
 import agent
-from agent import protocol as P
+from bench._agent_observers import TOKEN, reader_main, stalled_observer
 from bench._util import emit, machine, median, percentile, proc_cpu_seconds, progress, rnd
-
-TOKEN = "bench-token-0123456789abcdef"
 
 
 async def _pinger(proc: actors.Process, other: actors.Pid, counter: list[int]) -> None:
@@ -152,7 +156,75 @@ def _agent_costs(ag: agent.Agent) -> tuple[float, ...]:
         -1.0 if cpu is None else cpu,
         c.host_drains,
         c.host_ticks,
+        ag.watchdog_wakes,
     )
+
+
+PIN = True
+"""``--no-pin`` turns it off. With it (Linux, two CPUs or more), the observer
+process is kept off the host thread's CPU: the host thread (and the agent's
+thread, while it starts) on the first CPU, the observer on the others, the
+agent's thread then free to run anywhere. Unpinned, each write to the observer
+wakes it, and the scheduler often wakes it on the host's CPU, where it
+preempts the host (measured on the shared machine: a 40 µs send took 0.8-2 ms
+of the host's wall time, 53 µs pinned): the observer's work then counts as
+the agent's cost, a varying share from round to round. In production the
+observer is another process, usually on another machine."""
+
+
+def _cpus() -> tuple[set[int], set[int]] | None:
+    """(host CPUs, observer CPUs) for pinning, or None (not pinned)."""
+    if not PIN or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def _pin_observer() -> None:  # in the reader's process, before it runs
+    cpus = _cpus()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus[1])
+
+
+def _unpin_agent(ag: agent.Agent) -> None:
+    """The agent's thread inherited the host thread's CPU: let it run anywhere."""
+    thread = ag._thread
+    if _cpus() is not None and thread is not None and thread.native_id is not None:
+        try:
+            os.sched_setaffinity(thread.native_id, ALL_CPUS)
+        except OSError:
+            pass
+
+
+ALL_CPUS: set[int] = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+
+
+async def _start_reader(ag: agent.Agent, seconds: float, features: str) -> asyncio.subprocess.Process:
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench",
+        "agent",
+        "--reader",
+        str(ag.port),
+        str(seconds + 5),
+        features,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=_pin_observer,
+    )
+    await _reader_ready(reader)
+    return reader
+
+
+async def _settled() -> None:
+    """Before each measured phase: a full collection (each phase starts with
+    the same heap, not with the garbage of the last one) and a short run of the
+    workload, so that the phase does not begin with the collector's pause or a
+    cold start (an agent just started, a reader just gone)."""
+    gc.collect()
+    await asyncio.sleep(0.1)
 
 
 async def _throughput(
@@ -165,74 +237,104 @@ async def _throughput(
     host_us: list[float] | None = None,
     host_drain: bool = True,
 ) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``rounds`` rounds, each measuring the node without the agent, with the
+    agent and nobody attached (if ``idle`` is given), and with one observer
+    reading, the order reversed every other round (with, idle, without), so
+    that a drift of the machine over a round does not always favour the same
+    phase."""
     without: list[float] = []
     with_: list[float] = []
     ratios: list[float] = []
     latencies: list[float] = []
-    async with actors.Node(log_crashes=False) as node:
-        counter, _ = await _workload(node, pairs=4, kill_every=kill_every, seed=1)
-        await _phase(node, counter, 0.3)  # warm up
-        for r in range(rounds):
-            pa = await _measure(counter, seconds)
-            a = pa.rate
-            ag = agent.start(node, "127.0.0.1:0", token=TOKEN, host_drain=host_drain)
-            if idle is not None:  # the agent with nobody attached (its cost while no one watches)
-                await asyncio.sleep(0.2)
-                idle.append(await _phase(node, counter, seconds) / a)
-            reader = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench",
-                "agent",
-                "--reader",
-                str(ag.port),
-                str(seconds + 5),
-                features,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            await _reader_ready(reader)
-            await asyncio.sleep(0.2)  # snapshot delivered, steady state
-            t_start = time.time()
-            c0 = _agent_costs(ag)
-            pb = await _measure(counter, seconds, ag)
-            b = pb.rate
-            c1 = _agent_costs(ag)
-            us = _host_us_per_event(pa, pb)
-            if host_us is not None and us is not None:
-                host_us.append(us)
-            t_end = time.time()
-            if costs is not None:
-                dt = c1[0] - c0[0]
-                costs.append(
-                    {
-                        "batches_per_s": rnd((c1[1] - c0[1]) / dt),
-                        "handoffs_per_s": rnd((c1[2] - c0[2]) / dt),
-                        "handoff_wait_ms_per_s": rnd((c1[3] - c0[3]) * 1000 / dt),
-                        "host_drains_per_s": rnd((c1[5] - c0[5]) / dt),
-                        "host_ticks_per_s": rnd((c1[6] - c0[6]) / dt),
-                        "agent_thread_cpu_fraction": rnd((c1[4] - c0[4]) / dt) if c0[4] >= 0 else None,
-                        "host_cpu_fraction": rnd(pb.cpu / pb.wall),
-                        "events_per_s": rnd(pb.events / pb.wall),
-                        "host_us_per_event": rnd(us) if us is not None else None,
-                    }
+    pins = _cpus()
+    if pins is not None:
+        os.sched_setaffinity(0, pins[0])  # this thread: the host's (see PIN)
+    try:
+        async with actors.Node(log_crashes=False) as node:
+            counter, _ = await _workload(node, pairs=4, kill_every=kill_every, seed=1)
+            await _phase(node, counter, 0.3)  # warm up
+            for r in range(rounds):
+                forward = r % 2 == 0
+                pa: Phase | None = None
+                idle_rate: float | None = None
+                if forward:
+                    await _settled()
+                    pa = await _measure(counter, seconds)
+                ag = agent.start(node, "127.0.0.1:0", token=TOKEN, host_drain=host_drain)
+                _unpin_agent(ag)
+                if idle is not None and forward:  # the agent with nobody attached (its cost while no one watches)
+                    await _settled()
+                    idle_rate = (await _measure(counter, seconds)).rate
+                reader = await _start_reader(ag, seconds, features)
+                await asyncio.sleep(0.2)  # snapshot delivered, steady state
+                await _settled()
+                t_start = time.time()
+                c0 = _agent_costs(ag)
+                pb = await _measure(counter, seconds, ag)
+                c1 = _agent_costs(ag)
+                t_end = time.time()
+                reader.terminate()
+                out, _ = await reader.communicate()
+                if not forward:
+                    if idle is not None:  # the observer gone: nobody attached again
+                        await _wait_detached(ag)
+                        await _settled()
+                        idle_rate = (await _measure(counter, seconds)).rate
+                    ag.stop()
+                    await _settled()
+                    pa = await _measure(counter, seconds)
+                else:
+                    ag.stop()
+                assert pa is not None
+                a, b = pa.rate, pb.rate
+                if idle is not None and idle_rate is not None:
+                    idle.append(idle_rate / a)
+                us = _host_us_per_event(pa, pb)
+                if host_us is not None and us is not None:
+                    host_us.append(us)
+                if costs is not None:
+                    dt = c1[0] - c0[0]
+                    costs.append(
+                        {
+                            "order": "without, idle, with" if forward else "with, idle, without",
+                            "batches_per_s": rnd((c1[1] - c0[1]) / dt),
+                            "handoffs_per_s": rnd((c1[2] - c0[2]) / dt),
+                            "handoff_wait_ms_per_s": rnd((c1[3] - c0[3]) * 1000 / dt),
+                            "host_drains_per_s": rnd((c1[5] - c0[5]) / dt),
+                            "host_ticks_per_s": rnd((c1[6] - c0[6]) / dt),
+                            "watchdog_wakes_per_s": rnd((c1[7] - c0[7]) / dt),
+                            "agent_thread_cpu_fraction": rnd((c1[4] - c0[4]) / dt) if c0[4] >= 0 else None,
+                            "host_cpu_fraction": rnd(pb.cpu / pb.wall),
+                            "events_per_s": rnd(pb.events / pb.wall),
+                            "host_us_per_event": rnd(us) if us is not None else None,
+                        }
+                    )
+                res = json.loads(out.decode().strip().splitlines()[-1])
+                # crashes that happened during the measured phase (steady state:
+                # not the ones queued behind the attach-time snapshot)
+                res["crash_latencies_ms"] = [ms for t, ms in res["crash_latencies_ms"] if t_start <= t <= t_end]
+                latencies += res["crash_latencies_ms"]
+                without.append(a)
+                with_.append(b)
+                ratios.append(b / a)
+                progress(
+                    f"round {r + 1}/{rounds}: without {a:,.0f} rt/s, with agent {b:,.0f} rt/s, "
+                    f"ratio {b / a:.3f}"
+                    + (f", idle {idle[-1]:.3f}" if idle else "")
+                    + f", {res['messages']} msgs read, {len(res['crash_latencies_ms'])} crashes, "
+                    f"crash-to-observer p50/p99/max {_pcts(res['crash_latencies_ms'])} ms"
                 )
-            reader.terminate()
-            out, _ = await reader.communicate()
-            ag.stop()
-            res = json.loads(out.decode().strip().splitlines()[-1])
-            # crashes that happened during the measured phase (steady state:
-            # not the ones queued behind the attach-time snapshot)
-            res["crash_latencies_ms"] = [ms for t, ms in res["crash_latencies_ms"] if t_start <= t <= t_end]
-            latencies += res["crash_latencies_ms"]
-            without.append(a)
-            with_.append(b)
-            ratios.append(b / a)
-            progress(
-                f"round {r + 1}/{rounds}: without {a:,.0f} rt/s, with agent {b:,.0f} rt/s, "
-                f"ratio {b / a:.3f}, {res['messages']} msgs read, {len(res['crash_latencies_ms'])} crashes, "
-                f"crash-to-observer p50/p99/max {_pcts(res['crash_latencies_ms'])} ms"
-            )
+    finally:
+        if pins is not None:
+            os.sched_setaffinity(0, ALL_CPUS)
     return without, with_, ratios, latencies
+
+
+async def _wait_detached(ag: agent.Agent) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while ag.sessions and loop.time() < deadline:  # noqa: ASYNC110 - the agent's list of sessions signals nothing
+        await asyncio.sleep(0.01)
 
 
 def _pcts(xs: list[float]) -> str:
@@ -241,115 +343,16 @@ def _pcts(xs: list[float]) -> str:
     return f"{percentile(xs, 50):.1f}/{percentile(xs, 99):.1f}/{max(xs):.1f}"
 
 
-async def _stalled(events: int) -> dict[str, Any]:
-    async with actors.Node(log_crashes=False) as node:
-        ag = agent.start(node, "127.0.0.1:0", token=TOKEN)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", ag.port)
-            (n,) = struct.unpack(">I", await reader.readexactly(4))
-            hello = P.decode_payload(await reader.readexactly(n))
-            nonce, observer_id = "d" * 32, "stalled-bench-observer"
-            mac = P.client_mac(
-                TOKEN.encode(),
-                hello["nonce"],
-                nonce,
-                "operator",
-                agent_id=str(hello["agent"]),
-                observer_id=observer_id,
-                channel=P.channel_binding(None),
-            )
-            auth: P.AuthMsg = {
-                "t": "auth",
-                "version": P.VERSION,
-                "nonce": nonce,
-                "observer": observer_id,
-                "role": "operator",
-                "mac": mac,
-            }
-            writer.write(P.encode_frame(auth))
-            await writer.drain()
-            await asyncio.sleep(0.2)
-            gc.collect()
-            tracemalloc.start()
-            base = _agent_bytes(tracemalloc.take_snapshot())
-            peak = 0
-            done = 0
-            while done < events:
-                batch = [node.spawn(_worker) for _ in range(500)]
-                for p in batch:
-                    node.exit(p, "kill")
-                done += 1000
-                await asyncio.sleep(0)
-                if done % 10000 == 0:
-                    await asyncio.sleep(0.05)
-                    peak = max(peak, _agent_bytes(tracemalloc.take_snapshot()) - base)
-            await asyncio.sleep(0.5)
-            gc.collect()
-            held = _agent_bytes(tracemalloc.take_snapshot()) - base
-            tracemalloc.stop()
-            s = ag.sessions[0] if ag.sessions else None
-            if s is None or not s.ready:
-                raise RuntimeError("the stalled observer was not attached: the figure would measure nothing")
-            info = {
-                "held_bytes": max(held, peak),
-                "held_at_end": held,
-                "peak_during_churn": peak,
-                "session_peak_events": s.peak_events if s else None,
-                "session_event_bytes": s.event_bytes if s else None,
-                "session_dropped": s.dropped if s else None,
-                "write_buffer": s.writer.transport.get_write_buffer_size() if s else None,
-                "how": "tracemalloc, allocations made from agent/ and asyncio/ code (the agent's queues, "
-                "encoded frames and socket buffers), peak over the churn minus before",
-            }
-            writer.close()
-            return info
-        finally:
-            ag.stop()
-
-
-async def _reader_main(port: int, seconds: float, features: str) -> None:
-    feats = tuple(f for f in features.split(",") if f and f != "none")
-    client = await agent.client.AgentClient.connect("127.0.0.1", port, token=TOKEN, features=feats)
-    await client.read_snapshot()
-    print("ready", flush=True)
-    lat: list[list[float]] = []  # [event time, latency ms]
-    n = 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    try:
-        while loop.time() < deadline:
-            try:
-                msg = await client.next_message(0.5)
-            except TimeoutError:
-                continue
-            n += 1
-            if msg.get("t") == "ev" and msg.get("ev") == "exit":
-                lat.append([msg["time"], (time.time() - msg["time"]) * 1000])
-    except asyncio.CancelledError:
-        pass
-    finally:
-        print(json.dumps({"crash_latencies_ms": lat, "messages": n}), flush=True)
-        await client.close()
-
-
-def _agent_bytes(snap: tracemalloc.Snapshot) -> int:
-    """Bytes currently allocated from the agent's own code and asyncio's streams."""
-    total = 0
-    for stat in snap.statistics("filename"):
-        name = stat.traceback[0].filename
-        if "/agent/" in name or "/asyncio/" in name:
-            total += stat.size
-    return total
-
-
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench agent")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
     ap.add_argument("--reader", nargs=3, metavar=("PORT", "SECONDS", "FEATURES"), help=argparse.SUPPRESS)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="how phases are timed (see CLOCK)")
+    ap.add_argument("--no-pin", action="store_true", help="do not keep the observer off the host's CPU (see PIN)")
     args = ap.parse_args(argv)
-    global CLOCK
+    global CLOCK, PIN
     CLOCK = args.clock
+    PIN = not args.no_pin
     if args.reader:
         import signal
 
@@ -357,13 +360,14 @@ def main(argv: list[str]) -> int:
             task = asyncio.current_task()
             assert task is not None
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            await _reader_main(int(args.reader[0]), float(args.reader[1]), args.reader[2])
+            await reader_main(int(args.reader[0]), float(args.reader[1]), args.reader[2])
 
         try:
             asyncio.run(run_reader())
         except asyncio.CancelledError:
             pass
         return 0
+    pins = _cpus()
     rounds, seconds, events = (2, 0.5, 20_000) if args.quick else (9, 2.0, 100_000)
     progress(f"agent: {rounds} rounds of {seconds}s per phase")
     idle: list[float] = []
@@ -394,7 +398,7 @@ def main(argv: list[str]) -> int:
         _throughput(storm_rounds, seconds, None, None, kill_every=0.001, host_us=old_storm_us, host_drain=False)
     )
     progress(f"stalled observer: {events:,} lifecycle events")
-    stalled = asyncio.run(_stalled(events))
+    stalled = asyncio.run(stalled_observer(events))
     bound = (3 << 20) + 256 * 1024 + (1 << 20)
     result = {
         "throughput_with_agent_ratio": rnd(median(ratios)),
@@ -423,6 +427,7 @@ def main(argv: list[str]) -> int:
             "crashes_measured": len(lat),
             "agent_costs_per_round": costs,
             "clock": CLOCK,
+            "pinned": None if pins is None else {"host": sorted(pins[0]), "observer": sorted(pins[1])},
             "host_us_per_event_per_round": [rnd(x) for x in host_us],
             "event_storm": {
                 "kill_every_s": 0.001,

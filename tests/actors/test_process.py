@@ -291,6 +291,42 @@ async def test_suspend_queues_messages_until_resume() -> None:
         await wait_until(lambda: out == [1, 2])
 
 
+async def test_suspend_after_a_send_woke_the_process_keeps_the_message_queued() -> None:
+    # the send wakes the waiting receive; the suspend comes before the process
+    # runs again: the receive must not take the message until resume
+    async with A.Node() as node:
+        out: list[Any] = []
+        pid = node.spawn(_collector, out, 2)
+        await wait_until(lambda: node.info(pid).status == "waiting")
+        node.send(pid, 1)
+        node.suspend(pid)
+        for _ in range(5):  # loop iterations in which the woken process would run
+            await asyncio.sleep(0)
+        assert out == [] and node.info(pid).mailbox_len == 1
+        node.resume(pid)
+        node.send(pid, 2)
+        await wait_until(lambda: out == [1, 2])
+
+
+async def test_receive_takes_match_and_timeout_positionally() -> None:
+    async with A.Node() as node:
+        got: list[Any] = []
+
+        async def body(proc: A.Process) -> None:
+            try:
+                await proc.receive(None, 0)
+            except A.ReceiveTimeout:
+                got.append("timeout")
+            got.append(await proc.receive(lambda m: m == "b", 5.0))
+            got.append(await proc.receive())
+
+        pid = node.spawn(body)
+        await wait_until(lambda: got == ["timeout"])
+        node.send(pid, "a")
+        node.send(pid, "b")
+        await wait_until(lambda: got == ["timeout", "b", "a"])
+
+
 async def test_info_counts_messages_and_stack_has_file_line() -> None:
     async with A.Node() as node:
         echo = node.spawn(_echo, label="Echo")
