@@ -248,9 +248,9 @@ class HistoryStore:
 
     # -- ingest (the database's writer thread) --------------------------------------------------
 
-    def _push(self, sql: str, row: tuple[Any, ...]) -> None:
+    def _push(self, sql: str, row: tuple[Any, ...], size: int = 0) -> None:
         if not self._muted:
-            self.db.buffer(sql, row)
+            self.db.buffer(sql, row, size=size)
         elif sql == crash_db.INSERT_SQL:  # another observer writes it: heard here all the same
             self._rows_committed([(sql, row)])
 
@@ -340,7 +340,7 @@ class HistoryStore:
         # for the writer goes through between two slices (observer/db/database.py, "Priority")
         body = checkpoint_json(st.state, self.db.run_urgent)
         when = at if at is not None else (st.last_time or time.time())
-        self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body))
+        self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body), len(body))
         st.since_cp = 0
         st.last_cp = time.monotonic()
         st.next_cp = self._due(st, st.last_cp)

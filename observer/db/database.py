@@ -101,6 +101,7 @@ class Database:
         *,
         batch_interval: float = 0.1,
         batch_rows: int = 500,
+        batch_bytes: int = 8 << 20,
         max_pending: int = 100_000,
         retry_interval: float = 5.0,
         readers: int = 4,
@@ -111,6 +112,8 @@ class Database:
         self.backend = backend
         self.batch_interval = batch_interval
         self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self._backlog_bytes = 0
         self.max_pending = max_pending
         self.retry_interval = retry_interval
         self.readers = readers
@@ -301,9 +304,14 @@ class Database:
             except self._errors as exc:
                 self._fail(exc)
 
-    def buffer(self, sql: str, row: tuple[Any, ...]) -> None:
-        """(Writer thread only.) Add one write-behind row; the oldest are dropped past ``max_pending``."""
+    def buffer(self, sql: str, row: tuple[Any, ...], *, size: int = 0) -> None:
+        """(Writer thread only.) Add one write-behind row; the oldest are dropped past ``max_pending``.
+        ``size``: the bytes of a big row (a checkpoint); past ``batch_bytes`` of them the
+        batch is committed after the queued item that buffered them, not at the end of the
+        round: a round of twenty 7 MB checkpoints is not one transaction of 140 MB that a
+        login would wait for, nor 140 MB held in memory."""
         self._backlog.append((sql, row))
+        self._backlog_bytes += size
         while len(self._backlog) > self.max_pending:
             self._backlog.popleft()
             self._dropped += 1
@@ -347,6 +355,8 @@ class Database:
                         waiters.append(it[1])
                     elif kind == _CLOSE:
                         stop = True
+                    if self._backlog_bytes >= self.batch_bytes and self._error is None:
+                        self._write_backlog()
                 except Exception:  # never let one odd item kill the writer
                     log.exception("database writer: could not run %.200r", it)
             try:
@@ -499,6 +509,7 @@ class Database:
             return
         for _ in range(len(rows)):
             self._backlog.popleft()
+        self._backlog_bytes = 0
         self._written += len(rows)
         self._recovered()
         for hook in self._commit_hooks:

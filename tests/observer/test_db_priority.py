@@ -159,3 +159,31 @@ def test_timed_checkpoints_of_nodes_attached_together_are_spread_over_the_interv
         assert timed[-1] - timed[0] >= interval / 4, f"not spread: {[round(t - start, 2) for t in timed]}"
     finally:
         store.close()
+
+
+def test_big_rows_are_committed_after_the_item_that_buffered_them(tmp_path: Path) -> None:
+    store = HistoryStore(str(tmp_path / "history.db"))
+    db = store.db
+    db.batch_bytes = 1000
+    first, gate, busy = threading.Event(), threading.Event(), threading.Event()
+
+    def checkpoint() -> None:  # as the store does: a checkpoint's body counts its bytes
+        db.buffer(history_db.CHECKPOINT_SQL, ("n1", 1.0, 1, 1, '{"v":2}'), size=2000)
+
+    def hold() -> None:
+        busy.set()
+        gate.wait(10)
+
+    try:
+        db.call_soon(first.wait, 10)
+        wait_for(lambda: db.stats()["pending"] == 0, what="the writer to take the first item")
+        db.call_soon(checkpoint)
+        db.call_soon(hold)  # queued together: the writer's next round holds both
+        first.set()
+        wait_for(busy.is_set, what="the writer to be busy")
+        rows = db.execute("SELECT node, json FROM checkpoints")
+        assert rows == [{"node": "n1", "json": '{"v":2}'}], "the big row waited for the end of the round"
+    finally:
+        first.set()
+        gate.set()
+        store.close()
