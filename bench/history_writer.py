@@ -1,11 +1,12 @@
 """The history writer after a big attach: logins behind checkpoints, and the checkpoint burst.
 
-    python -m bench history_writer [--nodes 20] [--processes 5000] [--interval 10] [--seconds 25]
+    python -m bench history_writer [--nodes 20] [--processes 5000] [--interval 10] [--seconds 25] [--rate 100]
 
 In this process (no server, no agent): a :class:`observer.store.HistoryStore` on
 a fresh SQLite file is fed ``--nodes`` snapshots of ``--processes`` each at the
-same instant (an observer attaching to them all), then a trickle of events on
-every node (so every node has something to checkpoint each interval) for
+same instant (an observer attaching to them all), then ``--rate`` events a
+second on every node (enough that every node's timed checkpoint is due each
+interval: a tenth of its processes, see ``HistoryStore._worth``) for
 ``--seconds``, with timed checkpoints every ``--interval`` seconds. Meanwhile a
 "login" thread writes a session row (:func:`observer.db.sessions.create`, what
 ``POST /login`` waits for) every 0.2 s.
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--processes", type=int, default=5000, help="per node")
     ap.add_argument("--interval", type=float, default=10.0, help="checkpoint_interval (s)")
     ap.add_argument("--seconds", type=float, default=25.0, help="how long the events trickle after the attach")
+    ap.add_argument("--rate", type=float, default=100.0, help="events per second on each node")
     a = ap.parse_args(argv)
     procs = _records(a.processes)
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +113,11 @@ def main(argv: list[str]) -> int:
         cpu: list[tuple[float, float]] = []
         seq = 2
         while time.monotonic() - attached < a.seconds:
-            for n in range(a.nodes):
-                pid = f"<0.{seq % a.processes}.0>"
-                store.record(f"n{n}", {"t": "ev", "seq": seq, "ev": "status", "pid": pid, "status": "running"})
-            seq += 1
+            for _ in range(max(1, round(a.rate * 0.05))):
+                for n in range(a.nodes):
+                    pid = f"<0.{seq % a.processes}.0>"
+                    store.record(f"n{n}", {"t": "ev", "seq": seq, "ev": "status", "pid": pid, "status": "running"})
+                seq += 1
             cpu.append((time.monotonic(), _thread_cpu(writer.ident)))
             time.sleep(0.05)
         stop.set()

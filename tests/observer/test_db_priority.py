@@ -187,3 +187,39 @@ def test_big_rows_are_committed_after_the_item_that_buffered_them(tmp_path: Path
         first.set()
         gate.set()
         store.close()
+
+
+def test_a_quiet_big_node_is_not_checkpointed_again_for_a_few_events(tmp_path: Path) -> None:
+    interval = 0.3
+    store = HistoryStore(str(tmp_path / "history.db"), checkpoint_interval=interval)
+    counts: dict[str, int] = {}
+
+    def committed(rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        for sql, row in rows:
+            if sql == history_db.CHECKPOINT_SQL:
+                counts[row[0]] = counts.get(row[0], 0) + 1
+
+    store.db.on_commit(committed)
+    try:
+        sups = [sup("<0.1.0>")]
+        workers = [rec(f"<0.{i}.0>", supervisor="<0.1.0>", child_id=f"w{i}") for i in range(2, 1002)]
+        for node in ("big", "small"):
+            for m in snapshot(linked(sups + (workers if node == "big" else workers[:5])), seq=1):
+                store.record(node, m)
+        for seq in range(2, 7):  # five events each: a tenth of "small", not of "big"
+            for node in ("big", "small"):
+                store.record(node, ev("status", seq, pid="<0.2.0>", status="running"))
+        assert store.flush()
+        wait_for(lambda: counts.get("small", 0) >= 2, timeout=20, what="the small node's timed checkpoint")
+        # the absence of a checkpoint: let three intervals pass (the big node's turn comes and goes)
+        threading.Event().wait(3 * interval)
+        assert store.flush()
+        assert counts.get("big") == 1, "a checkpoint of 1,000 processes for five events"
+        for seq in range(7, 120):  # a hundred more events: now worth it
+            store.record("big", ev("status", seq, pid="<0.2.0>", status="running"))
+        wait_for(lambda: counts.get("big", 0) >= 2, timeout=20, what="the big node's timed checkpoint")
+        assert store.flush()
+        at = store.tree_at("big", time.time())
+        assert at is not None and at["replayed"] < 120 and len(at["procs"]) == 1001
+    finally:
+        store.close()
