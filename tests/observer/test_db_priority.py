@@ -14,6 +14,7 @@ from typing import Any
 from observer.db import history as history_db
 from observer.db import sessions as session_db
 from observer.model import checkpoint_json, replay
+from observer.sessions import SessionStore
 from observer.store import HistoryStore
 from tests.observer import ev, linked, rec, snapshot, sup, wait_for
 
@@ -64,9 +65,9 @@ def test_a_login_goes_through_while_the_writer_is_busy_with_checkpoints(tmp_path
             db.call_soon(checkpoint_work)
         wait_for(busy.is_set, what="the writer to start on the checkpoints")
 
-        # a login: its session row (blocking), then the audit row of an action
+        # a login (what POST /login does: its session row, blocking), then an action's audit row
         t0 = time.monotonic()
-        session_db.create(db, _session("s1"))
+        sid = SessionStore(db).start("the-token", "ops", "admin", addr="127.0.0.1", agent="test")
         login = time.monotonic() - t0
         t0 = time.monotonic()
         aid = store.audit("ops", "127.0.0.1", "kill", "<0.5.0>", node="n1")
@@ -80,7 +81,7 @@ def test_a_login_goes_through_while_the_writer_is_busy_with_checkpoints(tmp_path
         assert still_queued > n // 2, "the bulk work was over: the test proved nothing"
         # nothing lost, nothing reordered within the bulk lane
         assert store.flush(30)
-        row = session_db.get(db, "s1")
+        row = session_db.get(db, sid)
         assert row is not None and row["who"] == "ops"
         assert [a["id"] for a in store.audits()] == [aid]
     finally:
