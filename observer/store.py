@@ -29,7 +29,8 @@ Time travel
     The writer folds the stream per node with the live model's reducer
     (:mod:`observer.model.history`) and writes the state as a checkpoint at
     every snapshot and every ``checkpoint_events`` events or
-    ``checkpoint_interval`` seconds. :meth:`HistoryStore.tree_at` restores the
+    ``checkpoint_interval`` seconds (staggered: each node at its own phase of
+    the interval, see :meth:`HistoryStore._tick`). :meth:`HistoryStore.tree_at` restores the
     last checkpoint at or before ``t`` and replays the stored messages up to
     ``t`` with the same reducer, so it draws what the live model showed then.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -73,11 +75,20 @@ def _event_pid(ev: dict[str, Any]) -> str | None:
     return str(p) if p is not None else None
 
 
+_GOLDEN = 0.6180339887498949
+"""The nodes' checkpoint phases: the i-th node seen is at ``frac(i * _GOLDEN)`` of the
+interval, a sequence that spreads any number of nodes evenly (no two close together)."""
+
+
 class _NodeState:
-    def __init__(self) -> None:
+    def __init__(self, phase: float) -> None:
         self.state: State = history_state()
         self.since_cp = 0
         self.last_cp = time.monotonic()
+        self.phase = phase
+        """Where in ``checkpoint_interval`` this node's timed checkpoints fall (0 to 1)."""
+        self.next_cp = 0.0
+        """When (monotonic) the next timed checkpoint is due (see ``HistoryStore._due``)."""
         self.last_time = 0.0
         self.recording = False
         """Whether this observer wrote the node's history at its last message (see ``_records``)."""
@@ -237,17 +248,45 @@ class HistoryStore:
 
     # -- ingest (the database's writer thread) --------------------------------------------------
 
-    def _push(self, sql: str, row: tuple[Any, ...]) -> None:
+    def _push(self, sql: str, row: tuple[Any, ...], size: int = 0) -> None:
         if not self._muted:
-            self.db.buffer(sql, row)
+            self.db.buffer(sql, row, size=size)
         elif sql == crash_db.INSERT_SQL:  # another observer writes it: heard here all the same
             self._rows_committed([(sql, row)])
 
     def _tick(self, now: float) -> None:
+        """The timed checkpoints, staggered: each node has its own phase in the interval
+        (``_NodeState.phase``), and one tick writes at most one (the writer ticks every
+        ``batch_interval`` at least), so twenty nodes attached together do not all
+        checkpoint in the same second every minute, stalling the writer (and the
+        updates, which share the GIL with it) for the time of twenty."""
         for node, st in self._nodes.items():
-            if st.since_cp and now - st.last_cp >= self.checkpoint_interval and st.recording:
-                self._muted = False
-                self._checkpoint(node, st)
+            if not (st.since_cp and now >= st.next_cp and st.recording):
+                continue
+            if st.since_cp < self._worth(st):  # too few events yet: try again at its next phase
+                st.next_cp = self._due(st, now, gap=0.0)
+                continue
+            self._muted = False
+            self._checkpoint(node, st)
+            return
+
+    def _worth(self, st: _NodeState) -> int:
+        """How many events a timed checkpoint must cover to be written: a tenth of the node's
+        processes (at most ``checkpoint_events``). A checkpoint costs time and room in
+        proportion to the node's size (7 MB and ~0.5 s of the writer for 50,000 processes);
+        what it saves is the replay of the events since the last one, so a quiet big node is
+        not written out again every interval: :meth:`tree_at` replays at most that many
+        events on top of the checkpoint it restores, a tenth of the restore's own work."""
+        return max(1, min(self.checkpoint_events, len(st.state.graph) // 10))
+
+    def _due(self, st: _NodeState, now: float, *, gap: float | None = None) -> float:
+        """The first time of the node's phase at least ``gap`` after ``now`` (by default half an
+        interval: after a checkpoint, the next is between 0.5 and 1.5 intervals away)."""
+        iv = self.checkpoint_interval
+        if iv <= 0:
+            return now
+        k = math.floor((now + (iv / 2 if gap is None else gap)) / iv - st.phase) + 1
+        return (k + st.phase) * iv
 
     def _records(self, node: str, st: _NodeState, msg: dict[str, Any]) -> bool:
         """Whether this observer writes ``node``'s history. In a database shared by
@@ -270,7 +309,8 @@ class HistoryStore:
         self._recorded += 1
         st = self._nodes.get(node)
         if st is None:
-            st = self._nodes[node] = _NodeState()
+            st = self._nodes[node] = _NodeState((len(self._nodes) * _GOLDEN) % 1.0)
+            st.next_cp = self._due(st, st.last_cp)
         self._muted = not self._records(node, st, msg)
         t = msg.get("t")
         if t == "ev":
@@ -309,11 +349,14 @@ class HistoryStore:
             self._checkpoint(node, st)
 
     def _checkpoint(self, node: str, st: _NodeState, at: float | None = None) -> None:
-        body = checkpoint_json(st.state)  # encoded in slices: the live pushes are not held up meanwhile
+        # encoded in slices: the live pushes are not held up meanwhile, and a login waiting
+        # for the writer goes through between two slices (observer/db/database.py, "Priority")
+        body = checkpoint_json(st.state, self.db.run_urgent)
         when = at if at is not None else (st.last_time or time.time())
-        self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body))
+        self._push(history_db.CHECKPOINT_SQL, (node, when, st.state.seq, len(st.state.graph), body), len(body))
         st.since_cp = 0
         st.last_cp = time.monotonic()
+        st.next_cp = self._due(st, st.last_cp)
 
     # -- reading (any thread) --------------------------------------------------------------------
 

@@ -20,6 +20,19 @@ Threading rules
     readers never block the writer) and see what has been committed: call
     :meth:`Database.flush` first to include everything queued so far.
 
+Priority
+    Blocking writes (:meth:`Database.execute_write_fn`: a login's session row,
+    an audit row, a revocation) are small and a person waits for them; the
+    queue may hold seconds of bulk work (a thousand nodes' events, the
+    checkpoints of a million processes just attached). They take a lane of
+    their own: the writer runs them before its next queued item, and long
+    work on the writer thread calls :meth:`Database.run_urgent` between its
+    slices, so a login waits for at most one slice, not for the queue. Still
+    one writer, one connection, one transaction at a time: a blocking write
+    commits on its own, never inside the write-behind batch, and nothing is
+    reordered within a lane (a blocking write is committed before its caller
+    goes on, so nothing it queues afterwards can overtake it).
+
 Failure
     If the database cannot be written (disk full, read-only file, size cap
     reached), the error is logged once, buffered rows are kept in memory (up
@@ -70,7 +83,7 @@ log = logging.getLogger("observer.db")
 
 T = TypeVar("T")
 
-_CALL, _ROW, _WRITE_FN, _FLUSH, _CLOSE = range(5)
+_CALL, _ROW, _FLUSH, _CLOSE, _WAKE = range(5)
 _DRAIN = 5000
 """Queue items handled between two looks at the clock (and two commits)."""
 
@@ -88,6 +101,7 @@ class Database:
         *,
         batch_interval: float = 0.1,
         batch_rows: int = 500,
+        batch_bytes: int = 8 << 20,
         max_pending: int = 100_000,
         retry_interval: float = 5.0,
         readers: int = 4,
@@ -98,6 +112,8 @@ class Database:
         self.backend = backend
         self.batch_interval = batch_interval
         self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self._backlog_bytes = 0
         self.max_pending = max_pending
         self.retry_interval = retry_interval
         self.readers = readers
@@ -107,6 +123,7 @@ class Database:
         self._claims_asked: set[str] = set()
         self._errors: tuple[type[BaseException], ...] = (*backend.errors, OSError)
         self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._urgent: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]]] = queue.SimpleQueue()
         self._backlog: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._ticks: list[Callable[[float], None]] = []
         self._commit_hooks: list[Callable[[list[tuple[str, tuple[Any, ...]]]], None]] = []
@@ -173,8 +190,9 @@ class Database:
             self._write_fn(fn, fut)
         elif self._closed:
             raise StoreError(f"the database {self.backend.describe()} is closed")
-        else:
-            self._q.put((_WRITE_FN, fn, fut))
+        else:  # the fast lane: ahead of the queued bulk work (see "Priority" in the module docstring)
+            self._urgent.put((fn, fut))
+            self._q.put((_WAKE,))  # an idle writer waits on the queue: wake it
         try:
             return fut.result(timeout)
         except TimeoutError as exc:
@@ -192,6 +210,21 @@ class Database:
         done = threading.Event()
         self._q.put((_FLUSH, done))
         return done.wait(timeout) and not self._backlog
+
+    def run_urgent(self) -> None:
+        """(Writer thread only.) Run the blocking writes waiting now (:meth:`execute_write_fn`),
+        each in its own transaction. The writer calls it between queued items; a long piece of
+        work run on the writer thread (a checkpoint of a big node) calls it now and then, so
+        that a login does not wait for the end of it. Does nothing inside a write function."""
+        if self._in_write or threading.current_thread() is not self._thread:
+            return
+        while True:
+            try:
+                fn, fut = self._urgent.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                self._write_fn(fn, fut)
 
     def on_tick(self, fn: Callable[[float], None]) -> None:
         """Call ``fn(time.monotonic())`` on the writer thread after each round of
@@ -271,9 +304,14 @@ class Database:
             except self._errors as exc:
                 self._fail(exc)
 
-    def buffer(self, sql: str, row: tuple[Any, ...]) -> None:
-        """(Writer thread only.) Add one write-behind row; the oldest are dropped past ``max_pending``."""
+    def buffer(self, sql: str, row: tuple[Any, ...], *, size: int = 0) -> None:
+        """(Writer thread only.) Add one write-behind row; the oldest are dropped past ``max_pending``.
+        ``size``: the bytes of a big row (a checkpoint); past ``batch_bytes`` of them the
+        batch is committed after the queued item that buffered them, not at the end of the
+        round: a round of twenty 7 MB checkpoints is not one transaction of 140 MB that a
+        login would wait for, nor 140 MB held in memory."""
         self._backlog.append((sql, row))
+        self._backlog_bytes += size
         while len(self._backlog) > self.max_pending:
             self._backlog.popleft()
             self._dropped += 1
@@ -308,18 +346,23 @@ class Database:
             for it in batch:
                 kind = it[0]
                 try:
+                    self.run_urgent()
                     if kind == _CALL:
                         it[1](*it[2])
                     elif kind == _ROW:
                         self.buffer(it[1], it[2])
-                    elif kind == _WRITE_FN:
-                        self._write_fn(it[1], it[2])
                     elif kind == _FLUSH:
                         waiters.append(it[1])
                     elif kind == _CLOSE:
                         stop = True
+                    if self._backlog_bytes >= self.batch_bytes and self._error is None:
+                        self._write_backlog()
                 except Exception:  # never let one odd item kill the writer
                     log.exception("database writer: could not run %.200r", it)
+            try:
+                self.run_urgent()
+            except Exception:
+                log.exception("database writer: a blocking write failed")
             now = time.monotonic()
             for tick in self._ticks:
                 try:
@@ -339,7 +382,15 @@ class Database:
                 self._write_backlog()
             for w in waiters:
                 w.set()
+        self.run_urgent()  # asked for before the close: done, not dropped
         self._close_writer()
+        while True:  # asked for after it (a race with close()): refused, not left waiting
+            try:
+                _, fut = self._urgent.get_nowait()
+            except queue.Empty:
+                break
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(StoreError(f"the database {self.backend.describe()} is closed"))
 
     def _open(self) -> None:
         conn = self.backend.connect(write=True)
@@ -458,6 +509,7 @@ class Database:
             return
         for _ in range(len(rows)):
             self._backlog.popleft()
+        self._backlog_bytes = 0
         self._written += len(rows)
         self._recovered()
         for hook in self._commit_hooks:

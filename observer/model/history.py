@@ -40,7 +40,7 @@ import json
 import operator
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .records import FIELDS, Proc
@@ -137,18 +137,26 @@ def checkpoint(state: State) -> dict[str, Any]:
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
-def checkpoint_json(state: State) -> str:
+def checkpoint_json(state: State, pause: Callable[[], None] | None = None) -> str:
     """:func:`checkpoint` as compact JSON (``default=str``), encoded a slice of
     :data:`JSON_SLICE` records at a time: one ``json.dumps`` of a 50,000-process
     checkpoint holds the GIL for tens of milliseconds, and the history writer's
     thread must not stall the live pushes that long (twenty such nodes
-    checkpoint every minute)."""
+    checkpoint every minute). ``pause()``, if given, is called between two
+    slices (the history writer runs waiting logins there: see
+    :meth:`observer.db.Database.run_urgent`); it must not change ``state``."""
     body = checkpoint(state)
+    if pause is not None:
+        pause()
     parts = [_encode({k: v for k, v in body.items() if k not in ("procs", "edges")})[:-1]]
     for key in ("procs", "edges"):
         items = body[key]
-        slices = (_encode(items[i : i + JSON_SLICE])[1:-1] for i in range(0, len(items), JSON_SLICE))
-        parts.append(f',"{key}":[{",".join(slices)}]')
+        encoded: list[str] = []
+        for i in range(0, len(items), JSON_SLICE):
+            encoded.append(_encode(items[i : i + JSON_SLICE])[1:-1])
+            if pause is not None:
+                pause()
+        parts.append(f',"{key}":[{",".join(encoded)}]')
     parts.append("}")
     return "".join(parts)
 
