@@ -131,13 +131,19 @@ class Session(Outbox):
             task.add_done_callback(self._tasks.discard)
 
     async def _run_command(self, rid: int | str, cmd: Any, args: Any) -> None:
+        answered_on_host = False
         try:
-            self.reply(await self.agent.commands.run(self, rid, cmd, args))
+            reply = await self.agent.commands.run(self, rid, cmd, args)
+            if reply is None:  # a quick command: answered from the host's loop, which frees the slot
+                answered_on_host = True
+            else:
+                self.reply(reply)
         except Exception as exc:  # exactly one reply, whatever happens
             log.exception("agent command %r failed", cmd)
             self.reply(error_reply(rid, P.E_FAILED, f"{type(exc).__name__}"))
         finally:
-            self.inflight -= 1
+            if not answered_on_host:
+                self.inflight -= 1
 
     async def _writer_loop(self) -> None:
         try:
