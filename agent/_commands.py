@@ -6,12 +6,8 @@ yields a ``timeout`` error rather than a stuck agent. Encoding of state and
 messages (redaction, size and time caps) happens back on the agent's thread.
 
 The quick operator commands (``kill``, ``suspend``, ``resume``, ``send``) are
-answered from the host's loop itself (:meth:`Commands.answer_on_host`): the
-host runs the command, builds the reply and, while the agent's thread is
-parked, writes it (agent/_host_drain.py ``host_reply``), so the result does
-not wake the agent's thread (issue 17: at 1,000 kills/s those wake-ups made
-the host wait for the GIL). A timer on the agent's loop still answers
-``timeout`` if the host's loop does not run the command in time.
+checked here and answered from the host's loop itself (agent/_quick.py): the
+result does not come back through the agent's thread (issue 17).
 """
 
 from __future__ import annotations
