@@ -75,35 +75,14 @@ class Commands:
         self.host_answers = 0
         """Quick commands answered from the host's loop, written there or handed to the agent's loop."""
 
-    async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg | None:
-        """The command's reply, or None: a quick command answered from the host's
-        loop (:meth:`answer_on_host`), which then owns the session's ``inflight`` slot."""
-        if not isinstance(cmd, str) or cmd not in self.handlers:
-            return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
-        if cmd not in self.agent.source.commands:
-            kind = self.agent.source.kind
-            return _err(rid, P.E_UNKNOWN_COMMAND, f"'{cmd}' is not supported by this node (node_kind {kind})")
-        if cmd not in session.commands:
-            audit.warning(
-                "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
-            )
-            return _err(rid, P.E_NOT_PERMITTED, f"'{cmd}' is not permitted for role '{session.role}'")
+    async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg:
+        refused = self._refusal(session, rid, cmd, args)
+        if refused is not None:
+            return refused
         if args is None:
             args = {}
-        if not isinstance(args, dict):
-            return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
         # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
         destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
-        prepare = self.quick.get(cmd)
-        if prepare is not None and self.agent.collector.host_work is not None:
-            try:
-                call = prepare(args)
-            except CommandError as exc:
-                if destructive:
-                    _quick.audit_line(session, cmd, args, f"error {exc.code}")
-                return _err(rid, exc.code, str(exc))
-            _quick.answer_on_host(self, session, rid, cmd, args, call, destructive)
-            return None
         try:
             result = await self.handlers[cmd](session, args)
         except CommandError as exc:
@@ -116,6 +95,46 @@ class Commands:
             _quick.audit_line(session, cmd, args, "ok")
         ok: P.ReplyOk = {"t": "reply", "id": rid, "ok": True, "result": result}
         return ok
+
+    def run_quick(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg | bool:
+        """Agent loop, as the command is read (no task): a quick command
+        (``kill``, ``suspend``, ``resume``, ``send``) handed to the host's loop,
+        which answers it and gives the session's ``inflight`` slot back (True);
+        its reply now if it is refused (the checks and audit of :meth:`run`);
+        False if it is not a quick command (or host-side work is off): run it."""
+        prepare = self.quick.get(cmd) if isinstance(cmd, str) else None
+        if prepare is None or self.agent.collector.host_work is None:
+            return False
+        refused = self._refusal(session, rid, cmd, args)
+        if refused is not None:
+            return refused
+        if args is None:
+            args = {}
+        destructive = cmd in P.OPERATOR_COMMANDS
+        try:
+            call = prepare(args)
+        except CommandError as exc:
+            if destructive:
+                _quick.audit_line(session, cmd, args, f"error {exc.code}")
+            return _err(rid, exc.code, str(exc))
+        _quick.answer_on_host(self, session, rid, cmd, args, call, destructive)
+        return True
+
+    def _refusal(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg | None:
+        """The checks before a command runs, in order (docs/protocol.md §7)."""
+        if not isinstance(cmd, str) or cmd not in self.handlers:
+            return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
+        if cmd not in self.agent.source.commands:
+            kind = self.agent.source.kind
+            return _err(rid, P.E_UNKNOWN_COMMAND, f"'{cmd}' is not supported by this node (node_kind {kind})")
+        if cmd not in session.commands:
+            audit.warning(
+                "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
+            )
+            return _err(rid, P.E_NOT_PERMITTED, f"'{cmd}' is not permitted for role '{session.role}'")
+        if args is not None and not isinstance(args, dict):
+            return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
+        return None
 
     async def on_host(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run ``fn()`` on the host loop (between two process steps) and return its result."""

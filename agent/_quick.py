@@ -4,7 +4,9 @@ answered from the host's loop (issue 17).
 Each such command used to run on the host's loop and hand its result back to
 the agent's loop, which woke the agent's thread once per command; that thread
 then took the GIL from the host (at 1,000 kills/s the host's thread waited
-more than 4 ms for it 23-39 times a run). Now the host's callback runs the
+more than 4 ms for it 23-39 times a run). Now the session's reader checks
+such a command as it reads it (``Commands.run_quick``: no task, so its thread
+parks sooner) and hands it to the host's loop, whose callback runs the
 command, builds the reply (audit line included) and, while the agent's thread
 is parked in ``select`` and nothing must go first, writes it to the session's
 socket itself (:func:`agent._host_drain.host_reply`, under
