@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest bench chromium redis-server prometheus postgresql clean
+.PHONY: demo test lint typecheck pytest pytest-asyncio-versions bench chromium redis-server prometheus postgresql clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,10 +70,35 @@ postgresql:
 pytest: $(STAMP) $(WEB_STAMP) chromium redis-server prometheus postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The asyncio source's tests on Python 3.12 and 3.13 too (eager tasks, wait_for on
+# timeouts, aiohttp's directly built tasks): python3.X from PATH, else from pyenv; each in
+# a venv of its own under build/ made once (remade when pyproject.toml changes). A version
+# absent from this machine is skipped, and the run says so.
+ASYNCIO_PYTHONS ?= 3.12 3.13
+ASYNCIO_TESTS := tests/agent/test_asyncio_*.py
+ASYNCIO_TEST_DEPS := 'pytest>=8' 'pytest-timeout>=2.3' 'aiohttp>=3.9' 'uvloop>=0.19' 'fastapi>=0.110' \
+	'uvicorn>=0.29' 'jsonschema>=4.18' 'orjson>=3.9'
+pytest-asyncio-versions:
+	@for v in $(ASYNCIO_PYTHONS); do \
+	  py=; for c in $$(command -v python$$v) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v.*/bin/python 2>/dev/null | sort -rV); do \
+	    if $$c -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "'$$v'".split("."))))' 2>/dev/null; then py=$$c; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "*** SKIPPED: no python$$v here (PATH, pyenv): the asyncio tests did not run on $$v"; continue; fi; \
+	  venv=build/venv-py$$v; \
+	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    echo "making $$venv with $$py"; rm -rf $$venv; \
+	    $$py -m venv $$venv && $$venv/bin/python -m pip install --quiet --upgrade pip && \
+	    $$venv/bin/python -m pip install --quiet -e . $(ASYNCIO_TEST_DEPS) && touch $$venv/.installed || exit 1; \
+	  fi; \
+	  echo "asyncio tests on $$($$venv/bin/python -V)"; \
+	  PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -q -p no:cacheprovider $(ASYNCIO_TESTS) $(ASYNCIO_PYTEST_ARGS) || exit 1; \
+	done
+
 test: lint typecheck pytest
+	$(MAKE) --no-print-directory pytest-asyncio-versions
 
 bench: $(STAMP) $(WEB_STAMP)
 	$(PY) -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules
+	rm -rf $(VENV) build/venv-py* .pytest_cache .mypy_cache .ruff_cache web/node_modules

@@ -88,6 +88,9 @@ class HostHooks:
             tasks = asyncio.all_tasks(loop)
         except RuntimeError:
             return
+        pending = [t for t in tasks if self._rec_of(t) is None]
+        if not pending:  # the usual case: the waiters of 100,000 tasks are not read for nothing
+            return
         awaited_by: dict[int, asyncio.Task[Any]] = {}
         for t in tasks:
             fut = ins.task_waiter(t)
@@ -96,7 +99,6 @@ class HostHooks:
             elif fut is not None and type(fut).__name__ == "_GatheringFuture":
                 for c in getattr(fut, "_children", ()) or ():
                     awaited_by[id(c)] = t
-        pending = [t for t in tasks if self._rec_of(t) is None]
         for k, parent in ins.awaiters(pending).items():  # 3.14+ only (untested here)
             awaited_by.setdefault(k, parent)
         # parents first, so that children find them
@@ -189,7 +191,9 @@ class HostHooks:
         task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
         if self._on and loop is self.loop:
             try:
-                self._track(task, sys._getframe(1), origin="task", parent=None)
+                rec = self._track(task, sys._getframe(1), origin="task", parent=None)
+                if rec is not None and rec.coro is None and task.done():
+                    rec.coro = ins.coro_name(coro)  # eager, done in its first step: its coroutine is dropped
             except Exception:
                 self._hook_failed()
         return task
@@ -346,6 +350,10 @@ class HostHooks:
         self._note_crash(exc)
         task = asyncio.current_task(self.loop)
         trec = self._rec_of(task) if task is not None else None
+        if trec is None and task is not None:
+            # a task no factory saw (on 3.12+ ``asyncio.Task(..., eager_start=True)``
+            # built by a library, as aiohttp does): adopt it to hang the crash on
+            trec = self._track(task, None, origin="adopted", parent=None)
         if trec is not None and task is not None and trec.sup is None:
             trec.name, trec.coro = _task_name(task), _coro_of(task)  # it may be gone when the agent draws it
         msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__

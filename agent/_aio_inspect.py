@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import sysconfig
 import traceback
 import types
@@ -120,6 +121,23 @@ def short_type(obj: object) -> str:
 _GENERATORS = (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)
 
 
+GET_CORO_MAY_CRASH = (3, 12) <= sys.version_info[:3] < (3, 12, 5)
+"""On 3.12.0 to 3.12.4 ``Task.get_coro()`` of an eager task that finished in its
+first step (its coroutine already dropped) dereferences NULL and kills the
+process (python/cpython#122332, fixed in 3.12.5 and 3.13)."""
+
+
+def task_coro(task: asyncio.Task[Any]) -> Any:
+    """``task.get_coro()``, without the crash of an affected 3.12 (see
+    ``GET_CORO_MAY_CRASH``): there a done task's coroutine is read from the
+    ``_coro`` attribute, which gives None for a dropped one. A coroutine is
+    dropped only inside the task's eager start, before anyone else holds the
+    task, so checking ``done()`` first is not a race."""
+    if GET_CORO_MAY_CRASH and task.done():
+        return getattr(task, "_coro", None)
+    return task.get_coro()
+
+
 def coro_name(coro: object) -> str:
     """The coroutine's qualified name, without calling anything of the object's own."""
     if isinstance(coro, _GENERATORS):
@@ -155,7 +173,7 @@ def await_chain(task: asyncio.Task[Any]) -> tuple[list[types.FrameType], object 
     the chain (a future's iterator, a foreign awaitable, or None)."""
     frames: list[types.FrameType] = []
     try:
-        obj: object | None = task.get_coro()
+        obj: object | None = task_coro(task)
     except Exception:
         return frames, None
     while obj is not None and len(frames) < MAX_CHAIN:
@@ -306,8 +324,10 @@ def _chain(te: traceback.TracebackException, policy: RedactionPolicy) -> list[di
 
 
 def _one(te: traceback.TracebackException, relation: str, policy: RedactionPolicy) -> dict[str, Any]:
-    et = getattr(te, "exc_type", None)
-    tname = getattr(te, "exc_type_str", None) or (et.__qualname__ if et is not None else "?")
+    tname = getattr(te, "exc_type_str", None)  # 3.13+ (its exc_type is deprecated there)
+    if not tname:
+        et = getattr(te, "exc_type", None)
+        tname = et.__qualname__ if et is not None else "?"
     msg = "".join(te.format_exception_only()).strip()
     return {
         "type": tname,

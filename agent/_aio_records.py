@@ -10,7 +10,7 @@ import time
 import weakref
 from typing import Any
 
-from ._aio_inspect import coro_name
+from ._aio_inspect import coro_name, task_coro
 
 _SKIP_DIRS = (os.path.dirname(asyncio.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
@@ -128,7 +128,8 @@ def _where(w: tuple[str, int, str] | None) -> str | None:
 
 def _coro_of(task: asyncio.Task[Any]) -> str | None:
     try:
-        return coro_name(task.get_coro())
+        coro = task_coro(task)
+        return None if coro is None else coro_name(coro)
     except Exception:
         return None
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +63,26 @@ from ._source import Source
 
 if TYPE_CHECKING:
     from ._agent import Agent
+
+DIRECT_TASKS = sys.version_info >= (3, 12)
+"""From 3.12 a library may build an eager task with ``asyncio.Task(coro,
+eager_start=True)`` (aiohttp does, for every connection and request): no task
+factory sees it, so the source looks for such tasks every 2 s as it does for an
+application factory set over its own."""
+
+
+def _registered() -> int | None:
+    """How many pending tasks asyncio holds, all loops together, on 3.12 and
+    3.13 (a WeakSet there: its length costs nothing, where reading
+    ``all_tasks`` of a loop of 100,000 tasks costs the host tens of ms); None
+    on another Python (3.14 keeps native tasks elsewhere): then always look."""
+    if sys.version_info[:2] not in ((3, 12), (3, 13)):
+        return None
+    try:
+        return len(asyncio.tasks._scheduled_tasks)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
 
 LAZY_DELAY = 0.1
 """A task's start and ordinary end reach the agent at most this late (its
@@ -110,6 +131,8 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         self._rate_at = time.monotonic()
         self._rate_counts = (0, 0)
         self._rescan_at = 0.0
+        self._surplus = 0
+        """On 3.12+: asyncio's pending tasks beyond the tracked ones at the last look."""
         self._scanned_at = time.monotonic()
         self._done_cb = self._on_done
         """The one bound method given to every task (recognised by identity)."""
@@ -225,7 +248,7 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
                 continue
             fut = ins.task_waiter(task)
             try:
-                fr = task.get_coro().cr_frame  # type: ignore[union-attr]
+                fr = ins.task_coro(task).cr_frame
                 pos = (id(fut), fr.f_lasti if fr is not None else -1)
             except Exception:
                 pos = (id(fut), -1)
@@ -253,18 +276,29 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         return rows, steps
 
     def _maybe_rescan(self) -> None:
-        """If the application replaced our task factory, find its new tasks
-        every 2 s from the host loop (their creator and creation line are then unknown)."""
+        """Find the tasks no factory of ours saw, every 2 s at most, from the
+        host loop (their creator and creation line are then unknown): if the
+        application replaced our task factory, or on 3.12+ (``DIRECT_TASKS``)
+        when asyncio holds more pending tasks beyond those tracked (all loops,
+        the agent's own too) than at the last look."""
         loop = self.loop
         if loop.is_closed() or not loop.is_running():
             return
+        reg = _registered()
+        surplus = 0 if reg is None else reg - len(self.live)
         if loop.get_task_factory() == self._factory:
-            return
-        self.factory_replaced = True
+            if not DIRECT_TASKS:
+                return
+            if reg is not None and surplus <= self._surplus:
+                self._surplus = surplus  # follow it down: what ends is not looked for
+                return
+        else:
+            self.factory_replaced = True
         now = time.monotonic()
         if now - self._rescan_at < 2.0:
             return
         self._rescan_at = now
+        self._surplus = surplus
         try:
             loop.call_soon_threadsafe(self._adopt_all, loop)
         except RuntimeError:

@@ -5,6 +5,7 @@ exception arrives as a crash report, a background task is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,12 +162,15 @@ async def test_a_burst_of_requests_is_served_and_observed_on_either_loop(loop_ki
             statuses = await asyncio.gather(*(get() for _ in range(200)))
         assert statuses == [200] * 200
 
-        # requests this short end before the agent looks: counted, not drawn (docs/asyncio.md)
-        await pic.until(
-            lambda p: int(p.stats.get("tasks_finished_total") or 0) >= before + 200,
-            timeout=15,
-            what="200 request tasks counted as finished",
-        )
+        if sys.version_info < (3, 12):
+            # requests this short end before the agent looks: counted, not drawn (docs/asyncio.md)
+            await pic.until(
+                lambda p: int(p.stats.get("tasks_finished_total") or 0) >= before + 200,
+                timeout=15,
+                what="200 request tasks counted as finished",
+            )
+        # else aiohttp builds its request tasks with asyncio.Task(eager_start=True): no task
+        # factory sees them and these end before the agent's 2 s adoption (docs/asyncio.md)
         assert h.agent.source.hook_errors == 0
         assert pic.stats["factory_replaced"] is False  # the agent's factory is still the loop's
     finally:

@@ -274,7 +274,7 @@ async def test_an_application_factory_that_chains_keeps_the_tree_exact(aio: Loop
         await client.close()
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in Python 3.12")
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+ (run by make pytest-asyncio-versions)")
 async def test_eager_tasks_are_tracked_with_their_children(aio: LoopHost) -> None:
     async def eager_parent() -> None:
         await asyncio.create_task(forever(), name="eager-child")

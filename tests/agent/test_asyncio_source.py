@@ -127,7 +127,12 @@ async def test_gather_is_a_scope_under_the_awaiting_task(aio: LoopHost) -> None:
         scope = await pic.until(lambda p: next((x for x in p.procs.values() if x["kind"] == "gather"), None))
         g = pic.by_name("gatherer")
         assert g is not None and scope["supervisor"] == g["pid"]
-        kids = await pic.until(lambda p: [x for x in p.procs.values() if x.get("supervisor") == scope["pid"]])
+
+        def both(p: Picture) -> list[dict[str, Any]] | None:
+            kids = [x for x in p.procs.values() if x.get("supervisor") == scope["pid"]]
+            return kids if len(kids) >= 2 else None  # they may arrive in different frames
+
+        kids = await pic.until(both, what="both of the gather's children")
         assert len(kids) == 2 and all(k["label"] == "forever" for k in kids)
         info = await client.command("inspect", pid=g["pid"])
         assert info["waits_on"]["kind"] == "gather"

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -62,6 +62,16 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, seen: list
             dst.write(data)
             await dst.drain()
     dst.close()
+
+
+async def _finish(handlers: set[asyncio.Task[Any]]) -> None:
+    """Let a test server's connection handlers end (their peers have closed),
+    cancelling any still running after a bound, so no task outlives the test."""
+    if handlers:
+        _, pending = await asyncio.wait(handlers, timeout=5)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _attach(port: int, *, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> AgentClient:
@@ -117,7 +127,10 @@ async def test_a_relaying_peer_with_a_valid_certificate_gets_no_session(
     seen: list[bytes] = []
     relayed = asyncio.Event()
 
+    handlers: set[asyncio.Task[Any]] = set()
+
     async def relay(r_in: asyncio.StreamReader, w_in: asyncio.StreamWriter) -> None:
+        handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
         r_out, w_out = await asyncio.open_connection(
             "127.0.0.1", tls_host.agent.port, ssl=upstream_ctx, server_hostname="127.0.0.1"
         )
@@ -142,13 +155,17 @@ async def test_a_relaying_peer_with_a_valid_certificate_gets_no_session(
         await client.close()
     finally:
         relay_server.close()
+        await _finish(handlers)
 
 
 async def test_a_forwarder_that_cannot_read_the_traffic_does_not_break_tls_attach(tls_host: Host, pki: Pki) -> None:
     """A plain TCP forwarder (a NAT, a port forward) sees only ciphertext: the
     channel binding is the same on both ends and the observer attaches."""
 
+    handlers: set[asyncio.Task[Any]] = set()
+
     async def forward(r_in: asyncio.StreamReader, w_in: asyncio.StreamWriter) -> None:
+        handlers.add(cast("asyncio.Task[Any]", asyncio.current_task()))
         r_out, w_out = await asyncio.open_connection("127.0.0.1", tls_host.agent.port)
         await asyncio.gather(_pipe(r_in, w_out, []), _pipe(r_out, w_in, []))
 
@@ -158,6 +175,7 @@ async def test_a_forwarder_that_cannot_read_the_traffic_does_not_break_tls_attac
         await client.close()
     finally:
         fwd.close()
+        await _finish(handlers)
 
 
 async def test_a_mac_made_for_one_agent_is_refused_by_another_with_the_same_token() -> None:
