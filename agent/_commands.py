@@ -4,6 +4,10 @@ Anything that touches the runtime runs on the host's loop (scheduled with
 ``run_coroutine_threadsafe``) and is bounded by a timeout, so a blocked host
 yields a ``timeout`` error rather than a stuck agent. Encoding of state and
 messages (redaction, size and time caps) happens back on the agent's thread.
+
+The quick operator commands (``kill``, ``suspend``, ``resume``, ``send``) are
+checked here and answered from the host's loop itself (agent/_quick.py): the
+result does not come back through the agent's thread (issue 17).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import actors
 from actors import process_stack
 
-from . import _crash
+from . import _crash, _quick
 from . import protocol as P
 from ._args import CommandError, int_arg, reason_arg, target_arg
 from ._encode import budget_dict, child_id_str, process_record
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 audit = logging.getLogger("agent.audit")
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[Any]]
+HostCall = _quick.HostCall
+TIMEOUT_MESSAGE = _quick.TIMEOUT_MESSAGE
 
 
 class Commands:
@@ -54,9 +60,68 @@ class Commands:
             "cancel": self.unsupported,
         }
         assert set(self.handlers) == set(P.ALL_COMMANDS)
-        self.handlers.update(agent.source.handlers(self))
+        replaced = agent.source.handlers(self)
+        self.handlers.update(replaced)
+        quick: dict[str, Callable[[dict[str, Any]], HostCall]] = {
+            "kill": self._kill,
+            "suspend": self._suspend,
+            "resume": self._resume,
+            "send": self._send,
+        }
+        self.quick = {cmd: prepare for cmd, prepare in quick.items() if cmd not in replaced}
+        """The commands answered from the host's loop (those a source did not replace)."""
+        self.host_replies = 0
+        """Replies written from the host's thread (tests and benchmarks)."""
+        self.host_answers = 0
+        """Quick commands answered from the host's loop, written there or handed to the agent's loop."""
 
     async def run(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg:
+        refused = self._refusal(session, rid, cmd, args)
+        if refused is not None:
+            return refused
+        if args is None:
+            args = {}
+        # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
+        destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
+        try:
+            result = await self.handlers[cmd](session, args)
+        except CommandError as exc:
+            if destructive:
+                _quick.audit_line(session, cmd, args, f"error {exc.code}")
+            return _err(rid, exc.code, str(exc))
+        except actors.NoProcess as exc:
+            return _err(rid, P.E_NO_SUCH_PROCESS, str(exc))
+        if destructive:
+            _quick.audit_line(session, cmd, args, "ok")
+        ok: P.ReplyOk = {"t": "reply", "id": rid, "ok": True, "result": result}
+        return ok
+
+    def run_quick(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg | bool:
+        """Agent loop, as the command is read (no task): a quick command
+        (``kill``, ``suspend``, ``resume``, ``send``) handed to the host's loop,
+        which answers it and gives the session's ``inflight`` slot back (True);
+        its reply now if it is refused (the checks and audit of :meth:`run`);
+        False if it is not a quick command (or host-side work is off): run it."""
+        prepare = self.quick.get(cmd) if isinstance(cmd, str) else None
+        if prepare is None or self.agent.collector.host_work is None:
+            return False
+        refused = self._refusal(session, rid, cmd, args)
+        if refused is not None:
+            return refused
+        if args is None:
+            args = {}
+        destructive = cmd in P.OPERATOR_COMMANDS
+        try:
+            call = prepare(args)
+        except CommandError as exc:
+            if destructive:
+                _quick.audit_line(session, cmd, args, f"error {exc.code}")
+            return _err(rid, exc.code, str(exc))
+        _quick.answer_on_host(self, session, rid, cmd, args, call, destructive)
+        return True
+
+    def _refusal(self, session: Session, rid: int | str, cmd: Any, args: Any) -> P.ReplyMsg | None:
+        """The checks before a command runs, in order (docs/protocol.md §7)."""
         if not isinstance(cmd, str) or cmd not in self.handlers:
             return _err(rid, P.E_UNKNOWN_COMMAND, f"unknown command {str(cmd)[:40]!r}")
         if cmd not in self.agent.source.commands:
@@ -67,24 +132,9 @@ class Commands:
                 "agent: refused %s from %s (%s, role %s): not permitted", cmd, session.peer, session.id, session.role
             )
             return _err(rid, P.E_NOT_PERMITTED, f"'{cmd}' is not permitted for role '{session.role}'")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
+        if args is not None and not isinstance(args, dict):
             return _err(rid, P.E_BAD_ARGS, "'args' must be an object")
-        # an untimed trace is audited as before; a trace session audits itself (agent/_trace.py)
-        destructive = cmd in P.OPERATOR_COMMANDS or (cmd == "trace" and "id" not in args)
-        try:
-            result = await self.handlers[cmd](session, args)
-        except CommandError as exc:
-            if destructive:
-                audit.info("agent: %s %s by %s (%s): error %s", cmd, _brief(args), session.peer, session.id, exc.code)
-            return _err(rid, exc.code, str(exc))
-        except actors.NoProcess as exc:
-            return _err(rid, P.E_NO_SUCH_PROCESS, str(exc))
-        if destructive:
-            audit.info("agent: %s %s by %s (%s): ok", cmd, _brief(args), session.peer, session.id)
-        ok: P.ReplyOk = {"t": "reply", "id": rid, "ok": True, "result": result}
-        return ok
+        return None
 
     async def on_host(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run ``fn()`` on the host loop (between two process steps) and return its result."""
@@ -101,9 +151,7 @@ class Commands:
             return await asyncio.wait_for(asyncio.wrap_future(cf), timeout or agent.command_timeout)
         except TimeoutError:
             cf.cancel()
-            raise CommandError(
-                P.E_TIMEOUT, "the actor system did not answer in time (its loop may be blocked)"
-            ) from None
+            raise CommandError(P.E_TIMEOUT, TIMEOUT_MESSAGE) from None
 
     async def unsupported(self, session: Session, args: dict[str, Any]) -> Any:
         raise CommandError(P.E_UNKNOWN_COMMAND, f"not supported by this node (node_kind {self.agent.source.kind})")
@@ -200,6 +248,25 @@ class Commands:
     # -- operator ----------------------------------------------------------------------------------
 
     async def kill(self, session: Session, args: dict[str, Any]) -> Any:
+        return await self._on_host_call(self._kill(args))
+
+    async def suspend(self, session: Session, args: dict[str, Any]) -> Any:
+        return await self._on_host_call(self._suspend(args))
+
+    async def resume(self, session: Session, args: dict[str, Any]) -> Any:
+        return await self._on_host_call(self._resume(args))
+
+    async def send(self, session: Session, args: dict[str, Any]) -> Any:
+        return await self._on_host_call(self._send(args))
+
+    async def _on_host_call(self, call: HostCall) -> Any:
+        """A quick command the agent's way (host-side work off: ``host_drain=False``)."""
+        fn, result_of = call
+        return result_of(await self.on_host(fn))
+
+    # the quick commands: arguments checked here (agent loop), the rest on the host's loop
+
+    def _kill(self, args: dict[str, Any]) -> HostCall:
         target = target_arg(args)
         reason = reason_arg(args)
         node = self.agent.node
@@ -209,21 +276,19 @@ class Commands:
             node.exit(p.pid, reason)
             return str(p.pid)
 
-        return {"pid": await self.on_host(do), "reason": reason}
+        return do, lambda pid: {"pid": pid, "reason": reason}
 
-    async def suspend(self, session: Session, args: dict[str, Any]) -> Any:
+    def _suspend(self, args: dict[str, Any]) -> HostCall:
         target = target_arg(args)
         node = self.agent.node
-        await self.on_host(lambda: node.suspend(target))
-        return {"suspended": True}
+        return lambda: node.suspend(target), lambda _: {"suspended": True}
 
-    async def resume(self, session: Session, args: dict[str, Any]) -> Any:
+    def _resume(self, args: dict[str, Any]) -> HostCall:
         target = target_arg(args)
         node = self.agent.node
-        await self.on_host(lambda: node.resume(target))
-        return {"resumed": True}
+        return lambda: node.resume(target), lambda _: {"resumed": True}
 
-    async def send(self, session: Session, args: dict[str, Any]) -> Any:
+    def _send(self, args: dict[str, Any]) -> HostCall:
         target = target_arg(args, "to")
         if "message" not in args:
             raise CommandError(P.E_BAD_ARGS, "'message' is required (any JSON value)")
@@ -234,8 +299,7 @@ class Commands:
             node.process(target)  # a dead pid is an error here, not a silent drop
             node.send(target, message)
 
-        await self.on_host(do)
-        return {"sent": True}
+        return do, lambda _: {"sent": True}
 
     async def restart_child(self, session: Session, args: dict[str, Any]) -> Any:
         pid = await self._child_op(actors.restart_child, args)
@@ -337,11 +401,3 @@ def _child_key(node: actors.Node, sup: actors.Pid | str, cid: Any) -> Any:
         if row.pid is not None and str(row.pid) == cid:
             return row.pid
     raise CommandError(P.E_BAD_ARGS, f"no child {str(cid)[:60]!r} under that supervisor")
-
-
-def _brief(args: dict[str, Any]) -> str:
-    parts = []
-    for k in ("pid", "to", "supervisor", "child_id", "reason"):
-        if k in args:
-            parts.append(f"{k}={str(args[k])[:60]}")
-    return " ".join(parts)

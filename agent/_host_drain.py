@@ -23,6 +23,7 @@ the agent's thread (the TLS layer schedules work on its loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import selectors
 import threading
@@ -30,7 +31,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from . import protocol as P
     from ._agent import Agent
+    from ._session import Session
 
 log = logging.getLogger("agent")
 
@@ -42,6 +45,9 @@ class LockedSelector(selectors.DefaultSelector):
     def __init__(self, lock: threading.Lock) -> None:
         super().__init__()
         self.lock = lock
+        self.wakes = 0
+        """How many times the agent's loop came out of a ``select`` that could wait
+        (not its ready-callbacks' polls): its thread's wake-ups (tests: per command)."""
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
         self.lock.release()
@@ -49,6 +55,8 @@ class LockedSelector(selectors.DefaultSelector):
             return super().select(timeout)
         finally:
             self.lock.acquire()
+            if timeout is None or timeout > 0:
+                self.wakes += 1
 
 
 def host_drain(agent: Agent, batch: int) -> bool:
@@ -156,6 +164,48 @@ def host_tick(agent: Agent) -> bool:
     except Exception:  # never into the host
         log.exception("agent: host-side tick failed")
         wake = True
+    finally:
+        lock.release()
+    if wake and loop is not None:
+        try:
+            loop.call_soon_threadsafe(agent._flush_sessions)
+        except RuntimeError:
+            pass
+    return True
+
+
+def host_reply(agent: Agent, session: Session, reply: P.ReplyMsg, timer: asyncio.TimerHandle) -> bool:
+    """Host loop: write a command's ``reply`` to its session from this thread
+    if the agent's thread is parked and nothing must go first (no reply queued,
+    no resync or snapshot under way, the socket under its high-water mark, no
+    TLS); ``timer`` (the command's timeout, on the agent's loop) is then
+    cancelled and the session's ``inflight`` slot given back. False (nothing
+    done: hand the reply to the agent's loop) otherwise. May raise only if the
+    encoding does (the caller then hands it over)."""
+    lock = agent.work_lock
+    if not lock.acquire(blocking=False):
+        return False
+    loop = agent._loop
+    wake = False
+    try:
+        w = session.writer
+        if (
+            loop is None
+            or loop.is_closed()
+            or agent._stopping
+            or not session.ready
+            or session.replies
+            or session.resync
+            or session._snapshotting
+            or w.is_closing()
+            or w.get_extra_info("sslcontext") is not None
+            or w.transport.get_write_buffer_size() >= agent.write_high_water
+        ):
+            return False
+        session._write_nowait(reply)
+        timer.cancel()  # (the agent's loop is parked: its timers are this thread's to touch)
+        session.inflight -= 1
+        wake = w.is_closing()  # the write failed: the agent's loop is to see the connection lost
     finally:
         lock.release()
     if wake and loop is not None:

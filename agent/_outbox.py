@@ -1,5 +1,6 @@
 """One session's outbound queues and their frames (agent loop; the host's
-thread in a host-side drain, agent/_host_drain.py).
+thread in a host-side drain or a quick command's reply, agent/_host_drain.py,
+both while the agent's thread is parked).
 
 Memory bound per session (the agent never buffers more for a slow or stalled
 observer): ``event_limit`` lifecycle events and at most ``event_bytes_limit``

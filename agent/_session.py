@@ -126,9 +126,25 @@ class Session(Outbox):
                 self.reply(error_reply(rid, P.E_BUSY, "too many commands in flight"))
                 continue
             self.inflight += 1
+            if self._run_quick(rid, msg.get("cmd"), msg.get("args")):
+                continue
             task = asyncio.create_task(self._run_command(rid, msg.get("cmd"), msg.get("args")))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _run_quick(self, rid: int | str, cmd: Any, args: Any) -> bool:
+        """A quick command taken care of at once, with no task (agent/_quick.py:
+        the host's loop answers it); False: not one, run it as a task."""
+        try:
+            res = self.agent.commands.run_quick(self, rid, cmd, args)
+        except Exception as exc:  # exactly one reply, whatever happens
+            log.exception("agent command %r failed", cmd)
+            res = error_reply(rid, P.E_FAILED, f"{type(exc).__name__}")
+        if isinstance(res, bool):
+            return res  # True: handed to the host's loop, which gives the slot back
+        self.inflight -= 1
+        self.reply(res)
+        return True
 
     async def _run_command(self, rid: int | str, cmd: Any, args: Any) -> None:
         try:
