@@ -159,11 +159,15 @@ async def test_a_gather_whose_child_fails_at_once_shows_its_other_children(aio: 
     try:
         pic = await Picture(client).sync()
         aio.spawn(owner, name="owner")
-        await pic.until(lambda p: p.exits(name="owner") and p.exits(label="sleep"), what="the owner and the sleep")
+        failing = "test_a_gather_whose_child_fails_at_once_shows_its_other_children.<locals>.fails"
+        await pic.until(
+            lambda p: p.exits(name="owner") and p.exits(label="sleep") and p.exits(label=failing),
+            what="the owner, the sleep and the failing child (frames may interleave under load)",
+        )
         spawns = [e for e in pic.events if e["ev"] == "spawn"]
         (gather,) = [e for e in spawns if e["kind"] == "gather"]
         kids = {e["label"]: e for e in spawns if e["supervisor"] == gather["pid"]}
-        assert set(kids) == {"sleep", "test_a_gather_whose_child_fails_at_once_shows_its_other_children.<locals>.fails"}
+        assert set(kids) == {"sleep", failing}
         assert pic.exits(label="sleep")[0]["state"] == "done"
     finally:
         await client.close()
