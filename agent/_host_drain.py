@@ -98,11 +98,8 @@ def host_drain(agent: Agent, batch: int) -> bool:
         c.wake_pending = True
         c.batches += 1
         c.host_loop.call_soon(c.handoff, c.batches)  # type: ignore[union-attr]
-    if wake and loop is not None:
-        try:
-            loop.call_soon_threadsafe(agent._flush_sessions)
-        except RuntimeError:  # the agent's loop closed meanwhile
-            pass
+    if wake:
+        _wake_writers(agent, loop)
     return True
 
 
@@ -166,11 +163,8 @@ def host_tick(agent: Agent) -> bool:
         wake = True
     finally:
         lock.release()
-    if wake and loop is not None:
-        try:
-            loop.call_soon_threadsafe(agent._flush_sessions)
-        except RuntimeError:
-            pass
+    if wake:
+        _wake_writers(agent, loop)
     return True
 
 
@@ -208,9 +202,16 @@ def host_reply(agent: Agent, session: Session, reply: P.ReplyMsg, timer: asyncio
         wake = w.is_closing()  # the write failed: the agent's loop is to see the connection lost
     finally:
         lock.release()
-    if wake and loop is not None:
+    if wake:
+        _wake_writers(agent, loop)
+    return True
+
+
+def _wake_writers(agent: Agent, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Have the agent's loop flush its sessions (a write from this thread left
+    work for it, or failed and the loop is to see the connection lost)."""
+    if loop is not None:
         try:
             loop.call_soon_threadsafe(agent._flush_sessions)
-        except RuntimeError:
+        except RuntimeError:  # the agent's loop closed meanwhile
             pass
-    return True
