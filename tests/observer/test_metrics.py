@@ -245,12 +245,15 @@ def test_a_real_prometheus_scrapes_the_demo_series_with_the_right_values(tmp_pat
             rows = api(f"/api/nodes/demo/processes?supervisor={sup_pid}&limit=100")["rows"]
             return sum(r["restarts"] or 0 for r in rows)
 
-        n = wait_for(restarts, timeout=30, what="the restart in the observer")
-        wait_for(
-            lambda: prom.one(f'observer_supervisor_child_restarts_total{{supervisor="{PAYMENTS_SUP}"}}') == n,
-            timeout=60,
-            what="the restart scraped",
-        )
+        wait_for(restarts, timeout=30, what="the restart in the observer")
+
+        # rest_for_one restarts arrive one by one: the observer may count 1 before 2, so the
+        # scrape is compared with the observer's count read afresh each time
+        def scraped() -> bool:
+            n = restarts()
+            return n > 0 and prom.one(f'observer_supervisor_child_restarts_total{{supervisor="{PAYMENTS_SUP}"}}') == n
+
+        wait_for(scraped, timeout=60, what="the restart scraped")
         groups = wait_for(lambda: api("/api/crashes")["groups"], timeout=30, what="the crash stored")
         assert [(g["signature"], g["count"]) for g in groups] == [("exit killed of PaymentWorker", 1)]
         wait_for(
