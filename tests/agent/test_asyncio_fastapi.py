@@ -1,5 +1,5 @@
 """FastAPI on uvicorn, for real: an unmodified app started by the launcher
-(``python -m agent run -- python -m uvicorn tests_app:app``) in a subprocess,
+(``python -m agent run -- python -m uvicorn tests.browser.fastapi_app:app``) in a subprocess,
 under real HTTP load on loopback, on uvicorn's asyncio loop and on uvloop
 (which ``--loop auto`` picks when installed). An observer (``AgentClient``)
 sees request-handling tasks appear and finish, and a failing handler's
@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,43 +22,9 @@ aiohttp = pytest.importorskip("aiohttp")
 from agent.client import AgentClient  # noqa: E402
 from tests.agent.aio_host import Picture  # noqa: E402
 from tests.agent.conftest import OP_TOKEN  # noqa: E402
-from tests.agent.test_asyncio_launcher import wait_for_file  # noqa: E402
+from tests.agent.test_asyncio_launcher import ROOT, wait_for_file  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
-
-APP = textwrap.dedent(
-    """
-    import asyncio
-
-    from fastapi import FastAPI
-
-    app = FastAPI()
-    gate = asyncio.Event()
-
-
-    @app.get("/ok")
-    async def ok() -> dict[str, str]:
-        await asyncio.sleep(0)
-        return {"ok": "yes"}
-
-
-    @app.get("/slow")
-    async def slow() -> dict[str, str]:
-        await gate.wait()
-        return {"slow": "done"}
-
-
-    @app.get("/release")
-    async def release() -> dict[str, str]:
-        gate.set()
-        return {"released": "yes"}
-
-
-    @app.get("/fail")
-    async def fail() -> dict[str, str]:
-        raise ValueError("ledger refused (api_key=sk_live_fastapi)")
-    """
-)
 
 LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
@@ -104,15 +69,14 @@ class Uvicorn:
 
 
 async def launch(tmp_path: Path, loop: str) -> tuple[Uvicorn, AgentClient]:
-    (tmp_path / "tests_app.py").write_text(APP)
     (tmp_path / "token").write_text(OP_TOKEN)
     addr_file = tmp_path / "address"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_")}
-    cmd = [sys.executable, "-m", "agent", "run", "--bind", "127.0.0.1:0", "--token-file", "token"]
+    cmd = [sys.executable, "-m", "agent", "run", "--bind", "127.0.0.1:0", "--token-file", str(tmp_path / "token")]
     cmd += ["--address-file", str(addr_file), "--"]
-    cmd += [sys.executable, "-m", "uvicorn", "tests_app:app", "--host", "127.0.0.1", "--port", "0"]
+    cmd += [sys.executable, "-m", "uvicorn", "tests.browser.fastapi_app:app", "--host", "127.0.0.1", "--port", "0"]
     cmd += ["--loop", loop, "--no-access-log"]
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE)
     server = Uvicorn(proc)
     try:
         await server.listening()

@@ -1,4 +1,4 @@
-"""A small FastAPI app for ``test_fastapi_web.py``, served unmodified by
+"""A small FastAPI app for ``test_fastapi_web.py`` and ``tests/agent/test_asyncio_fastapi.py``, served unmodified by
 uvicorn under the agent's launcher: a quick route for load, a route held open
 until released, a failing handler, a TaskGroup whose child fails once told to, and a
 background task started by the lifespan."""
