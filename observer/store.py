@@ -48,6 +48,7 @@ from .db import SCHEMA_VERSION, AuditError, Database, StoreError, open_backend
 from .db import crashes as crash_db
 from .db import history as history_db
 from .model import State, build_tree, checkpoint_json, history_state, proc_table, reduce, replay, restore
+from .model.snapshot import freeze_long_lived
 from .redaction import redact_args
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "HistoryStore", "StoreError"]
@@ -344,6 +345,8 @@ class HistoryStore:
             row = (node, st.state.snap_seq, recv, recv, "snapshot", None, None, json.dumps(info))
             self._push(history_db.EVENT_SQL, row)
             st.last_time = recv
+            # the history's own graph of the node is long-lived too (the attach freezes the live one)
+            freeze_long_lived(len(st.state.graph))
             self._checkpoint(node, st, at=recv)
         elif st.since_cp >= self.checkpoint_events:
             self._checkpoint(node, st)

@@ -16,7 +16,19 @@ from . import rates
 from .records import Proc, ProcGraph, edge_flags
 from .state import DEFAULTS, Change, State, pid_key
 
-__all__ = ["Prepared", "build_graph", "no_gc", "normalize", "prepare", "replace_picture"]
+__all__ = [
+    "FREEZE_AT",
+    "Prepared",
+    "build_graph",
+    "freeze_long_lived",
+    "no_gc",
+    "normalize",
+    "prepare",
+    "replace_picture",
+]
+
+FREEZE_AT = 5000
+"""Processes in a fresh snapshot past which the collector forgets the heap (:func:`freeze_long_lived`)."""
 
 
 @contextlib.contextmanager
@@ -30,6 +42,20 @@ def no_gc() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+def freeze_long_lived(processes: int) -> bool:
+    """After a snapshot of ``processes`` was built (the live model's or the history writer's
+    graph): if it is big (:data:`FREEZE_AT`), collect once and put everything out of the
+    collector's sight (:func:`gc.freeze`), so that later full collections, which walked all
+    of it, see only what is new. Without it, a million processes just attached (two graphs of
+    them: live and history) cost full collections of 0.2-0.4 s each, every few seconds, on
+    whichever thread allocated last: an update waits for them. Returns whether it froze."""
+    if processes < FREEZE_AT:
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
