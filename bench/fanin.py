@@ -177,9 +177,11 @@ def _by_second(stamps: list[tuple[float, float]], t0: float, duration: float) ->
 
 def _py_spy(pid: int, duration: float, out: str) -> subprocess.Popen[bytes]:
     """``py-spy record`` of the observer (``pid``: its worker) for ``duration`` seconds, to ``out`` (speedscope:
-    each thread's samples in time order, so a slow update's second can be read off the recording)."""
+    each thread's samples in time order, so a slow update's second can be read off the recording).
+    ``--nonblocking``: without it py-spy stops the process for every sample, and a hundred threads
+    sampled 50 times a second left the observer a tenth of a core (updates 15 s late)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    cmd = [exe, "record", "--pid", str(pid), "--threads", "--idle", "--format", "speedscope"]
+    cmd = [exe, "record", "--pid", str(pid), "--nonblocking", "--threads", "--idle", "--format", "speedscope"]
     cmd += ["--rate", "50", "--duration", str(math.ceil(duration)), "--output", out]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
