@@ -345,8 +345,9 @@ class HistoryStore:
             row = (node, st.state.snap_seq, recv, recv, "snapshot", None, None, json.dumps(info))
             self._push(history_db.EVENT_SQL, row)
             st.last_time = recv
-            # the history's own graph of the node is long-lived too (the attach freezes the live one)
-            freeze_long_lived(len(st.state.graph))
+            # the history's own graph of the node is long-lived too (the attach freezes the live one,
+            # after a collection: not again here, on the writer, where it held up the live pushes)
+            freeze_long_lived(len(st.state.graph), collect=False)
             self._checkpoint(node, st, at=recv)
         elif st.since_cp >= self.checkpoint_events:
             self._checkpoint(node, st)
