@@ -246,6 +246,7 @@ def _add_rows(g: Any, fields: list[str], rows: list[list[Any]], extra: list[list
 
 
 _all_fields = operator.attrgetter(*FIELDS)
+_extra_of = operator.attrgetter("_extra")
 _SUP_LINK = edge_flags(True, True, 0)
 """The flags of a supervisor's edge to a child it is linked with (shared by all such edges)."""
 _FIELDSET = frozenset(FIELDS)
@@ -258,9 +259,9 @@ def _rows(nodes: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[list[Any]]
     recs = nodes.values()
     rows: list[tuple[Any, ...]]
     extra: list[list[Any]]
-    if all(type(r) is Proc for r in recs):  # the common case: every row in one C call
+    if set(map(type, recs)) <= {Proc}:  # the common case: every row in one C call
         rows = list(map(_all_fields, recs))
-        extra = [[pid, dict(rec._extra)] for pid, rec in nodes.items() if rec._extra]
+        extra = [[pid, dict(ex)] for pid, ex in zip(nodes, map(_extra_of, recs), strict=True) if ex]
         return rows, extra
     rows, extra = [], []
     for pid, rec in nodes.items():  # plain dicts among them (a graph built by hand)

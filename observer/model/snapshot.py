@@ -159,6 +159,7 @@ def _fill(  # one argument per field: FIELDS, in order
     r.budget = budget
     r.memory = _z(memory)
     r.rate = _ZERO
+    r._extra = None  # set: read in one step (unset, it is a call of Proc.__getattr__)
 
 
 def build_graph(procs: list[Prepared] | list[dict[str, Any]]) -> nx.DiGraph:
