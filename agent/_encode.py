@@ -120,12 +120,16 @@ def _budget_tuple(p: actors.Process) -> tuple[Any, ...] | None:
 
 
 def meta_of(p: actors.Process) -> tuple[Any, ...]:
-    """The slowly-changing fields; a change is sent as an ``update`` event."""
+    """The slowly-changing fields; a change is sent as an ``update`` event.
+    Held as sent (the supervisor's pid and the child id as text): a tuple of
+    strings, numbers and tuples of them, which the garbage collector stops
+    tracking, where a live ``Pid`` kept every cached tuple in its scans, and
+    which compares without calling ``Pid.__eq__``."""
     return (
         p.name,
         p.label,
-        p.supervisor,
-        p.child_id,
+        pid_str(p.supervisor),
+        child_id_str(p.child_id),
         process_kind(p),
         p.restarts,
         p.trap_exit,
@@ -141,8 +145,8 @@ def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
     return {
         "name": name,
         "label": label,
-        "supervisor": pid_str(sup),
-        "child_id": child_id_str(cid),
+        "supervisor": sup,
+        "child_id": cid,
         "kind": kind,
         "restarts": restarts,
         "trap_exit": trap_exit,
