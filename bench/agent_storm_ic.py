@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
         capture_output=True,
         check=True,
     )
-    runs = {}
+    runs: dict[tuple[bool, int], tuple[int, int, float]] = {}
     for with_agent in (False, True):
         for kills in (args.kills, 0):
             idle = runs[True, args.kills][2] if with_agent and not kills else 0.0
