@@ -89,7 +89,8 @@ class CrashLog:
         return {"value": e.data, "truncated": e.truncated, "masked": e.masked, "size": e.size}
 
     def _encode(self, r: actors.CrashReport, full: bool) -> M.CrashReport:
-        text = r.traceback
+        text = r.traceback  # (built at each read: read once)
+        excs = r.exceptions
         if text is not None and len(text) > MAX_TEXT:
             text = text[: MAX_TEXT // 4] + "\n[... traceback truncated ...]\n" + text[-3 * MAX_TEXT // 4 :]
         budget = r.budget
@@ -101,7 +102,7 @@ class CrashLog:
             "reason": self._text(r.reason_text),
             "own": r.own,
             "kind": r.kind,
-            "exception": r.exceptions[0].type if r.exceptions else None,
+            "exception": excs[0].type if excs else None,
             "exceptions": [
                 {
                     "type": e.type,
@@ -118,7 +119,7 @@ class CrashLog:
                         for f in e.frames
                     ],
                 }
-                for e in r.exceptions
+                for e in excs
             ],
             "traceback": self._text(text),
             "message_kind": r.message_kind,
