@@ -25,7 +25,10 @@ Then the same three rates against the sustained workload (:mod:`bench._sustained
 ``skipped_other`` (anything skipped but for the budget: ``late`` when the
 engine fell behind), ``ack_p99_ms`` (the kill command's round trip), CPU per
 kill of this process (the observer side) and of the node, and its targets.
-``--sustained-only`` leaves the demo runs out; ``--quick`` is 1 s per rate.
+``--sustained-only`` leaves the demo runs out; ``--quick`` is 1 s per rate;
+``--gc-young-ms 0`` leaves the node's garbage collection to CPython (by
+default it collects its young generations every 20 ms: see
+:mod:`bench._sustained`).
 """
 
 from __future__ import annotations
@@ -143,11 +146,18 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
 
 
 def measure_sustained(
-    rate: int, seconds: float, seed: int, *, groups: int = _sustained.GROUPS, recovery_ms: float = 5000.0
+    rate: int,
+    seconds: float,
+    seed: int,
+    *,
+    groups: int = _sustained.GROUPS,
+    recovery_ms: float = 5000.0,
+    gc_young_ms: float = _sustained.GC_YOUNG_MS,
 ) -> dict[str, Any]:
     """The sustained workload (:mod:`bench._sustained`, budgets sized for the rate) under ``rate`` kills/s."""
     token = secrets.token_urlsafe(24)
-    proc, address = _start_node("bench._sustained", token, {"BENCH_GROUPS": str(groups)})
+    node_env = {"BENCH_GROUPS": str(groups), "BENCH_GC_YOUNG_MS": repr(gc_young_ms)}
+    proc, address = _start_node("bench._sustained", token, node_env)
     try:
         with attached(address, token, timeout=60.0) as (mgr, att):
             exp = _experiment(f"sustained workload under {rate} kills/s", rate, seconds, seed, recovery_ms, 10.0)
@@ -195,6 +205,13 @@ def main(argv: list[str]) -> int:
         default=_sustained.GROUPS,
         help=f"supervisors of the sustained workload, {_sustained.PER} children each (default {_sustained.GROUPS})",
     )
+    ap.add_argument(
+        "--gc-young-ms",
+        type=float,
+        default=_sustained.GC_YOUNG_MS,
+        help="the sustained node collects its young generations this often "
+        f"(default {_sustained.GC_YOUNG_MS:g}; 0: CPython's own policy, see bench/_sustained.py)",
+    )
     ap.add_argument("--rates", default=None, help="sustained rates to run, comma-separated (default 10,100,1000)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
@@ -214,7 +231,9 @@ def main(argv: list[str]) -> int:
         if secs is None:
             secs = 1.0 if args.quick else SUSTAINED_SECONDS.get(rate, 10.0)
         progress(f"sustained workload under {rate} kills/s for {secs:g} s (within budget)")
-        srows[str(rate)] = row = measure_sustained(rate, secs, args.seed, groups=args.groups, recovery_ms=recovery_ms)
+        srows[str(rate)] = row = measure_sustained(
+            rate, secs, args.seed, groups=args.groups, recovery_ms=recovery_ms, gc_young_ms=args.gc_young_ms
+        )
         _say("sustained", row)
     sustained = {
         "recovery_p50_ms": {k: v["recovery_ms"]["p50"] for k, v in srows.items()},
@@ -234,6 +253,7 @@ def main(argv: list[str]) -> int:
             "killable": args.groups * _sustained.PER,
             "intensity": _sustained.INTENSITY,
             "period_s": _sustained.PERIOD,
+            "gc_young_every_ms": args.gc_young_ms or None,
         },
         "details": srows,
     }

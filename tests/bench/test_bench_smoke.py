@@ -116,6 +116,7 @@ def test_chaos_sustained_quick_run_reports_kills_at_every_rate_and_no_give_up() 
     assert s["sustained_kills"] == sum(s["carried_out"].values()) > 0
     assert s["sustained_give_ups"] == 0
     assert s["workload"]["killable"] == 1000
+    assert s["workload"]["gc_young_every_ms"] == 20  # the node's young collections on a timer (bench/_sustained.py)
     for rate, row in s["details"].items():
         made = row["carried_out"] + row["errors"]
         assert row["attempted"] == made + row["skipped_budget"] + row["skipped_other"], rate
