@@ -32,7 +32,11 @@ Garbage collection
 
 Starts the agent on 127.0.0.1 (a free port) with ``OBSERVER_AGENT_TOKEN``
 and prints one line ``agent 127.0.0.1:PORT processes=N``; runs until stdin
-closes (the benchmark went away) or SIGTERM/SIGINT.
+closes (the benchmark went away) or SIGTERM/SIGINT, then prints one line
+``gc {"pauses": [[start, generation, wall_ms, cpu_ms], ...]}``: the node's
+collections since it printed its address that took at least ``PAUSE_MIN_MS``
+(:class:`GcPauses`; ``start`` is wall-clock time, ``cpu_ms`` its thread's CPU
+time).
 
 Threading rules
     The node's loop runs in the main thread; a daemon thread watches stdin and
@@ -45,11 +49,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import actors
@@ -63,6 +69,7 @@ __all__ = [
     "PER",
     "PERIOD",
     "Counter",
+    "GcPauses",
     "build",
     "collect_young",
     "main",
@@ -75,6 +82,10 @@ INTENSITY = 20
 PERIOD = 5.0
 GC_YOUNG_MS = 20.0
 """The node collects its young generations this often (see the module docstring)."""
+PAUSE_MIN_MS = 2.0
+"""Collections reported (:class:`GcPauses`) took at least this long (wall clock) ..."""
+PAUSE_LIMIT = 2000
+"""... the first this many of them."""
 LABELS = ("Fetcher", "Parser", "Indexer", "Cache", "Mailer")
 
 
@@ -123,6 +134,26 @@ async def build(
     )
 
 
+class GcPauses:
+    """Collections of the garbage collector that took at least ``PAUSE_MIN_MS`` (a
+    ``gc.callbacks`` hook): ``[start wall time, generation, wall ms, CPU ms]`` each, the
+    first ``PAUSE_LIMIT``."""
+
+    def __init__(self) -> None:
+        self.pauses: list[list[float]] = []
+        self._t = 0.0
+        self._c = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t, self._c = time.time(), time.thread_time()
+            return
+        wall = (time.time() - self._t) * 1000.0
+        if wall >= PAUSE_MIN_MS and len(self.pauses) < PAUSE_LIMIT:
+            cpu = (time.thread_time() - self._c) * 1000.0
+            self.pauses.append([self._t, int(info["generation"]), round(wall, 3), round(cpu, 3)])
+
+
 async def collect_young(every_ms: float) -> None:
     """Collect the young generation every ``every_ms`` and the middle one every tenth time
     (see the module docstring); runs until cancelled."""
@@ -165,13 +196,18 @@ async def run(
             gc.collect()
             gc.freeze()  # the start-up heap is long-lived: full collections no longer walk it
         young = loop.create_task(collect_young(young_ms)) if young_ms > 0 else None
+        pauses = GcPauses()
+        gc.callbacks.append(pauses)
         try:
             print(f"agent 127.0.0.1:{ag.port} processes={len(node.processes())}", flush=True)
             await stop.wait()
         finally:
+            gc.callbacks.remove(pauses)
             if young is not None:
                 young.cancel()
             ag.stop()
+            with contextlib.suppress(OSError):  # (the benchmark may have gone)
+                print("gc " + json.dumps({"pauses": pauses.pauses}), flush=True)
     return 0
 
 
