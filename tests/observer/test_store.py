@@ -339,7 +339,10 @@ def test_the_writers_graph_of_a_big_node_is_frozen_out_of_the_collectors_sight(s
     # (pauses on whichever thread allocates) must not walk it again and again
     recs = [sup(P(1))] + [rec(P(i), supervisor=P(1), child_id=f"c{i}") for i in range(2, FREEZE_AT + 2)]
     before = gc.get_freeze_count()
-    record_all(store, "big", snapshot(linked(recs), seq=1))
-    assert store.flush()
-    assert gc.get_freeze_count() >= before + FREEZE_AT
-    assert store.tree_at("big", time.time() + 1) is not None
+    try:
+        record_all(store, "big", snapshot(linked(recs), seq=1))
+        assert store.flush()
+        assert gc.get_freeze_count() >= before + FREEZE_AT
+        assert store.tree_at("big", time.time() + 1) is not None
+    finally:
+        gc.unfreeze()  # the test process's heap back in the collector's sight
