@@ -38,7 +38,7 @@ from ._commands import Commands
 from ._crash import CrashLog
 from ._drain import WRITE_HIGH_WATER, Drains
 from ._dump import Dumper
-from ._encode import meta_of, process_record
+from ._encode import record_and_meta
 from ._preauth import PreAuth
 from ._redact import Redactor
 from ._sampling import Sampling
@@ -396,27 +396,22 @@ class Agent(Drains, Sampling, Clock, Watch):
 
     def records(self, procs: list[actors.Process]) -> list[P.ProcessRecord]:
         out = []
+        cache = self._cache
         for p in procs:
             if not p.alive:
                 continue
             try:
-                out.append(process_record(p))
-                self._remember(p.pid, p)
+                rec, meta = record_and_meta(p)
             except Exception:  # changed under our feet: skip, the next event fixes it
                 continue
+            out.append(rec)
+            # note the meta this observer is sent, so a later change yields an ``update``
+            ent = cache.get(p.pid.id)
+            if ent is None:
+                cache[p.pid.id] = [rec["pid"], None, meta, p.msgs_in]
+            else:
+                ent[2] = meta
         return out
-
-    def _remember(self, pid: actors.Pid, p: actors.Process | None = None) -> None:
-        """Note the meta an observer was just sent, so a later change yields an ``update``."""
-        if p is None:
-            p = actors.find_process(self.node, pid)
-            if p is None:
-                return
-        ent = self._cache.get(pid.id)
-        if ent is None:
-            self._cache[pid.id] = [str(pid), None, meta_of(p), p.msgs_in]
-        else:
-            ent[2] = meta_of(p)
 
     def names(self) -> dict[str, str]:
         return self.source.names()

@@ -83,29 +83,45 @@ def _budget_json(b: tuple[Any, ...] | None) -> M.Budget | None:
 
 def process_record(p: actors.Process) -> M.ProcessRecord:
     """One process as in a snapshot (:class:`messages.ProcessRecord`)."""
+    return record_and_meta(p)[0]
+
+
+def record_and_meta(p: actors.Process) -> tuple[M.ProcessRecord, tuple[Any, ...]]:
+    """:func:`process_record` and :func:`meta_of` of ``p`` from one read of
+    each field (a snapshot sends the record and caches the meta: each pid
+    printed once, the kind, child id and budget worked out once)."""
+    sup = p.supervisor
+    sup_text = None if sup is None else str(sup)
+    parent = p.parent
+    cid = child_id_str(p.child_id)
+    kind = process_kind(p)
+    budget = _budget_tuple(p) if p.behaviour is not None else None
+    name, label, restarts, trap_exit = p.name, p.label, p.restarts, p.trap_exit
     links = actors.process_links(p)
     mons = actors.process_monitors(p)
-    return {
+    handler_time = p.handler_time
+    rec: M.ProcessRecord = {
         "pid": str(p.pid),
-        "name": p.name,
-        "label": p.label,
-        "kind": process_kind(p),
+        "name": name,
+        "label": label,
+        "kind": kind,
         "status": process_status(p),
-        "supervisor": pid_str(p.supervisor),
-        "parent": pid_str(p.parent),
-        "child_id": child_id_str(p.child_id),
-        "restarts": p.restarts,
+        "supervisor": sup_text,
+        "parent": sup_text if parent is sup else None if parent is None else str(parent),
+        "child_id": cid,
+        "restarts": restarts,
         "mailbox": p.mailbox_len,
         "msgs_in": p.msgs_in,
         "msgs_out": p.msgs_out,
         "handled": p.handled,
-        "handler_time": round(p.handler_time, 6),
-        "links": [str(x) for x in links],
-        "monitors": [str(x) for x in mons],
-        "trap_exit": p.trap_exit,
+        "handler_time": round(handler_time, 6) if handler_time else handler_time,
+        "links": [*map(str, links)] if links else [],
+        "monitors": [*map(str, mons)] if mons else [],
+        "trap_exit": trap_exit,
         "started_at": p.started_at,
-        "budget": budget_dict(p),
+        "budget": _budget_json(budget),
     }
+    return rec, (name, label, sup_text, cid, kind, restarts, trap_exit, budget)
 
 
 def _budget_tuple(p: actors.Process) -> tuple[Any, ...] | None:
