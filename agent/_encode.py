@@ -93,9 +93,13 @@ def record_and_meta(p: actors.Process) -> tuple[M.ProcessRecord, tuple[Any, ...]
     sup = p.supervisor
     sup_text = None if sup is None else str(sup)
     parent = p.parent
-    cid = child_id_str(p.child_id)
-    kind = process_kind(p)
-    budget = _budget_tuple(p) if p.behaviour is not None else None
+    cid = p.child_id
+    if cid is not None:
+        cid = cid[:200] if type(cid) is str else child_id_str(cid)
+    if p.behaviour is None:  # a plain worker: no call for its kind and budget
+        kind, budget = "worker", None
+    else:
+        kind, budget = process_kind(p), _budget_tuple(p)
     name, label, restarts, trap_exit = p.name, p.label, p.restarts, p.trap_exit
     links = actors.process_links(p)
     mons = actors.process_monitors(p)
@@ -119,7 +123,7 @@ def record_and_meta(p: actors.Process) -> tuple[M.ProcessRecord, tuple[Any, ...]
         "monitors": [*map(str, mons)] if mons else [],
         "trap_exit": trap_exit,
         "started_at": p.started_at,
-        "budget": _budget_json(budget),
+        "budget": None if budget is None else _budget_json(budget),
     }
     return rec, (name, label, sup_text, cid, kind, restarts, trap_exit, budget)
 
