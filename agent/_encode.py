@@ -119,7 +119,11 @@ def record_and_meta(p: actors.Process) -> tuple[M.ProcessRecord, tuple[Any, ...]
         "msgs_out": p.msgs_out,
         "handled": p.handled,
         "handler_time": round(handler_time, 6) if handler_time else handler_time,
-        "links": ([sup_text if links[0] is sup else str(links[0])] if len(links) == 1 else [*map(str, links)])
+        "links": (
+            [sup_text if links[0] is sup and sup_text is not None else str(links[0])]
+            if len(links) == 1
+            else [*map(str, links)]
+        )
         if links
         else [],
         "monitors": [*map(str, mons)] if mons else [],
