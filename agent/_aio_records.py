@@ -23,16 +23,22 @@ _THREADSAFE_CB = next(
 )
 
 
-class TaskRec:
-    """One task (host thread creates it; the agent thread fills ``sup`` and the counters)."""
+class TaskRec(weakref.ref):
+    """One task: a weak reference to it (``rec()`` is the task, or None once
+    collected), and what is known of it (host thread creates it; the agent
+    thread fills ``sup`` and the counters). One object a task, no tuples:
+    records of tasks that end within the lazy delay are the host's only
+    allocations that outlive a step, and each one that survives a collection
+    of the young generation adds to the next full one."""
 
     __slots__ = (
         "key",
-        "ref",
         "root",
         "parent",
         "created",
-        "where",
+        "wcode",
+        "wlasti",
+        "_where",
         "origin",
         "name",
         "coro",
@@ -47,16 +53,21 @@ class TaskRec:
         "prec",
         "group",
         "flush",
-        "__weakref__",
     )
 
-    def __init__(self, key: str, task: asyncio.Task[Any], root: str, parent: str | None, origin: str) -> None:
+    def __init__(
+        self, task: asyncio.Task[Any], *, key: str, root: str, prec: TaskRec | None, origin: str, created: float
+    ) -> None:
+        # (weakref.ref.__new__ takes the task; it ignores these keywords)
         self.key = key
-        self.ref = weakref.ref(task)
         self.root = root
-        self.parent = parent
-        self.created = time.time()
-        self.where: tuple[str, int, str] | None = None
+        self.parent = prec.key if prec is not None else None
+        self.created = created
+        self.wcode: Any = None
+        """The code object of the line that created the task, and its ``f_lasti``:
+        read into ``where`` only if the task is drawn (``where``)."""
+        self.wlasti = -1
+        self._where: tuple[str, int, str] | None = None
         self.origin = origin
         self.name: str | None = None
         self.coro: str | None = None
@@ -69,7 +80,7 @@ class TaskRec:
         self.spawned = 0.0
         """When its spawn was published (0: not yet; agent thread)."""
         self.ended = False
-        self.prec: TaskRec | None = None
+        self.prec = prec
         """The record of the task that created it (host thread sets it)."""
         self.group: Any = None
         """Its TaskGroup, known at creation (a weak reference), or, once a member
@@ -78,6 +89,32 @@ class TaskRec:
         self.flush = False
         """Draw it even if it ended before the agent looked: a member of its
         group or gather failed (host thread sets it)."""
+
+    @property
+    def ref(self) -> TaskRec:
+        """The weak reference to the task (the record itself: ``rec.ref()`` is ``rec()``)."""
+        return self
+
+    @property
+    def where(self) -> tuple[str, int, str] | None:
+        """``(file, line, function)`` that created the task (None: unknown),
+        resolved from the code object and offset kept at creation."""
+        w = self._where
+        if w is None and self.wcode is not None:
+            code, self.wcode = self.wcode, None
+            w = self._where = (code.co_filename, _line(code, self.wlasti), code.co_qualname)
+        return w
+
+
+def _line(code: Any, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti`` of ``code`` (as ``f_lineno``)."""
+    try:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return int(line) if line is not None else code.co_firstlineno
+    except Exception:
+        pass
+    return int(code.co_firstlineno)
 
 
 class ScopeRec:
@@ -100,9 +137,10 @@ class ScopeRec:
         """A timeout's task."""
 
 
-def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str, Any]:
+def _site(frame: Any, origin: str) -> tuple[Any, int, str, Any]:
     """The first frame outside asyncio and the agent, walking up from the
-    factory's caller; and the TaskGroup whose ``create_task`` is on the way (or None)."""
+    factory's caller, as its code object and ``f_lasti`` (None, -1: none);
+    the origin; and the TaskGroup whose ``create_task`` is on the way (or None)."""
     f = frame
     threadsafe = False
     group = None
@@ -117,9 +155,9 @@ def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str, An
         elif code is _HANDLE_RUN:
             break  # created from a loop callback with no application frame on the way
         elif not code.co_filename.startswith(_SKIP_DIRS):
-            return (code.co_filename, f.f_lineno, code.co_qualname), origin, group
+            return code, f.f_lasti, origin, group
         f = f.f_back
-    return None, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin), group
+    return None, -1, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin), group
 
 
 def _where(w: tuple[str, int, str] | None) -> str | None:
