@@ -59,6 +59,7 @@ class TaskEvents:
         kind = ev[0]
         if kind == "spawn":
             rec: TaskRec = ev[1]
+            rec.lazy = False  # first: from here on the host tells its end (see HostHooks._on_done)
             if rec.spawned:
                 return None  # drawn early, with a crash or a failed sibling (see _draw_early)
             if rec.sup is None:  # else placed by a snapshot: sessions attached before it are told now
@@ -88,6 +89,7 @@ class TaskEvents:
     def account(self, ev: Any) -> None:
         kind = ev[0]
         if kind == "spawn":
+            ev[1].lazy = False  # (as in encode)
             if self.on_node is not None:
                 self._look_for_node(ev[1])
         elif kind == "exit":

@@ -47,6 +47,7 @@ class HostHooks:
     hook_errors: int
     _done_cb: Any
     _done_ctx: contextvars.Context
+    _skip_unseen: bool
     lazy_delay: float
 
     def _key(self) -> str:
@@ -231,6 +232,7 @@ class HostHooks:
             rec.wcode, rec.wlasti, rec.origin, group = _site(frame, origin)
             if group is not None:
                 rec.group = weakref.ref(group)
+        rec.lazy = origin == "task"
         live[tid] = rec
         self.created_total += 1
         # run in a context of the agent's (one per loop): no copy of the current one per task
@@ -271,6 +273,12 @@ class HostHooks:
             if ag is None:
                 return
             if exc is None:
+                if rec.lazy and rec.sup is None and not rec.flush and self._skip_unseen:
+                    # ended before the agent read its spawn: that will find it done and
+                    # not draw it (it clears ``lazy`` before it looks), so nothing to tell.
+                    # The rule that makes it safe: the agent draws a task whose spawn it
+                    # has not read only if it failed or is flagged (``flush``), never this one
+                    return
                 ag.collector.put_lazy(("exit", rec, state, exc, time.time()), self.lazy_delay)
             else:
                 ag.collector.put(("exit", rec, state, exc, time.time()))
@@ -298,6 +306,12 @@ class HostHooks:
                     obj, members = fut, kids
         if obj is None:
             return
+        # the creator and the group's owner may be drawn with it (Scopes._group_scope):
+        # their ends are told even if they end before the agent looks
+        owners = [rec.prec, self._rec_of(getattr(obj, "_parent_task", None) or task)]
+        for o in owners:
+            if o is not None:
+                o.flush = True
         rec.group = obj
         for t in list(members or ()):
             r = self._rec_of(t) if isinstance(t, asyncio.Task) else None
@@ -364,6 +378,8 @@ class HostHooks:
             # a task no factory saw (on 3.12+ ``asyncio.Task(..., eager_start=True)``
             # built by a library, as aiohttp does): adopt it to hang the crash on
             trec = self._track(task, None, "adopted", None)
+        if trec is not None:
+            trec.flush = True  # drawn to carry the crash, even if it ends before the agent looks
         if trec is not None and task is not None and trec.sup is None:
             trec.name, trec.coro = _task_name(task), _coro_of(task)  # it may be gone when the agent draws it
         msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__

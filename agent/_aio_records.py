@@ -53,6 +53,7 @@ class TaskRec(weakref.ref):
         "prec",
         "group",
         "flush",
+        "lazy",
     )
 
     def __init__(
@@ -88,7 +89,12 @@ class TaskRec(weakref.ref):
         until the agent has drawn it: see ``HostHooks._flush_group``)."""
         self.flush = False
         """Draw it even if it ended before the agent looked: a member of its
-        group or gather failed (host thread sets it)."""
+        group or gather failed, or it logged an error (host thread sets it)."""
+        self.lazy = False
+        """Its spawn event is queued and the agent has not read it yet (the
+        factory's tasks; the agent clears it first thing when it does): if it
+        ends ordinarily meanwhile, its end needs no event at all (see
+        ``HostHooks._on_done``)."""
 
     @property
     def ref(self) -> TaskRec:

@@ -137,6 +137,9 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         self._scanned_at = time.monotonic()
         self._done_cb = self._on_done
         """The one bound method given to every task (recognised by identity)."""
+        self._skip_unseen = type(self).encode is TaskEvents.encode and type(self).account is TaskEvents.account
+        """Whether a short task's ordinary end may go untold (``HostHooks._on_done``):
+        not for a subclass that reads spawns its own way (``agent.mixed``)."""
         self._done_ctx = contextvars.Context()
         """The context ``_done_cb`` runs in (empty; one per loop, see ``retarget``):
         giving it saves a copy of the current context for every task."""
@@ -192,6 +195,11 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
         try:
             for u in units:
                 if type(u) is TaskRec and u.sup is None and not u.ended:  # (ended: its exit was told, or not needed)
+                    if u.lazy:
+                        u.lazy = False  # first, as encode does: from here on the host tells its end
+                        task = u()
+                        if task is None or task.done():
+                            continue  # ended before the agent looked: not drawn
                     self._place(u)
         finally:
             self._made_scopes = None
