@@ -19,7 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _aio_inspect as ins
-from ._aio_records import TaskRec, _coro_of, _site, _task_name
+from ._aio_records import _CREATE_TASK, TaskRec, _coro_of, _site, _task_name
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -190,7 +190,15 @@ class HostHooks:
         task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
         if self._on and loop is self.loop:
             try:
-                rec = self._track(task, sys._getframe(1), "task", None)
+                # the frame to walk up from: the caller of asyncio.create_task when
+                # that called loop.create_task (the usual case: a frame object fewer
+                # to make, ~2,000 instructions a task), else the factory's caller
+                try:
+                    up = sys._getframe(2)
+                except ValueError:
+                    up = None
+                frame = up.f_back if up is not None and up.f_code is _CREATE_TASK else sys._getframe(1)
+                rec = self._track(task, frame, "task", None)
                 if rec is not None and rec.coro is None and task.done():
                     rec.coro = ins.coro_name(coro)  # eager, done in its first step: its coroutine is dropped
             except Exception:

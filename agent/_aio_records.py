@@ -17,6 +17,8 @@ _HANDLE_RUN = asyncio.events.Handle._run.__code__
 """Walking up from the factory, this frame means "created from a loop callback"."""
 _TG_CREATE = asyncio.taskgroups.TaskGroup.create_task.__code__
 """Walking up from the factory, this frame's ``self`` is the TaskGroup the task joins."""
+_CREATE_TASK = asyncio.tasks.create_task.__code__
+"""``asyncio.create_task``'s code: two frames up from the factory (above ``loop.create_task``), the usual case."""
 _THREADSAFE_CB = next(
     (c for c in asyncio.run_coroutine_threadsafe.__code__.co_consts if getattr(c, "co_name", None) == "callback"),
     None,
