@@ -235,7 +235,9 @@ class HostHooks:
             prec = live.get(id(parent))
             if prec is None or prec() is not parent:
                 prec = self._track(parent, None, "adopted", None)
-        rec = TaskRec(task, key=self._key(), root=self.root_key, prec=prec, origin=origin, created=time.time())
+        rec = TaskRec(task)
+        rec.key, rec.root, rec.created = self._key(), self.root_key, time.time()
+        rec.prec, rec.parent, rec.origin = prec, prec.key if prec is not None else None, origin
         if frame is not None:
             rec.wcode, rec.wlasti, rec.origin, group = _site(frame, origin)
             if group is not None:

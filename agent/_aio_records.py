@@ -58,20 +58,24 @@ class TaskRec(weakref.ref):
         "lazy",
     )
 
-    def __init__(
-        self, task: asyncio.Task[Any], *, key: str, root: str, prec: TaskRec | None, origin: str, created: float
-    ) -> None:
-        # (weakref.ref.__new__ takes the task; it ignores these keywords)
-        self.key = key
-        self.root = root
-        self.parent = prec.key if prec is not None else None
-        self.created = created
+    key: str
+    root: str
+    parent: str | None
+    """The key of ``prec``, the task that created it (None: none known)."""
+    prec: TaskRec | None
+    """The record of the task that created it."""
+    origin: str
+    created: float
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        # only the task: weakref.ref.__new__ takes no more, and keywords cost
+        # twice the whole construction. The one maker (``HostHooks._track``) sets
+        # key, root, parent, prec, origin and created right after
         self.wcode: Any = None
         """The code object of the line that created the task, and its ``f_lasti``:
         read into ``where`` only if the task is drawn (``where``)."""
         self.wlasti = -1
         self._where: tuple[str, int, str] | None = None
-        self.origin = origin
         self.name: str | None = None
         self.coro: str | None = None
         self.sup: str | None = None
@@ -83,8 +87,6 @@ class TaskRec(weakref.ref):
         self.spawned = 0.0
         """When its spawn was published (0: not yet; agent thread)."""
         self.ended = False
-        self.prec = prec
-        """The record of the task that created it (host thread sets it)."""
         self.group: Any = None
         """Its TaskGroup, known at creation (a weak reference), or, once a member
         of its group or gather failed, the group or gathering future itself (held
