@@ -2,10 +2,17 @@
 
 What the host pays (its loop thread), per task: the task factory (chained
 with whatever factory the application had set) notes the task, the task
-current at its creation and the line that created it, adds one done callback,
-and queues a tuple for the agent; the done callback queues another. Nothing
-is formatted or encoded on the host. A hook that fails is counted
-(``hook_errors``) and the application's task is returned untouched.
+current at its creation and the line that created it (a code object and an
+offset, read as ``file:line`` only if the task is drawn), in one record that
+is also the weak reference to the task; adds one done callback (run in a
+context of the agent's: no copy of the current one); and queues a tuple for
+the agent. The done callback queues another only if the agent has read the
+first (a short task's ordinary end is only counted: ``TaskRec.lazy``), or
+the task failed. Nothing is formatted or encoded on the host. A hook that
+fails is counted (``hook_errors``) and the application's task is returned
+untouched. (callgrind, 20,000 short tasks gathered 100 at a time: ~37,000
+instructions a task on top of the loop's own ~38,000, hooks and the drain's
+encoding together; it was ~58,000.)
 
 What is shown (see ``docs/asyncio.md``):
 
