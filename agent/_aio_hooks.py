@@ -225,7 +225,7 @@ class HostHooks:
                     if group is not None:
                         rec.group = weakref.ref(group)
                 return rec
-            self._gone(rec)  # a collected task's id, reused
+            self._gone(rec, tid)  # a collected task's id, reused
         if origin == "task":
             parent = asyncio.current_task(self.loop)
         elif task.done():
@@ -334,11 +334,12 @@ class HostHooks:
         if len(crashed) > 1000:
             del crashed[next(iter(crashed))]
 
-    def _gone(self, rec: TaskRec) -> None:
-        """A task collected while pending (asyncio warns "Task was destroyed but it is pending")."""
-        for k, v in list(self.live.items()):
-            if v is rec:
-                self.live.pop(k, None)
+    def _gone(self, rec: TaskRec, tid: int) -> None:
+        """A task collected while pending (asyncio warns "Task was destroyed but
+        it is pending"), met as its id ``tid`` is reused: its record is dropped
+        (by that key: no walk over the live tasks on the host's thread)."""
+        if self.live.get(tid) is rec:
+            del self.live[tid]
         self.finished_total += 1
         self._put(("exit", rec, "destroyed", None, time.time()))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -142,5 +143,29 @@ async def test_a_snapshot_bigger_than_a_chunk_holds_the_scopes_its_placing_finds
         members = [p for p in procs if (p.get("name") or "").startswith("member-")]
         assert len(members) == 3 and all(m["supervisor"] == groups[0]["pid"] for m in members)
         assert time.monotonic() - t0 < 30
+    finally:
+        await client.close()
+
+
+async def test_a_task_collected_while_pending_exits_destroyed(aio: LoopHost) -> None:
+    """A pending task nobody holds (it waits on a future only it knows) is
+    collected: its record, a weak reference, finds it gone, and it exits
+    ``destroyed`` (asyncio itself warns "Task was destroyed but it is pending")."""
+
+    async def stuck() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    def make() -> None:
+        aio.loop.create_task(stuck(), name="stuck")  # (not returned: nothing holds it)
+
+    client = await attach(aio)
+    try:
+        pic = await Picture(client).sync()
+        aio.call(make)
+        await pic.until(lambda p: p.by_name("stuck"), what="the stuck task drawn")
+        aio.call(gc.collect)
+        ex = await pic.until(lambda p: p.exits(name="stuck"), what="its exit")
+        assert ex[0]["state"] == "destroyed" and ex[0]["reason"] == "destroyed while pending"
+        assert aio.agent.source.hook_errors == 0
     finally:
         await client.close()
