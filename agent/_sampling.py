@@ -9,10 +9,23 @@ A sampling *sweep* over the node's processes is done in steps of at most
 step holds the GIL for it (the host's own thread, when the step runs there),
 so the node's loop never waits longer than one step for the sampler; a sweep
 of 10,000 processes done in one go held it for 20-200 ms. The steps of one
-sweep follow each other on the host's loop (each a callback of its own,
-queued behind whatever the loop has ready: a kill, a restart) until the sweep
-is done; then its rows and the node's figures go to every session at once,
-so an observer still gets one consistent sample per sweep.
+sweep follow each other on the host's loop until the sweep is done; then its
+rows and the node's figures go to every session at once, so an observer
+still gets one consistent sample per sweep.
+
+Between two steps the host's loop is left alone for as long as the last step
+took (``STEP_GAP``): the next step is a timer, not a ready callback. Queued
+with ``call_soon``, a step ran in *every* iteration of the loop while a sweep
+lasted, so whatever takes several iterations paid a step for each: a
+gen_server's restart (five iterations from the kill to the ``restart``
+event) came back 5-10 ms late, and the host's thread, never waiting in
+``select``, gave the GIL to the agent's thread (a command read, a reply)
+only when the interpreter forced it (``sys.getswitchinterval()``, 5 ms).
+Measured on the sustained chaos workload (``python -m bench chaos
+--sustained-only``), at 100 kills/s: kills made during a sweep saw 6 sampler
+steps (p99) between the kill and the restart, now 1; their recovery p90 went
+from 10-22 ms to under 3 ms. A sweep takes about twice its CPU time in wall
+time (its cost, and the ~5 % of a core it may use, are the same).
 """
 
 from __future__ import annotations
@@ -45,6 +58,12 @@ STEP_S = 0.001
 """Longest a step of a sampling sweep runs (checked every ``STEP_CHECK`` processes)."""
 STEP_CHECK = 32
 """Processes sampled between two looks at the clock."""
+STEP_GAP = 1.0
+"""Between two steps of a sweep the host's loop is left alone for this many times the
+last step's length (see the module docstring) ..."""
+STEP_GAP_MIN_S = 0.0005
+"""... and at least this long (the host's thread then waits in ``select``: the agent's
+thread gets the GIL at once)."""
 FRESH_S = 1.0
 """How long after its spawn a process's meta is re-checked (see ``_recheck_fresh``)..."""
 FRESH_EVERY_S = 0.05
@@ -101,6 +120,8 @@ class Sampling:
     """When the sweep in progress began (monotonic), None between sweeps."""
     _sweep_cost: float = 0.0
     """Seconds its steps took so far."""
+    _sweep_step_s = 0.0
+    """How long the sweep's last step took (the gap before the next is sized on it)."""
     _sweep_next_queued = False
     """A step of the sweep is queued on the host's loop (see ``_sample_more``)."""
     sample_steps = 0
@@ -181,7 +202,8 @@ class Sampling:
             log.exception("agent: sampling failed")
             self._sweep = None
             out = [], 0
-        cost = self._sweep_cost = self._sweep_cost + time.perf_counter() - t0
+        step = self._sweep_step_s = time.perf_counter() - t0
+        cost = self._sweep_cost = self._sweep_cost + step
         if out is None:
             return False
         rows, msgs = out
@@ -207,20 +229,22 @@ class Sampling:
         return True
 
     def _sample_more(self) -> None:
-        """The sweep is not done: queue its next step on the host's loop, where
-        it runs like a tick's work on the host's thread (``_host_tick_work``),
-        behind the callbacks the loop has ready. If that cannot be done there
-        (the agent's thread is busy, or the agent drains on its own thread:
-        ``host_drain=False``), the next tick takes the next step."""
+        """The sweep is not done: its next step, on the host's loop after a gap
+        as long as this step (``STEP_GAP``, at least ``STEP_GAP_MIN_S``), where
+        it runs like a tick's work on the host's thread (``_host_tick_work``).
+        If that cannot be done there (the agent's thread is busy, or the agent
+        drains on its own thread: ``host_drain=False``), the next tick takes
+        the next step."""
         if self._sweep_next_queued or self._host_tick_work is None or self._stopping:
             return
         loop = self.source.loop
         self._sweep_next_queued = True
+        gap = max(STEP_GAP_MIN_S, self._sweep_step_s * STEP_GAP)
         try:
             if threading.get_ident() == self._host_tid:
-                loop.call_soon(self._sample_next)
+                loop.call_later(gap, self._sample_next)
             else:
-                loop.call_soon_threadsafe(self._sample_next)
+                loop.call_soon_threadsafe(loop.call_later, gap, self._sample_next)
         except RuntimeError:  # the host's loop is closed
             self._sweep_next_queued = False
 

@@ -23,15 +23,21 @@ Then the same three rates against the sustained workload (:mod:`bench._sustained
 ``recovery_p50_ms``/``recovery_p99_ms``/``recovery_max_ms`` by rate,
 ``sustained_kills`` (carried out, all rates), ``sustained_give_ups``,
 ``skipped_other`` (anything skipped but for the budget: ``late`` when the
-engine fell behind), ``ack_p99_ms`` (the kill command's round trip), CPU per
-kill of this process (the observer side) and of the node, and its targets.
-``--sustained-only`` leaves the demo runs out; ``--quick`` is 1 s per rate.
+engine fell behind), ``ack_p99_ms`` (the kill command's round trip),
+``node_gc`` (the node's garbage collections during each run: how many took
+over 5 ms, the longest, and the share of the slowest 1 % of kills that
+overlapped one of at least 2 ms), CPU per kill of this process (the observer side) and of the node, and its targets.
+``--sustained-only`` leaves the demo runs out; ``--quick`` is 1 s per rate;
+``--gc-young-ms 0`` leaves the node's garbage collection to CPython (by
+default it collects its young generations every 20 ms: see
+:mod:`bench._sustained`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import selectors
@@ -143,11 +149,18 @@ def measure(rate: int, seconds: float, seed: int, scale: int, *, recovery_ms: fl
 
 
 def measure_sustained(
-    rate: int, seconds: float, seed: int, *, groups: int = _sustained.GROUPS, recovery_ms: float = 5000.0
+    rate: int,
+    seconds: float,
+    seed: int,
+    *,
+    groups: int = _sustained.GROUPS,
+    recovery_ms: float = 5000.0,
+    gc_young_ms: float = _sustained.GC_YOUNG_MS,
 ) -> dict[str, Any]:
     """The sustained workload (:mod:`bench._sustained`, budgets sized for the rate) under ``rate`` kills/s."""
     token = secrets.token_urlsafe(24)
-    proc, address = _start_node("bench._sustained", token, {"BENCH_GROUPS": str(groups)})
+    node_env = {"BENCH_GROUPS": str(groups), "BENCH_GC_YOUNG_MS": repr(gc_young_ms)}
+    proc, address = _start_node("bench._sustained", token, node_env)
     try:
         with attached(address, token, timeout=60.0) as (mgr, att):
             exp = _experiment(f"sustained workload under {rate} kills/s", rate, seconds, seed, recovery_ms, 10.0)
@@ -155,9 +168,10 @@ def measure_sustained(
             _, j = run(mgr, att, exp)
             cpu1 = (proc_cpu_seconds("/proc/self/stat"), proc_cpu_seconds(f"/proc/{proc.pid}/stat"))
     finally:
-        stop_process(proc)
+        pauses = _stop_node(proc)
     row = _row(rate, seconds, j)
     row["ack_ms"] = percentiles([k["ack_ms"] for k in j["kills"] if k.get("ack_ms") is not None])
+    row["node_gc"] = _gc_figures(pauses, j)
     made = max(1, row["carried_out"])
     for key, a, b in (("observer", cpu0[0], cpu1[0]), ("node", cpu0[1], cpu1[1])):
         # CPU for the whole experiment (checks and settling included) per kill carried out
@@ -166,6 +180,52 @@ def measure_sustained(
     row["supervisors_touched"] = len(j["budgets"])
     row["peak_budget_use"] = f"{peak}/{_sustained.INTENSITY} per {_sustained.PERIOD:g} s"
     return row
+
+
+def _stop_node(proc: subprocess.Popen[bytes]) -> list[list[float]]:
+    """Stop the sustained node (SIGTERM) and read its last line: its garbage collections'
+    pauses (``[start, generation, wall ms, CPU ms]``; empty if it did not say)."""
+    out = b""
+    try:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            out = proc.communicate(timeout=10.0)[0] or b""
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate(timeout=5.0)[0] or b""
+    finally:
+        stop_process(proc)
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("gc "):
+            try:
+                return list(json.loads(line[3:])["pauses"])
+            except (ValueError, KeyError, TypeError):
+                return []
+    return []
+
+
+def _gc_figures(pauses: list[list[float]], j: dict[str, Any]) -> dict[str, Any]:
+    """The node's collections during the experiment (from its start to its end, settling
+    included): how many took over 5 ms, the longest (wall and CPU ms), and the share of the
+    slowest 1 % of kills whose recovery overlapped a collection of at least 2 ms."""
+    start, end = j.get("started") or 0.0, j.get("ended") or 0.0
+    during = [p for p in pauses if start <= p[0] <= end]
+    spans = [(p[0], p[0] + p[2] / 1000.0) for p in during]
+    kills = sorted((k for k in j["kills"] if k.get("recovery_ms") is not None), key=lambda k: float(k["recovery_ms"]))
+    slowest = kills[-max(1, len(kills) // 100) :] if kills else []
+
+    def overlaps(k: dict[str, Any]) -> bool:
+        a = float(k["time"])
+        b = a + float(k["recovery_ms"]) / 1000.0
+        return any(s < b and e > a for s, e in spans)
+
+    return {
+        "collections_over_5ms": sum(1 for p in during if p[2] > 5.0),
+        "longest_ms": max((p[2] for p in during), default=0.0),
+        "longest_cpu_ms": max((p[3] for p in during), default=0.0),
+        "slowest_1pct_during_gc": rnd(sum(1 for k in slowest if overlaps(k)) / len(slowest)) if slowest else None,
+    }
 
 
 def _say(what: str, row: dict[str, Any]) -> None:
@@ -195,6 +255,13 @@ def main(argv: list[str]) -> int:
         default=_sustained.GROUPS,
         help=f"supervisors of the sustained workload, {_sustained.PER} children each (default {_sustained.GROUPS})",
     )
+    ap.add_argument(
+        "--gc-young-ms",
+        type=float,
+        default=_sustained.GC_YOUNG_MS,
+        help="the sustained node collects its young generations this often "
+        f"(default {_sustained.GC_YOUNG_MS:g}; 0: CPython's own policy, see bench/_sustained.py)",
+    )
     ap.add_argument("--rates", default=None, help="sustained rates to run, comma-separated (default 10,100,1000)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
@@ -214,13 +281,16 @@ def main(argv: list[str]) -> int:
         if secs is None:
             secs = 1.0 if args.quick else SUSTAINED_SECONDS.get(rate, 10.0)
         progress(f"sustained workload under {rate} kills/s for {secs:g} s (within budget)")
-        srows[str(rate)] = row = measure_sustained(rate, secs, args.seed, groups=args.groups, recovery_ms=recovery_ms)
+        srows[str(rate)] = row = measure_sustained(
+            rate, secs, args.seed, groups=args.groups, recovery_ms=recovery_ms, gc_young_ms=args.gc_young_ms
+        )
         _say("sustained", row)
     sustained = {
         "recovery_p50_ms": {k: v["recovery_ms"]["p50"] for k, v in srows.items()},
         "recovery_p99_ms": {k: v["recovery_ms"]["p99"] for k, v in srows.items()},
         "recovery_max_ms": {k: v["recovery_ms"]["max"] for k, v in srows.items()},
         "ack_p99_ms": {k: v["ack_ms"]["p99"] for k, v in srows.items()},
+        "node_gc": {k: v["node_gc"] for k, v in srows.items()},
         "observer_cpu_ms_per_kill": {k: v["observer_cpu_ms_per_kill"] for k, v in srows.items()},
         "node_cpu_ms_per_kill": {k: v["node_cpu_ms_per_kill"] for k, v in srows.items()},
         "attempted": {k: v["attempted"] for k, v in srows.items()},
@@ -234,6 +304,7 @@ def main(argv: list[str]) -> int:
             "killable": args.groups * _sustained.PER,
             "intensity": _sustained.INTENSITY,
             "period_s": _sustained.PERIOD,
+            "gc_young_every_ms": args.gc_young_ms or None,
         },
         "details": srows,
     }

@@ -98,3 +98,48 @@ async def test_a_step_samples_a_slice_and_drops_the_rows_of_processes_dead_by_th
             await client.close()
     finally:
         h.stop()
+
+
+async def test_the_host_loop_runs_several_iterations_between_two_steps_of_a_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step of a sweep is a timer a step's length after the last one (at
+    least ``STEP_GAP_MIN_S``), not a ready callback: what takes a few
+    iterations of the host's loop (a gen_server's restart takes five) runs
+    between two steps instead of paying one step per iteration, as it did
+    when every iteration of a sweep ran a step."""
+    monkeypatch.setattr(_sampling, "STEP_S", 0.0)  # one slice of STEP_CHECK processes per step
+    h = Host(sample_hz=20)
+    try:
+        h.run(lambda: [h.node.spawn(idle) for _ in range(3000)])
+        client = await connect(h)
+        try:
+            await client.read_snapshot()
+            await next_event(client, _samples)
+            ag = h.agent
+
+            async def chains() -> list[int]:
+                """Steps taken during each of 40 chains of five loop iterations, each begun in a sweep."""
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20.0
+                seen: list[int] = []
+                while len(seen) < 40 and loop.time() < deadline:
+                    if ag._sweep_since is None:
+                        await asyncio.sleep(0.002)
+                        continue
+                    before = ag.sample_steps
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                    seen.append(ag.sample_steps - before)
+                    await asyncio.sleep(0.0003)
+                return seen
+
+            seen = h.run_async(chains(), timeout=30.0)
+            assert len(seen) == 40, f"only {len(seen)} chains began in a sweep"
+            # one step per iteration would be ~5 a chain; a gap of >= 0.5 ms between steps leaves
+            # most chains of five quick iterations without any
+            assert sum(seen) <= len(seen) // 2, seen
+        finally:
+            await client.close()
+    finally:
+        h.stop()

@@ -116,6 +116,10 @@ def test_chaos_sustained_quick_run_reports_kills_at_every_rate_and_no_give_up() 
     assert s["sustained_kills"] == sum(s["carried_out"].values()) > 0
     assert s["sustained_give_ups"] == 0
     assert s["workload"]["killable"] == 1000
+    assert s["workload"]["gc_young_every_ms"] == 20  # the node's young collections on a timer (bench/_sustained.py)
+    for rate, gc_row in s["node_gc"].items():  # the node said how long its collections took
+        assert set(gc_row) == {"collections_over_5ms", "longest_ms", "longest_cpu_ms", "slowest_1pct_during_gc"}
+        assert gc_row["longest_ms"] >= 0 and gc_row["slowest_1pct_during_gc"] is not None, (rate, gc_row)
     for rate, row in s["details"].items():
         made = row["carried_out"] + row["errors"]
         assert row["attempted"] == made + row["skipped_budget"] + row["skipped_other"], rate
