@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest pytest-asyncio-versions bench chromium redis-server prometheus postgresql clean
+.PHONY: demo test lint typecheck pytest pytest-asyncio-versions bench chromium redis-server prometheus postgresql valgrind clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -98,7 +98,17 @@ test: lint typecheck pytest
 	$(MAKE) --no-print-directory pytest-asyncio-versions
 
 bench: $(STAMP) $(WEB_STAMP)
+	@if [ "$(BENCH)" = agent_storm_ic ]; then $(MAKE) --no-print-directory valgrind; fi
 	$(PY) -m bench $(BENCH)
+
+# Debian's valgrind for `make bench BENCH=agent_storm_ic` (instruction counts by callgrind)
+valgrind:
+	@if ! command -v valgrind >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's valgrind for the instruction counts"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; \
+	  else echo "valgrind is missing: python -m bench agent_storm_ic cannot run"; fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) build/venv-py* .pytest_cache .mypy_cache .ruff_cache web/node_modules

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import StartError
 from ._process import Process, ProcessFn
@@ -138,9 +138,10 @@ class ChildInfo:
     of the pid); ``pid`` is None then."""
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A supervisor's restart intensity and how much of it is used now."""
+class Budget(NamedTuple):
+    """A supervisor's restart intensity and how much of it is used now. A
+    named tuple: every crash report reads one, on the node's loop, and a
+    frozen dataclass costs an ``object.__setattr__`` per field."""
 
     used: int
     """Restarts within the last ``period`` seconds."""

@@ -29,18 +29,24 @@ class Pid:
     """A process identifier. Prints like Erlang's: ``<0.42.0>``.
 
     Pids are cheap values: equal if they name the same process, hashable, and
-    they stay valid (pointing at nothing) after the process exits.
+    they stay valid (pointing at nothing) after the process exits. Their text
+    is made on first use and kept (an observed node prints each pid several
+    times: its spawn, links, exit, crash report and restart).
     """
 
-    __slots__ = ("node", "id", "creation")
+    __slots__ = ("node", "id", "creation", "_text")
 
     def __init__(self, node: int, id: int, creation: int = 0) -> None:
         self.node = node
         self.id = id
         self.creation = creation
+        self._text: str | None = None
 
     def __repr__(self) -> str:
-        return f"<{self.node}.{self.id}.{self.creation}>"
+        text = self._text
+        if text is None:
+            text = self._text = f"<{self.node}.{self.id}.{self.creation}>"
+        return text
 
     __str__ = __repr__
 

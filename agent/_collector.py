@@ -252,6 +252,14 @@ class Collector(actors.Instrument):
                 self.drained = batch
             self._cond.notify_all()
 
+    def flushed_here(self, batch: int) -> None:
+        """Host thread (a host-side drain): as :meth:`flushed`, without waking
+        anyone: the only thread that waits on ``_cond`` is the host's, in a
+        hand-off, and it is running this (a ``Condition.notify_all`` is ten
+        Python calls, at every batch of a storm)."""
+        if batch > self.drained:
+            self.drained = batch
+
     spawned = exited = restarted = linked = unlinked = put
     monitored = demonitored = registered = suspended = resumed = supervisor_gave_up = put
 

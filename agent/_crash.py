@@ -89,19 +89,21 @@ class CrashLog:
         return {"value": e.data, "truncated": e.truncated, "masked": e.masked, "size": e.size}
 
     def _encode(self, r: actors.CrashReport, full: bool) -> M.CrashReport:
-        text = r.traceback
+        text = r.traceback  # (built at each read: read once)
+        excs = r.exceptions
         if text is not None and len(text) > MAX_TEXT:
             text = text[: MAX_TEXT // 4] + "\n[... traceback truncated ...]\n" + text[-3 * MAX_TEXT // 4 :]
         budget = r.budget
+        pid_text, ancestry, sup_text = _pid_texts(r)
         d: M.CrashReport = {
-            "pid": str(r.pid),
+            "pid": pid_text,
             "name": r.name,
             "label": r.label,
             "time": r.time,
             "reason": self._text(r.reason_text),
             "own": r.own,
             "kind": r.kind,
-            "exception": r.exceptions[0].type if r.exceptions else None,
+            "exception": excs[0].type if excs else None,
             "exceptions": [
                 {
                     "type": e.type,
@@ -118,14 +120,14 @@ class CrashLog:
                         for f in e.frames
                     ],
                 }
-                for e in r.exceptions
+                for e in excs
             ],
             "traceback": self._text(text),
             "message_kind": r.message_kind,
             "message": None,
             "state": None,
-            "ancestry": [{"pid": str(a.pid), "name": a.name} for a in r.ancestry],
-            "supervisor": None if r.supervisor is None else str(r.supervisor),
+            "ancestry": ancestry,
+            "supervisor": sup_text,
             "child_id": _short(r.child_id),
             "restarts": r.restarts,
             "budget": None
@@ -158,6 +160,27 @@ class CrashLog:
                 for f in r.flight
             ]
         return d
+
+
+def _pid_texts(r: actors.CrashReport) -> tuple[str, list[M.ReportAncestor], str | None]:
+    """The report's pid, ancestry and supervisor as sent, each pid printed
+    once (the ancestry ends with the process and, under a supervisor, the
+    supervisor comes before it: the same pids)."""
+    pid, sup = r.pid, r.supervisor
+    pid_text = str(pid)
+    sup_text = None
+    ancestry: list[M.ReportAncestor] = []
+    for a in r.ancestry:
+        if a.pid is pid:
+            text = pid_text
+        else:
+            text = str(a.pid)
+            if a.pid is sup:
+                sup_text = text
+        ancestry.append({"pid": text, "name": a.name})
+    if sup is not None and sup_text is None:
+        sup_text = str(sup)
+    return pid_text, ancestry, sup_text
 
 
 def _short(v: Any) -> str | None:

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
-from ._outbox import event_size
+from ._outbox import PLAIN_KINDS, PLAIN_SIZE, event_size
 from ._redact import Redactor
 from ._trace import TRACE_EVENTS, Tracer
 
@@ -135,7 +135,7 @@ class Drains:
                 s.forget(d["pid"])
         elif kind == "restart":
             self.restarts += 1
-        size = event_size(d)  # once for every session
+        size = PLAIN_SIZE if kind in PLAIN_KINDS else event_size(d)  # once for every session
         for s in self.sessions:
             s.push_event(d, size)
 

@@ -119,13 +119,20 @@ def _budget_tuple(p: actors.Process) -> tuple[Any, ...] | None:
     return (bud.used, bud.intensity, bud.period, bud.strategy)
 
 
-def meta_of(p: actors.Process) -> tuple[Any, ...]:
-    """The slowly-changing fields; a change is sent as an ``update`` event."""
+def meta_of(p: actors.Process, known: actors.Pid | None = None, known_text: str | None = None) -> tuple[Any, ...]:
+    """The slowly-changing fields; a change is sent as an ``update`` event.
+    Held as sent (the supervisor's pid and the child id as text): a tuple of
+    strings, numbers and tuples of them, which the garbage collector stops
+    tracking, where a live ``Pid`` kept every cached tuple in its scans, and
+    which compares without calling ``Pid.__eq__``. ``known_text``: the text of
+    the pid ``known``, if the caller has printed it (a spawn's parent is
+    usually the supervisor)."""
+    sup = p.supervisor
     return (
         p.name,
         p.label,
-        p.supervisor,
-        p.child_id,
+        known_text if sup is known and sup is not None else pid_str(sup),
+        child_id_str(p.child_id),
         process_kind(p),
         p.restarts,
         p.trap_exit,
@@ -141,8 +148,8 @@ def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
     return {
         "name": name,
         "label": label,
-        "supervisor": pid_str(sup),
-        "child_id": child_id_str(cid),
+        "supervisor": sup,
+        "child_id": cid,
         "kind": kind,
         "restarts": restarts,
         "trap_exit": trap_exit,
@@ -153,17 +160,18 @@ def meta_dict(meta: tuple[Any, ...]) -> M.ProcessMeta:
 def spawn_event(ev: actors.Spawned, p: actors.Process | None) -> tuple[M.SpawnEvent, tuple[Any, ...] | None]:
     """A ``spawn`` event body, with the process's meta (:func:`meta_of`, also
     returned) if it is still alive (``p``)."""
+    parent = pid_str(ev.parent)
     spawn: M.SpawnEvent = {
         "ev": "spawn",
         "pid": str(ev.pid),
         "name": ev.name,
         "label": ev.label,
-        "parent": pid_str(ev.parent),
+        "parent": parent,
         "time": ev.time,
     }
     if p is None:
         return spawn, None
-    meta = meta_of(p)
+    meta = meta_of(p, ev.parent, parent)
     spawn.update(meta_dict(meta))
     return spawn, meta
 

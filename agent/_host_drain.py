@@ -88,7 +88,7 @@ def host_drain(agent: Agent, batch: int) -> bool:
                 s.request_resync()
             wake = True
         c.host_drains += 1
-        c.flushed(batch)
+        c.flushed_here(batch)
     except Exception:  # never into the host
         log.exception("agent: host-side drain failed")
         wake = True
@@ -151,7 +151,7 @@ def host_tick(agent: Agent) -> bool:
                 agent._last_drain = now
                 c.wake_pending = False
                 agent._drain_some()
-                c.flushed(c.batches)
+                c.flushed_here(c.batches)
             elif any(s.ready for s in agent.sessions):
                 agent.source.recheck()
         finally:

@@ -205,7 +205,8 @@ class ActorsSource(Source):
                 ag.crash_log.note(ev.report)
 
     def encode(self, ev: Any) -> Any:
-        ag = self._agent()
+        ag = self.agent  # (not _agent(): a call per event)
+        assert ag is not None, "the source is not attached"
         if type(ev) is actors.Spawned:
             p = actors.find_process(self.node, ev.pid)
             spawn, meta = spawn_event(ev, p)

@@ -1,6 +1,8 @@
 """The observers of ``python -m bench agent``, besides the node: the reader
-(a separate OS process reading everything, timing each exit's delivery) and
-the observer that never reads (the agent's memory bound under it)."""
+(a separate OS process reading everything, timing each exit's delivery;
+:func:`reader_serve` attaches and detaches on command, one process for a
+whole run) and the observer that never reads (the agent's memory bound
+under it)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import gc
 import json
 import struct
+import sys
 import time
 import tracemalloc
 from typing import Any
@@ -112,6 +115,51 @@ async def reader_main(port: int, seconds: float, features: str) -> None:
     finally:
         print(json.dumps({"crash_latencies_ms": lat, "messages": n}), flush=True)
         await client.close()
+
+
+async def reader_serve(features: str) -> None:
+    """A reader kept for a whole run, driven by lines on stdin: ``attach PORT``
+    (connects, reads the snapshot, prints ``ready``), then ``detach`` (closes,
+    prints one JSON line: ``crash_latencies_ms`` as [exit time, ms] pairs and
+    ``messages``); ends at end of input. One process for all the cycles: no
+    interpreter starting next to the host in each of them."""
+    feats = tuple(f for f in features.split(",") if f and f != "none")
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while True:
+        line = (await stdin.readline()).split()
+        if not line:
+            return
+        if line[0] != b"attach":
+            raise RuntimeError(f"reader: unexpected command {line!r}")
+        client = await agent.client.AgentClient.connect("127.0.0.1", int(line[1]), token=TOKEN, features=feats)
+        await client.read_snapshot()
+        lat: list[list[float]] = []
+        count = [0]
+        task = asyncio.create_task(_read_all(client, lat, count))
+        print("ready", flush=True)
+        cmd = await stdin.readline()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await client.close()
+        print(json.dumps({"crash_latencies_ms": lat, "messages": count[0]}), flush=True)
+        if not cmd:
+            return
+
+
+async def _read_all(client: agent.client.AgentClient, lat: list[list[float]], count: list[int]) -> None:
+    while True:
+        try:
+            msg = await client.next_message(0.5)
+        except TimeoutError:
+            continue
+        count[0] += 1
+        if msg.get("t") == "ev" and msg.get("ev") == "exit":
+            lat.append([msg["time"], (time.time() - msg["time"]) * 1000])
 
 
 def _agent_bytes(snap: tracemalloc.Snapshot) -> int:

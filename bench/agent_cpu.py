@@ -17,7 +17,7 @@ then with it and one observer reading, order alternating):
   and ticks alone, per event;
 * ``writes_per_1000_events`` and ``watchdog_wakes_per_s``.
 
-The observer is kept off the host's CPU as in ``bench agent`` (``PIN``).
+Nothing is pinned unless ``bench agent``'s ``PIN`` is set (see there why it is off).
 """
 
 from __future__ import annotations

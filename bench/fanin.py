@@ -28,9 +28,11 @@ not what the observer needs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +108,8 @@ class Browser:
 
         self.node = node
         self.latencies: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
+        """(receive time, latency ms) of each restart measured: when the slow ones came."""
         self.batches = 0
         self.measuring = False
         self.client = socketio.Client()
@@ -125,6 +129,7 @@ class Browser:
                 t = (c.get("data") or {}).get("time")
                 if isinstance(t, int | float):
                     self.latencies.append((now - t) * 1000)
+                    self.stamps.append((now, (now - t) * 1000))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -161,7 +166,34 @@ def _cluster(http: Any, base: str) -> dict[str, Any] | None:
         return None
 
 
-def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: float | None = None) -> dict[str, Any]:
+def _by_second(stamps: list[tuple[float, float]], t0: float, duration: float) -> list[float]:
+    """The slowest update received in each second of the measured window (0 for a second without)."""
+    out = [0.0] * max(1, math.ceil(duration))
+    for when, ms in stamps:
+        i = min(len(out) - 1, max(0, int(when - t0)))
+        out[i] = max(out[i], rnd(ms, 0))
+    return out
+
+
+def _py_spy(pid: int, duration: float, out: str) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of the observer (``pid``: its worker) for ``duration`` seconds, to ``out`` (speedscope:
+    each thread's samples in time order, so a slow update's second can be read off the recording).
+    ``--nonblocking``: without it py-spy stops the process for every sample, and a hundred threads
+    sampled 50 times a second left the observer a tenth of a core (updates 15 s late)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [exe, "record", "--pid", str(pid), "--nonblocking", "--threads", "--idle", "--format", "speedscope"]
+    cmd += ["--rate", "50", "--duration", str(math.ceil(duration)), "--output", out]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(
+    nodes: int,
+    per_node: int,
+    churn: float,
+    duration: float,
+    sample_hz: float | None = None,
+    profile: str | None = None,
+) -> dict[str, Any]:
     import requests
 
     groups = max(1, per_node // 100)
@@ -243,9 +275,10 @@ def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: flo
             for b in browsers:
                 b.measuring = True
             tree = _tree_pids(observer.pid)
-            cpu0, t0 = _cpu_seconds(tree), time.monotonic()
+            spy = _py_spy(max(tree, key=lambda p: _rss_mb([p])), duration, profile) if profile else None
+            cpu0, t0, wall0 = _cpu_seconds(tree), time.monotonic(), time.time()
             peak = 0.0
-            progress(f"churning {churn:g} events/s per node for {duration:g} s")
+            progress(f"churning {churn:g} events/s per node for {duration:g} s (from {wall0:.3f})")
             while time.monotonic() - t0 < duration:
                 time.sleep(1.0)
                 peak = max(peak, _rss_mb(_tree_pids(observer.pid)))
@@ -258,6 +291,11 @@ def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: flo
                 p.stdin.write("churn 0\n")
                 p.stdin.flush()
             rss = _rss_mb(tree)
+            if spy is not None:
+                try:
+                    spy.wait(300)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
             lat = [x for b in browsers for x in b.latencies]
             cl = _cluster(http, base) or cl
             if not lat:
@@ -268,6 +306,7 @@ def run(nodes: int, per_node: int, churn: float, duration: float, sample_hz: flo
                 "update_p50_ms": rnd(percentile(lat, 50)),
                 "update_p99_ms": rnd(percentile(lat, 99)),
                 "update_max_ms": rnd(max(lat)),
+                "update_max_ms_by_s": _by_second([s for b in browsers for s in b.stamps], wall0, t1 - t0),
                 "restarts_measured": len(lat),
                 "churn_events_per_s_per_node": churn,
                 "agent_sample_hz": sample_hz,
@@ -304,6 +343,13 @@ def main(argv: list[str]) -> int:
         help="the nodes' agents' sampling scans a second (default the agent's, 4): each walks every process, "
         "so twenty 50,000-process nodes on a small machine starve themselves; 0.5 leaves the cores to the observer",
     )
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        default=None,
+        help="record the observer with py-spy (a dev dependency) during the measured window, "
+        "to FILE (speedscope JSON, one profile per thread in time order)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.nodes, args.processes, args.duration = 2, 1000, 6.0
@@ -311,5 +357,5 @@ def main(argv: list[str]) -> int:
         ap.error("--nodes, --processes, --duration and --churn must be positive")
     if args.sample_hz is not None and args.sample_hz <= 0:
         ap.error("--sample-hz must be positive")
-    emit(run(args.nodes, args.processes, args.churn, args.duration, args.sample_hz))
+    emit(run(args.nodes, args.processes, args.churn, args.duration, args.sample_hz, args.profile))
     return 0

@@ -1,6 +1,7 @@
 """The history writer after a big attach: logins behind checkpoints, and the checkpoint burst.
 
     python -m bench history_writer [--nodes 20] [--processes 5000] [--interval 10] [--seconds 25] [--rate 100]
+    python -m bench history_writer --fold-only [--processes 50000] [--rounds 3]
 
 In this process (no server, no agent): a :class:`observer.store.HistoryStore` on
 a fresh SQLite file is fed ``--nodes`` snapshots of ``--processes`` each at the
@@ -10,6 +11,13 @@ interval: a tenth of its processes, see ``HistoryStore._worth``) for
 ``--seconds``, with timed checkpoints every ``--interval`` seconds. Meanwhile a
 "login" thread writes a session row (:func:`observer.db.sessions.create`, what
 ``POST /login`` waits for) every 0.2 s.
+
+``--fold-only``: no database, no threads: the CPU (``time.thread_time``) of one
+node's snapshot of ``--processes`` as the observer pays it at the attach, the
+live model's fold (:class:`observer.model.NodeModel`) and the history writer's
+(its queue's :func:`observer.model.snapshot.prepare`, the reducer, the
+checkpoint's JSON), best of three; under ``valgrind --tool=callgrind`` (one
+round: ``--rounds 1``) the instruction counts compare two trees exactly.
 
 Figures: ``login_max_ms`` / ``login_p99_ms`` over the whole run (before the fast
 lane a login waited for every queued checkpoint: seconds, and the server's 5 s
@@ -24,6 +32,7 @@ second. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import threading
 import time
@@ -33,6 +42,8 @@ from typing import Any
 from bench._util import emit, machine, percentile, progress, rnd
 from observer.db import history as history_db
 from observer.db import sessions as session_db
+from observer.model import NodeModel, checkpoint_json, history_state, reduce
+from observer.model.snapshot import prepare
 from observer.store import HistoryStore
 
 
@@ -58,6 +69,36 @@ def _records(n: int) -> list[dict[str, Any]]:
     return sups + workers
 
 
+def _fold_only(n: int, rounds: int) -> dict[str, Any]:
+    procs = _records(n)
+    msgs: list[dict[str, Any]] = [{"t": "snapshot_begin", "seq": 1, "count": n, "node": {"node_id": 1}}]
+    msgs += [{"t": "snapshot_chunk", "seq": 1, "procs": procs[i : i + 2000]} for i in range(0, n, 2000)]
+    msgs.append({"t": "snapshot_end", "seq": 1, "names": {}})
+
+    def live() -> None:
+        model = NodeModel("n")
+        for m in msgs:
+            model.apply(m)
+
+    def writer() -> None:
+        st = history_state()
+        for m in msgs:
+            if m["t"] == "snapshot_chunk":  # as HistoryStore.record queues it
+                m = {**m, "procs": [prepare(r) for r in m["procs"]]}
+            st, _ = reduce(st, m, 1.0)
+        checkpoint_json(st)
+
+    out: dict[str, Any] = {"bench": "history_writer", "fold_only": True, "processes": n}
+    for name, fn in (("live_fold_cpu_s", live), ("writer_fold_and_checkpoint_cpu_s", writer)):
+        best = math.inf
+        for _ in range(rounds):
+            t0 = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t0)
+        out[name] = rnd(best, 3)
+    return out | {"machine": machine()}
+
+
 def _thread_cpu(ident: int) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
@@ -69,7 +110,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="checkpoint_interval (s)")
     ap.add_argument("--seconds", type=float, default=25.0, help="how long the events trickle after the attach")
     ap.add_argument("--rate", type=float, default=100.0, help="events per second on each node")
+    ap.add_argument("--fold-only", action="store_true", help="one node's snapshot folds, CPU only (see above)")
+    ap.add_argument("--rounds", type=int, default=3, help="--fold-only: the best of this many")
     a = ap.parse_args(argv)
+    if a.fold_only:
+        emit(_fold_only(a.processes, max(1, a.rounds)))
+        return 0
     procs = _records(a.processes)
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(str(Path(tmp) / "history.db"), checkpoint_interval=a.interval, checkpoint_events=10**9)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import ssl
 import time
@@ -18,12 +17,12 @@ from agent import protocol as P
 from agent.client import AgentClient, AgentError
 
 from ..model import Change, NodeModel
+from ..model.snapshot import freeze_long_lived
 from ..store import HistoryStore
 from ._commands import Commands
 from ._common import (
     BUSY_RETRY,
     BUSY_RETRY_MAX,
-    FREEZE_AT,
     ChangeListener,
     call_on,
     compress_changes,
@@ -323,14 +322,8 @@ class Attachment(Commands):
                     self._changed(self.model.apply_many(batch[start:i]))
                 # building a big graph takes a while: off the loop (the model is thread-safe)
                 self._changed(await asyncio.to_thread(self.model.apply, m))
-                if self.model.graph.number_of_nodes() >= FREEZE_AT:
-                    # the graph just built is long-lived: collect once, then put
-                    # everything out of the collector's sight, so that later full
-                    # collections (which walked all of it: pauses of 100 ms and
-                    # more in the middle of a crash's way to the screen) only see
-                    # what is new
-                    gc.collect()
-                    gc.freeze()
+                # the graph just built is long-lived: out of the collector's sight
+                freeze_long_lived(self.model.graph.number_of_nodes())
                 start = i + 1
         if start < len(batch):
             self._changed(self.model.apply_many(batch[start:]))

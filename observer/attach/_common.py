@@ -16,6 +16,7 @@ from agent import protocol as P
 from agent.client import AgentError
 
 from ..model import Change
+from ..model.snapshot import FREEZE_AT as _FREEZE_AT
 
 __all__ = [
     "BUSY_RETRY",
@@ -46,8 +47,9 @@ BUSY_RETRY = 0.05
 BUSY_RETRY_MAX = 0.25
 """At most this long between retries of a ``busy`` agent."""
 
-FREEZE_AT = 5000
-"""Processes in a fresh snapshot past which the collector forgets the heap (see ``_feed``)."""
+FREEZE_AT = _FREEZE_AT
+"""Processes in a fresh snapshot past which the collector forgets the heap
+(:func:`observer.model.snapshot.freeze_long_lived`)."""
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -3,6 +3,17 @@
 Threading rules: every :class:`AttachManager` method may be called from any
 thread *except* the manager's loop thread (they block on it); change listeners
 run on the loop thread (see :mod:`observer.attach`).
+
+The GIL: the loop thread does many short steps, each after a system call that
+lets the GIL go (a read from one of a thousand sockets, a wake-up), and each
+waits to take it back while another thread holds it: up to the interpreter's
+switch interval (5 ms by default) whenever one is busy with Python code (the
+history writer folding a 50,000-process snapshot and encoding its checkpoint,
+a page's query). The steps between an agent's frame and the browser's batch
+(reads, the change flush, the hub's wake-up, one send per browser) add up. So
+the manager lowers the process's switch interval to :data:`SWITCH_INTERVAL`
+(never raises it): busy threads hand the GIL over sooner, at the cost of a few
+more switches between them.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +33,11 @@ from ..store import HistoryStore
 from ._attachment import Attachment
 from ._common import ChangeListener, NamedChangeListener
 
-__all__ = ["AttachManager"]
+__all__ = ["SWITCH_INTERVAL", "AttachManager"]
+
+SWITCH_INTERVAL = 0.001
+"""The longest (seconds) a thread keeps the GIL when another asks for it, once a manager runs
+(:func:`sys.setswitchinterval`; see the module docstring)."""
 
 
 class AttachManager:
@@ -38,6 +54,8 @@ class AttachManager:
         self._listeners: list[NamedChangeListener] = []
         self.frame_tap: Callable[[str, list[dict[str, Any]]], None] | None = None
         """Given to every attachment (see :attr:`Attachment.frame_tap`)."""
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="observer-attach", daemon=True)

@@ -35,10 +35,15 @@ from .reducer import reduce
 from .state import RESTART_HISTORY, SERIES_WINDOW, Change, Rates, State
 from .tree import build_tree
 
-__all__ = ["AGGREGATE_MAX_AGE", "ORDER_MAX_AGE", "NodeModel"]
+__all__ = ["AGGREGATE_AGE_PER_PROCESS", "AGGREGATE_MAX_AGE", "ORDER_MAX_AGE", "NodeModel"]
 
 AGGREGATE_MAX_AGE = 1.0
-"""Seconds the summary's status/kind counts and mailbox total may be old."""
+"""Seconds the summary's status/kind counts and mailbox total may be old..."""
+AGGREGATE_AGE_PER_PROCESS = 1e-4
+"""... or, on a bigger node, this many seconds per process (5 s at 50,000): each count walks
+every process (~8 ms at 50,000, under the node's lock), and the live pushes ask for the summary
+with every batch: twenty such nodes cost the pushing thread ~0.15 s a second, on the way of
+every update to the browser (``python -m bench fanin`` at a million processes)."""
 ORDER_MAX_AGE = 2.0
 """Seconds a process table's sort order may be old (its rows are always fresh)."""
 ORDER_MIN_ROWS = 20_000
@@ -153,11 +158,13 @@ class NodeModel:
 
         The counts by status and kind and the mailbox total walk every process
         (~4.5 ms for 10,000), so they are computed at most once per
-        ``AGGREGATE_MAX_AGE`` seconds (every live batch asks for the summary)."""
+        ``AGGREGATE_MAX_AGE`` seconds, or ``AGGREGATE_AGE_PER_PROCESS`` per process on a big node
+        (every live batch asks for the summary)."""
         with self._lock:
             mono = time.monotonic()
             cached = self._agg
-            if cached is None or mono - cached[0] >= AGGREGATE_MAX_AGE:
+            max_age = max(AGGREGATE_MAX_AGE, AGGREGATE_AGE_PER_PROCESS * len(self._state.graph))
+            if cached is None or mono - cached[0] >= max_age:
                 cached = self._agg = (mono, queries.aggregates(self._state))
             return queries.summary(self._state, self.name, cached[1])
 

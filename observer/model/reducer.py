@@ -95,7 +95,9 @@ def _snapshot_chunk(state: State, msg: dict[str, Any], now: float) -> list[Chang
     state.last_seen = now
     if state.pending is not None:
         with no_gc():
-            state.pending.extend(prepare(r) for r in msg.get("procs") or ())
+            # records as the wire has them, or already prepare()-d (the history writer's queue
+            # holds them so: see observer.store.HistoryStore.record)
+            state.pending.extend(r if r.__class__ is tuple else prepare(r) for r in msg.get("procs") or ())
     return []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import operator
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -13,10 +14,22 @@ from typing import Any
 import networkx as nx
 
 from . import rates
-from .records import Proc, ProcGraph
-from .state import DEFAULTS, Change, State, add_flag, link_pair, pid_key
+from .records import FIELDS, Proc, ProcGraph, edge_flags
+from .state import DEFAULTS, Change, State, pid_key
 
-__all__ = ["Prepared", "build_graph", "no_gc", "normalize", "prepare", "replace_picture"]
+__all__ = [
+    "FREEZE_AT",
+    "Prepared",
+    "build_graph",
+    "freeze_long_lived",
+    "no_gc",
+    "normalize",
+    "prepare",
+    "replace_picture",
+]
+
+FREEZE_AT = 5000
+"""Processes in a fresh snapshot past which the collector forgets the heap (:func:`freeze_long_lived`)."""
 
 
 @contextlib.contextmanager
@@ -30,6 +43,24 @@ def no_gc() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+def freeze_long_lived(processes: int, *, collect: bool = True) -> bool:
+    """After a snapshot of ``processes`` was built (the live model's or the history writer's
+    graph): if it is big (:data:`FREEZE_AT`), collect once and put everything out of the
+    collector's sight (:func:`gc.freeze`), so that later full collections, which walked all
+    of it, see only what is new. Without it, a million processes just attached (two graphs of
+    them: live and history) cost full collections of 0.2-0.4 s each, every few seconds, on
+    whichever thread allocated last: an update waits for them. ``collect=False``: freeze without
+    the collection first (itself a walk of everything not yet frozen: 0.1-0.4 s of the GIL),
+    when one ran a moment ago (the attach collects after building the same snapshot's live
+    graph). Returns whether it froze."""
+    if processes < FREEZE_AT:
+        return False
+    if collect:
+        gc.collect()
+    gc.freeze()
+    return True
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
@@ -52,13 +83,83 @@ Prepared = tuple[str, Proc, tuple[str, ...], tuple[str, ...]]
 
 def prepare(raw: dict[str, Any]) -> Prepared:
     """A snapshot record as it will be kept: done as each chunk arrives, so that a
-    100,000-record snapshot is not held as 100,000 wire dicts (~1.5 KB each) until its end."""
+    100,000-record snapshot is not held as 100,000 wire dicts (~1.5 KB each) until its end.
+    The record :func:`normalize` describes, its fields set in one call (:func:`_fill`) rather
+    than key by key through :meth:`Proc.__setitem__`: half the instructions, and the attach
+    and the history writer each do it for every process of every snapshot (a million, twice,
+    when an observer attaches to twenty 50,000-process nodes)."""
     rec = Proc()
-    rec.update(normalize(raw))
-    pid: str = rec["pid"]
-    links = tuple(sys.intern(str(o)) for o in raw.get("links") or ())
-    mons = tuple(sys.intern(str(o)) for o in raw.get("monitors") or ())
-    return pid, rec, links, mons
+    _fill(rec, *_wire_values({**DEFAULTS, **raw}))
+    if not _WIRE_KEYS.issuperset(raw):
+        for k, v in raw.items():
+            if k not in _WIRE_KEYS:
+                rec[k] = v  # an extra key
+    ls, ms = raw.get("links"), raw.get("monitors")
+    links = tuple(map(_intern, map(str, ls))) if ls else ()
+    mons = tuple(map(_intern, map(str, ms))) if ms else ()
+    return rec["pid"], rec, links, mons
+
+
+_intern = sys.intern
+_ZERO = 0.0
+_wire_values = operator.itemgetter(*FIELDS)
+_WIRE_KEYS = frozenset((*FIELDS, "links", "monitors"))
+"""A wire record's keys that are not extra keys of its :class:`Proc`."""
+
+
+def _s(v: Any) -> Any:
+    return _intern(v) if v.__class__ is str else v
+
+
+def _z(v: Any) -> Any:
+    return _ZERO if v.__class__ is float and v == 0.0 else v
+
+
+def _fill(  # one argument per field: FIELDS, in order
+    r: Any,
+    pid: Any,
+    name: Any,
+    label: Any,
+    kind: Any,
+    status: Any,
+    supervisor: Any,
+    parent: Any,
+    child_id: Any,
+    restarts: Any,
+    mailbox: Any,
+    msgs_in: Any,
+    msgs_out: Any,
+    handled: Any,
+    handler_time: Any,
+    trap_exit: Any,
+    started_at: Any,
+    budget: Any,
+    memory: Any,
+    rate: Any,
+) -> None:
+    """Every field of the fresh record ``r`` as :meth:`Proc.__setitem__` and :func:`normalize`
+    would leave it: strings interned, a float zero the shared one, the pid a string, an unknown
+    ``trap_exit`` true for a supervisor, the rate zero (samples bring it)."""
+    r.pid = _intern(str(pid))  # the graph's key and the record's pid: one string
+    r.name = _s(name)
+    r.label = _s(label)
+    r.kind = _s(kind)
+    r.status = _s(status)
+    r.supervisor = _s(supervisor)
+    r.parent = _s(parent)
+    r.child_id = _s(child_id)
+    r.restarts = restarts
+    r.mailbox = mailbox
+    r.msgs_in = msgs_in
+    r.msgs_out = msgs_out
+    r.handled = handled
+    r.handler_time = _z(handler_time)
+    r.trap_exit = (True if kind == "supervisor" else None) if trap_exit is None else trap_exit
+    r.started_at = _z(started_at)
+    r.budget = budget
+    r.memory = _z(memory)
+    r.rate = _ZERO
+    r._extra = None  # set: read in one step (unset, it is a call of Proc.__getattr__)
 
 
 def build_graph(procs: list[Prepared] | list[dict[str, Any]]) -> nx.DiGraph:
@@ -73,19 +174,51 @@ def build_graph(procs: list[Prepared] | list[dict[str, Any]]) -> nx.DiGraph:
             if pid not in nodes:
                 succ[pid], pred[pid] = {}, {}
             nodes[pid] = rec  # a repeated pid: the last record wins
-        for pid, rec in nodes.items():
-            sup = rec.get("supervisor")
-            if sup and sup in nodes:
-                add_flag(g, sup, pid, "sup")
-        for a, _, ls, _ in items:
-            for b in ls:
-                if b in nodes:
-                    link_pair(g, a, b)
-        for w, _, _, ms in items:
-            for tgt in ms:
-                if tgt in nodes:
-                    add_flag(g, w, tgt, "monitor")
+        _add_edges(g, items)
     return g
+
+
+def _add_edges(g: nx.DiGraph, items: list[Prepared]) -> None:
+    """The edges of a snapshot: supervisors (each record's ``supervisor``), then links, then
+    monitors, as :func:`~observer.model.state.add_flag` and :func:`~observer.model.state.link_pair`
+    one by one would leave them (a pair's link on its sup edge, else both ways; edges in the
+    order they would be added), worked out first and set in one pass: a 50,000-process snapshot
+    has ~150,000 relations, and the attach and the history writer each build every snapshot."""
+    nodes, succ, pred = g._node, g._succ, g._pred
+    rel: dict[tuple[str, str], list[Any]] = {}  # (u, v) -> [sup, link, monitors], in creation order
+    for pid, rec in nodes.items():
+        sup = rec.get("supervisor")
+        if sup and sup in nodes:
+            rel[(sup, pid)] = [True, False, 0]
+    get = rel.get
+    for a, _, ls, _ in items:
+        for b in ls:
+            if b not in nodes or a == b:
+                continue
+            there = get((a, b))
+            if there is not None and there[0]:
+                there[1] = True
+                continue
+            back = get((b, a))
+            if back is not None and back[0]:
+                back[1] = True
+                continue
+            for u, v in ((a, b), (b, a)):
+                r = get((u, v))
+                if r is None:
+                    rel[(u, v)] = [False, True, 0]
+                else:
+                    r[1] = True
+    for w, _, _, ms in items:
+        for tgt in ms:
+            if tgt in nodes:
+                r = get((w, tgt))
+                if r is None:
+                    rel[(w, tgt)] = [False, False, 1]
+                else:
+                    r[2] += 1
+    for (u, v), (s, ln, m) in rel.items():
+        succ[u][v] = pred[v][u] = edge_flags(s, ln, m)
 
 
 def replace_picture(state: State, msg: dict[str, Any], now: float) -> tuple[State, list[Change]]:

@@ -85,6 +85,16 @@ def test_fanin_quick_run_ends_with_json_holding_its_figures() -> None:
         value = result[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert result["restarts_measured"] > 0
+    by_s = result["update_max_ms_by_s"]  # the slowest update of each second of the window
+    assert len(by_s) >= 6 and 0 < max(by_s) <= result["update_max_ms"] + 1
+
+
+def test_history_writer_fold_only_reports_the_cpu_of_one_snapshot() -> None:
+    proc = _run("history_writer", "--fold-only", "--processes", "2000", "--rounds", "1")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["processes"] == 2000
+    assert result["live_fold_cpu_s"] > 0 and result["writer_fold_and_checkpoint_cpu_s"] > 0
 
 
 def test_chaos_quick_run_ends_with_json_holding_its_figures() -> None:

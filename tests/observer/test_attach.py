@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import agent
 from agent import protocol as P
 from agent.client import AgentError
 from observer.attach import E_NOT_CONNECTED, AttachManager, Attachment, compress_changes
+from observer.attach._manager import SWITCH_INTERVAL
 from observer.model import Change, NodeModel
 from observer.store import HistoryStore
 from tests.observer import READ_TOKEN, TOKEN, wait_for
@@ -423,3 +425,8 @@ def test_kill_preview_escalation_matches_the_runtime(host: Host, manager: Attach
         lambda: mirrored(att, host) and len(att.model.process(child(att, top, "mid"))["children"]) == 2,  # type: ignore[index]
         what="mid restarted",
     )
+
+
+def test_the_manager_lowers_the_gil_switch_interval(manager: AttachManager) -> None:
+    # the attach loop's short steps each wait for the GIL: at most this long (see observer/attach/_manager.py)
+    assert sys.getswitchinterval() <= SWITCH_INTERVAL < 0.005

@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
+import types
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
 from observer.model import Change, NodeModel, pid_key, tidy_layout
+from observer.model import node as node_module
 from tests.observer import ev, linked, rec, snapshot, sup
 
 
@@ -700,3 +703,22 @@ def test_readers_see_one_whole_picture_or_the_other_while_snapshots_are_built() 
             t.join(60)
     assert not errors, errors[0]
     assert m.pids() == whole[1] and seen  # the last snapshot won; the readers read meanwhile
+
+
+def test_a_big_nodes_counts_are_walked_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every live batch asks for the summary; its counts walk every process: on a big node
+    # (here "big" is 5 processes: 1 s each) they may be a while old, on a small one 1 s at most
+    clock = [1000.0]
+    monkeypatch.setattr(node_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    m = small_tree()
+    assert m.summary()["status_counts"] == {"waiting": 5}
+    feed(m, [ev("suspend", 11, pid=P(2))])
+    clock[0] += 1.5
+    assert m.summary()["status_counts"] == {"waiting": 4, "suspended": 1}  # small: 1 s old at most
+    monkeypatch.setattr(node_module, "AGGREGATE_AGE_PER_PROCESS", 1.0)
+    feed(m, [ev("suspend", 12, pid=P(3))])
+    clock[0] += 1.5
+    assert m.summary()["status_counts"] == {"waiting": 4, "suspended": 1}  # 5 processes: 5 s
+    assert m.summary()["process_count"] == 5  # the count itself is always fresh
+    clock[0] += 4.0
+    assert m.summary()["status_counts"] == {"waiting": 3, "suspended": 2}

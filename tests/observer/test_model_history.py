@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from observer.model import NodeModel, build_tree, checkpoint, history, pid_key, replay, restore
+from observer.model.records import DEFAULTS
 from observer.store import HistoryStore
 from tests.observer import ev, linked, rec, snapshot, sup
 
@@ -348,7 +349,7 @@ def test_a_checkpoint_restores_the_state_it_was_made_of() -> None:
     m.apply_many(msgs)
     state = replay([(msg, 100.0) for msg in msgs])
     again = restore(json.loads(json.dumps(checkpoint(state))))
-    assert checkpoint(again) == json.loads(json.dumps(checkpoint(state)))
+    assert json.loads(json.dumps(checkpoint(again))) == json.loads(json.dumps(checkpoint(state)))
     assert build_tree(again, "n", group_threshold=2) == m.tree(group_threshold=2)
     with m.locked() as g:
         assert sorted(g.edges(data=True)) == sorted(again.graph.edges(data=True))
@@ -372,10 +373,33 @@ def test_the_checkpoint_json_encoded_in_slices_reads_as_the_checkpoint(monkeypat
     assert json.loads(history.checkpoint_json(replay([]))) == json.loads(json.dumps(checkpoint(replay([]))))
 
 
+def test_a_checkpoint_keeps_each_record_whole_and_version_2_reads_the_same() -> None:
+    kids = [rec(P(i), supervisor=P(1), child_id=f"c{i}", label="W", started_at=10.0 + i) for i in range(2, 6)]
+    recs = linked([sup(P(1), name="top"), *kids])
+    recs[2]["region"] = "eu"  # a key beyond FIELDS: the record's extra
+    state = replay([(m, 1.0) for m in snapshot(recs, seq=1, names={"top": P(1)})])
+    body = json.loads(history.checkpoint_json(state))
+    assert body["v"] == history.CHECKPOINT_VERSION == 3 and len(body["procs"]) == 5
+    assert body["extra"] == [[P(3), {"region": "eu"}]]
+    again = restore(body)
+    for pid, r in state.graph.nodes(data=True):
+        assert dict(again.graph.nodes[pid]) == dict(r)
+    assert list(again.graph.edges(data=True)) == list(state.graph.edges(data=True))
+    # the same picture as a version 2 checkpoint (a dict per process without its default fields) reads alike
+    old = {k: v for k, v in body.items() if k not in ("fields", "extra")} | {"v": 2}
+    fields = body["fields"]
+    old["procs"] = [{k: v for k, v in zip(fields, row, strict=True) if v != DEFAULTS[k]} for row in body["procs"]]
+    old["procs"][2]["region"] = "eu"
+    v2 = restore(old)
+    assert [dict(r) for _, r in v2.graph.nodes(data=True)] == [dict(r) for _, r in again.graph.nodes(data=True)]
+    assert list(v2.graph.edges(data=True)) == list(again.graph.edges(data=True))
+
+
 def test_a_checkpoint_with_links_stored_both_ways_reads_as_one_link_per_supervised_pair() -> None:
     # written before a supervised pair's link was kept on the sup edge alone: the child's
     # link back to its supervisor listed (with a monitor), and the paired child implied
     body = json.loads(json.dumps(checkpoint(replay([]))))
+    body["v"] = 2  # a version 2 body: a dict per process
     body["procs"] = [
         {"pid": P(1), "kind": "supervisor"},
         {"pid": P(2), "supervisor": P(1)},

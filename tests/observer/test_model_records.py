@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from observer.model.records import DEFAULTS, FIELDS, Proc, ProcGraph, edge_flags
+from observer.model.snapshot import normalize, prepare
 from observer.model.state import add_flag, link_pair, linked, remove_flag, set_edge, unlink_pair
 
 
@@ -82,3 +83,27 @@ def test_a_supervised_pair_keeps_its_link_on_the_sup_edge_alone() -> None:
     unlink_pair(g, "s", "c")
     assert g["s"]["c"] == {"sup": True, "kind": "sup"} and g["c"]["s"] == {"monitor": 1, "kind": "monitor"}
     assert linked(g, "c") == ["x"] and linked(g, "s") == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"pid": "<0.1.0>", "kind": "supervisor", "label": "Root", "links": ["<0.2.0>", "<0.3.0>"]},
+        {"pid": "<0.2.0>", "supervisor": "<0.1.0>", "child_id": "a", "trap_exit": False, "monitors": ["<0.1.0>"]},
+        {"pid": 7, "status": "running", "handler_time": 0.0, "memory": 0.0, "rate": 3.5, "restarts": 2},
+        {"pid": "<0.4.0>", "region": "eu", "zone": None, "started_at": 12.5, "budget": {"used": 1}},
+        {"pid": "<0.5.0>", "name": "cache", "parent": "<0.1.0>", "mailbox": 4, "trap_exit": None},
+    ],
+)
+def test_a_prepared_snapshot_record_is_the_normalized_record(raw: dict[str, object]) -> None:
+    # prepare() sets the fields in one call: the same record as normalize() key by key
+    pid, got, links, mons = prepare(dict(raw))
+    want = Proc()
+    want.update(normalize(dict(raw)))
+    assert pid == want["pid"] == str(raw["pid"]) and pid is sys.intern(pid)
+    assert got.items() == want.items()
+    assert [type(v) for _, v in got.items()] == [type(v) for _, v in want.items()]
+    assert all(got[k] is sys.intern(got[k]) for k in FIELDS if isinstance(got[k], str))
+    assert links == tuple(str(x) for x in raw.get("links") or ())  # type: ignore[attr-defined]
+    assert mons == tuple(str(x) for x in raw.get("monitors") or ())  # type: ignore[attr-defined]
+    assert got["rate"] == 0.0 and got["trap_exit"] == want["trap_exit"]

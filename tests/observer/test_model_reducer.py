@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from observer.model import NodeModel, State, build_tree, checkpoint, reduce, replay
+from observer.model.snapshot import prepare
 from tests.observer import ev, linked, rec, snapshot, sup
 
 
@@ -90,3 +91,11 @@ def test_observer_side_facts_go_through_the_reducer_too() -> None:
     st, changes = reduce(st, {"t": "info", "pid": P(99), "info": {"memory": 1}}, 1.0)
     assert changes == [] and P(99) not in st.graph
     assert reduce(st, {"t": "no-such-message"}, 1.0) == (st, [])
+
+
+def test_a_snapshot_chunk_of_prepared_records_folds_as_the_wire_records() -> None:
+    # the history writer's queue holds a chunk's records prepare()-d (observer.store.HistoryStore.record)
+    msgs = snapshot(tree_records(), seq=3, names={"top": P(1)})
+    prepared = [m if m["t"] != "snapshot_chunk" else {**m, "procs": [prepare(r) for r in m["procs"]]} for m in msgs]
+    assert any(m["t"] == "snapshot_chunk" for m in msgs)
+    assert frozen(fold(State(), prepared)) == frozen(fold(State(), msgs))

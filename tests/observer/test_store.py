@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from observer.db import open_backend
+from observer.model.snapshot import FREEZE_AT
 from observer.store import SCHEMA_VERSION, AuditError, HistoryStore, StoreError
 from tests.observer import ev, linked, rec, snapshot, sup, wait_for
 
@@ -330,3 +332,17 @@ def test_timeline_ignores_events_written_after_its_range_was_read(store: History
     tl = store.timeline("n", buckets=10)
     assert injected and len(tl["buckets"]) == 10
     assert sum(b["exits"] for b in tl["buckets"]) == 0  # the two late rows are outside the range read
+
+
+def test_the_writers_graph_of_a_big_node_is_frozen_out_of_the_collectors_sight(store: HistoryStore) -> None:
+    # the history's own graph of a node just attached is long-lived: full collections
+    # (pauses on whichever thread allocates) must not walk it again and again
+    recs = [sup(P(1))] + [rec(P(i), supervisor=P(1), child_id=f"c{i}") for i in range(2, FREEZE_AT + 2)]
+    before = gc.get_freeze_count()
+    try:
+        record_all(store, "big", snapshot(linked(recs), seq=1))
+        assert store.flush()
+        assert gc.get_freeze_count() >= before + FREEZE_AT
+        assert store.tree_at("big", time.time() + 1) is not None
+    finally:
+        gc.unfreeze()  # the test process's heap back in the collector's sight
