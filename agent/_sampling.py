@@ -5,7 +5,7 @@ from the host's tick (``Agent._on_tick``, or on the host's own thread,
 agent/_host_drain.py) and its drain.
 
 A sampling *sweep* over the node's processes is done in steps of at most
-``STEP_S`` (about 1 ms: a few hundred processes). Whichever thread runs a
+``STEP_S`` (0.5 ms: a hundred or two processes). Whichever thread runs a
 step holds the GIL for it (the host's own thread, when the step runs there),
 so the node's loop never waits longer than one step for the sampler; a sweep
 of 10,000 processes done in one go held it for 20-200 ms. The steps of one
@@ -36,7 +36,11 @@ visible and there steps do not wait). At 1,000 kills/s a sweep lasts 400-500
 ms of wall time and a third of the kills fall inside one: traced per hop on a
 loaded machine (three interleaved pairs), their recovery p99 went from 21-23
 ms to 11-16 ms and the slowest 1 % of them saw 0.7 steps instead of 2; all
-kills' p99 from 16-19 ms to 10-13 ms.
+kills' p99 from 16-19 ms to 10-13 ms. Steps of 0.5 ms rather than 1 ms then
+took the rest of that tail (six interleaved pairs on a quieter machine, of
+which three lost to load: those kills' p99 9.5-12.2 ms -> 6.0-7.7 ms, as low
+as the other kills'; all kills' 7.2-10.4 -> 5.8-7.8 ms); a sweep lasts longer
+in wall time (400-650 ms at 1,000 kills/s) for the same CPU.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ log = logging.getLogger("agent")
 
 MEMORY_PER_SCAN = 250
 """Processes whose memory estimate each sampling sweep refreshes (see ``_scan_step``)."""
-STEP_S = 0.001
+STEP_S = 0.0005
 """Longest a step of a sampling sweep runs (checked every ``STEP_CHECK`` processes)."""
 STEP_CHECK = 32
 """Processes sampled between two looks at the clock."""
