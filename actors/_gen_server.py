@@ -40,6 +40,7 @@ Every exit with a reason other than normal / shutdown is logged on the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -233,9 +234,20 @@ async def _start(
         if proc._monitors is None:
             proc._monitors = {}
         proc._monitors[ref] = on_down
+    # One timer (in a shared empty context: its callback reads no context variable)
+    # rather than wait_for around a shield, which made a dozen more objects per
+    # start (a coroutine, two more futures, closures, a partial, a copy of the
+    # context): the supervisor's cost of every restart. The starter's cancellation
+    # may cancel ack: the server and on_down only ever set it when it is not done.
+    handle = None
+    if timeout is not None:
+        if timeout > 0:
+            handle = node.loop.call_later(timeout, _start_timeout, ack, context=_NO_CONTEXT)
+        else:
+            _start_timeout(ack)  # as wait_for's: no time at all to start in
     try:
-        return await asyncio.wait_for(asyncio.shield(ack), timeout), mon
-    except TimeoutError:
+        return await ack, mon
+    except _StartTimeout:
         if parent is not None:
             parent.unlink(pid)
             parent.drop(lambda m: type(m) is Exit and m.pid == pid)
@@ -244,8 +256,33 @@ async def _start(
         node.exit(pid, "kill")
         raise StartError("timeout") from None
     finally:
-        if proc is not None and proc._monitors is not None:
-            proc._monitors.pop(ref, None)
+        if handle is not None:
+            handle.cancel()
+        if proc is not None:
+            _forget_monitor(proc, ref)
+
+
+class _StartTimeout(Exception):
+    """The start's ack, failed by its timer (never seen outside :func:`_start`)."""
+
+
+def _start_timeout(ack: asyncio.Future[Any]) -> None:
+    if not ack.done():
+        ack.set_exception(_StartTimeout())
+
+
+_NO_CONTEXT = contextvars.Context()
+"""The context the start timer's callback runs in (it reads no context variable)."""
+
+
+def _forget_monitor(proc: Process, ref: Ref) -> None:
+    """Remove the starter's (or a sys request's) watch; an empty table goes back to None,
+    so that a server does not keep an empty dict for the collector to walk all its life."""
+    mons = proc._monitors
+    if mons is not None:
+        mons.pop(ref, None)
+        if not mons:
+            proc._monitors = None
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -280,13 +317,15 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
         ack.set_result(proc.pid)
     del ack
     server.state = state
-    receive = proc.receive
     reason: Any = NORMAL
     # The exit signals that make a trapping server terminate: its parent's, and
     # the node's own (Node.shutdown, Node.exit without a sender): the node is
-    # every process's ultimate parent.
+    # every process's ultimate parent. (The frame lives as long as the server,
+    # and every object it holds is one more for the cyclic GC to walk at each
+    # collection: the node's own pid is shared, and ``proc.receive`` is looked up
+    # per message rather than kept as a bound method.)
     parent = proc.parent
-    node_pid = Pid(proc.node.node_id, 0)
+    node_pid = proc.node._node_pid
     stop_reply: tuple[From, Any] | None = None
     copy_state = server.crash_state_copy
     msg: Any = None
@@ -294,7 +333,7 @@ async def _loop(proc: Process, server: GenServer, args: tuple[Any, ...], ack: as
     while True:
         if then is None:
             pending = None
-            msg = await receive()
+            msg = await proc.receive()
         else:
             pending = then  # what a system message restarts (see get_state below)
             msg, then = await _next(proc, then)
@@ -440,8 +479,7 @@ async def _sys(node: Node, dest: Pid | str, kind: str, arg: Any, timeout: float 
     except TimeoutError:
         raise CallTimeout(dest, kind, timeout or 0.0) from None
     finally:
-        if p._monitors is not None:
-            p._monitors.pop(ref, None)
+        _forget_monitor(p, ref)
 
 
 async def get_state(node: Node, dest: Pid | str, *, timeout: float | None = 5.0) -> Any:

@@ -40,6 +40,8 @@ class NodeState:
         crash_reports: bool = True,
     ) -> None:
         self.node_id = node_id
+        self._node_pid = Pid(node_id, 0)
+        """``<N.0.0>``, the node itself as a signal's sender (one object, not one per server)."""
         self.clock = clock
         self.log_crashes = log_crashes
         self.crash_reports = crash_reports

@@ -59,10 +59,11 @@ class TaskEvents:
         kind = ev[0]
         if kind == "spawn":
             rec: TaskRec = ev[1]
+            rec.lazy = False  # first: from here on the host tells its end (see HostHooks._on_done)
             if rec.spawned:
                 return None  # drawn early, with a crash or a failed sibling (see _draw_early)
             if rec.sup is None:  # else placed by a snapshot: sessions attached before it are told now
-                task = rec.ref()
+                task = rec()
                 if (task is None or task.done()) and not rec.flush:
                     # it ended before the agent looked (within LAZY_DELAY): counted in the
                     # node's figures, drawn only if it failed or a member of its group did
@@ -72,7 +73,11 @@ class TaskEvents:
             self._fresh.append(rec)
             return self._spawn_dict(rec)
         if kind == "exit":
-            return self._exit(ev[1], ev[2], ev[3], ev[4], publish=True)
+            rec = ev[1]
+            if rec.sup is None and ev[3] is None and not rec.flush:
+                rec.ended = True  # ended before the agent drew it (the usual short task): nothing to tell
+                return None
+            return self._exit(rec, ev[2], ev[3], ev[4], publish=True)
         if kind == "loop_exc":
             return self._loop_exception(ev[1], ev[2], ev[3], publish=True)
         if kind == "logged":
@@ -84,10 +89,15 @@ class TaskEvents:
     def account(self, ev: Any) -> None:
         kind = ev[0]
         if kind == "spawn":
+            ev[1].lazy = False  # (as in encode)
             if self.on_node is not None:
                 self._look_for_node(ev[1])
         elif kind == "exit":
-            self._exit(ev[1], ev[2], ev[3], ev[4], publish=False)
+            rec = ev[1]
+            if rec.sup is None and ev[3] is None and not rec.flush:
+                rec.ended = True  # (as in encode)
+            else:
+                self._exit(rec, ev[2], ev[3], ev[4], publish=False)
         elif kind == "loop_exc":
             self._loop_exception(ev[1], ev[2], ev[3], publish=False)
         elif kind == "logged":

@@ -11,6 +11,7 @@ event into the agent's collector. A hook that raises is counted
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _aio_inspect as ins
-from ._aio_records import TaskRec, _coro_of, _site, _task_name
+from ._aio_records import _CREATE_TASK, TaskRec, _coro_of, _site, _task_name
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -45,6 +46,8 @@ class HostHooks:
     finished_total: int
     hook_errors: int
     _done_cb: Any
+    _done_ctx: contextvars.Context
+    _skip_unseen: bool
     lazy_delay: float
 
     def _key(self) -> str:
@@ -114,7 +117,7 @@ class HostHooks:
             return
         for t in pending[start : start + ADOPT_CHUNK]:
             if not t.done():
-                self._track(t, None, origin="adopted", parent=awaited_by.get(id(t)))
+                self._track(t, None, "adopted", awaited_by.get(id(t)))
         if start + ADOPT_CHUNK < len(pending):
             loop.call_soon(self._adopt_some, loop, pending, awaited_by, start + ADOPT_CHUNK)
 
@@ -156,6 +159,7 @@ class HostHooks:
         if not old.is_closed() and old.get_task_factory() == self._factory:
             old.set_task_factory(self._prev_factory)
         self.loop = loop
+        self._done_ctx = contextvars.Context()  # (a context is entered by one thread at a time)
         old_root, self.root_key = self.root_key, self._key()
         ag = self.agent
         if ag is not None:
@@ -175,11 +179,6 @@ class HostHooks:
         if self.hook_errors <= 5:
             log.warning("agent: an asyncio hook failed (%d so far)", self.hook_errors, exc_info=True)
 
-    def _put_lazy(self, ev: Any) -> None:
-        ag = self.agent
-        if ag is not None:
-            ag.collector.put_lazy(ev, self.lazy_delay)
-
     def _put(self, ev: Any) -> None:
         ag = self.agent
         if ag is not None:
@@ -191,7 +190,15 @@ class HostHooks:
         task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
         if self._on and loop is self.loop:
             try:
-                rec = self._track(task, sys._getframe(1), origin="task", parent=None)
+                # the frame to walk up from: the caller of asyncio.create_task when
+                # that called loop.create_task (the usual case: a frame object fewer
+                # to make: ~3,900 instructions a task, callgrind), else the factory's caller
+                try:
+                    up = sys._getframe(2)
+                except ValueError:
+                    up = None
+                frame = up.f_back if up is not None and up.f_code is _CREATE_TASK else sys._getframe(1)
+                rec = self._track(task, frame, "task", None)
                 if rec is not None and rec.coro is None and task.done():
                     rec.coro = ins.coro_name(coro)  # eager, done in its first step: its coroutine is dropped
             except Exception:
@@ -200,48 +207,58 @@ class HostHooks:
 
     def _rec_of(self, task: asyncio.Task[Any]) -> TaskRec | None:
         rec = self.live.get(id(task))
-        return rec if rec is not None and rec.ref() is task else None
+        return rec if rec is not None and rec() is task else None
 
     def _track(
-        self, task: asyncio.Task[Any], frame: Any, *, origin: str, parent: asyncio.Task[Any] | None
+        self, task: asyncio.Task[Any], frame: Any, origin: str, parent: asyncio.Task[Any] | None
     ) -> TaskRec | None:
+        """Note a task (the factory's, or one adopted): one record, one done
+        callback, one lazy event. The line that created it is kept as a code
+        object and an offset, read only if it is drawn."""
         tid = id(task)
-        rec = self.live.get(tid)
+        live = self.live
+        rec = live.get(tid)
         if rec is not None:
-            if rec.ref() is task:  # met first as a parent (an eager task's child): complete it
-                if rec.where is None and frame is not None:
-                    rec.where, rec.origin, group = _site(frame, rec.origin)
+            if rec() is task:  # met first as a parent (an eager task's child): complete it
+                if rec.wcode is None and rec._where is None and frame is not None:
+                    rec.wcode, rec.wlasti, rec.origin, group = _site(frame, rec.origin)
                     if group is not None:
                         rec.group = weakref.ref(group)
                 return rec
-            self._gone(rec)  # a collected task's id, reused
-        if task.done() and origin == "adopted":
-            return None
+            self._gone(rec, tid)  # a collected task's id, reused
         if origin == "task":
             parent = asyncio.current_task(self.loop)
+        elif task.done():
+            return None  # (adopted)
         prec = None
         if parent is not None and parent is not task:
-            prec = self._rec_of(parent)
-            if prec is None:
-                prec = self._track(parent, None, origin="adopted", parent=None)
-        rec = TaskRec(self._key(), task, self.root_key, prec.key if prec is not None else None, origin)
-        rec.prec = prec
+            prec = live.get(id(parent))
+            if prec is None or prec() is not parent:
+                prec = self._track(parent, None, "adopted", None)
+        rec = TaskRec(task)
+        rec.key, rec.root, rec.created = self._key(), self.root_key, time.time()
+        rec.prec, rec.parent, rec.origin = prec, prec.key if prec is not None else None, origin
         if frame is not None:
-            rec.where, rec.origin, group = _site(frame, origin)
+            rec.wcode, rec.wlasti, rec.origin, group = _site(frame, origin)
             if group is not None:
                 rec.group = weakref.ref(group)
-        self.live[tid] = rec
+        rec.lazy = origin == "task"
+        live[tid] = rec
         self.created_total += 1
-        task.add_done_callback(self._done_cb)
-        self._put_lazy(("spawn", rec))
+        # run in a context of the agent's (one per loop): no copy of the current one per task
+        task.add_done_callback(self._done_cb, context=self._done_ctx)
+        ag = self.agent
+        if ag is not None:
+            ag.collector.put_lazy(("spawn", rec), self.lazy_delay)
         return rec
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         tid = id(task)
-        rec = self.live.get(tid)
-        if rec is None or rec.ref() is not task:
+        live = self.live
+        rec = live.get(tid)
+        if rec is None or rec() is not task:
             return
-        del self.live[tid]
+        del live[tid]
         self.finished_total += 1
         try:
             if task.cancelled():
@@ -250,8 +267,10 @@ class HostHooks:
                 # the attribute, not task.exception(): that would mark the
                 # exception retrieved and silence asyncio's own warning
                 exc = ins.task_exception(task)
-                state = "failed" if exc is not None else "done"
-                if exc is not None:
+                if exc is None:
+                    state = "done"
+                else:
+                    state = "failed"
                     self._note_crash(exc)
                     self._flush_group(rec, task)
             if rec.sup is not None or exc is not None or rec.flush:
@@ -260,10 +279,19 @@ class HostHooks:
                 rec.name = _task_name(task)
                 if rec.coro is None:
                     rec.coro = _coro_of(task)
+            ag = self.agent
+            if ag is None:
+                return
             if exc is None:
-                self._put_lazy(("exit", rec, state, exc, time.time()))
+                if rec.lazy and rec.sup is None and not rec.flush and self._skip_unseen:
+                    # ended before the agent read its spawn: that will find it done and
+                    # not draw it (it clears ``lazy`` before it looks), so nothing to tell.
+                    # The rule that makes it safe: the agent draws a task whose spawn it
+                    # has not read only if it failed or is flagged (``flush``), never this one
+                    return
+                ag.collector.put_lazy(("exit", rec, state, exc, time.time()), self.lazy_delay)
             else:
-                self._put(("exit", rec, state, exc, time.time()))
+                ag.collector.put(("exit", rec, state, exc, time.time()))
         except Exception:
             self._hook_failed()
 
@@ -280,7 +308,7 @@ class HostHooks:
         if obj is not None:
             members = getattr(obj, "_tasks", None)
         else:
-            parent = rec.prec.ref() if rec.prec is not None else None
+            parent = rec.prec() if rec.prec is not None else None
             fut = ins.task_waiter(parent) if parent is not None else None
             if fut is not None and type(fut).__name__ == "_GatheringFuture":
                 kids = getattr(fut, "_children", None) or ()
@@ -288,6 +316,12 @@ class HostHooks:
                     obj, members = fut, kids
         if obj is None:
             return
+        # the creator and the group's owner may be drawn with it (Scopes._group_scope):
+        # their ends are told even if they end before the agent looks
+        owners = [rec.prec, self._rec_of(getattr(obj, "_parent_task", None) or task)]
+        for o in owners:
+            if o is not None:
+                o.flush = True
         rec.group = obj
         for t in list(members or ()):
             r = self._rec_of(t) if isinstance(t, asyncio.Task) else None
@@ -300,11 +334,12 @@ class HostHooks:
         if len(crashed) > 1000:
             del crashed[next(iter(crashed))]
 
-    def _gone(self, rec: TaskRec) -> None:
-        """A task collected while pending (asyncio warns "Task was destroyed but it is pending")."""
-        for k, v in list(self.live.items()):
-            if v is rec:
-                self.live.pop(k, None)
+    def _gone(self, rec: TaskRec, tid: int) -> None:
+        """A task collected while pending (asyncio warns "Task was destroyed but
+        it is pending"), met as its id ``tid`` is reused: its record is dropped
+        (by that key: no walk over the live tasks on the host's thread)."""
+        if self.live.get(tid) is rec:
+            del self.live[tid]
         self.finished_total += 1
         self._put(("exit", rec, "destroyed", None, time.time()))
 
@@ -353,7 +388,9 @@ class HostHooks:
         if trec is None and task is not None:
             # a task no factory saw (on 3.12+ ``asyncio.Task(..., eager_start=True)``
             # built by a library, as aiohttp does): adopt it to hang the crash on
-            trec = self._track(task, None, origin="adopted", parent=None)
+            trec = self._track(task, None, "adopted", None)
+        if trec is not None:
+            trec.flush = True  # drawn to carry the crash, even if it ends before the agent looks
         if trec is not None and task is not None and trec.sup is None:
             trec.name, trec.coro = _task_name(task), _coro_of(task)  # it may be gone when the agent draws it
         msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__

@@ -83,6 +83,16 @@ def task_callbacks(task: asyncio.Task[Any]) -> list[Any]:
     return list(cbs) if cbs else []
 
 
+def only_callback(task: asyncio.Task[Any], cb: Any) -> bool:
+    """Whether ``cb`` is the task's only done callback (``Future._callbacks``),
+    without copying the list as :func:`task_callbacks` does."""
+    cbs = getattr(task, "_callbacks", None)
+    if not cbs or len(cbs) != 1:
+        return False
+    item = cbs[0]
+    return type(item) is tuple and item[0] is cb
+
+
 _CALL_GRAPH: Any = getattr(asyncio, "capture_call_graph", None)
 """Python 3.14+: ``asyncio.capture_call_graph`` (None before). UNTESTED: this
 project's tests run on 3.11, where the path below is never taken."""

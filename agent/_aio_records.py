@@ -17,22 +17,30 @@ _HANDLE_RUN = asyncio.events.Handle._run.__code__
 """Walking up from the factory, this frame means "created from a loop callback"."""
 _TG_CREATE = asyncio.taskgroups.TaskGroup.create_task.__code__
 """Walking up from the factory, this frame's ``self`` is the TaskGroup the task joins."""
+_CREATE_TASK = asyncio.tasks.create_task.__code__
+"""``asyncio.create_task``'s code: two frames up from the factory (above ``loop.create_task``), the usual case."""
 _THREADSAFE_CB = next(
     (c for c in asyncio.run_coroutine_threadsafe.__code__.co_consts if getattr(c, "co_name", None) == "callback"),
     None,
 )
 
 
-class TaskRec:
-    """One task (host thread creates it; the agent thread fills ``sup`` and the counters)."""
+class TaskRec(weakref.ref):
+    """One task: a weak reference to it (``rec()`` is the task, or None once
+    collected), and what is known of it (host thread creates it; the agent
+    thread fills ``sup`` and the counters). One object a task, no tuples:
+    records of tasks that end within the lazy delay are the host's only
+    allocations that outlive a step, and each one that survives a collection
+    of the young generation adds to the next full one."""
 
     __slots__ = (
         "key",
-        "ref",
         "root",
         "parent",
         "created",
-        "where",
+        "wcode",
+        "wlasti",
+        "_where",
         "origin",
         "name",
         "coro",
@@ -47,17 +55,27 @@ class TaskRec:
         "prec",
         "group",
         "flush",
-        "__weakref__",
+        "lazy",
     )
 
-    def __init__(self, key: str, task: asyncio.Task[Any], root: str, parent: str | None, origin: str) -> None:
-        self.key = key
-        self.ref = weakref.ref(task)
-        self.root = root
-        self.parent = parent
-        self.created = time.time()
-        self.where: tuple[str, int, str] | None = None
-        self.origin = origin
+    key: str
+    root: str
+    parent: str | None
+    """The key of ``prec``, the task that created it (None: none known)."""
+    prec: TaskRec | None
+    """The record of the task that created it."""
+    origin: str
+    created: float
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        # only the task: weakref.ref.__new__ takes no more, and keywords cost
+        # twice the whole construction. The one maker (``HostHooks._track``) sets
+        # key, root, parent, prec, origin and created right after
+        self.wcode: Any = None
+        """The code object of the line that created the task, and its ``f_lasti``:
+        read into ``where`` only if the task is drawn (``where``)."""
+        self.wlasti = -1
+        self._where: tuple[str, int, str] | None = None
         self.name: str | None = None
         self.coro: str | None = None
         self.sup: str | None = None
@@ -69,15 +87,44 @@ class TaskRec:
         self.spawned = 0.0
         """When its spawn was published (0: not yet; agent thread)."""
         self.ended = False
-        self.prec: TaskRec | None = None
-        """The record of the task that created it (host thread sets it)."""
         self.group: Any = None
         """Its TaskGroup, known at creation (a weak reference), or, once a member
         of its group or gather failed, the group or gathering future itself (held
         until the agent has drawn it: see ``HostHooks._flush_group``)."""
         self.flush = False
         """Draw it even if it ended before the agent looked: a member of its
-        group or gather failed (host thread sets it)."""
+        group or gather failed, or it logged an error (host thread sets it)."""
+        self.lazy = False
+        """Its spawn event is queued and the agent has not read it yet (the
+        factory's tasks; the agent clears it first thing when it does): if it
+        ends ordinarily meanwhile, its end needs no event at all (see
+        ``HostHooks._on_done``)."""
+
+    @property
+    def ref(self) -> TaskRec:
+        """The weak reference to the task (the record itself: ``rec.ref()`` is ``rec()``)."""
+        return self
+
+    @property
+    def where(self) -> tuple[str, int, str] | None:
+        """``(file, line, function)`` that created the task (None: unknown),
+        resolved from the code object and offset kept at creation."""
+        w = self._where
+        if w is None and self.wcode is not None:
+            code, self.wcode = self.wcode, None
+            w = self._where = (code.co_filename, _line(code, self.wlasti), code.co_qualname)
+        return w
+
+
+def _line(code: Any, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti`` of ``code`` (as ``f_lineno``)."""
+    try:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end:
+                return int(line) if line is not None else code.co_firstlineno
+    except Exception:
+        pass
+    return int(code.co_firstlineno)
 
 
 class ScopeRec:
@@ -100,9 +147,10 @@ class ScopeRec:
         """A timeout's task."""
 
 
-def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str, Any]:
+def _site(frame: Any, origin: str) -> tuple[Any, int, str, Any]:
     """The first frame outside asyncio and the agent, walking up from the
-    factory's caller; and the TaskGroup whose ``create_task`` is on the way (or None)."""
+    factory's caller, as its code object and ``f_lasti`` (None, -1: none);
+    the origin; and the TaskGroup whose ``create_task`` is on the way (or None)."""
     f = frame
     threadsafe = False
     group = None
@@ -117,9 +165,9 @@ def _site(frame: Any, origin: str) -> tuple[tuple[str, int, str] | None, str, An
         elif code is _HANDLE_RUN:
             break  # created from a loop callback with no application frame on the way
         elif not code.co_filename.startswith(_SKIP_DIRS):
-            return (code.co_filename, f.f_lineno, code.co_qualname), origin, group
+            return code, f.f_lasti, origin, group
         f = f.f_back
-    return None, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin), group
+    return None, -1, "threadsafe" if threadsafe else ("callback" if origin == "task" else origin), group
 
 
 def _where(w: tuple[str, int, str] | None) -> str | None:

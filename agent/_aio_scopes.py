@@ -71,6 +71,7 @@ class Scopes:
     once per node: a task whose done callback is an ``actors.Process`` runs
     that process (the launcher then shows the node too: ``agent/_bootstrap.py``)."""
     _nodes_met: set[int]
+    _made_scopes: list[ScopeRec] | None
     _tmo_wait: dict[str, list[tuple[Any, float, TaskRec]]]
     """Task key -> timeouts found at the last reading while that task was not
     drawn yet (weak references; opened when the task is placed)."""
@@ -91,9 +92,12 @@ class Scopes:
         """Find the task's scope and supervisor (idempotent; announces a new scope)."""
         if rec.sup is not None:
             return
-        task = rec.ref()
-        scope = self._scope_for(rec, task)
-        if scope is None and rec.parent is not None:
+        task = rec()
+        if task is not None and rec.group is None and ins.only_callback(task, self._done_cb):
+            scope = None  # the usual case (a snapshot of 100,000 tasks): nothing to look for but a timeout
+        else:
+            scope = self._scope_for(rec, task)
+        if scope is None and rec.parent is not None and self._may_have_timeout(rec.created):
             scope = self._timeout_around(rec.parent, rec.created)
         if scope is not None:
             rec.scope = scope
@@ -131,7 +135,7 @@ class Scopes:
 
     def _group_scope(self, group: asyncio.TaskGroup, rec: TaskRec) -> ScopeRec:
         parent = getattr(group, "_parent_task", None)
-        prec = rec.prec if rec.prec is not None and rec.prec.ref() is parent else None
+        prec = rec.prec if rec.prec is not None and rec.prec() is parent else None
         if prec is None and isinstance(parent, asyncio.Task):
             prec = self._rec_of(parent)
         if rec.flush and id(group) not in self.scopes:
@@ -170,10 +174,11 @@ class Scopes:
     def _look_for_node(self, rec: TaskRec) -> None:
         """A task created from inside the actors runtime (nobody attached, so
         it is not placed): is it a process of a node? Only while ``on_node`` is set."""
-        w = rec.where
-        if w is None or not w[0].startswith(_ACTORS_DIR):
+        code = rec.wcode  # (the file only: the line is not needed)
+        w = code.co_filename if code is not None else (rec._where[0] if rec._where is not None else None)
+        if w is None or not w.startswith(_ACTORS_DIR):
             return
-        task = rec.ref()
+        task = rec()
         for item in ins.task_callbacks(task) if task is not None else ():
             cb = item[0] if isinstance(item, tuple) else item
             if type(cb) is actors.Process:
@@ -197,6 +202,8 @@ class Scopes:
         sup = tmo.key if tmo is not None else (parent if parent is not None and parent in self.shown else self.root_key)
         s = ScopeRec(self._key(), kind, obj, sup, parent, self.root_key)
         self.scopes[id(obj)] = s
+        if self._made_scopes is not None:
+            self._made_scopes.append(s)
         self.shown[s.key] = (sup, kind)
         self._publish(
             {"ev": "spawn", "pid": s.key, "name": None, "label": kind, "parent": parent, "time": s.created}
@@ -290,6 +297,12 @@ class Scopes:
             return None
         return min(live, key=lambda s: s.deadline if s.deadline is not None else float("inf"))
 
+    def _may_have_timeout(self, created: float) -> bool:
+        """False when no timeout can hold a task created at ``created``: none is
+        drawn or waiting for its task, and the timers were read since (the
+        usual case: a loop with no ``asyncio.timeout`` scope open)."""
+        return bool(self._tmo_of or self._tmo_wait) or self._tmo_read_at < created
+
     def _open_waiting(self, task_key: str) -> None:
         """Timeouts read while their task was not drawn yet: opened now that it is."""
         for ref, when, trec in self._tmo_wait.pop(task_key, ()):
@@ -333,6 +346,8 @@ class Scopes:
         s = ScopeRec(self._key(), "timeout", tmo, trec.key, trec.key, self.root_key)
         s.deadline, s.task = when, trec
         self.scopes[id(tmo)] = s
+        if self._made_scopes is not None:
+            self._made_scopes.append(s)
         self.shown[s.key] = (trec.key, "timeout")
         self._tmo_of.setdefault(trec.key, []).append(s)
         if publish:

@@ -158,6 +158,31 @@ async def test_init_timeout_kills_the_server_and_raises_starterror() -> None:
         await wait_until(lambda: node.process_count() == 0)
 
 
+async def test_a_start_with_no_time_fails_at_once_and_a_cancelled_starter_leaves_the_server_running() -> None:
+    # timeout=0, as wait_for's: no time to start in, even for an init that returns at once
+    async with A.Node() as node:
+        with pytest.raises(A.StartError) as ei:
+            await A.start_server(node, A.GenServer, timeout=0)
+        assert ei.value.reason == "timeout"
+        await wait_until(lambda: node.process_count() == 0)
+
+        # the starter cancelled while the server inits: the server goes on and starts
+        go = asyncio.Event()
+
+        class Gated(A.GenServer):
+            async def init(self, *args: Any) -> Any:
+                await go.wait()
+                return "ready"
+
+        starter = asyncio.ensure_future(A.start_server(node, Gated, name="gated"))
+        await wait_until(lambda: node.whereis("gated") is not None)
+        starter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starter
+        go.set()
+        assert await A.get_state(node, "gated") == "ready"
+
+
 async def test_start_returns_when_server_is_killed_during_init() -> None:
     in_init = asyncio.Event()
 

@@ -18,6 +18,20 @@ async def idle(proc: actors.Process) -> None:
         await proc.receive()
 
 
+def _ready_work(loop: asyncio.AbstractEventLoop, end: float) -> asyncio.Future[None]:
+    """A callback that queues itself again (``call_soon``: always one ready) until ``end``."""
+    done: asyncio.Future[None] = loop.create_future()
+
+    def again() -> None:
+        if loop.time() < end:
+            loop.call_soon(again)
+        else:
+            done.set_result(None)
+
+    loop.call_soon(again)
+    return done
+
+
 def _samples(m: dict[str, Any]) -> bool:
     return m.get("t") == "samples"
 
@@ -139,6 +153,52 @@ async def test_the_host_loop_runs_several_iterations_between_two_steps_of_a_swee
             # one step per iteration would be ~5 a chain; a gap of >= 0.5 ms between steps leaves
             # most chains of five quick iterations without any
             assert sum(seen) <= len(seen) // 2, seen
+        finally:
+            await client.close()
+    finally:
+        h.stop()
+
+
+async def test_a_step_waits_while_the_host_loop_has_callbacks_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step due while the host's loop has other callbacks ready (a restart on its way
+    through the loop's iterations, say) waits another ``STEP_GAP_MIN_S``, up to
+    ``STEP_DEFER_MAX`` times in a row: bursts of ready work shorter than that see no
+    step, and the sweep still goes on between them."""
+    monkeypatch.setattr(_sampling, "STEP_S", 0.0)  # one slice of STEP_CHECK processes per step
+    h = Host(sample_hz=20)
+    try:
+        h.run(lambda: [h.node.spawn(idle) for _ in range(3000)])
+        client = await connect(h)
+        try:
+            await client.read_snapshot()
+            await next_event(client, _samples)
+            ag = h.agent
+
+            async def bursts() -> tuple[list[int], int]:
+                """Steps taken during each of 30 bursts of 2 ms of ready callbacks begun in a
+                sweep; and steps taken in the idle gaps between them."""
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20.0
+                seen: list[int] = []
+                between = 0
+                while len(seen) < 30 and loop.time() < deadline:
+                    if ag._sweep_since is None:
+                        await asyncio.sleep(0.002)
+                        continue
+                    before = ag.sample_steps
+                    await _ready_work(loop, loop.time() + 0.002)
+                    seen.append(ag.sample_steps - before)
+                    before = ag.sample_steps
+                    await asyncio.sleep(0.003)
+                    between += ag.sample_steps - before
+                return seen, between
+
+            seen, between = h.run_async(bursts(), timeout=30.0)
+            assert len(seen) == 30, f"only {len(seen)} bursts began in a sweep"
+            # without the wait: a step every ~0.5 ms of a burst, ~4 a burst
+            assert sum(seen) <= 3, seen
+            assert between > 0  # the sweep went on when the loop was idle
+            assert ag.sample_step_defers > 0
         finally:
             await client.close()
     finally:
