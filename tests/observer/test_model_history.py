@@ -373,6 +373,34 @@ def test_the_checkpoint_json_encoded_in_slices_reads_as_the_checkpoint(monkeypat
     assert json.loads(history.checkpoint_json(replay([]))) == json.loads(json.dumps(checkpoint(replay([]))))
 
 
+def test_a_checkpoint_of_many_processes_is_encoded_in_slices_short_beside_the_switch_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each slice is one C call holding the GIL: a slice of ~45 KB is ~1 ms, the attach manager's
+    # switch interval, and a request thread sharing the GIL with the writer gets the GIL for a
+    # switch interval per slice (2,000 records a slice, ~220 KB: a sixth of it)
+    kids = [
+        rec(P(i), supervisor=P(1), child_id=f"worker-{i}", label="Worker", started_at=1796567800.123 + i)
+        for i in range(2, 1202)
+    ]
+    state = replay([(m, 1.0) for m in snapshot(linked([sup(P(1), name="top"), *kids]), seq=1)])
+    sizes: list[int] = []
+    encode = history._encode
+
+    def measured(o: Any) -> str:
+        text = encode(o)
+        sizes.append(len(text))
+        return text
+
+    monkeypatch.setattr(history, "_encode", measured)
+    pauses: list[int] = []
+    text = history.checkpoint_json(state, lambda: pauses.append(len(sizes)))
+    assert json.loads(text) == json.loads(json.dumps(checkpoint(state), default=str))
+    assert len(sizes) >= 1 + 1201 // history.JSON_SLICE  # the head, then the records (and edges), sliced
+    assert max(sizes[1:]) <= 16_000  # each slice ~1/3 of a switch interval or less
+    assert pauses == sorted(set(pauses)) and len(pauses) >= len(sizes) - 1  # a pause after each slice
+
+
 def test_a_checkpoint_keeps_each_record_whole_and_version_2_reads_the_same() -> None:
     kids = [rec(P(i), supervisor=P(1), child_id=f"c{i}", label="W", started_at=10.0 + i) for i in range(2, 6)]
     recs = linked([sup(P(1), name="top"), *kids])
