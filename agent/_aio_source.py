@@ -69,6 +69,8 @@ from ._aio_records import (
 from ._aio_scopes import Scopes
 from ._source import Source
 
+_SCOPE_KINDS = frozenset(("taskgroup", "gather", "timeout"))
+
 if TYPE_CHECKING:
     from ._agent import Agent
 
@@ -214,11 +216,14 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
             units = [*made, *units]
         cur = _current(self.loop)
         append = out.append
+        told: set[int] = set()  # the scopes recorded in this call
         for u in units:
             if type(u) is TaskRec:  # (first: all but a few units are tasks)
                 task = u()
                 if task is None or u.sup is None:
                     continue
+                if u.scope is not None and id(u.scope) not in told:
+                    self._scope_records(u.scope, told, append)
                 w = u._where if u.wcode is None else u.where
                 append(
                     {
@@ -243,9 +248,33 @@ class AsyncioSource(TaskEvents, Scopes, HostHooks, TaskCommands, Source):
             elif isinstance(u, str):
                 self.shown.setdefault(u, (None, "loop"))
                 append(_record(u, "loop", self._loop_label(), None, None, "running", self.started_at, "loop"))
-            elif isinstance(u, ScopeRec):
+            elif isinstance(u, ScopeRec) and id(u) not in told:
+                told.add(id(u))
                 append(_record(u.key, None, u.kind, u.sup, u.parent, "waiting", u.created, u.kind))
         return out
+
+    def _scope_records(self, s: ScopeRec, told: set[int], append: Callable[[dict[str, Any]], None]) -> None:
+        """The records of a task's scope and of the scopes around it, if still
+        open. A snapshot's later chunks are built while the agent goes on
+        reading the host's events (between chunks), and a task placed then
+        may stand in a scope made after the snapshot's units were taken:
+        without its record here the task would come without its supervisor's
+        node (and its edge to it). A scope recorded twice in one snapshot is
+        harmless: the last record of a pid wins."""
+        by_key: dict[str, ScopeRec] | None = None
+        cur: ScopeRec | None = s
+        while cur is not None and id(cur) not in told:
+            told.add(id(cur))
+            obj = cur.ref()
+            if obj is None or self.scopes.get(id(obj)) is not cur:
+                return  # closed meanwhile: its exit follows the snapshot
+            append(_record(cur.key, None, cur.kind, cur.sup, cur.parent, "waiting", cur.created, cur.kind))
+            above = self.shown.get(cur.sup)
+            if above is None or above[1] not in _SCOPE_KINDS:
+                return  # under the loop or a task (a scope is shown with its kind for a name)
+            if by_key is None:
+                by_key = {v.key: v for v in self.scopes.values()}
+            cur = by_key.get(cur.sup)
 
     def _task_fields(self, rec: TaskRec, task: asyncio.Task[Any]) -> dict[str, Any]:
         return {

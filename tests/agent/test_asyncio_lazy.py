@@ -14,15 +14,20 @@ import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from agent._aio_records import TaskRec
 from agent._session import SNAPSHOT_CHUNK
 from tests.agent.aio_host import LoopHost, Picture, attach
 
 uvloop = pytest.importorskip("uvloop")
 
 pytestmark = pytest.mark.timeout(60)
+
+HEARTBEAT = 0.1
+"""The agent's default heartbeat (``agent.start``)."""
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -110,10 +115,9 @@ async def test_short_tasks_are_counted_and_never_left_behind(aio: LoopHost) -> N
         await client.close()
 
 
-async def test_a_snapshot_bigger_than_a_chunk_holds_the_scopes_its_placing_finds(aio: LoopHost) -> None:
-    """Tasks made while nobody watched are placed only when a snapshot builds
-    their chunk's records: a TaskGroup met in the second chunk comes in the
-    snapshot, with its owner and its children under it."""
+async def _filled_with_a_group(aio: LoopHost) -> int:
+    """SNAPSHOT_CHUNK + 500 idle tasks, then a task owning a TaskGroup of three
+    (their records in the snapshot's second chunk); returns the fillers' count."""
     fillers = SNAPSHOT_CHUNK + 500
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
@@ -130,19 +134,65 @@ async def test_a_snapshot_bigger_than_a_chunk_holds_the_scopes_its_placing_finds
 
     aio.call(make)
     await asyncio.wrap_future(ready)
+    return fillers
+
+
+def _assert_the_group_is_whole(pic: Picture, fillers: int) -> None:
+    procs = list(pic.procs.values())
+    assert sum(1 for p in procs if (p.get("name") or "").startswith("filler-")) == fillers
+    own = pic.by_name("owner")
+    groups = [p for p in procs if p["kind"] == "taskgroup"]
+    assert own is not None and len(groups) == 1, (own, groups)
+    assert groups[0]["supervisor"] == own["pid"]
+    members = [p for p in procs if (p.get("name") or "").startswith("member-")]
+    assert len(members) == 3 and all(m["supervisor"] == groups[0]["pid"] for m in members)
+    orphans = [p["pid"] for p in procs if p.get("supervisor") and p["supervisor"] not in pic.procs]
+    assert not orphans, f"records whose supervisor the snapshot does not hold: {orphans}"
+
+
+async def test_a_snapshot_bigger_than_a_chunk_holds_the_scopes_its_placing_finds(aio: LoopHost) -> None:
+    """Tasks made while nobody watched are placed only when a snapshot builds
+    their chunk's records: a TaskGroup met in the second chunk comes in the
+    snapshot, with its owner and its children under it."""
+    fillers = await _filled_with_a_group(aio)
     t0 = time.monotonic()
     client = await attach(aio)
     try:
-        pic = await Picture(client).sync()
-        procs = list(pic.procs.values())
-        assert sum(1 for p in procs if (p.get("name") or "").startswith("filler-")) == fillers
-        own = pic.by_name("owner")
-        groups = [p for p in procs if p["kind"] == "taskgroup"]
-        assert own is not None and len(groups) == 1, (own, groups)
-        assert groups[0]["supervisor"] == own["pid"]
-        members = [p for p in procs if (p.get("name") or "").startswith("member-")]
-        assert len(members) == 3 and all(m["supervisor"] == groups[0]["pid"] for m in members)
+        _assert_the_group_is_whole(await Picture(client).sync(), fillers)
         assert time.monotonic() - t0 < 30
+    finally:
+        await client.close()
+
+
+async def test_a_scope_made_between_a_snapshots_chunks_comes_with_its_tasks(aio: LoopHost) -> None:
+    """The agent goes on reading the host's events between a snapshot's chunks
+    (and the host drains them itself while the agent's thread waits to write).
+    The tasks' start events, still queued when the observer attaches, are read
+    just before the chunk that holds the TaskGroup's tasks is built, as a slow
+    reader on a loaded machine made it happen (seen in CI): the members are
+    placed then, outside the snapshot, and the group they stand in must still
+    come in the snapshot (it came only as an event after it; the members' edges
+    to it were lost)."""
+    src = aio.agent.source
+    src.lazy_delay = 30.0  # the start events wait in the queue: no hand-off reads them first,
+    aio.agent.heartbeat = 30.0  # and no tick drains them (the host's ticks drain what is queued):
+    await asyncio.sleep(3 * HEARTBEAT)  # the tick armed before is past, the next is 30 s away
+    fillers = await _filled_with_a_group(aio)
+    records = src.records
+    queued: list[int] = []
+
+    def records_after_a_drain(units: list[Any]) -> list[Any]:
+        if not queued and any(type(u) is TaskRec and (t := u()) is not None and t.get_name() == "owner" for u in units):
+            queued.append(len(aio.agent.collector.buf))
+            aio.agent._drain_some()  # (the agent's thread, holding the work lock: as a drain between chunks)
+        return records(units)
+
+    src.records = records_after_a_drain
+    client = await attach(aio)
+    try:
+        pic = await Picture(client).sync()
+        assert queued and queued[0] >= fillers, f"the start events were not queued at the drain: {queued}"
+        _assert_the_group_is_whole(pic, fillers)
     finally:
         await client.close()
 
