@@ -20,6 +20,10 @@ Debian's Chromium. Figures (all timed inside the page with
   sortable columns).
 * ``tree_first_render_100k_s``: as ``tree_first_render_10k_s``, for a node
   of ~100,000 processes (``--huge-tree``; 1,000 supervisors of 100 workers).
+* ``tree_search_100k_s``, ``tree_path_to_root_100k_s``,
+  ``crash_to_pixel_100k_p99_ms``, ``folded_flash_100k_p99_ms``: on that
+  tree, search, a crash report's path link, kills drawn and kills patched
+  into a folded supervisor (see :func:`measure_big_tree_use`).
 * ``process_sort_1m_s``: as ``process_sort_100k_s``, for a node of
   ~1,000,000 processes (``--huge``; its agent's snapshot alone takes minutes
   to build and send on a small machine: run it on a quiet one, ``--only
@@ -103,6 +107,63 @@ KILL_TO_PIXEL = """async ([node, pid]) => {
     window.observer.api.kill(node, pid, 'kill').then(() => { api = performance.now() - t0; });
   });
 }"""
+
+UNTIL = """(cond, ms, what) => new Promise((resolve, reject) => {
+  const end = performance.now() + ms;
+  const step = () => {
+    if (cond()) resolve(performance.now());
+    else if (performance.now() > end) reject(new Error(`${what}: not within ${ms / 1000} s`));
+    else requestAnimationFrame(step);
+  };
+  step();
+})"""
+
+SEARCH_TO_FOCUS = (
+    """async (pid) => {
+  const until = """
+    + UNTIL
+    + """;
+  const input = document.getElementById('tree-search');
+  const list = document.getElementById('tree-search-results');
+  const v = window.observer.view;
+  if (v.parentOf(pid)) return {error: 'already drawn'};
+  input.value = pid;
+  const t0 = performance.now();
+  input.dispatchEvent(new Event('input'));
+  const listed = await until(
+    () => [...list.querySelectorAll('li[data-i] .mono')].some((e) => e.textContent === pid), 60000, 'search results');
+  input.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}));
+  const drawn = await until(() => v.parentOf(pid) !== null, 60000, 'the hit drawn');
+  return {results_ms: listed - t0, drawn_ms: drawn - t0};
+}"""
+)
+
+PATH_DRAWN = """() => { window.__pathDrawn = null;
+  const pid = (new URL(location.href).searchParams.get('path') || '').split(',').filter(Boolean).pop();
+  if (!pid) return;
+  const step = () => {
+    const v = window.observer && window.observer.view;
+    if (v && v.parentOf && v.parentOf(pid)) { window.__pathDrawn = performance.now(); return; }
+    requestAnimationFrame(step);
+  };
+  requestAnimationFrame(step);
+}"""
+
+FOLDED_FLASH = (
+    """async ([node, pid, sup]) => {
+  const until = """
+    + UNTIL
+    + """;
+  const v = window.observer.view;
+  if (v.parentOf(pid)) return {error: 'the victim is drawn (its supervisor is not folded)'};
+  if (!v.parentOf(sup)) return {error: 'its supervisor is not drawn'};
+  if (v.flashing(sup)) await until(() => !v.flashing(sup), 10000, 'the last flash over');
+  const t0 = performance.now();
+  await window.observer.api.kill(node, pid, 'kill');
+  const t = await until(() => v.flashing(sup), 10000, 'the folded supervisor flashing');
+  return {ms: t - t0};
+}"""
+)
 
 LATEST_EXCEPTION_REPORT = """async () => {
   const groups = (await (await fetch('/api/crashes')).json()).groups || [];
@@ -358,7 +419,7 @@ def measure_big_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any]
     groups = max(1, args.huge_tree // args.per)
     n = groups * args.per + groups + 1
     progress(f"big tree node: {groups} x {args.per} workers ({n} processes)")
-    with system(groups, args.per) as (_node, base, token):
+    with system(groups, args.per) as (node, base, token):
         page = _login(browser, base, token)
         out["tree_100k_processes"] = _wait_processes(page, base, "bench", n, timeout=1200)
         page.add_init_script(script=f"({FIRST_TREE})()")
@@ -375,7 +436,88 @@ def measure_big_tree(browser: Any, args: argparse.Namespace, out: dict[str, Any]
         if args.screenshots:
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / "tree-100k.png"))
+        measure_big_tree_use(page, node, base, groups, args, out)
         page.context.close()
+
+
+def measure_big_tree_use(
+    page: Any, node: Child, base: str, groups: int, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    """On the big tree's page, each time for a worker under a supervisor still
+    folded (a different one each time, from the last):
+
+    * ``tree_search_100k_s``: its pid typed in the search box until it is drawn
+      (the box's 180 ms debounce, the server's search, Enter, the refetch
+      that unfolds its supervisor); ``tree_search_results_100k_s`` until the
+      results list shows it;
+    * ``tree_path_to_root_100k_s``: a crash report's link to it
+      (``/nodes/<node>/tree?path=<root>,...,<pid>``) from navigation start
+      until it is drawn (two fetches: the folded tree, then its path unfolded);
+    * ``crash_to_pixel_100k_p50_ms`` / ``_p99_ms``: as at 10,000 processes,
+      killing workers of the supervisor that link unfolded;
+    * ``folded_flash_100k_p50_ms`` / ``_p99_ms``: a worker under a folded
+      supervisor killed until that supervisor flashes (its restart patched in
+      place, no refetch)."""
+    step = max(1, groups // 40)
+    sups = iter(range(groups - 1, -1, -step))
+
+    def worker(g: int, i: int) -> tuple[str, list[str]]:
+        pid = node.ask(f"pid {g} {i}", re.compile(r"pid (\S+)")).group(1)
+        hits = page.request.get(f"{base}/api/nodes/bench/search", params={"q": pid}).json()["matches"]
+        path = next((h["path"] for h in hits if h["pid"] == pid), None)
+        if not path:
+            raise RuntimeError(f"the observer has no path to {pid}")
+        return pid, path
+
+    searches = [page.evaluate(SEARCH_TO_FOCUS, worker(next(sups), 7)[0]) for _ in range(5)]
+    bad = [r for r in searches if "error" in r]
+    if bad:
+        raise RuntimeError(f"search: {bad[0]['error']}")
+    out["tree_search_100k_s"] = rnd(median([r["drawn_ms"] / 1000 for r in searches]))
+    out["tree_search_results_100k_s"] = rnd(median([r["results_ms"] / 1000 for r in searches]))
+    out["tree_search_100k_runs_s"] = [rnd(r["drawn_ms"] / 1000) for r in searches]
+    progress(f"tree_search_100k_s {out['tree_search_100k_s']} (results {out['tree_search_results_100k_s']})")
+
+    page.add_init_script(script=f"({PATH_DRAWN})()")
+    paths = []
+    g = -1
+    for _ in range(3):
+        g = next(sups)
+        _pid, path = worker(g, 3)
+        page.goto(f"{base}/nodes/bench/tree?path={','.join(path)}")
+        page.wait_for_function("() => window.__pathDrawn !== null", timeout=120_000)
+        paths.append(page.evaluate("() => window.__pathDrawn") / 1000)
+    out["tree_path_to_root_100k_s"] = rnd(median(paths))
+    out["tree_path_to_root_100k_runs_s"] = [rnd(x) for x in paths]
+    progress(f"tree_path_to_root_100k_s {out['tree_path_to_root_100k_s']}")
+
+    kills = min(args.kills, 20)
+    times: list[float] = []
+    hows: list[str] = []
+    for i in range(kills):  # workers of the supervisor the last link unfolded
+        r = page.evaluate(KILL_TO_PIXEL, ["bench", worker(g, 10 + i)[0]])
+        if "ms" not in r:
+            raise RuntimeError(f"crash to pixel at 100k: {r.get('error')}")
+        times.append(float(r["ms"]))
+        hows.append(f"{r['how']}:{r['ms']:.0f}")
+        page.wait_for_timeout(300)
+    progress("crash to pixel at 100k, drawn by:ms: " + " ".join(hows))
+    out["crash_to_pixel_100k_p50_ms"] = rnd(percentile(times, 50))
+    out["crash_to_pixel_100k_p99_ms"] = rnd(percentile(times, 99))
+    flashes = []
+    for _ in range(min(kills, 10)):
+        pid, path = worker(next(sups), 5)
+        r = page.evaluate(FOLDED_FLASH, ["bench", pid, path[-2]])
+        if "ms" not in r:
+            raise RuntimeError(f"folded flash at 100k: {r.get('error')}")
+        flashes.append(float(r["ms"]))
+        page.wait_for_timeout(300)
+    out["folded_flash_100k_p50_ms"] = rnd(percentile(flashes, 50))
+    out["folded_flash_100k_p99_ms"] = rnd(percentile(flashes, 99))
+    progress(
+        f"crash to pixel at 100k p50 {out['crash_to_pixel_100k_p50_ms']} p99 {out['crash_to_pixel_100k_p99_ms']} ms; "
+        f"folded flash p50 {out['folded_flash_100k_p50_ms']} p99 {out['folded_flash_100k_p99_ms']} ms"
+    )
 
 
 def measure_sort(browser: Any, args: argparse.Namespace, out: dict[str, Any], *, size: int, key: str) -> None:
@@ -508,6 +650,10 @@ def main(argv: list[str]) -> int:
         "backlog_after_60s_at_1k_events_s",
         "process_sort_100k_s",
         "tree_first_render_100k_s",
+        "tree_search_100k_s",
+        "tree_path_to_root_100k_s",
+        "crash_to_pixel_100k_p99_ms",
+        "folded_flash_100k_p99_ms",
         "process_sort_1m_s",
     )
     out: dict[str, Any] = dict.fromkeys(keys)
@@ -539,7 +685,10 @@ def main(argv: list[str]) -> int:
     if args.huge != 1_000_000 and out.get("process_sort_1m_s") is not None:
         notes.append(f"process_sort_1m_s measured with {out.get('sort_1m_processes')} processes (--quick/--huge)")
     if args.huge_tree != 100_000 and out.get("tree_first_render_100k_s") is not None:
-        notes.append(f"tree_first_render_100k_s measured with {out.get('tree_100k_processes')} processes (--huge-tree)")
+        notes.append(
+            f"tree_first_render_100k_s and the search, path and kill figures on that tree measured "
+            f"with {out.get('tree_100k_processes')} processes (--huge-tree)"
+        )
     out["quick"] = args.quick
     out["machine"] = machine()
     if notes:
