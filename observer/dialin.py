@@ -60,6 +60,8 @@ def server_ssl_context(cert: str, key: str | None, ca: str | None = None) -> ssl
 class DialInAttachment(Attachment):
     """An attachment whose connections are handed over by the listener."""
 
+    gated = False  # (the agent dialled in: its connection is not made by us, nor held back)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._incoming: asyncio.Queue[AgentClient] | None = None

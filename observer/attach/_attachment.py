@@ -31,6 +31,7 @@ from ._common import (
     log,
     parse_address,
 )
+from ._gate import SyncGate, SyncSlot
 
 __all__ = ["Attachment"]
 
@@ -39,6 +40,10 @@ _CLOSED = {"t": "_closed"}
 
 class Attachment(Commands):
     """One node, attached (or trying to be). Created by :meth:`AttachManager.add`."""
+
+    gated = True
+    """Whether :meth:`_connect` waits for a place in the sync gate (an agent that
+    dials in is not waited for: its connection is already there)."""
 
     def __init__(
         self,
@@ -91,6 +96,10 @@ class Attachment(Commands):
         self.frame_tap: Callable[[str, list[dict[str, Any]]], None] | None = None
         """Sees every batch of the agent's messages (loop thread; must not block):
         the trace service takes its ``trace`` frames (observer/trace.py)."""
+        self.sync_gate: SyncGate | None = None
+        """Given by the manager: connect only with a place in it, held until the
+        first snapshot is in (see observer/attach/_gate.py)."""
+        self._slot: SyncSlot | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class Attachment(Commands):
         while not self._stopping:
             self.attempts += 1
             try:
-                client = await self._connect()
+                client = await self._connect_gated()
             except asyncio.CancelledError:
                 raise
             except AgentError as exc:
@@ -194,6 +203,7 @@ class Attachment(Commands):
             try:
                 await self._pump(client)
             finally:
+                self._leave_gate()
                 self.client = None
                 self.connected_since = None
                 with contextlib.suppress(Exception):
@@ -223,6 +233,23 @@ class Attachment(Commands):
             self._changed(self.model.disconnected(err))
         await self._backoff(delay)
         return min(delay * 2, self.backoff_max)
+
+    async def _connect_gated(self) -> AgentClient:
+        """:meth:`_connect` with a place in the sync gate, if there is one (given
+        back at once if the attempt fails)."""
+        gate = self.sync_gate
+        if gate is not None and self.gated:
+            self._slot = await gate.enter()
+        try:
+            return await self._connect()
+        except BaseException:
+            self._leave_gate()
+            raise
+
+    def _leave_gate(self) -> None:
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()
 
     async def _connect(self) -> AgentClient:
         """One attempt at an authenticated session (overridden for agents that dial in)."""
@@ -322,6 +349,7 @@ class Attachment(Commands):
                     self._changed(self.model.apply_many(batch[start:i]))
                 # building a big graph takes a while: off the loop (the model is thread-safe)
                 self._changed(await asyncio.to_thread(self.model.apply, m))
+                self._leave_gate()  # the snapshot is in: the next node may connect
                 # the graph just built is long-lived: out of the collector's sight
                 freeze_long_lived(self.model.graph.number_of_nodes())
                 start = i + 1

@@ -32,12 +32,18 @@ from ..model import NodeModel
 from ..store import HistoryStore
 from ._attachment import Attachment
 from ._common import ChangeListener, NamedChangeListener
+from ._gate import SyncGate
 
-__all__ = ["SWITCH_INTERVAL", "AttachManager"]
+__all__ = ["MAX_SYNCING", "SWITCH_INTERVAL", "AttachManager"]
 
 SWITCH_INTERVAL = 0.001
 """The longest (seconds) a thread keeps the GIL when another asks for it, once a manager runs
 (:func:`sys.setswitchinterval`; see the module docstring)."""
+
+
+MAX_SYNCING = 4
+"""How many attachments may be between their connect and the end of their first
+snapshot at once (observer/attach/_gate.py)."""
 
 
 class AttachManager:
@@ -46,8 +52,10 @@ class AttachManager:
     ``store`` (optional) receives every attachment's messages. See the module
     docstring for the threading rules."""
 
-    def __init__(self, store: HistoryStore | None = None, **defaults: Any) -> None:
+    def __init__(self, store: HistoryStore | None = None, *, max_syncing: int = MAX_SYNCING, **defaults: Any) -> None:
         self.store = store
+        self.sync_gate = SyncGate(max_syncing)
+        """Given to every attachment: how many may be receiving their first snapshot at once."""
         self._defaults = defaults
         self._lock = threading.Lock()
         self._attachments: dict[str, Attachment] = {}
@@ -123,6 +131,7 @@ class AttachManager:
             for cb in self._listeners:
                 att.on_change(_bind(cb, key))
             att.frame_tap = self.frame_tap
+            att.sync_gate = self.sync_gate
             self._attachments[key] = att
         att.start()
         return att
