@@ -93,23 +93,18 @@ def test_a_dropped_link_gives_its_place_back(gated: Callable[[int], AttachManage
     wait_for(lambda: first.status == "up", timeout=30, what="n0 up again")
 
 
-def test_a_place_held_past_its_limit_is_given_back() -> None:
+async def test_a_place_held_past_its_limit_is_given_back() -> None:
     """An agent that never sends its snapshot holds its place ``hold_max`` at most."""
-
-    async def run() -> tuple[float, int]:
-        gate = SyncGate(1, hold_max=0.2)
-        loop = asyncio.get_running_loop()
-        first = await gate.enter()  # never released by its holder
-        t0 = loop.time()
-        second = await asyncio.wait_for(gate.enter(), 5)
-        waited = loop.time() - t0
-        second.release()
-        second.release()  # (idempotent)
-        first.release()  # (already given back by its timer: nothing happens)
-        return waited, gate.holding
-
-    waited, holding = asyncio.run(run())
-    assert 0.15 <= waited < 4 and holding == 0
+    gate = SyncGate(1, hold_max=0.2)
+    loop = asyncio.get_running_loop()
+    first = await gate.enter()  # never released by its holder
+    t0 = loop.time()
+    second = await asyncio.wait_for(gate.enter(), 5)
+    waited = loop.time() - t0
+    second.release()
+    second.release()  # (idempotent)
+    first.release()  # (already given back by its timer: nothing happens)
+    assert 0.15 <= waited < 4 and gate.holding == 0 and gate.peak == 1
 
 
 def test_the_gate_refuses_a_limit_below_one() -> None:
