@@ -6,7 +6,7 @@ all at once, and their snapshots (~15 MB of JSON each) kept its loop and the
 history writer busy for a minute. The handshakes of the nodes still
 connecting were answered late, past the agent's 2 s deadline for a
 handshake: two to six timed out in every such attach, each retried after a
-backoff, and twenty snapshots' records were held at once. A few at a time,
+backoff. A few at a time,
 each node's handshake is answered promptly and its snapshot comes in while
 the others wait their turn (not yet connected: they cost nothing).
 
