@@ -9,6 +9,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import pytest
+
 import agent
 from agent.client import AgentClient
 from tests.agent.conftest import OP_TOKEN, READ_TOKEN
@@ -83,10 +85,16 @@ class LoopHost:
             self.loop.close()
 
 
-def hosted() -> Iterator[LoopHost]:
-    """The body of an ``aio`` fixture: a host, stopped after, with a thread-leak check."""
+LOOP_NAMES = ("asyncio", "uvloop")
+"""The loops an ``aio`` fixture may be parametrized over (see :func:`hosted`)."""
+
+
+def hosted(loop: str = "asyncio") -> Iterator[LoopHost]:
+    """The body of an ``aio`` fixture: a host on asyncio's loop or on uvloop (skipped
+    where uvloop is not installed), stopped after, with a thread-leak check."""
+    factory = asyncio.new_event_loop if loop == "asyncio" else pytest.importorskip("uvloop").new_event_loop
     before = set(threading.enumerate())
-    h = LoopHost()
+    h = LoopHost(factory)
     yield h
     h.stop()
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]

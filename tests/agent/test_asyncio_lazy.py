@@ -13,33 +13,24 @@ import concurrent.futures
 import gc
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from agent._aio_records import TaskRec
 from agent._session import SNAPSHOT_CHUNK
-from tests.agent.aio_host import LoopHost, Picture, attach
-
-uvloop = pytest.importorskip("uvloop")
+from tests.agent.aio_host import LOOP_NAMES, LoopHost, Picture, attach, hosted
 
 pytestmark = pytest.mark.timeout(60)
 
 HEARTBEAT = 0.1
 """The agent's default heartbeat (``agent.start``)."""
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 
-
-@pytest.fixture(params=sorted(LOOPS))
+@pytest.fixture(params=LOOP_NAMES)
 def aio(request: pytest.FixtureRequest) -> Iterator[LoopHost]:
-    h = LoopHost(LOOPS[request.param])
-    yield h
-    h.stop()
+    yield from hosted(request.param)
 
 
 async def forever() -> None:

@@ -7,28 +7,19 @@ lazy delay. A real agent, the real protocol on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.agent.aio_host import LoopHost, Picture, attach
-
-uvloop = pytest.importorskip("uvloop")
+from tests.agent.aio_host import LOOP_NAMES, LoopHost, Picture, attach, hosted
 
 pytestmark = pytest.mark.timeout(60)
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 
-
-@pytest.fixture(params=sorted(LOOPS))
+@pytest.fixture(params=LOOP_NAMES)
 def aio(request: pytest.FixtureRequest) -> Iterator[LoopHost]:
-    h = LoopHost(LOOPS[request.param])
-    yield h
-    h.stop()
+    yield from hosted(request.param)
 
 
 async def forever() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -114,6 +116,25 @@ async def test_a_step_samples_a_slice_and_drops_the_rows_of_processes_dead_by_th
         h.stop()
 
 
+@contextlib.asynccontextmanager
+async def _sweeping(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Host]:
+    """A node of 3,000 idle processes whose agent samples in sweeps of one slice a step
+    (``STEP_S`` 0), with an observer attached that has read its snapshot and first samples."""
+    monkeypatch.setattr(_sampling, "STEP_S", 0.0)  # one slice of STEP_CHECK processes per step
+    h = Host(sample_hz=20)
+    try:
+        h.run(lambda: [h.node.spawn(idle) for _ in range(3000)])
+        client = await connect(h)
+        try:
+            await client.read_snapshot()
+            await next_event(client, _samples)
+            yield h
+        finally:
+            await client.close()
+    finally:
+        h.stop()
+
+
 async def test_the_host_loop_runs_several_iterations_between_two_steps_of_a_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -122,41 +143,30 @@ async def test_the_host_loop_runs_several_iterations_between_two_steps_of_a_swee
     iterations of the host's loop (a gen_server's restart takes five) runs
     between two steps instead of paying one step per iteration, as it did
     when every iteration of a sweep ran a step."""
-    monkeypatch.setattr(_sampling, "STEP_S", 0.0)  # one slice of STEP_CHECK processes per step
-    h = Host(sample_hz=20)
-    try:
-        h.run(lambda: [h.node.spawn(idle) for _ in range(3000)])
-        client = await connect(h)
-        try:
-            await client.read_snapshot()
-            await next_event(client, _samples)
-            ag = h.agent
+    async with _sweeping(monkeypatch) as h:
+        ag = h.agent
 
-            async def chains() -> list[int]:
-                """Steps taken during each of 40 chains of five loop iterations, each begun in a sweep."""
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 20.0
-                seen: list[int] = []
-                while len(seen) < 40 and loop.time() < deadline:
-                    if ag._sweep_since is None:
-                        await asyncio.sleep(0.002)
-                        continue
-                    before = ag.sample_steps
-                    for _ in range(5):
-                        await asyncio.sleep(0)
-                    seen.append(ag.sample_steps - before)
-                    await asyncio.sleep(0.0003)
-                return seen
+        async def chains() -> list[int]:
+            """Steps taken during each of 40 chains of five loop iterations, each begun in a sweep."""
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20.0
+            seen: list[int] = []
+            while len(seen) < 40 and loop.time() < deadline:
+                if ag._sweep_since is None:
+                    await asyncio.sleep(0.002)
+                    continue
+                before = ag.sample_steps
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                seen.append(ag.sample_steps - before)
+                await asyncio.sleep(0.0003)
+            return seen
 
-            seen = h.run_async(chains(), timeout=30.0)
-            assert len(seen) == 40, f"only {len(seen)} chains began in a sweep"
-            # one step per iteration would be ~5 a chain; a gap of >= 0.5 ms between steps leaves
-            # most chains of five quick iterations without any
-            assert sum(seen) <= len(seen) // 2, seen
-        finally:
-            await client.close()
-    finally:
-        h.stop()
+        seen = h.run_async(chains(), timeout=30.0)
+        assert len(seen) == 40, f"only {len(seen)} chains began in a sweep"
+        # one step per iteration would be ~5 a chain; a gap of >= 0.5 ms between steps leaves
+        # most chains of five quick iterations without any
+        assert sum(seen) <= len(seen) // 2, seen
 
 
 async def test_a_step_waits_while_the_host_loop_has_callbacks_ready(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,42 +174,31 @@ async def test_a_step_waits_while_the_host_loop_has_callbacks_ready(monkeypatch:
     through the loop's iterations, say) waits another ``STEP_GAP_MIN_S``, up to
     ``STEP_DEFER_MAX`` times in a row: bursts of ready work shorter than that see no
     step, and the sweep still goes on between them."""
-    monkeypatch.setattr(_sampling, "STEP_S", 0.0)  # one slice of STEP_CHECK processes per step
-    h = Host(sample_hz=20)
-    try:
-        h.run(lambda: [h.node.spawn(idle) for _ in range(3000)])
-        client = await connect(h)
-        try:
-            await client.read_snapshot()
-            await next_event(client, _samples)
-            ag = h.agent
+    async with _sweeping(monkeypatch) as h:
+        ag = h.agent
 
-            async def bursts() -> tuple[list[int], int]:
-                """Steps taken during each of 30 bursts of 2 ms of ready callbacks begun in a
-                sweep; and steps taken in the idle gaps between them."""
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 20.0
-                seen: list[int] = []
-                between = 0
-                while len(seen) < 30 and loop.time() < deadline:
-                    if ag._sweep_since is None:
-                        await asyncio.sleep(0.002)
-                        continue
-                    before = ag.sample_steps
-                    await _ready_work(loop, loop.time() + 0.002)
-                    seen.append(ag.sample_steps - before)
-                    before = ag.sample_steps
-                    await asyncio.sleep(0.003)
-                    between += ag.sample_steps - before
-                return seen, between
+        async def bursts() -> tuple[list[int], int]:
+            """Steps taken during each of 30 bursts of 2 ms of ready callbacks begun in a
+            sweep; and steps taken in the idle gaps between them."""
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20.0
+            seen: list[int] = []
+            between = 0
+            while len(seen) < 30 and loop.time() < deadline:
+                if ag._sweep_since is None:
+                    await asyncio.sleep(0.002)
+                    continue
+                before = ag.sample_steps
+                await _ready_work(loop, loop.time() + 0.002)
+                seen.append(ag.sample_steps - before)
+                before = ag.sample_steps
+                await asyncio.sleep(0.003)
+                between += ag.sample_steps - before
+            return seen, between
 
-            seen, between = h.run_async(bursts(), timeout=30.0)
-            assert len(seen) == 30, f"only {len(seen)} bursts began in a sweep"
-            # without the wait: a step every ~0.5 ms of a burst, ~4 a burst
-            assert sum(seen) <= 3, seen
-            assert between > 0  # the sweep went on when the loop was idle
-            assert ag.sample_step_defers > 0
-        finally:
-            await client.close()
-    finally:
-        h.stop()
+        seen, between = h.run_async(bursts(), timeout=30.0)
+        assert len(seen) == 30, f"only {len(seen)} bursts began in a sweep"
+        # without the wait: a step every ~0.5 ms of a burst, ~4 a burst
+        assert sum(seen) <= 3, seen
+        assert between > 0  # the sweep went on when the loop was idle
+        assert ag.sample_step_defers > 0
